@@ -1,0 +1,123 @@
+//! The tamper-evident audit trail (DESIGN §7): events appended inside the caller's
+//! transaction, hash-chained and signed with the vault's audit key.
+//!
+//! Every action that matters calls [`append`] with the same [`WriteTx`] that makes its change,
+//! so the change and its event commit together or not at all.
+
+pub mod chain;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::audit::AuditRow;
+use crate::store::{StoreError, WriteTx};
+use crate::vault::Vault;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("could not write the audit event, so the action was not carried out: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit trail's newest event is damaged ({0}) — run `seedvault audit verify`")]
+    CorruptHead(String),
+    #[error("cannot format the event time: {0}")]
+    Time(String),
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied => "denied",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// An event to append. `details` must never hold a seed, a code, an invite token, a challenge
+/// or key material: it is exported in clear.
+pub struct NewEvent {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub outcome: Outcome,
+    pub details: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(actor: impl Into<String>, action: &'static str, target: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            action,
+            target: target.into(),
+            outcome: Outcome::Success,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Formats an event time: RFC 3339, UTC, millisecond precision.
+pub fn format_time(at: OffsetDateTime) -> Result<String, AuditError> {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at.replace_millisecond(at.millisecond()).map_err(|e| AuditError::Time(e.to_string()))?;
+    at.format(&Rfc3339).map_err(|e| AuditError::Time(e.to_string()))
+}
+
+/// Appends `event` inside `tx`: links it to the current head, hashes and signs it.
+pub async fn append(
+    tx: &mut WriteTx,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<AuditRow, AuditError> {
+    let (seq, prev_hash) = match crate::store::audit::head(&mut **tx).await? {
+        Some((seq, hash)) if hash.len() == 32 => (seq + 1, hash),
+        Some((seq, _)) => return Err(AuditError::CorruptHead(format!("event {seq} has a malformed hash"))),
+        None => (1, chain::genesis_hash(vault.id()).to_vec()),
+    };
+    // serde_json's default map is ordered by key, so the stored text is canonical.
+    let details = event.details.to_string();
+    let time = format_time(now)?;
+    let fields = chain::EventFields {
+        seq,
+        time: &time,
+        actor: &event.actor,
+        action: event.action,
+        target: &event.target,
+        outcome: event.outcome.as_str(),
+        details: &details,
+    };
+    let hash = fields.hash(&prev_hash);
+    let sig = vault.sign_audit(&chain::signed_message(seq, &hash));
+    let row = AuditRow {
+        seq,
+        time,
+        actor: event.actor,
+        action: event.action.to_owned(),
+        target: event.target,
+        outcome: event.outcome.as_str().to_owned(),
+        details,
+        prev_hash,
+        hash: hash.to_vec(),
+        sig: sig.to_vec(),
+    };
+    crate::store::audit::insert(&mut **tx, &row).await?;
+    Ok(row)
+}

@@ -1,0 +1,91 @@
+//! The command line (clap): one file per command group. Each command loads the config,
+//! opens the store and calls into the domain; secrets come from files, stdin or prompts,
+//! never from argv.
+
+mod init;
+mod key;
+mod operator;
+mod serve;
+mod status;
+pub mod unlock;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "seedvault", version, about = "Seed escrow and helpdesk OTP vault", propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: ./seedvault.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./seedvault-data; env SEEDVAULT_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vault (a production vault needs a passphrase, recipient or identity slot).
+    Init(init::InitArgs),
+    /// Run the web server and API.
+    Serve(serve::ServeArgs),
+    /// Show the data directory, vault id, key slots and token counts.
+    Status,
+    /// Manage the key slots that unseal the vault.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Invite, list and disable operators.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+}
+
+impl Cli {
+    /// Loads the configuration with this command line's flags on top.
+    pub fn config(&self, flags: Overrides) -> anyhow::Result<Config> {
+        let flags = Overrides { data_dir: self.data_dir.clone(), ..flags };
+        Ok(Config::load(self.config.as_deref(), |name| std::env::var(name).ok(), flags)?)
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Init(args) => init::run(&cli, args).await,
+        Command::Serve(args) => serve::run(&cli, args).await,
+        Command::Status => status::run(&cli).await,
+        Command::Key(command) => key::run(&cli, command).await,
+        Command::Operator(command) => operator::run(&cli, command).await,
+    }
+}
+
+/// Who a CLI action is recorded as in the audit trail.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Sets up logging to stderr with the configured filter.
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The development-slot warning, printed on every start while such a slot exists.
+pub fn development_warning(data_dir: &std::path::Path) -> String {
+    format!(
+        "WARNING: this vault has a development key slot: anyone who can read {} can unseal every seed in it. \
+         Use it only to try seedvault. For real seeds add a protected slot (`seedvault key add passphrase`) and remove \
+         this one (`seedvault key remove development`), or start over with `seedvault init --production`.",
+        data_dir.display()
+    )
+}

@@ -1,0 +1,76 @@
+//! `seedvault serve`: unseal (creating a development vault on a fresh data directory), then
+//! serve HTTP until Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::unlock::{unlock_vault, UnlockArgs};
+use super::{development_warning, init_tracing, Cli};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Overrides;
+use crate::store::Store;
+use crate::vault::open::{self, SlotRequest};
+use crate::vault::VaultError;
+use crate::operators::{self, Role, Roles};
+use crate::web::AppState;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; env SEEDVAULT_BIND).
+    #[arg(long, value_name = "IP:PORT")]
+    bind: Option<String>,
+    /// Public origin browsers use (default http://localhost:8080; env SEEDVAULT_ORIGIN).
+    #[arg(long, value_name = "URL")]
+    origin: Option<String>,
+    /// Refuse to run with a development key slot or without a vault.
+    #[arg(long)]
+    production: bool,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+}
+
+pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = cli.config(Overrides { bind: args.bind.clone(), origin: args.origin.clone(), ..Default::default() })?;
+    init_tracing(&config.log);
+    let clock = Arc::new(SystemClock);
+    let store = Store::open(&config.data_dir).await?;
+
+    if open::existing_vault_id(&store).await?.is_none() {
+        if args.production {
+            anyhow::bail!(
+                "no vault exists in {} — create one first with `seedvault init --production --passphrase-file FILE` (or --recipient age1…)",
+                config.data_dir.display()
+            );
+        }
+        let vault = open::create(&store, clock.now(), "system", vec![("development".into(), SlotRequest::Development)]).await?;
+        tracing::info!(vault_id = vault.id(), data_dir = %config.data_dir.display(), "created a new vault with a development key slot");
+    }
+    let vault = unlock_vault(&store, &args.unlock).await?;
+    if vault.has_development_slot() {
+        if args.production {
+            return Err(VaultError::DevelopmentSlotInProduction.into());
+        }
+        eprintln!("{}", development_warning(&config.data_dir));
+        tracing::warn!("running with a development key slot");
+    }
+
+    let listener = crate::server::bind(config.bind).await?;
+    let state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
+    tracing::info!(vault_id = state.vault.id(), "vault unsealed");
+    if operators::count(&store).await? == 0 {
+        let roles = Roles::new([Role::Admin]);
+        let invite =
+            operators::create_invite(&store, &state.vault, clock.now(), "system", "admin", &roles, config.invite_ttl_hours, true)
+                .await?;
+        println!(
+            "No operator exists yet. Open this one-time admin invite within {} hours to register your passkey:\n\n    {}\n",
+            config.invite_ttl_hours,
+            invite.url(&config.origin_header())
+        );
+    }
+    println!("seedvault {} listening on {} (open {})", env!("CARGO_PKG_VERSION"), config.bind, config.origin_header());
+    crate::server::run(state, listener, crate::server::shutdown_signal()).await?;
+    store.close().await;
+    Ok(())
+}

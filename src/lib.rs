@@ -1,0 +1,29 @@
+//! seedvault: a secure seed-escrow and helpdesk OTP vault.
+//!
+//! Map of the crate (dependencies point downwards: `cli`/`web` → domain → `vault`, `store`):
+//!
+//! - [`cli`]     the command line (clap): one file per command group; thin glue over the library.
+//! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
+//! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
+//! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
+//! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain, signatures.
+//! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
+//! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
+//! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
+//! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
+//! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
+//! - [`clock`]   injectable time, so tests cross TOTP steps and deadlines without sleeping.
+
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod operators;
+pub mod otp;
+pub mod ratelimit;
+pub mod secret;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod vault;
+pub mod web;

@@ -1,0 +1,29 @@
+//! What a data directory holds, for `seedvault status` and the dashboard. Reads only.
+
+use crate::store::{self, Store, StoreError};
+use crate::vault::open::SlotInfo;
+
+pub struct StatusReport {
+    pub vault_id: Option<String>,
+    pub slots: Vec<SlotInfo>,
+    /// Every lifecycle state with its count (zero included), in lifecycle order.
+    pub tokens_by_state: Vec<(&'static str, i64)>,
+    pub audit_events: i64,
+}
+
+pub const TOKEN_STATES: [&str; 5] = ["escrowed", "delivered", "cancelled", "expired", "purged"];
+
+pub async fn collect(store: &Store) -> Result<StatusReport, StoreError> {
+    let vault_id = store::meta::get(store.pool()).await?.map(|m| m.vault_id);
+    let slots = store::key_slots::list(store.pool())
+        .await?
+        .into_iter()
+        .map(|r| SlotInfo { label: r.label, kind: r.kind, recipient: r.recipient, created_at: r.created_at })
+        .collect();
+    let counts = store::tokens::count_by_state(store.pool()).await?;
+    let tokens_by_state = TOKEN_STATES
+        .iter()
+        .map(|state| (*state, counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n)))
+        .collect();
+    Ok(StatusReport { vault_id, slots, tokens_by_state, audit_events: store::audit::count(store.pool()).await? })
+}

@@ -1,0 +1,43 @@
+//! `vault_meta`: the vault's id, key check and sealed audit signing key.
+
+use sqlx::SqliteExecutor;
+
+use super::StoreError;
+
+pub struct VaultMetaRow {
+    pub vault_id: String,
+    pub created_at: i64,
+    pub key_check: Vec<u8>,
+    pub audit_signing_key: Vec<u8>,
+    pub audit_public_key: Vec<u8>,
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>) -> Result<Option<VaultMetaRow>, StoreError> {
+    let row: Option<(String, i64, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT vault_id, created_at, key_check, audit_signing_key, audit_public_key FROM vault_meta WHERE id = 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(vault_id, created_at, key_check, audit_signing_key, audit_public_key)| VaultMetaRow {
+        vault_id,
+        created_at,
+        key_check,
+        audit_signing_key,
+        audit_public_key,
+    }))
+}
+
+pub async fn insert(db: impl SqliteExecutor<'_>, row: &VaultMetaRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO vault_meta (id, vault_id, created_at, key_check, audit_signing_key, audit_public_key)
+         VALUES (1, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.vault_id)
+    .bind(row.created_at)
+    .bind(&row.key_check)
+    .bind(&row.audit_signing_key)
+    .bind(&row.audit_public_key)
+    .execute(db)
+    .await?;
+    Ok(())
+}

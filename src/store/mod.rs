@@ -1,0 +1,121 @@
+//! SQLite storage: the pool, its pragmas, migrations, and every query (grouped by table).
+//! No SQL lives outside this module.
+
+pub mod audit;
+pub mod key_slots;
+pub mod meta;
+pub mod operators;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+/// A write transaction, opened with `BEGIN IMMEDIATE` so that it holds SQLite's write lock from
+/// the start (a deferred transaction that reads and then writes can fail with `SQLITE_BUSY`
+/// when the CLI writes beside a running server).
+pub type WriteTx = Transaction<'static, Sqlite>;
+
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "seedvault.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {reason} — check that it exists, is a directory and is writable by this user, or choose another with --data-dir / SEEDVAULT_DATA_DIR")]
+    DataDir { path: String, reason: String },
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("cannot migrate the database: {0} — the data directory may come from a newer seedvault")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database holds a corrupt value: {0}")]
+    Corrupt(String),
+}
+
+/// The connection pool over the vault database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and runs migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let shown = data_dir.display().to_string();
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::DataDir { path: shown.clone(), reason: e.to_string() })?;
+        restrict_permissions(data_dir).map_err(|e| StoreError::DataDir { path: shown.clone(), reason: e.to_string() })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit (and so its audit event) survives power loss, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // Freed pages are zeroed, so a purged seed's bytes do not linger in the file.
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) => StoreError::DataDir { path: shown.clone(), reason: db.message().to_owned() },
+                other => StoreError::Sqlx(other),
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool, path })
+    }
+
+    /// The pool, for reads and for the session store.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Path of the database file (its `-wal` and `-shm` sit beside it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a write transaction that holds the write lock.
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
+    /// so that overwritten pages do not survive in the log.
+    pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut permissions = std::fs::metadata(dir)?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        permissions.set_mode(0o700);
+        std::fs::set_permissions(dir, permissions)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A trivial query: proves the database answers.
+pub async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The vault's keys: the data key (DEK), the age key slots that wrap it, the sealing of seeds
+//! under it, and the audit signing key sealed under it (DESIGN §2).
+//!
+//! Use [`open::create`] once to make a vault and [`open::unlock`] at every start; both hand
+//! back an unsealed [`Vault`] that seals and opens seeds and signs audit events.
+
+mod data_key;
+pub mod open;
+pub mod slots;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
+
+pub use data_key::{DataKey, RowBinding, SealedBlob};
+pub use slots::{SlotKind, Unlocker};
+
+use crate::secret::Seed;
+
+/// Errors of the key layer. Messages say what to do; none carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("could not seal the value (encryption failed)")]
+    Seal,
+    #[error("cannot open the sealed {what}: {reason}")]
+    CorruptSealed { what: String, reason: String },
+    #[error("a key slot is damaged: {reason} — unlock with another slot and re-add this one with `seedvault key add`")]
+    CorruptSlot { reason: String },
+    #[error("could not wrap the data key: {0}")]
+    Wrap(String),
+    #[error("the passphrase is empty — choose a passphrase of several words")]
+    EmptyPassphrase,
+    #[error("not an age X25519 recipient — expected a public key of the form age1… (from `age-keygen -y`)")]
+    BadRecipient,
+    #[error("cannot read identity file {path}: {reason} — pass the path of an age identity file (AGE-SECRET-KEY-1…) with --identity")]
+    IdentityFile { path: String, reason: String },
+    #[error("none of the key slots opens with the key supplied — check the passphrase or identity file (`seedvault key list` shows the slots)")]
+    WrongKey,
+    #[error("the vault is sealed and no key was supplied — set SEEDVAULT_PASSPHRASE, pass --passphrase-file FILE or --identity FILE, or run on a terminal to be prompted")]
+    NoKeySupplied,
+    #[error("no vault exists in this data directory yet — run `seedvault init` (or `seedvault serve`, which creates a development vault)")]
+    NotInitialised,
+    #[error("a vault already exists in this data directory (vault id {0}) — use `seedvault key add` to add an unlock method")]
+    AlreadyInitialised(String),
+    #[error("a slot labelled '{0}' already exists — choose another --label")]
+    DuplicateLabel(String),
+    #[error("no key slot is labelled '{0}' — `seedvault key list` shows the labels")]
+    UnknownSlot(String),
+    #[error("'{0}' is the last key slot; removing it would lock the vault forever — add another slot first")]
+    LastSlot(String),
+    #[error("this vault still has a development key slot, which anyone with the data directory can open — add a protected slot (`seedvault key add passphrase` or `key add recipient`) and remove the development slot (`seedvault key remove development`) before running with --production")]
+    DevelopmentSlotInProduction,
+    #[error("a production vault needs a protected key slot — pass --passphrase-file FILE, --recipient age1… or --identity-out FILE")]
+    ProductionNeedsSlot,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] Box<crate::audit::AuditError>),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+}
+
+/// An unsealed vault: the data key and the audit signing key, in memory only.
+/// Deliberately not `Debug` or `Clone`; share it behind an `Arc`.
+pub struct Vault {
+    id: String,
+    key: DataKey,
+    signer: SigningKey,
+    has_development_slot: bool,
+}
+
+impl Vault {
+    pub(crate) fn new(id: String, key: DataKey, signer: SigningKey, has_development_slot: bool) -> Self {
+        Self { id, key, signer, has_development_slot }
+    }
+
+    /// The vault's random id; the audit chain's genesis derives from it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether an unprotected development slot exists (the UI shows a banner while it does).
+    pub fn has_development_slot(&self) -> bool {
+        self.has_development_slot
+    }
+
+    pub(crate) fn data_key(&self) -> &DataKey {
+        &self.key
+    }
+
+    /// Seals a token's seed, bound to the token's id and serial.
+    pub fn seal_seed(&self, token_id: &str, serial: &str, seed: &Seed) -> Result<SealedBlob, VaultError> {
+        self.key.seal(&RowBinding::token_seed(token_id, serial), seed.expose())
+    }
+
+    /// Opens a token's sealed seed; fails if the blob belongs to another row or was altered.
+    pub fn unseal_seed(&self, token_id: &str, serial: &str, sealed: &SealedBlob) -> Result<Seed, VaultError> {
+        let plaintext = self.key.unseal(&RowBinding::token_seed(token_id, serial), sealed)?;
+        Ok(Seed::from_bytes(plaintext.to_vec())?)
+    }
+
+    /// Signs an audit message (`seq || hash`) with the vault's Ed25519 audit key.
+    pub fn sign_audit(&self, message: &[u8]) -> [u8; 64] {
+        self.signer.sign(message).to_bytes()
+    }
+
+    /// The audit verification key, published with `seedvault audit public-key`.
+    pub fn audit_public_key(&self) -> VerifyingKey {
+        self.signer.verifying_key()
+    }
+}
+
+/// Value sealed as the key check: opening it proves the unwrapped key is this vault's.
+const KEY_CHECK: &[u8] = b"seedvault key check v1";
+
+/// Makes the sealed values a new vault stores beside its slots.
+pub(crate) struct NewVaultMaterial {
+    pub key_check: SealedBlob,
+    pub sealed_signing_key: SealedBlob,
+    pub public_key: [u8; 32],
+}
+
+pub(crate) fn new_material(vault_id: &str, key: &DataKey) -> Result<NewVaultMaterial, VaultError> {
+    let signer = SigningKey::generate(&mut rand::rngs::OsRng);
+    let secret = Zeroizing::new(signer.to_bytes());
+    Ok(NewVaultMaterial {
+        key_check: key.seal(&RowBinding::vault_value(vault_id, "key-check"), KEY_CHECK)?,
+        sealed_signing_key: key.seal(&RowBinding::vault_value(vault_id, "audit-signing-key"), secret.as_ref())?,
+        public_key: signer.verifying_key().to_bytes(),
+    })
+}
+
+/// Checks the key against the stored key check and opens the audit signing key.
+pub(crate) fn open_material(
+    vault_id: &str,
+    key: &DataKey,
+    key_check: &SealedBlob,
+    sealed_signing_key: &SealedBlob,
+) -> Result<SigningKey, VaultError> {
+    key.unseal(&RowBinding::vault_value(vault_id, "key-check"), key_check)
+        .map_err(|_| VaultError::WrongKey)?;
+    let secret = key.unseal(&RowBinding::vault_value(vault_id, "audit-signing-key"), sealed_signing_key)?;
+    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
+        VaultError::CorruptSealed { what: "audit signing key".into(), reason: "wrong length".into() }
+    })?);
+    Ok(SigningKey::from_bytes(&bytes))
+}

@@ -1,0 +1,276 @@
+//! `/api/v1/auth/*`: passkey registration from an invite, sign-in (named and discoverable),
+//! sign-out. Ceremony state lives in the server-side session and is taken out (single use)
+//! by the matching `/finish`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower_sessions::Session;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use webauthn_rs::prelude::{
+    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential,
+};
+
+use crate::audit::{NewEvent, Outcome};
+use crate::operators::{self, Operator, PendingInvite, Role};
+use crate::web::session::{session_error, ClientAddr, SignedIn, SIGNED_IN};
+use crate::web::{AppError, AppState};
+
+const REGISTRATION: &str = "ceremony.registration";
+const SIGN_IN: &str = "ceremony.sign_in";
+
+#[derive(Serialize, Deserialize)]
+struct RegistrationState {
+    ceremony: PasskeyRegistration,
+    invite: PendingInvite,
+    user_handle: Uuid,
+}
+
+#[derive(Serialize, Deserialize)]
+enum SignInState {
+    Named { operator_id: i64, ceremony: PasskeyAuthentication },
+    Discoverable { ceremony: DiscoverableAuthentication },
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterStart {
+    /// The token from the invite URL (`/invite/<TOKEN>`).
+    invite: String,
+}
+
+/// Who is signed in.
+#[derive(Serialize, ToSchema)]
+pub struct SignedInOperator {
+    name: String,
+    roles: Vec<Role>,
+}
+
+impl From<&Operator> for SignedInOperator {
+    fn from(op: &Operator) -> Self {
+        Self { name: op.name.clone(), roles: op.roles.to_vec() }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct SignInStart {
+    /// Operator name; omit for a discoverable-credential (passkey autofill) sign-in.
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// Start registering a passkey for an invite.
+#[utoipa::path(post, path = "/auth/register/start", tag = "auth", request_body = RegisterStart,
+    responses((status = 200, description = "WebAuthn creation challenge (`{\"publicKey\": …}`)", body = serde_json::Value),
+              (status = 404, description = "unknown invite"), (status = 410, description = "invite expired or used")))]
+pub async fn register_start(
+    State(state): State<AppState>,
+    session: Session,
+    Json(body): Json<RegisterStart>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let invite = operators::open_invite(&state.store, &state.vault, state.clock.now(), body.invite.trim()).await?;
+    let user_handle = Uuid::new_v4();
+    let (challenge, ceremony) = state.webauthn.start_passkey_registration(user_handle, &invite.name, &invite.name, None)?;
+    session
+        .insert(REGISTRATION, RegistrationState { ceremony, invite, user_handle })
+        .await
+        .map_err(session_error)?;
+    Ok(Json(to_json(&challenge)?))
+}
+
+/// Finish registration: the operator is created, the invite consumed, and the session signed in.
+#[utoipa::path(post, path = "/auth/register/finish", tag = "auth", request_body = serde_json::Value,
+    responses((status = 200, body = SignedInOperator), (status = 400, description = "no registration in progress or credential refused")))]
+pub async fn register_finish(
+    State(state): State<AppState>,
+    session: Session,
+    Json(credential): Json<RegisterPublicKeyCredential>,
+) -> Result<Json<SignedInOperator>, AppError> {
+    let Some(pending) = session.remove::<RegistrationState>(REGISTRATION).await.map_err(session_error)? else {
+        return Err(AppError::BadRequest("no registration is in progress in this session — open the invite link again".into()));
+    };
+    let now = state.clock.now();
+    let passkey = match state.webauthn.finish_passkey_registration(&credential, &pending.ceremony) {
+        Ok(passkey) => passkey,
+        Err(e) => {
+            let target = format!("operator:{}", pending.invite.name);
+            let event = NewEvent::new(target.clone(), "operator.registration_refused", target)
+                .outcome(Outcome::Denied)
+                .details(json!({ "reason": e.to_string() }));
+            operators::record(&state.store, &state.vault, now, event).await?;
+            return Err(e.into());
+        }
+    };
+    let operator = operators::register(
+        &state.store,
+        &state.vault,
+        now,
+        &pending.invite,
+        pending.user_handle,
+        passkey.cred_id().as_ref(),
+        &passkey_json(&passkey)?,
+    )
+    .await?;
+    sign_in_session(&session, &operator, now.unix_timestamp()).await?;
+    Ok(Json(SignedInOperator::from(&operator)))
+}
+
+/// Start signing in: with a name, or without for a discoverable credential.
+#[utoipa::path(post, path = "/auth/login/start", tag = "auth", request_body = SignInStart,
+    responses((status = 200, description = "WebAuthn request challenge (`{\"publicKey\": …}`)", body = serde_json::Value),
+              (status = 401, description = "no such enabled operator with a passkey"), (status = 429, description = "too many failed sign-ins")))]
+pub async fn login_start(
+    State(state): State<AppState>,
+    session: Session,
+    ClientAddr(addr): ClientAddr,
+    body: Option<Json<SignInStart>>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let username = body.and_then(|Json(b)| b.username).map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+    let now = state.clock.now();
+    check_sign_in_limits(&state, username.as_deref(), &addr, now.unix_timestamp())?;
+    let (challenge, pending) = match &username {
+        Some(name) => {
+            let operator = operators::by_name(&state.store, name).await?.filter(|op| !op.disabled);
+            let passkeys = match &operator {
+                Some(op) => passkeys_of(&state, op.id).await?.into_iter().map(|(_, p)| p).collect(),
+                None => Vec::new(),
+            };
+            let Some(operator) = operator.filter(|_| !passkeys.is_empty()) else {
+                sign_in_failed(&state, Some(name), &addr, "no enabled operator with a passkey has this name").await?;
+                return Err(AppError::Unauthorized(format!("cannot sign in as '{name}': no enabled operator with a passkey has this name")));
+            };
+            let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
+            (challenge, SignInState::Named { operator_id: operator.id, ceremony })
+        }
+        None => {
+            let (challenge, ceremony) = state.webauthn.start_discoverable_authentication()?;
+            (challenge, SignInState::Discoverable { ceremony })
+        }
+    };
+    session.insert(SIGN_IN, pending).await.map_err(session_error)?;
+    Ok(Json(to_json(&challenge)?))
+}
+
+/// Finish signing in with the passkey's assertion.
+#[utoipa::path(post, path = "/auth/login/finish", tag = "auth", request_body = serde_json::Value,
+    responses((status = 200, body = SignedInOperator), (status = 400, description = "no sign-in in progress"),
+              (status = 401, description = "assertion refused"), (status = 429, description = "too many failed sign-ins")))]
+pub async fn login_finish(
+    State(state): State<AppState>,
+    session: Session,
+    ClientAddr(addr): ClientAddr,
+    Json(credential): Json<PublicKeyCredential>,
+) -> Result<Json<SignedInOperator>, AppError> {
+    let Some(pending) = session.remove::<SignInState>(SIGN_IN).await.map_err(session_error)? else {
+        return Err(AppError::BadRequest("no sign-in is in progress in this session — start again".into()));
+    };
+    let now = state.clock.now();
+    let operator = match &pending {
+        SignInState::Named { operator_id, .. } => operators::by_id(&state.store, *operator_id).await?,
+        SignInState::Discoverable { .. } => match state.webauthn.identify_discoverable_authentication(&credential) {
+            Ok((handle, _)) => operators::by_handle(&state.store, &handle).await?,
+            Err(_) => None,
+        },
+    };
+    let Some(operator) = operator.filter(|op| !op.disabled) else {
+        sign_in_failed(&state, None, &addr, "the passkey belongs to no enabled operator").await?;
+        return Err(AppError::Unauthorized("this passkey belongs to no enabled operator".into()));
+    };
+    check_sign_in_limits(&state, Some(&operator.name), &addr, now.unix_timestamp())?;
+    let passkeys = passkeys_of(&state, operator.id).await?;
+    let result = match pending {
+        SignInState::Named { ceremony, .. } => state.webauthn.finish_passkey_authentication(&credential, &ceremony),
+        SignInState::Discoverable { ceremony } => {
+            let keys: Vec<DiscoverableKey> = passkeys.iter().map(|(_, p)| DiscoverableKey::from(p)).collect();
+            state.webauthn.finish_discoverable_authentication(&credential, ceremony, &keys)
+        }
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            sign_in_failed(&state, Some(&operator.name), &addr, &e.to_string()).await?;
+            return Err(AppError::Unauthorized(format!("the passkey assertion was not accepted: {e}")));
+        }
+    };
+    let Some((row, mut passkey)) = passkeys.into_iter().find(|(_, p)| p.cred_id() == result.cred_id()) else {
+        sign_in_failed(&state, Some(&operator.name), &addr, "credential not registered to this operator").await?;
+        return Err(AppError::Unauthorized("this passkey is not registered to the operator".into()));
+    };
+    passkey.update_credential(&result);
+    let discoverable = credential.get_user_unique_id().is_some();
+    operators::record_sign_in(&state.store, &state.vault, now, &operator, row, &passkey_json(&passkey)?, discoverable).await?;
+    sign_in_session(&session, &operator, now.unix_timestamp()).await?;
+    Ok(Json(SignedInOperator::from(&operator)))
+}
+
+/// Sign out: the session is deleted server-side.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "signed out")))]
+pub async fn logout(State(state): State<AppState>, session: Session) -> Result<StatusCode, AppError> {
+    if let Some(signed_in) = session.get::<SignedIn>(SIGNED_IN).await.map_err(session_error)? {
+        if let Some(op) = operators::by_id(&state.store, signed_in.operator_id).await? {
+            operators::record(&state.store, &state.vault, state.clock.now(), NewEvent::new(op.actor(), "auth.sign_out", op.actor()))
+                .await?;
+        }
+    }
+    session.flush().await.map_err(session_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Marks the session signed in, under a fresh session id (no fixation).
+pub async fn sign_in_session(session: &Session, operator: &Operator, now: i64) -> Result<(), AppError> {
+    session.cycle_id().await.map_err(session_error)?;
+    session
+        .insert(SIGNED_IN, SignedIn { operator_id: operator.id, signed_in_at: now, last_seen: now })
+        .await
+        .map_err(session_error)
+}
+
+fn check_sign_in_limits(state: &AppState, name: Option<&str>, addr: &str, now: i64) -> Result<(), AppError> {
+    let by_name = name.map_or(Ok(()), |n| state.limits.sign_in_by_name.check(n, now));
+    let by_addr = state.limits.sign_in_by_addr.check(addr, now);
+    match by_name.and(by_addr) {
+        Ok(()) => Ok(()),
+        Err(retry_after_seconds) => Err(AppError::TooManyRequests {
+            message: format!("too many failed sign-ins; try again in {retry_after_seconds} seconds"),
+            retry_after_seconds,
+        }),
+    }
+}
+
+async fn sign_in_failed(state: &AppState, name: Option<&str>, addr: &str, reason: &str) -> Result<(), AppError> {
+    let now = state.clock.now();
+    if let Some(name) = name {
+        state.limits.sign_in_by_name.record(name, now.unix_timestamp());
+    }
+    state.limits.sign_in_by_addr.record(addr, now.unix_timestamp());
+    let target = name.map_or_else(|| "operator:unknown".to_owned(), |n| format!("operator:{n}"));
+    let event = NewEvent::new("anonymous", "auth.sign_in", target)
+        .outcome(Outcome::Denied)
+        .details(json!({ "reason": reason, "client": addr }));
+    operators::record(&state.store, &state.vault, now, event).await?;
+    Ok(())
+}
+
+/// An operator's stored passkeys with their row ids.
+pub async fn passkeys_of(state: &AppState, operator_id: i64) -> Result<Vec<(i64, Passkey)>, AppError> {
+    operators::credentials(&state.store, operator_id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_str::<Passkey>(&row.passkey)
+                .map(|p| (row.id, p))
+                .map_err(|e| AppError::Internal(format!("stored credential {} is unreadable: {e}", row.id)))
+        })
+        .collect()
+}
+
+pub fn passkey_json(passkey: &Passkey) -> Result<String, AppError> {
+    serde_json::to_string(passkey).map_err(|e| AppError::Internal(format!("cannot store credential: {e}")))
+}
+
+pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::Internal(format!("cannot encode challenge: {e}")))
+}

@@ -1,0 +1,56 @@
+//! The JSON API under `/api/v1`. Routes are registered through utoipa-axum so that the
+//! OpenAPI document at `/api/v1/openapi.json` is generated from the very same table.
+
+pub mod auth;
+pub mod me;
+pub mod operators;
+
+use axum::Json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "seedvault", description = "Seed escrow and helpdesk OTP vault. Seeds go in; only one-time codes come out."),
+    tags((name = "auth", description = "passkey registration and sign-in"),
+         (name = "operators", description = "operators, roles, credentials"),
+         (name = "meta", description = "the API itself"))
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3 document of every `/api/v1` route.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "this document", body = serde_json::Value)))]
+async fn openapi_json(axum::extract::State(doc): axum::extract::State<std::sync::Arc<serde_json::Value>>) -> Json<serde_json::Value> {
+    Json((*doc).clone())
+}
+
+/// The `/api/v1` routes (unprefixed) with their OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::register_start))
+        .routes(routes!(auth::register_finish))
+        .routes(routes!(auth::login_start))
+        .routes(routes!(auth::login_finish))
+        .routes(routes!(auth::logout))
+        .routes(routes!(me::me))
+        .routes(routes!(me::add_credential_start))
+        .routes(routes!(me::add_credential_finish))
+        .routes(routes!(me::remove_credential))
+        .routes(routes!(operators::list))
+        .routes(routes!(operators::invite))
+        .routes(routes!(operators::update))
+}
+
+/// Builds the `/api/v1` router and its document (which lists itself too).
+pub fn router() -> axum::Router<AppState> {
+    let (api, mut doc) = OpenApiRouter::new().nest("/api/v1", routes()).split_for_parts();
+    let (_, self_doc) = OpenApiRouter::<std::sync::Arc<serde_json::Value>>::new()
+        .nest("/api/v1", OpenApiRouter::new().routes(routes!(openapi_json)))
+        .split_for_parts();
+    doc.merge(self_doc);
+    let doc = std::sync::Arc::new(serde_json::to_value(&doc).unwrap_or_default());
+    api.route("/api/v1/openapi.json", axum::routing::get(openapi_json).with_state(doc))
+}

@@ -1,0 +1,105 @@
+//! `/api/v1/operators`: the admin's view: list, invite, change roles, disable.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::operators::{self, Operator, OperatorChange, Role, Roles};
+use crate::web::session::CurrentOperator;
+use crate::web::{AppError, AppState};
+
+#[derive(Serialize, ToSchema)]
+pub struct OperatorView {
+    name: String,
+    roles: Vec<Role>,
+    disabled: bool,
+    created_at: i64,
+    credentials: i64,
+}
+
+impl OperatorView {
+    fn new(op: &Operator, credentials: i64) -> Self {
+        Self { name: op.name.clone(), roles: op.roles.to_vec(), disabled: op.disabled, created_at: op.created_at, credentials }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InviteRequest {
+    name: String,
+    roles: Vec<Role>,
+}
+
+/// The invite link: shown once, never stored.
+#[derive(Serialize, ToSchema)]
+pub struct InviteCreated {
+    name: String,
+    roles: Vec<Role>,
+    url: String,
+    expires_at: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct OperatorPatch {
+    #[serde(default)]
+    roles: Option<Vec<Role>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+/// All operators (admin).
+#[utoipa::path(get, path = "/operators", tag = "operators", responses((status = 200, body = [OperatorView]), (status = 401), (status = 403)))]
+pub async fn list(State(state): State<AppState>, current: CurrentOperator) -> Result<Json<Vec<OperatorView>>, AppError> {
+    current.require(Role::Admin)?;
+    let all = operators::list(&state.store).await?;
+    Ok(Json(all.iter().map(|(op, n)| OperatorView::new(op, *n)).collect()))
+}
+
+/// Invite a new operator (admin); the response carries the one-time URL.
+#[utoipa::path(post, path = "/operators/invites", tag = "operators", request_body = InviteRequest,
+    responses((status = 201, body = InviteCreated), (status = 401), (status = 403), (status = 409), (status = 422)))]
+pub async fn invite(
+    State(state): State<AppState>,
+    current: CurrentOperator,
+    Json(body): Json<InviteRequest>,
+) -> Result<(StatusCode, Json<InviteCreated>), AppError> {
+    let admin = current.require(Role::Admin)?;
+    let roles = Roles::new(body.roles);
+    let issued = operators::create_invite(
+        &state.store,
+        &state.vault,
+        state.clock.now(),
+        &admin.actor(),
+        &body.name,
+        &roles,
+        state.config.invite_ttl_hours,
+        false,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteCreated {
+            url: issued.url(&state.config.origin_header()),
+            name: issued.name,
+            roles: issued.roles.to_vec(),
+            expires_at: issued.expires_at,
+        }),
+    ))
+}
+
+/// Change an operator's roles or disable them (admin). Disabling ends their sessions at once.
+#[utoipa::path(patch, path = "/operators/{name}", tag = "operators", request_body = OperatorPatch, params(("name" = String, Path)),
+    responses((status = 200, body = OperatorView), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn update(
+    State(state): State<AppState>,
+    current: CurrentOperator,
+    Path(name): Path<String>,
+    Json(body): Json<OperatorPatch>,
+) -> Result<Json<OperatorView>, AppError> {
+    let admin = current.require(Role::Admin)?;
+    let change = OperatorChange { roles: body.roles.map(Roles::new), disabled: body.disabled };
+    let op = operators::update(&state.store, &state.vault, state.clock.now(), &admin.actor(), Some(admin.id), &name, change).await?;
+    let credentials = operators::credentials(&state.store, op.id).await?.len() as i64;
+    Ok(Json(OperatorView::new(&op, credentials)))
+}

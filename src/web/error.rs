@@ -1,0 +1,109 @@
+//! The web layer's one error type, mapped to an HTTP status and a JSON body in one place.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An error a handler returns. The message is shown to the client, so it never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("sign in first")]
+    Unauthenticated,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_seconds: u64 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Unauthorized(_) => "sign_in_failed",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Gone(_) => "gone",
+            Self::Unprocessable(_) => "unprocessable",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            // The detail goes to the log only; it may name tables or paths.
+            tracing::error!(error = %detail, "request failed");
+        }
+        let status = self.status();
+        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
+        let mut response = (status, body).into_response();
+        if let Self::TooManyRequests { retry_after_seconds, .. } = self {
+            if let Ok(value) = retry_after_seconds.to_string().parse() {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::operators::OperatorError> for AppError {
+    fn from(e: crate::operators::OperatorError) -> Self {
+        use crate::operators::OperatorError as E;
+        let message = e.to_string();
+        match e {
+            E::InviteUnknown | E::UnknownOperator(_) | E::UnknownCredential(_) => Self::NotFound(message),
+            E::InviteExpired | E::InviteUsed => Self::Gone(message),
+            E::NameTaken(_) | E::InvitePending(_) | E::CredentialExists | E::LastCredential | E::SelfLockout => {
+                Self::Conflict(message)
+            }
+            E::InvalidName(_) | E::NoRoles | E::UnknownRole(_) => Self::Unprocessable(message),
+            E::Store(_) | E::Audit(_) => Self::Internal(message),
+        }
+    }
+}
+
+impl From<webauthn_rs::prelude::WebauthnError> for AppError {
+    fn from(e: webauthn_rs::prelude::WebauthnError) -> Self {
+        Self::BadRequest(format!("the passkey response was not accepted: {e}"))
+    }
+}

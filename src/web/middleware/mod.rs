@@ -1,0 +1,3 @@
+//! Cross-cutting request checks, one file per concern.
+
+pub mod origin;

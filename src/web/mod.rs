@@ -1,0 +1,105 @@
+//! HTTP: the router, its shared state, and the mapping of errors to responses. Handlers are
+//! thin: they parse, call the domain, and shape the reply.
+
+pub mod api;
+mod error;
+mod health;
+pub mod middleware;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::SqliteStore;
+use webauthn_rs::prelude::Webauthn;
+use webauthn_rs::WebauthnBuilder;
+
+pub use error::AppError;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+use crate::vault::Vault;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "seedvault_session";
+
+/// In-memory rate limits shared by all requests.
+pub struct Limits {
+    pub sign_in_by_name: RateLimiter,
+    pub sign_in_by_addr: RateLimiter,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { sign_in_by_name: RateLimiter::new(5, 15 * 60), sign_in_by_addr: RateLimiter::new(20, 15 * 60) }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub vault: Arc<Vault>,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub webauthn: Arc<Webauthn>,
+    pub limits: Arc<Limits>,
+    pub sessions: SqliteStore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot set up WebAuthn for origin {origin}: {reason} — set origin (SEEDVAULT_ORIGIN) to the URL browsers use")]
+    Webauthn { origin: String, reason: String },
+    #[error("cannot prepare the session table: {0}")]
+    Sessions(String),
+}
+
+impl AppState {
+    /// Assembles the state: WebAuthn bound to the configured origin, the session table.
+    pub async fn new(store: Store, vault: Vault, config: Config, clock: SharedClock) -> Result<Self, StateError> {
+        let origin = config.origin.clone();
+        let webauthn_error = |reason: String| StateError::Webauthn { origin: origin.to_string(), reason };
+        let rp_id = origin.host_str().ok_or_else(|| webauthn_error("no host".into()))?.to_owned();
+        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+            .map_err(|e| webauthn_error(e.to_string()))?
+            .rp_name("seedvault")
+            .build()
+            .map_err(|e| webauthn_error(e.to_string()))?;
+        let sessions = SqliteStore::new(store.pool().clone())
+            .with_table_name("sessions")
+            .map_err(StateError::Sessions)?;
+        sessions.migrate().await.map_err(|e| StateError::Sessions(e.to_string()))?;
+        Ok(Self {
+            store,
+            vault: Arc::new(vault),
+            config: Arc::new(config),
+            clock,
+            webauthn: Arc::new(webauthn),
+            limits: Arc::new(Limits::default()),
+            sessions,
+        })
+    }
+}
+
+/// Builds the whole application; `serve` and the tests both call this.
+pub fn app(state: AppState) -> Router {
+    let session_layer = SessionManagerLayer::new(state.sessions.clone())
+        .with_name(SESSION_COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        // Browsers do not send Secure cookies back over http://localhost.
+        .with_secure(state.config.origin_is_https())
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(state.config.session_idle_minutes))));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .merge(api::router())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin::require_same_origin))
+        .layer(session_layer)
+        .with_state(state)
+}

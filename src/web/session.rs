@@ -1,0 +1,102 @@
+//! The signed-in operator, as an extractor. Sessions live server-side (tower-sessions, SQLite
+//! store); the cookie holds only the session id.
+//!
+//! Idle and absolute timeouts are checked here against the injectable clock, and the operator
+//! is re-read on every request, so a disabled operator or a role change takes effect at once.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+use super::{AppError, AppState};
+use crate::operators::{self, Operator, Role};
+
+/// Session key of the signed-in marker.
+pub const SIGNED_IN: &str = "signed_in";
+
+/// How long `last_seen` may lag before it is written again (saves a write per request).
+const LAST_SEEN_GRANULARITY: i64 = 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub operator_id: i64,
+    pub signed_in_at: i64,
+    pub last_seen: i64,
+}
+
+/// The signed-in, enabled operator making this request.
+pub struct CurrentOperator {
+    pub operator: Operator,
+    pub session: Session,
+}
+
+impl CurrentOperator {
+    /// 403 unless the operator holds `role`.
+    pub fn require(&self, role: Role) -> Result<&Operator, AppError> {
+        if self.operator.roles.contains(role) {
+            Ok(&self.operator)
+        } else {
+            Err(AppError::Forbidden(format!("this needs the {role} role, which {} does not hold", self.operator.name)))
+        }
+    }
+
+    /// 403 unless the operator holds one of `roles`.
+    pub fn require_any(&self, roles: &[Role]) -> Result<&Operator, AppError> {
+        if roles.iter().any(|r| self.operator.roles.contains(*r)) {
+            Ok(&self.operator)
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(AppError::Forbidden(format!("this needs one of the roles {}", names.join(", "))))
+        }
+    }
+}
+
+pub fn session_error(e: tower_sessions::session::Error) -> AppError {
+    AppError::Internal(format!("session store: {e}"))
+}
+
+impl FromRequestParts<AppState> for CurrentOperator {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(|(_, message)| AppError::Internal(message.to_owned()))?;
+        let Some(mut signed_in) = session.get::<SignedIn>(SIGNED_IN).await.map_err(session_error)? else {
+            return Err(AppError::Unauthenticated);
+        };
+        let now = state.clock.unix();
+        let idle = i64::from(state.config.session_idle_minutes) * 60;
+        let absolute = i64::from(state.config.session_absolute_hours) * 3600;
+        if now - signed_in.last_seen > idle || now - signed_in.signed_in_at > absolute {
+            session.flush().await.map_err(session_error)?;
+            return Err(AppError::Unauthenticated);
+        }
+        let operator = operators::by_id(&state.store, signed_in.operator_id).await.map_err(AppError::from)?;
+        let Some(operator) = operator.filter(|op| !op.disabled) else {
+            session.flush().await.map_err(session_error)?;
+            return Err(AppError::Unauthenticated);
+        };
+        if now - signed_in.last_seen >= LAST_SEEN_GRANULARITY {
+            signed_in.last_seen = now;
+            session.insert(SIGNED_IN, &signed_in).await.map_err(session_error)?;
+        }
+        Ok(Self { operator, session })
+    }
+}
+
+/// The client's address, for per-address rate limits ("unknown" without connect info).
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
+        Ok(Self(addr))
+    }
+}

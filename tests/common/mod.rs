@@ -1,0 +1,111 @@
+//! Shared helpers for integration tests: an in-process server on a temporary SQLite file,
+//! an HTTP client that feeds every response into the secret-leak canary, and the canary.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod canary;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use seedvault::clock::ManualClock;
+use seedvault::config::{Config, Overrides};
+use seedvault::store::Store;
+use seedvault::vault::open::{self, SlotRequest};
+use seedvault::web::AppState;
+use tempfile::TempDir;
+
+pub use canary::Canary;
+
+/// A unix time inside the shared test data's reference step.
+pub const T0: i64 = 1_764_000_000;
+
+/// The real server, in-process, on a port of its own and a fresh data directory.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub canary: Arc<Canary>,
+    pub clock: ManualClock,
+    pub state: AppState,
+    pub dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let canary = Arc::new(Canary::new());
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = Config::validate(Overrides {
+            data_dir: Some(dir.path().join("data")),
+            origin: Some(format!("http://localhost:{port}")),
+            policies_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
+            ..Default::default()
+        })
+        .unwrap();
+        let clock = ManualClock::at_unix(T0);
+        let store = Store::open(&config.data_dir).await.unwrap();
+        let vault = open::create(&store, clock_now(&clock), "system", vec![("development".into(), SlotRequest::Development)])
+            .await
+            .unwrap();
+        let state = AppState { store, vault: Arc::new(vault), config: Arc::new(config), clock: Arc::new(clock.clone()) };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = seedvault::web::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+        Self {
+            base: format!("http://localhost:{port}"),
+            client,
+            canary,
+            clock,
+            state,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET; the body goes to the canary.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        self.finish(path, response).await
+    }
+
+    /// Records a response body with the canary and parses it as JSON (Null when not JSON).
+    pub async fn finish(&self, what: &str, response: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        self.canary.record_response(what, &bytes);
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Stops the server and checks the canary over logs, responses and every file written.
+    pub async fn stop_and_check(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.state.store.close().await;
+        self.canary.assert_clean(&[self.dir.path()]);
+    }
+}
+
+fn clock_now(clock: &ManualClock) -> time::OffsetDateTime {
+    use seedvault::clock::Clock;
+    clock.now()
+}
