@@ -31,7 +31,8 @@ pub struct ManualClock(Arc<Mutex<OffsetDateTime>>);
 
 impl ManualClock {
     pub fn at_unix(seconds: i64) -> Self {
-        let start = OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let start =
+            OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         Self(Arc::new(Mutex::new(start)))
     }
 

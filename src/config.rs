@@ -18,7 +18,11 @@ pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     Parse { path: String, reason: String },
     #[error("{setting} = '{value}' is invalid: {fix}")]
-    Invalid { setting: &'static str, value: String, fix: &'static str },
+    Invalid {
+        setting: &'static str,
+        value: String,
+        fix: &'static str,
+    },
 }
 
 /// The validated configuration.
@@ -62,7 +66,17 @@ impl Overrides {
         macro_rules! take {
             ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field; } )* };
         }
-        take!(data_dir, bind, origin, log, retention_days, invite_ttl_hours, session_idle_minutes, session_absolute_hours, policies_dir);
+        take!(
+            data_dir,
+            bind,
+            origin,
+            log,
+            retention_days,
+            invite_ttl_hours,
+            session_idle_minutes,
+            session_absolute_hours,
+            policies_dir
+        );
     }
 
     /// Reads `SEEDVAULT_*` variables through `get` (the process environment in production).
@@ -94,9 +108,14 @@ impl Overrides {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: shown.clone(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown, reason: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown,
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -124,33 +143,61 @@ impl Config {
     /// Defaults with the given overrides, validated.
     pub fn validate(o: Overrides) -> Result<Self, ConfigError> {
         let bind_text = o.bind.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let bind = bind_text.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-            setting: "bind",
-            value: bind_text.clone(),
-            fix: "expected IP:PORT, for example 127.0.0.1:8080",
-        })?;
+        let bind = bind_text
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::Invalid {
+                setting: "bind",
+                value: bind_text.clone(),
+                fix: "expected IP:PORT, for example 127.0.0.1:8080",
+            })?;
         let origin_text = o.origin.unwrap_or_else(|| "http://localhost:8080".into());
         let origin = parse_origin(&origin_text)?;
         let positive = |setting: &'static str, value: u32, fix: &'static str| {
             if value == 0 {
-                Err(ConfigError::Invalid { setting, value: value.to_string(), fix })
+                Err(ConfigError::Invalid {
+                    setting,
+                    value: value.to_string(),
+                    fix,
+                })
             } else {
                 Ok(value)
             }
         };
-        let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("seedvault-data"));
+        let data_dir = o
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("seedvault-data"));
         if data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid { setting: "data_dir", value: String::new(), fix: "give a directory path" });
+            return Err(ConfigError::Invalid {
+                setting: "data_dir",
+                value: String::new(),
+                fix: "give a directory path",
+            });
         }
         Ok(Self {
             data_dir,
             bind,
             origin,
             log: o.log.unwrap_or_else(|| "info".into()),
-            retention_days: positive("retention_days", o.retention_days.unwrap_or(30), "expected at least 1 day")?,
-            invite_ttl_hours: positive("invite_ttl_hours", o.invite_ttl_hours.unwrap_or(24), "expected at least 1 hour")?,
-            session_idle_minutes: positive("session_idle_minutes", o.session_idle_minutes.unwrap_or(15), "expected at least 1 minute")?,
-            session_absolute_hours: positive("session_absolute_hours", o.session_absolute_hours.unwrap_or(8), "expected at least 1 hour")?,
+            retention_days: positive(
+                "retention_days",
+                o.retention_days.unwrap_or(30),
+                "expected at least 1 day",
+            )?,
+            invite_ttl_hours: positive(
+                "invite_ttl_hours",
+                o.invite_ttl_hours.unwrap_or(24),
+                "expected at least 1 hour",
+            )?,
+            session_idle_minutes: positive(
+                "session_idle_minutes",
+                o.session_idle_minutes.unwrap_or(15),
+                "expected at least 1 minute",
+            )?,
+            session_absolute_hours: positive(
+                "session_absolute_hours",
+                o.session_absolute_hours.unwrap_or(8),
+                "expected at least 1 hour",
+            )?,
             policies_dir: o.policies_dir.unwrap_or_else(|| PathBuf::from("policies")),
         })
     }
@@ -167,8 +214,14 @@ impl Config {
 }
 
 fn parse_origin(text: &str) -> Result<Url, ConfigError> {
-    let invalid = |fix| ConfigError::Invalid { setting: "origin", value: text.to_owned(), fix };
-    let url = Url::parse(text).map_err(|_| invalid("expected a URL such as https://vault.example.org or http://localhost:8080"))?;
+    let invalid = |fix| ConfigError::Invalid {
+        setting: "origin",
+        value: text.to_owned(),
+        fix,
+    };
+    let url = Url::parse(text).map_err(|_| {
+        invalid("expected a URL such as https://vault.example.org or http://localhost:8080")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("the origin must use http or https"));
     }
@@ -179,7 +232,9 @@ fn parse_origin(text: &str) -> Result<Url, ConfigError> {
         return Err(invalid("give only scheme, host and port, without a path"));
     }
     if url.scheme() == "http" && url.host_str() != Some("localhost") {
-        return Err(invalid("browsers allow passkeys over plain http only on localhost; use https"));
+        return Err(invalid(
+            "browsers allow passkeys over plain http only on localhost; use https",
+        ));
     }
     Ok(url)
 }
@@ -206,13 +261,20 @@ mod tests {
     fn flags_override_environment_which_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("seedvault.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:1\"\nlog = \"debug\"\nretention_days = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:1\"\nlog = \"debug\"\nretention_days = 7\n",
+        )
+        .unwrap();
         let env = |name: &str| match name {
             "SEEDVAULT_BIND" => Some("127.0.0.1:2".to_owned()),
             "SEEDVAULT_LOG" => Some("warn".to_owned()),
             _ => None,
         };
-        let flags = Overrides { bind: Some("127.0.0.1:3".into()), ..Default::default() };
+        let flags = Overrides {
+            bind: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
         let config = Config::load(Some(&file), env, flags).unwrap();
         assert_eq!(config.bind.port(), 3);
         assert_eq!(config.log, "warn");
@@ -222,19 +284,53 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_setting_and_the_fix() {
         let cases: Vec<(Overrides, &str)> = vec![
-            (Overrides { bind: Some("localhost".into()), ..Default::default() }, "bind = 'localhost' is invalid: expected IP:PORT"),
-            (Overrides { origin: Some("ftp://x".into()), ..Default::default() }, "origin = 'ftp://x' is invalid: the origin must use http or https"),
-            (Overrides { origin: Some("http://vault.example.org".into()), ..Default::default() }, "use https"),
-            (Overrides { origin: Some("https://vault.example.org/app".into()), ..Default::default() }, "without a path"),
-            (Overrides { retention_days: Some(0), ..Default::default() }, "retention_days = '0' is invalid"),
+            (
+                Overrides {
+                    bind: Some("localhost".into()),
+                    ..Default::default()
+                },
+                "bind = 'localhost' is invalid: expected IP:PORT",
+            ),
+            (
+                Overrides {
+                    origin: Some("ftp://x".into()),
+                    ..Default::default()
+                },
+                "origin = 'ftp://x' is invalid: the origin must use http or https",
+            ),
+            (
+                Overrides {
+                    origin: Some("http://vault.example.org".into()),
+                    ..Default::default()
+                },
+                "use https",
+            ),
+            (
+                Overrides {
+                    origin: Some("https://vault.example.org/app".into()),
+                    ..Default::default()
+                },
+                "without a path",
+            ),
+            (
+                Overrides {
+                    retention_days: Some(0),
+                    ..Default::default()
+                },
+                "retention_days = '0' is invalid",
+            ),
         ];
         for (overrides, expected) in cases {
             let err = Config::validate(overrides).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} should contain {expected}");
         }
-        let err = Config::load(None, |n| (n == "SEEDVAULT_RETENTION_DAYS").then(|| "ten".into()), Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(
+            None,
+            |n| (n == "SEEDVAULT_RETENTION_DAYS").then(|| "ten".into()),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("SEEDVAULT_RETENTION_DAYS"), "{err}");
         let _ = no_env("x");
     }
@@ -244,7 +340,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "bnid = \"x\"\n").unwrap();
-        let err = Config::load(Some(&file), no_env, Overrides::default()).unwrap_err().to_string();
+        let err = Config::load(Some(&file), no_env, Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.toml") && err.contains("bnid"), "{err}");
     }
 }

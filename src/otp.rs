@@ -30,7 +30,12 @@ impl TotpSpec {
         if !(1..=3600).contains(&period) {
             return Err(OtpError::Period(period));
         }
-        Ok(Self { algorithm, digits, period, t0: 0 })
+        Ok(Self {
+            algorithm,
+            digits,
+            period,
+            t0: 0,
+        })
     }
     pub fn step_at(&self, unix_time: i64) -> i64 {
         (unix_time - self.t0).div_euclid(i64::from(self.period))
@@ -59,7 +64,13 @@ fn totp_algorithm(a: Algorithm) -> totp_rs::Algorithm {
 }
 
 fn code_for_step(seed: &Seed, spec: &TotpSpec, step: i64) -> OneTimeCode {
-    let totp = TOTP::new_unchecked(totp_algorithm(spec.algorithm), spec.digits as usize, 0, u64::from(spec.period), seed.expose().to_vec());
+    let totp = TOTP::new_unchecked(
+        totp_algorithm(spec.algorithm),
+        spec.digits as usize,
+        0,
+        u64::from(spec.period),
+        seed.expose().to_vec(),
+    );
     let time = u64::try_from(step.max(0)).unwrap_or(0) * u64::from(spec.period);
     OneTimeCode(Zeroizing::new(totp.generate(time)))
 }
@@ -77,8 +88,16 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn verify(seed: &Seed, spec: &TotpSpec, unix_time: i64, code: &str, current_drift: i64, window: u32) -> Option<Verified> {
-    let entered: Zeroizing<String> = Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
+pub fn verify(
+    seed: &Seed,
+    spec: &TotpSpec,
+    unix_time: i64,
+    code: &str,
+    current_drift: i64,
+    window: u32,
+) -> Option<Verified> {
+    let entered: Zeroizing<String> =
+        Zeroizing::new(code.chars().filter(|c| !c.is_whitespace()).collect());
     if entered.len() != spec.digits as usize {
         return None;
     }
@@ -89,8 +108,12 @@ pub fn verify(seed: &Seed, spec: &TotpSpec, unix_time: i64, code: &str, current_
         offsets.push(-d);
         offsets.push(d);
     }
-    offsets.into_iter().map(|o| current_drift + o).find_map(|drift| {
-        let candidate = code_for_step(seed, spec, base + drift);
-        ct_eq(candidate.expose().as_bytes(), entered.as_bytes()).then_some(Verified { drift_steps: drift })
-    })
+    offsets
+        .into_iter()
+        .map(|o| current_drift + o)
+        .find_map(|drift| {
+            let candidate = code_for_step(seed, spec, base + drift);
+            ct_eq(candidate.expose().as_bytes(), entered.as_bytes())
+                .then_some(Verified { drift_steps: drift })
+        })
 }

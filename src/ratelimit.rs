@@ -13,21 +13,32 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(max: usize, window_seconds: i64) -> Self {
-        Self { max, window_seconds, events: Mutex::new(HashMap::new()) }
+        Self {
+            max,
+            window_seconds,
+            events: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Err(seconds)` until the next event for `key` is allowed, or `Ok(())`.
     pub fn check(&self, key: &str, now: i64) -> Result<(), u64> {
         let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = events.get_mut(key) else { return Ok(()) };
-        while queue.front().is_some_and(|t| *t <= now - self.window_seconds) {
+        let Some(queue) = events.get_mut(key) else {
+            return Ok(());
+        };
+        while queue
+            .front()
+            .is_some_and(|t| *t <= now - self.window_seconds)
+        {
             queue.pop_front();
         }
         if queue.len() < self.max {
             return Ok(());
         }
         let oldest = queue.front().copied().unwrap_or(now);
-        Err(u64::try_from(oldest + self.window_seconds - now).unwrap_or(1).max(1))
+        Err(u64::try_from(oldest + self.window_seconds - now)
+            .unwrap_or(1)
+            .max(1))
     }
 
     /// Counts one event for `key`.

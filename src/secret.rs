@@ -13,10 +13,14 @@ impl Seed {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Seed, SecretError> {
         let bytes = Zeroizing::new(bytes);
         if bytes.len() < 10 {
-            return Err(SecretError::TooShort { bits: bytes.len() * 8 });
+            return Err(SecretError::TooShort {
+                bits: bytes.len() * 8,
+            });
         }
         if bytes.len() > 128 {
-            return Err(SecretError::TooLong { bits: bytes.len() * 8 });
+            return Err(SecretError::TooLong {
+                bits: bytes.len() * 8,
+            });
         }
         Ok(Seed(bytes))
     }
@@ -55,7 +59,9 @@ impl Algorithm {
             "SHA1" => Ok(Self::Sha1),
             "SHA256" => Ok(Self::Sha256),
             "SHA512" => Ok(Self::Sha512),
-            _ => Err(SecretError::BadAlgorithm(s.trim().chars().take(20).collect())),
+            _ => Err(SecretError::BadAlgorithm(
+                s.trim().chars().take(20).collect(),
+            )),
         }
     }
 }
@@ -101,7 +107,9 @@ pub struct ParsedSecret {
 pub enum SecretError {
     #[error("secret is empty")]
     Empty,
-    #[error("secret is {bits} bits; at least 80 bits are needed — check that it was not truncated")]
+    #[error(
+        "secret is {bits} bits; at least 80 bits are needed — check that it was not truncated"
+    )]
     TooShort { bits: usize },
     #[error("secret is {bits} bits; at most 1024 bits are accepted")]
     TooLong { bits: usize },
@@ -126,7 +134,12 @@ pub enum SecretError {
 }
 
 fn clean(input: &str, extra: &[char]) -> Zeroizing<String> {
-    Zeroizing::new(input.chars().filter(|c| !c.is_whitespace() && *c != '-' && !extra.contains(c)).collect())
+    Zeroizing::new(
+        input
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-' && !extra.contains(c))
+            .collect(),
+    )
 }
 
 fn decode_base32(input: &str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
@@ -143,17 +156,26 @@ fn decode_base32(input: &str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
 
 fn decode_hex(input: &str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     let cleaned = clean(input, &[':']);
-    let body = cleaned.strip_prefix("0x").or_else(|| cleaned.strip_prefix("0X")).unwrap_or(&cleaned);
+    let body = cleaned
+        .strip_prefix("0x")
+        .or_else(|| cleaned.strip_prefix("0X"))
+        .unwrap_or(&cleaned);
     if let Some(bad) = body.chars().find(|c| !c.is_ascii_hexdigit()) {
         return Err(SecretError::NotHex(bad));
     }
     if body.len() % 2 == 1 {
         return Err(SecretError::OddHex);
     }
-    HEXLOWER_PERMISSIVE.decode(body.as_bytes()).map(Zeroizing::new).map_err(|_| SecretError::OddHex)
+    HEXLOWER_PERMISSIVE
+        .decode(body.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| SecretError::OddHex)
 }
 
-fn finish(bytes: Zeroizing<Vec<u8>>, otpauth: Option<OtpauthParams>) -> Result<ParsedSecret, SecretError> {
+fn finish(
+    bytes: Zeroizing<Vec<u8>>,
+    otpauth: Option<OtpauthParams>,
+) -> Result<ParsedSecret, SecretError> {
     let seed = Seed::from_bytes(bytes.to_vec())?;
     let mut warnings = Vec::new();
     if seed.is_short() {
@@ -162,7 +184,11 @@ fn finish(bytes: Zeroizing<Vec<u8>>, otpauth: Option<OtpauthParams>) -> Result<P
             seed.bits()
         ));
     }
-    Ok(ParsedSecret { seed, otpauth, warnings })
+    Ok(ParsedSecret {
+        seed,
+        otpauth,
+        warnings,
+    })
 }
 
 /// Parses a secret in the given format (or detects it).
@@ -191,13 +217,16 @@ pub fn parse_secret(input: &str, format: SecretFormat) -> Result<ParsedSecret, S
 /// Parses an `otpauth://totp/…` URI.
 pub fn parse_otpauth(uri: &str) -> Result<ParsedSecret, SecretError> {
     let bad = |m: &str| SecretError::Otpauth(m.to_owned());
-    let url = url::Url::parse(uri.trim()).map_err(|_| bad("not a valid URI — expected otpauth://totp/LABEL?secret=…"))?;
+    let url = url::Url::parse(uri.trim())
+        .map_err(|_| bad("not a valid URI — expected otpauth://totp/LABEL?secret=…"))?;
     if url.scheme() != "otpauth" {
         return Err(bad("the URI must start with otpauth://"));
     }
     match url.host_str().map(str::to_ascii_lowercase).as_deref() {
         Some("totp") => {}
-        Some("hotp") => return Err(bad("HOTP (counter-based) tokens are not supported — seedvault escrows TOTP tokens only")),
+        Some("hotp") => return Err(bad(
+            "HOTP (counter-based) tokens are not supported — seedvault escrows TOTP tokens only",
+        )),
         _ => return Err(bad("expected otpauth://totp/")),
     }
     let label = percent_decode(url.path().trim_start_matches('/'));
@@ -231,7 +260,9 @@ pub fn parse_otpauth(uri: &str) -> Result<ParsedSecret, SecretError> {
                     .parse::<u32>()
                     .ok()
                     .filter(|p| (1..=3600).contains(p))
-                    .ok_or_else(|| bad("period must be a whole number of seconds between 1 and 3600"))?
+                    .ok_or_else(|| {
+                        bad("period must be a whole number of seconds between 1 and 3600")
+                    })?
             }
             _ => {}
         }

@@ -18,12 +18,30 @@ pub async fn collect(store: &Store) -> Result<StatusReport, StoreError> {
     let slots = store::key_slots::list(store.pool())
         .await?
         .into_iter()
-        .map(|r| SlotInfo { label: r.label, kind: r.kind, recipient: r.recipient, created_at: r.created_at })
+        .map(|r| SlotInfo {
+            label: r.label,
+            kind: r.kind,
+            recipient: r.recipient,
+            created_at: r.created_at,
+        })
         .collect();
     let counts = store::tokens::count_by_state(store.pool()).await?;
     let tokens_by_state = TOKEN_STATES
         .iter()
-        .map(|state| (*state, counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n)))
+        .map(|state| {
+            (
+                *state,
+                counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n),
+            )
+        })
         .collect();
-    Ok(StatusReport { vault_id, slots, tokens_by_state, audit_events: store::audit::count(store.pool()).await? })
+    Ok(StatusReport {
+        vault_id,
+        slots,
+        tokens_by_state,
+        audit_events: store::audit::count(store.pool()).await?,
+    })
 }

@@ -52,8 +52,17 @@ impl<'a> EventFields<'a> {
     /// The canonical byte encoding: unambiguous (every text field is length-prefixed), so a
     /// verifier in any language rebuilds it from the exported fields.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let texts = [self.time, self.actor, self.action, self.target, self.outcome, self.details];
-        let mut out = Vec::with_capacity(CANONICAL_TAG.len() + 8 + texts.iter().map(|t| 4 + t.len()).sum::<usize>());
+        let texts = [
+            self.time,
+            self.actor,
+            self.action,
+            self.target,
+            self.outcome,
+            self.details,
+        ];
+        let mut out = Vec::with_capacity(
+            CANONICAL_TAG.len() + 8 + texts.iter().map(|t| 4 + t.len()).sum::<usize>(),
+        );
         out.extend_from_slice(CANONICAL_TAG);
         out.extend_from_slice(&(self.seq as u64).to_be_bytes());
         for text in texts {
@@ -82,8 +91,11 @@ pub fn signed_message(seq: i64, hash: &[u8]) -> Vec<u8> {
 
 /// Whether `row`'s signature is valid for its `seq` and `hash`.
 pub fn signature_valid(key: &VerifyingKey, row: &AuditRow) -> bool {
-    let Ok(sig) = Signature::from_slice(&row.sig) else { return false };
-    key.verify(&signed_message(row.seq, &row.hash), &sig).is_ok()
+    let Ok(sig) = Signature::from_slice(&row.sig) else {
+        return false;
+    };
+    key.verify(&signed_message(row.seq, &row.hash), &sig)
+        .is_ok()
 }
 
 /// Where and why a chain stops being trustworthy.
@@ -108,7 +120,12 @@ pub struct ChainHead {
 
 impl std::fmt::Display for ChainHead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.seq, data_encoding::HEXLOWER.encode(&self.hash))
+        write!(
+            f,
+            "{}:{}",
+            self.seq,
+            data_encoding::HEXLOWER.encode(&self.hash)
+        )
     }
 }
 
@@ -122,13 +139,23 @@ pub struct ChainVerifier {
 
 impl ChainVerifier {
     pub fn new(vault_id: &str, key: VerifyingKey) -> Self {
-        Self { key, expected_seq: 1, expected_prev: genesis_hash(vault_id), count: 0 }
+        Self {
+            key,
+            expected_seq: 1,
+            expected_prev: genesis_hash(vault_id),
+            count: 0,
+        }
     }
 
     /// Checks the next event: its position, its link to the previous one, its own hash and
     /// its signature.
     pub fn push(&mut self, row: &AuditRow) -> Result<(), ChainBreak> {
-        let fail = |reason: String| Err(ChainBreak { seq: row.seq, reason });
+        let fail = |reason: String| {
+            Err(ChainBreak {
+                seq: row.seq,
+                reason,
+            })
+        };
         if row.seq != self.expected_seq {
             let seq = self.expected_seq;
             return Err(ChainBreak {
@@ -136,7 +163,10 @@ impl ChainVerifier {
                 reason: if row.seq > seq {
                     format!("event {seq} is missing (next stored event is {})", row.seq)
                 } else {
-                    format!("event {} appears where {seq} was expected (rows reordered or duplicated)", row.seq)
+                    format!(
+                        "event {} appears where {seq} was expected (rows reordered or duplicated)",
+                        row.seq
+                    )
                 },
             });
         }
@@ -162,6 +192,9 @@ impl ChainVerifier {
 
     /// The head reached so far (`None` for an empty chain).
     pub fn head(&self) -> Option<ChainHead> {
-        (self.count > 0).then(|| ChainHead { seq: self.expected_seq - 1, hash: self.expected_prev })
+        (self.count > 0).then(|| ChainHead {
+            seq: self.expected_seq - 1,
+            hash: self.expected_prev,
+        })
     }
 }

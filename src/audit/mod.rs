@@ -76,8 +76,11 @@ impl NewEvent {
 /// Formats an event time: RFC 3339, UTC, millisecond precision.
 pub fn format_time(at: OffsetDateTime) -> Result<String, AuditError> {
     let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at.replace_millisecond(at.millisecond()).map_err(|e| AuditError::Time(e.to_string()))?;
-    at.format(&Rfc3339).map_err(|e| AuditError::Time(e.to_string()))
+    let at = at
+        .replace_millisecond(at.millisecond())
+        .map_err(|e| AuditError::Time(e.to_string()))?;
+    at.format(&Rfc3339)
+        .map_err(|e| AuditError::Time(e.to_string()))
 }
 
 /// Appends `event` inside `tx`: links it to the current head, hashes and signs it.
@@ -89,7 +92,11 @@ pub async fn append(
 ) -> Result<AuditRow, AuditError> {
     let (seq, prev_hash) = match crate::store::audit::head(&mut **tx).await? {
         Some((seq, hash)) if hash.len() == 32 => (seq + 1, hash),
-        Some((seq, _)) => return Err(AuditError::CorruptHead(format!("event {seq} has a malformed hash"))),
+        Some((seq, _)) => {
+            return Err(AuditError::CorruptHead(format!(
+                "event {seq} has a malformed hash"
+            )))
+        }
         None => (1, chain::genesis_hash(vault.id()).to_vec()),
     };
     // serde_json's default map is ordered by key, so the stored text is canonical.
@@ -120,4 +127,114 @@ pub async fn append(
     };
     crate::store::audit::insert(&mut **tx, &row).await?;
     Ok(row)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::chain::{ChainVerifier, EventFields};
+    use super::*;
+    use crate::store::Store;
+    use crate::vault::open::{self, SlotRequest};
+
+    async fn vault() -> (tempfile::TempDir, Store, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let vault = open::create(
+            &store,
+            OffsetDateTime::UNIX_EPOCH,
+            "test",
+            vec![("dev".into(), SlotRequest::Development)],
+        )
+        .await
+        .unwrap();
+        (dir, store, vault)
+    }
+
+    async fn all(store: &Store) -> Vec<AuditRow> {
+        crate::store::audit::page_after(store.pool(), 0, 1000)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn appended_events_form_a_signed_chain_that_verifies() {
+        let (_dir, store, vault) = vault().await;
+        let mut tx = store.begin_write().await.unwrap();
+        for i in 0..3 {
+            let event = NewEvent::new("operator:alice", "test.event", format!("token:T{i}"))
+                .details(serde_json::json!({ "b": 2, "a": i }));
+            append(&mut tx, &vault, OffsetDateTime::UNIX_EPOCH, event)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let rows = all(&store).await;
+        assert_eq!(rows.len(), 4, "vault.init plus three");
+        assert_eq!(rows[0].prev_hash, chain::genesis_hash(vault.id()).to_vec());
+        assert_eq!(
+            rows[3].details, r#"{"a":2,"b":2}"#,
+            "details are stored with sorted keys"
+        );
+        let mut verifier = ChainVerifier::new(vault.id(), vault.audit_public_key());
+        for row in &rows {
+            verifier.push(row).unwrap();
+        }
+        assert_eq!(verifier.count(), 4);
+        assert_eq!(verifier.head().unwrap().seq, 4);
+    }
+
+    #[tokio::test]
+    async fn an_edited_or_rehashed_event_is_caught_at_its_seq() {
+        let (_dir, store, vault) = vault().await;
+        let mut tx = store.begin_write().await.unwrap();
+        for _ in 0..3 {
+            append(
+                &mut tx,
+                &vault,
+                OffsetDateTime::UNIX_EPOCH,
+                NewEvent::new("a", "x", "t"),
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let rows = all(&store).await;
+        let check = |rows: &[AuditRow]| {
+            let mut verifier = ChainVerifier::new(vault.id(), vault.audit_public_key());
+            rows.iter().try_for_each(|r| verifier.push(r))
+        };
+        let mut edited = rows.clone();
+        edited[2].actor = "someone else".into();
+        assert_eq!(check(&edited).unwrap_err().seq, 3);
+        // Recomputing the hashes without the key leaves the signatures wrong.
+        let mut rehashed = edited.clone();
+        for i in 2..rehashed.len() {
+            if i > 2 {
+                rehashed[i].prev_hash = rehashed[i - 1].hash.clone();
+            }
+            rehashed[i].hash = EventFields::of(&rehashed[i])
+                .hash(&rehashed[i].prev_hash)
+                .to_vec();
+        }
+        let err = check(&rehashed).unwrap_err();
+        assert_eq!(err.seq, 3);
+        assert!(err.reason.contains("signature"), "{err}");
+        let mut gap = rows.clone();
+        gap.remove(1);
+        assert_eq!(check(&gap).unwrap_err().seq, 2);
+    }
+
+    #[tokio::test]
+    async fn the_trail_refuses_updates_and_deletes() {
+        let (_dir, store, _vault) = vault().await;
+        let update = sqlx::query("UPDATE audit_events SET actor = 'x'")
+            .execute(store.pool())
+            .await;
+        assert!(update.unwrap_err().to_string().contains("append-only"));
+        let delete = sqlx::query("DELETE FROM audit_events")
+            .execute(store.pool())
+            .await;
+        assert!(delete.unwrap_err().to_string().contains("append-only"));
+    }
 }

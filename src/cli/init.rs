@@ -36,15 +36,37 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     }
     let mut requests = Vec::new();
     if let Some(path) = &args.passphrase_file {
-        requests.push(("passphrase".to_owned(), SlotRequest::Passphrase { passphrase: read_passphrase_file(path)?, work_factor: None }));
+        requests.push((
+            "passphrase".to_owned(),
+            SlotRequest::Passphrase {
+                passphrase: read_passphrase_file(path)?,
+                work_factor: None,
+            },
+        ));
     }
     for (i, recipient) in args.recipient.iter().enumerate() {
-        let label = if i == 0 { "recipient".to_owned() } else { format!("recipient-{}", i + 1) };
-        requests.push((label, SlotRequest::Recipient { recipient: recipient.clone(), kind: SlotKind::Recipient }));
+        let label = if i == 0 {
+            "recipient".to_owned()
+        } else {
+            format!("recipient-{}", i + 1)
+        };
+        requests.push((
+            label,
+            SlotRequest::Recipient {
+                recipient: recipient.clone(),
+                kind: SlotKind::Recipient,
+            },
+        ));
     }
     if let Some(path) = &args.identity_out {
         let recipient = super::key::write_new_identity(path)?;
-        requests.push(("identity".to_owned(), SlotRequest::Recipient { recipient, kind: SlotKind::Identity }));
+        requests.push((
+            "identity".to_owned(),
+            SlotRequest::Recipient {
+                recipient,
+                kind: SlotKind::Identity,
+            },
+        ));
     }
     if requests.is_empty() {
         if args.production {
@@ -54,7 +76,11 @@ pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     }
     let labels: Vec<String> = requests.iter().map(|(label, _)| label.clone()).collect();
     let vault = open::create(&store, SystemClock.now(), &cli_actor(), requests).await?;
-    println!("created vault {} in {}", vault.id(), config.data_dir.display());
+    println!(
+        "created vault {} in {}",
+        vault.id(),
+        config.data_dir.display()
+    );
     println!("key slots: {}", labels.join(", "));
     if vault.has_development_slot() {
         eprintln!("{}", super::development_warning(&config.data_dir));

@@ -79,7 +79,9 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Add(args) => {
             let vault = unlock_vault(&store, &args.unlock).await?;
             let (kind, request) = match &args.kind {
-                AddKind::Passphrase { new_passphrase_file } => {
+                AddKind::Passphrase {
+                    new_passphrase_file,
+                } => {
                     let passphrase = match new_passphrase_file {
                         Some(path) => read_passphrase_file(path)?,
                         None => {
@@ -91,21 +93,45 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
                             first
                         }
                     };
-                    (SlotKind::Passphrase, SlotRequest::Passphrase { passphrase, work_factor: None })
+                    (
+                        SlotKind::Passphrase,
+                        SlotRequest::Passphrase {
+                            passphrase,
+                            work_factor: None,
+                        },
+                    )
                 }
-                AddKind::Recipient { recipient } => {
-                    (SlotKind::Recipient, SlotRequest::Recipient { recipient: recipient.clone(), kind: SlotKind::Recipient })
-                }
+                AddKind::Recipient { recipient } => (
+                    SlotKind::Recipient,
+                    SlotRequest::Recipient {
+                        recipient: recipient.clone(),
+                        kind: SlotKind::Recipient,
+                    },
+                ),
                 AddKind::Identity { out } => {
                     let recipient = write_new_identity(out)?;
-                    (SlotKind::Identity, SlotRequest::Recipient { recipient, kind: SlotKind::Identity })
+                    (
+                        SlotKind::Identity,
+                        SlotRequest::Recipient {
+                            recipient,
+                            kind: SlotKind::Identity,
+                        },
+                    )
                 }
             };
             let label = match &args.label {
                 Some(label) => label.clone(),
                 None => free_label(&store, kind.as_str()).await?,
             };
-            open::add_slot(&store, &vault, SystemClock.now(), &cli_actor(), &label, request).await?;
+            open::add_slot(
+                &store,
+                &vault,
+                SystemClock.now(),
+                &cli_actor(),
+                &label,
+                request,
+            )
+            .await?;
             println!("added {} slot '{label}'", kind.as_str());
         }
         KeyCommand::Remove { label, unlock } => {
@@ -120,7 +146,11 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
 }
 
 async fn free_label(store: &Store, base: &str) -> anyhow::Result<String> {
-    let taken: Vec<String> = open::list_slots(store).await?.into_iter().map(|s| s.label).collect();
+    let taken: Vec<String> = open::list_slots(store)
+        .await?
+        .into_iter()
+        .map(|s| s.label)
+        .collect();
     Ok(std::iter::once(base.to_owned())
         .chain((2..).map(|n| format!("{base}-{n}")))
         .find(|label| !taken.contains(label))
@@ -136,12 +166,20 @@ pub fn write_new_identity(path: &Path) -> anyhow::Result<String> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create identity file {} (it must not exist yet)", path.display()))?;
-    let created = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    writeln!(file, "# seedvault key slot identity, created {created}\n# public key: {recipient}")
-        .and_then(|()| writeln!(file, "{}", identity.to_string().expose_secret()))
-        .with_context(|| format!("cannot write identity file {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "cannot create identity file {} (it must not exist yet)",
+            path.display()
+        )
+    })?;
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    writeln!(
+        file,
+        "# seedvault key slot identity, created {created}\n# public key: {recipient}"
+    )
+    .and_then(|()| writeln!(file, "{}", identity.to_string().expose_secret()))
+    .with_context(|| format!("cannot write identity file {}", path.display()))?;
     Ok(recipient)
 }

@@ -16,7 +16,12 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "seedvault", version, about = "Seed escrow and helpdesk OTP vault", propagate_version = true)]
+#[command(
+    name = "seedvault",
+    version,
+    about = "Seed escrow and helpdesk OTP vault",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Config file (default: ./seedvault.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -47,8 +52,15 @@ pub enum Command {
 impl Cli {
     /// Loads the configuration with this command line's flags on top.
     pub fn config(&self, flags: Overrides) -> anyhow::Result<Config> {
-        let flags = Overrides { data_dir: self.data_dir.clone(), ..flags };
-        Ok(Config::load(self.config.as_deref(), |name| std::env::var(name).ok(), flags)?)
+        let flags = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..flags
+        };
+        Ok(Config::load(
+            self.config.as_deref(),
+            |name| std::env::var(name).ok(),
+            flags,
+        )?)
     }
 }
 
@@ -65,13 +77,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Who a CLI action is recorded as in the audit trail.
 pub fn cli_actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
 }
 
 /// Sets up logging to stderr with the configured filter.
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -7,7 +7,7 @@ use super::unlock::{unlock_vault, UnlockArgs};
 use super::{cli_actor, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
-use crate::operators::{self, OperatorChange, Roles};
+use crate::operators::{self, NewInvite, OperatorChange, Roles};
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -43,13 +43,20 @@ pub async fn run(cli: &Cli, command: &OperatorCommand) -> anyhow::Result<()> {
                 &vault,
                 SystemClock.now(),
                 &cli_actor(),
-                name,
-                &roles,
-                config.invite_ttl_hours,
-                false,
+                NewInvite {
+                    name,
+                    roles: &roles,
+                    ttl_hours: config.invite_ttl_hours,
+                    replace_pending: false,
+                },
             )
             .await?;
-            println!("invite for {} ({}), valid for {} hours, works once:", invite.name, roles.to_stored(), config.invite_ttl_hours);
+            println!(
+                "invite for {} ({}), valid for {} hours, works once:",
+                invite.name,
+                roles.to_stored(),
+                config.invite_ttl_hours
+            );
             println!("{}", invite.url(&config.origin_header()));
         }
         OperatorCommand::List => {
@@ -69,8 +76,20 @@ pub async fn run(cli: &Cli, command: &OperatorCommand) -> anyhow::Result<()> {
         }
         OperatorCommand::Disable { name, unlock } => {
             let vault = unlock_vault(&store, unlock).await?;
-            let change = OperatorChange { disabled: Some(true), ..Default::default() };
-            operators::update(&store, &vault, SystemClock.now(), &cli_actor(), None, name, change).await?;
+            let change = OperatorChange {
+                disabled: Some(true),
+                ..Default::default()
+            };
+            operators::update(
+                &store,
+                &vault,
+                SystemClock.now(),
+                &cli_actor(),
+                None,
+                name,
+                change,
+            )
+            .await?;
             println!("disabled {name}; their sessions have ended");
         }
     }

@@ -9,10 +9,10 @@ use super::unlock::{unlock_vault, UnlockArgs};
 use super::{development_warning, init_tracing, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
+use crate::operators::{self, NewInvite, Role, Roles};
 use crate::store::Store;
 use crate::vault::open::{self, SlotRequest};
 use crate::vault::VaultError;
-use crate::operators::{self, Role, Roles};
 use crate::web::AppState;
 
 #[derive(Debug, Args)]
@@ -31,7 +31,11 @@ pub struct ServeArgs {
 }
 
 pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
-    let config = cli.config(Overrides { bind: args.bind.clone(), origin: args.origin.clone(), ..Default::default() })?;
+    let config = cli.config(Overrides {
+        bind: args.bind.clone(),
+        origin: args.origin.clone(),
+        ..Default::default()
+    })?;
     init_tracing(&config.log);
     let clock = Arc::new(SystemClock);
     let store = Store::open(&config.data_dir).await?;
@@ -43,7 +47,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
                 config.data_dir.display()
             );
         }
-        let vault = open::create(&store, clock.now(), "system", vec![("development".into(), SlotRequest::Development)]).await?;
+        let vault = open::create(
+            &store,
+            clock.now(),
+            "system",
+            vec![("development".into(), SlotRequest::Development)],
+        )
+        .await?;
         tracing::info!(vault_id = vault.id(), data_dir = %config.data_dir.display(), "created a new vault with a development key slot");
     }
     let vault = unlock_vault(&store, &args.unlock).await?;
@@ -55,22 +65,40 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("running with a development key slot");
     }
 
+    let shutdown = crate::server::shutdown_signal();
     let listener = crate::server::bind(config.bind).await?;
     let state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
     tracing::info!(vault_id = state.vault.id(), "vault unsealed");
     if operators::count(&store).await? == 0 {
         let roles = Roles::new([Role::Admin]);
-        let invite =
-            operators::create_invite(&store, &state.vault, clock.now(), "system", "admin", &roles, config.invite_ttl_hours, true)
-                .await?;
+        let invite = operators::create_invite(
+            &store,
+            &state.vault,
+            clock.now(),
+            "system",
+            NewInvite {
+                name: "admin",
+                roles: &roles,
+                ttl_hours: config.invite_ttl_hours,
+                replace_pending: true,
+            },
+        )
+        .await?;
         println!(
             "No operator exists yet. Open this one-time admin invite within {} hours to register your passkey:\n\n    {}\n",
             config.invite_ttl_hours,
             invite.url(&config.origin_header())
         );
     }
-    println!("seedvault {} listening on {} (open {})", env!("CARGO_PKG_VERSION"), config.bind, config.origin_header());
-    crate::server::run(state, listener, crate::server::shutdown_signal()).await?;
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
+    println!(
+        "seedvault {} listening on {bound} (open {})",
+        env!("CARGO_PKG_VERSION"),
+        config.origin_header()
+    );
+    crate::server::run(state, listener, shutdown).await?;
     store.close().await;
     Ok(())
 }

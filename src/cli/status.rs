@@ -18,7 +18,12 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     println!("vault id: {vault_id}");
     println!("key slots:");
     for slot in &report.slots {
-        println!("  {:<20} {:<12} created {}", slot.label, slot.kind, format_unix(slot.created_at));
+        println!(
+            "  {:<20} {:<12} created {}",
+            slot.label,
+            slot.kind,
+            format_unix(slot.created_at)
+        );
     }
     println!("tokens:");
     for (state, count) in &report.tokens_by_state {
@@ -36,6 +41,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 pub fn format_unix(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| seconds.to_string())
 }

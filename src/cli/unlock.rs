@@ -38,7 +38,9 @@ impl UnlockArgs {
         if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
             let value = Zeroizing::new(value);
             if !value.is_empty() {
-                return Ok(Some(Unlocker::Passphrase(SecretString::from(value.to_string()))));
+                return Ok(Some(Unlocker::Passphrase(SecretString::from(
+                    value.to_string(),
+                ))));
             }
         }
         Ok(None)
@@ -49,10 +51,15 @@ impl UnlockArgs {
 pub fn read_passphrase_file(path: &Path) -> anyhow::Result<SecretString> {
     let mut text = Zeroizing::new(String::new());
     if path == Path::new("-") {
-        std::io::stdin().read_line(&mut text).context("cannot read the passphrase from standard input")?;
+        std::io::stdin()
+            .read_line(&mut text)
+            .context("cannot read the passphrase from standard input")?;
     } else {
         *text = std::fs::read_to_string(path).with_context(|| {
-            format!("cannot read passphrase file {} — check the path and its permissions", path.display())
+            format!(
+                "cannot read passphrase file {} — check the path and its permissions",
+                path.display()
+            )
         })?;
     }
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
@@ -68,7 +75,8 @@ pub fn prompt_passphrase(prompt: &str) -> anyhow::Result<SecretString> {
     if !std::io::stdin().is_terminal() {
         return Err(VaultError::NoKeySupplied.into());
     }
-    let entered = Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the passphrase")?);
+    let entered =
+        Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the passphrase")?);
     Ok(SecretString::from(entered.to_string()))
 }
 
@@ -78,10 +86,16 @@ pub async fn unlock_vault(store: &Store, args: &UnlockArgs) -> anyhow::Result<Va
         return Ok(open::unlock(store, &unlocker).await?);
     }
     let slots = list_slots(store).await?;
-    if slots.iter().any(|s| s.kind == SlotKind::Development.as_str()) {
+    if slots
+        .iter()
+        .any(|s| s.kind == SlotKind::Development.as_str())
+    {
         return Ok(open::unlock(store, &Unlocker::Development).await?);
     }
-    if slots.iter().any(|s| s.kind == SlotKind::Passphrase.as_str()) {
+    if slots
+        .iter()
+        .any(|s| s.kind == SlotKind::Passphrase.as_str())
+    {
         let passphrase = prompt_passphrase("Vault passphrase: ")?;
         return Ok(open::unlock(store, &Unlocker::Passphrase(passphrase)).await?);
     }

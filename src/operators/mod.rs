@@ -67,8 +67,9 @@ pub struct Operator {
 impl Operator {
     fn from_row(row: OperatorRow) -> Result<Self, OperatorError> {
         Ok(Self {
-            user_handle: Uuid::parse_str(&row.user_handle)
-                .map_err(|_| StoreError::Corrupt(format!("operator {} has a malformed user handle", row.name)))?,
+            user_handle: Uuid::parse_str(&row.user_handle).map_err(|_| {
+                StoreError::Corrupt(format!("operator {} has a malformed user handle", row.name))
+            })?,
             roles: Roles::parse_list(&row.roles)?,
             id: row.id,
             name: row.name,
@@ -114,7 +115,11 @@ pub struct IssuedInvite {
 impl IssuedInvite {
     /// The registration URL: `<origin>/invite/<token>`.
     pub fn url(&self, origin: &str) -> String {
-        format!("{}/invite/{}", origin.trim_end_matches('/'), self.token.expose())
+        format!(
+            "{}/invite/{}",
+            origin.trim_end_matches('/'),
+            self.token.expose()
+        )
     }
 }
 
@@ -129,7 +134,9 @@ pub struct PendingInvite {
 fn validate_name(name: &str) -> Result<(), OperatorError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
@@ -137,7 +144,12 @@ fn validate_name(name: &str) -> Result<(), OperatorError> {
     }
 }
 
-async fn append(tx: &mut WriteTx, vault: &Vault, now: OffsetDateTime, event: NewEvent) -> Result<(), OperatorError> {
+async fn append(
+    tx: &mut WriteTx,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<(), OperatorError> {
     audit::append(tx, vault, now, event).await?;
     Ok(())
 }
@@ -152,15 +164,24 @@ pub async fn count(store: &Store) -> Result<i64, OperatorError> {
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_id(store.pool(), id).await?.map(Operator::from_row).transpose()
+    rows::operator_by_id(store.pool(), id)
+        .await?
+        .map(Operator::from_row)
+        .transpose()
 }
 
 pub async fn by_name(store: &Store, name: &str) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_name(store.pool(), name).await?.map(Operator::from_row).transpose()
+    rows::operator_by_name(store.pool(), name)
+        .await?
+        .map(Operator::from_row)
+        .transpose()
 }
 
 pub async fn by_handle(store: &Store, handle: &Uuid) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_handle(store.pool(), &handle.to_string()).await?.map(Operator::from_row).transpose()
+    rows::operator_by_handle(store.pool(), &handle.to_string())
+        .await?
+        .map(Operator::from_row)
+        .transpose()
 }
 
 /// Every operator with the number of credentials they hold.
@@ -170,14 +191,30 @@ pub async fn list(store: &Store) -> Result<Vec<(Operator, i64)>, OperatorError> 
         .await?
         .into_iter()
         .map(|row| {
-            let n = counts.iter().find(|(id, _)| *id == row.id).map_or(0, |(_, n)| *n);
+            let n = counts
+                .iter()
+                .find(|(id, _)| *id == row.id)
+                .map_or(0, |(_, n)| *n);
             Operator::from_row(row).map(|op| (op, n))
         })
         .collect()
 }
 
-pub async fn credentials(store: &Store, operator_id: i64) -> Result<Vec<CredentialRow>, OperatorError> {
+pub async fn credentials(
+    store: &Store,
+    operator_id: i64,
+) -> Result<Vec<CredentialRow>, OperatorError> {
     Ok(rows::credentials_of(store.pool(), operator_id).await?)
+}
+
+/// What an invite is for.
+pub struct NewInvite<'a> {
+    pub name: &'a str,
+    pub roles: &'a Roles,
+    pub ttl_hours: u32,
+    /// Expire older unused invites for the same name instead of refusing (the bootstrap
+    /// invite, reprinted at each start until used).
+    pub replace_pending: bool,
 }
 
 /// Makes a one-time invite for a new operator.
@@ -186,11 +223,14 @@ pub async fn create_invite(
     vault: &Vault,
     now: OffsetDateTime,
     actor: &str,
-    name: &str,
-    roles: &Roles,
-    ttl_hours: u32,
-    replace_pending: bool,
+    invite: NewInvite<'_>,
 ) -> Result<IssuedInvite, OperatorError> {
+    let NewInvite {
+        name,
+        roles,
+        ttl_hours,
+        replace_pending,
+    } = invite;
     validate_name(name)?;
     if roles.is_empty() {
         return Err(OperatorError::NoRoles);
@@ -207,22 +247,42 @@ pub async fn create_invite(
     } else if rows::open_invite_for(&mut *tx, name, now.unix_timestamp()).await? {
         return Err(OperatorError::InvitePending(name.to_owned()));
     }
-    rows::insert_invite(&mut *tx, &invite_hash(token.expose()), name, &roles.to_stored(), actor, now.unix_timestamp(), expires_at)
-        .await?;
+    rows::insert_invite(
+        &mut *tx,
+        &invite_hash(token.expose()),
+        name,
+        &roles.to_stored(),
+        actor,
+        now.unix_timestamp(),
+        expires_at,
+    )
+    .await?;
     let event = NewEvent::new(actor, "invite.created", format!("operator:{name}"))
         .details(json!({ "roles": roles.to_vec(), "expires_at": expires_at }));
     append(&mut tx, vault, now, event).await?;
     commit(tx).await?;
-    Ok(IssuedInvite { token, name: name.to_owned(), roles: roles.clone(), expires_at })
+    Ok(IssuedInvite {
+        token,
+        name: name.to_owned(),
+        roles: roles.clone(),
+        expires_at,
+    })
 }
 
 /// Checks an invite token; a refused one is audited.
-pub async fn open_invite(store: &Store, vault: &Vault, now: OffsetDateTime, token: &str) -> Result<PendingInvite, OperatorError> {
+pub async fn open_invite(
+    store: &Store,
+    vault: &Vault,
+    now: OffsetDateTime,
+    token: &str,
+) -> Result<PendingInvite, OperatorError> {
     let found = rows::invite_by_hash(store.pool(), &invite_hash(token)).await?;
     let verdict = match &found {
         None => Err(OperatorError::InviteUnknown),
         Some(invite) if invite.used_at.is_some() => Err(OperatorError::InviteUsed),
-        Some(invite) if invite.expires_at <= now.unix_timestamp() => Err(OperatorError::InviteExpired),
+        Some(invite) if invite.expires_at <= now.unix_timestamp() => {
+            Err(OperatorError::InviteExpired)
+        }
         Some(invite) => Ok(PendingInvite {
             invite_id: invite.id,
             name: invite.name.clone(),
@@ -230,10 +290,18 @@ pub async fn open_invite(store: &Store, vault: &Vault, now: OffsetDateTime, toke
         }),
     };
     if let Err(error) = &verdict {
-        let target = found.as_ref().map_or_else(|| "invite:unknown".to_owned(), |i| format!("operator:{}", i.name));
-        record(store, vault, now, NewEvent::new("anonymous", "invite.refused", target).outcome(Outcome::Denied).details(
-            json!({ "reason": error.to_string() }),
-        ))
+        let target = found.as_ref().map_or_else(
+            || "invite:unknown".to_owned(),
+            |i| format!("operator:{}", i.name),
+        );
+        record(
+            store,
+            vault,
+            now,
+            NewEvent::new("anonymous", "invite.refused", target)
+                .outcome(Outcome::Denied)
+                .details(json!({ "reason": error.to_string() })),
+        )
         .await?;
     }
     verdict
@@ -252,27 +320,60 @@ pub async fn register(
     let at = now.unix_timestamp();
     let roles = Roles::new(invite.roles.iter().copied());
     let mut tx = store.begin_write().await?;
-    if rows::operator_by_name(&mut *tx, &invite.name).await?.is_some() {
+    if rows::operator_by_name(&mut *tx, &invite.name)
+        .await?
+        .is_some()
+    {
         return Err(OperatorError::NameTaken(invite.name.clone()));
     }
-    let id = rows::insert_operator(&mut *tx, &invite.name, &user_handle.to_string(), &roles.to_stored(), at).await?;
+    let id = rows::insert_operator(
+        &mut *tx,
+        &invite.name,
+        &user_handle.to_string(),
+        &roles.to_stored(),
+        at,
+    )
+    .await?;
     if !rows::consume_invite(&mut *tx, invite.invite_id, id, at).await? {
         return Err(OperatorError::InviteUsed);
     }
-    rows::insert_credential(&mut *tx, id, credential_id, "first passkey", passkey_json, at)
-        .await
-        .map_err(unique_credential)?;
+    rows::insert_credential(
+        &mut *tx,
+        id,
+        credential_id,
+        "first passkey",
+        passkey_json,
+        at,
+    )
+    .await
+    .map_err(unique_credential)?;
     let target = format!("operator:{}", invite.name);
-    append(&mut tx, vault, now, NewEvent::new(target.clone(), "invite.used", target.clone())).await?;
-    let event = NewEvent::new(target.clone(), "operator.registered", target).details(json!({ "roles": roles.to_vec() }));
+    append(
+        &mut tx,
+        vault,
+        now,
+        NewEvent::new(target.clone(), "invite.used", target.clone()),
+    )
+    .await?;
+    let event = NewEvent::new(target.clone(), "operator.registered", target)
+        .details(json!({ "roles": roles.to_vec() }));
     append(&mut tx, vault, now, event).await?;
     commit(tx).await?;
-    Ok(Operator { id, name: invite.name.clone(), user_handle, roles, disabled: false, created_at: at })
+    Ok(Operator {
+        id,
+        name: invite.name.clone(),
+        user_handle,
+        roles,
+        disabled: false,
+        created_at: at,
+    })
 }
 
 fn unique_credential(e: StoreError) -> OperatorError {
     match &e {
-        StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => OperatorError::CredentialExists,
+        StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            OperatorError::CredentialExists
+        }
         _ => OperatorError::Store(e),
     }
 }
@@ -288,7 +389,8 @@ pub async fn record_sign_in(
     discoverable: bool,
 ) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
-    rows::update_credential_use(&mut *tx, credential_row, passkey_json, now.unix_timestamp()).await?;
+    rows::update_credential_use(&mut *tx, credential_row, passkey_json, now.unix_timestamp())
+        .await?;
     let event = NewEvent::new(operator.actor(), "auth.sign_in", operator.actor())
         .details(json!({ "credential": credential_row, "discoverable": discoverable }));
     append(&mut tx, vault, now, event).await?;
@@ -303,12 +405,23 @@ pub async fn record_credential_use(
     passkey_json: &str,
     now: OffsetDateTime,
 ) -> Result<(), OperatorError> {
-    rows::update_credential_use(&mut **tx, credential_row, passkey_json, now.unix_timestamp()).await?;
+    rows::update_credential_use(
+        &mut **tx,
+        credential_row,
+        passkey_json,
+        now.unix_timestamp(),
+    )
+    .await?;
     Ok(())
 }
 
 /// Appends a single event in its own transaction (refusals, sign-out).
-pub async fn record(store: &Store, vault: &Vault, now: OffsetDateTime, event: NewEvent) -> Result<(), OperatorError> {
+pub async fn record(
+    store: &Store,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
     append(&mut tx, vault, now, event).await?;
     commit(tx).await
@@ -328,11 +441,18 @@ pub async fn add_credential(
     let label = if label.is_empty() { "passkey" } else { label };
     let label: String = label.chars().take(64).collect();
     let mut tx = store.begin_write().await?;
-    let id = rows::insert_credential(&mut *tx, operator.id, credential_id, &label, passkey_json, now.unix_timestamp())
-        .await
-        .map_err(unique_credential)?;
-    let event =
-        NewEvent::new(operator.actor(), "credential.added", operator.actor()).details(json!({ "credential": id, "label": label }));
+    let id = rows::insert_credential(
+        &mut *tx,
+        operator.id,
+        credential_id,
+        &label,
+        passkey_json,
+        now.unix_timestamp(),
+    )
+    .await
+    .map_err(unique_credential)?;
+    let event = NewEvent::new(operator.actor(), "credential.added", operator.actor())
+        .details(json!({ "credential": id, "label": label }));
     append(&mut tx, vault, now, event).await?;
     commit(tx).await?;
     Ok(id)
@@ -355,7 +475,8 @@ pub async fn remove_credential(
         return Err(OperatorError::LastCredential);
     }
     rows::delete_credential(&mut *tx, operator.id, credential_row).await?;
-    let event = NewEvent::new(operator.actor(), "credential.removed", operator.actor()).details(json!({ "credential": credential_row }));
+    let event = NewEvent::new(operator.actor(), "credential.removed", operator.actor())
+        .details(json!({ "credential": credential_row }));
     append(&mut tx, vault, now, event).await?;
     commit(tx).await
 }
@@ -378,7 +499,9 @@ pub async fn update(
     change: OperatorChange,
 ) -> Result<Operator, OperatorError> {
     let mut tx = store.begin_write().await?;
-    let row = rows::operator_by_name(&mut *tx, name).await?.ok_or_else(|| OperatorError::UnknownOperator(name.to_owned()))?;
+    let row = rows::operator_by_name(&mut *tx, name)
+        .await?
+        .ok_or_else(|| OperatorError::UnknownOperator(name.to_owned()))?;
     let mut operator = Operator::from_row(row)?;
     let target = operator.actor();
     if let Some(roles) = change.roles {
@@ -402,8 +525,18 @@ pub async fn update(
         }
         if disabled != operator.disabled {
             rows::set_disabled(&mut *tx, operator.id, disabled).await?;
-            let action = if disabled { "operator.disabled" } else { "operator.enabled" };
-            append(&mut tx, vault, now, NewEvent::new(actor, action, target.clone())).await?;
+            let action = if disabled {
+                "operator.disabled"
+            } else {
+                "operator.enabled"
+            };
+            append(
+                &mut tx,
+                vault,
+                now,
+                NewEvent::new(actor, action, target.clone()),
+            )
+            .await?;
             operator.disabled = disabled;
         }
     }
@@ -420,7 +553,10 @@ mod tests {
     fn invite_tokens_carry_256_bits_url_safe() {
         let token = InviteToken::generate();
         assert_eq!(token.expose().len(), 43);
-        assert!(token.expose().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(token
+            .expose()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(token.expose(), InviteToken::generate().expose());
     }
 

@@ -4,7 +4,19 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Manages operators, policies and keys.
@@ -18,7 +30,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Provisioner, Role::Helpdesk, Role::Auditor];
+    pub const ALL: [Role; 4] = [
+        Role::Admin,
+        Role::Provisioner,
+        Role::Helpdesk,
+        Role::Auditor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,7 +75,11 @@ impl Roles {
 
     /// Parses `admin,helpdesk` (the stored form and the CLI's `--role`).
     pub fn parse_list(text: &str) -> Result<Self, UnknownRole> {
-        text.split(',').filter(|p| !p.trim().is_empty()).map(Role::parse).collect::<Result<BTreeSet<_>, _>>().map(Self)
+        text.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(Role::parse)
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map(Self)
     }
 
     pub fn contains(&self, role: Role) -> bool {
@@ -75,7 +96,11 @@ impl Roles {
 
     /// The stored form: comma-separated, sorted.
     pub fn to_stored(&self) -> String {
-        self.0.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+        self.0
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn to_vec(&self) -> Vec<Role> {
@@ -98,6 +123,9 @@ mod tests {
     #[test]
     fn an_unknown_role_names_the_valid_ones() {
         let err = Roles::parse_list("admin,root").unwrap_err().to_string();
-        assert!(err.contains("'root'") && err.contains("provisioner"), "{err}");
+        assert!(
+            err.contains("'root'") && err.contains("provisioner"),
+            "{err}"
+        );
     }
 }

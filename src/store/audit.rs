@@ -20,7 +20,18 @@ pub struct AuditRow {
     pub sig: Vec<u8>,
 }
 
-type Tuple = (i64, String, String, String, String, String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+type Tuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+);
 
 fn from_tuple(t: Tuple) -> AuditRow {
     AuditRow {
@@ -41,9 +52,11 @@ const COLUMNS: &str = "seq, time, actor, action, target, outcome, details, prev_
 
 /// The newest event's `seq` and `hash`, if any.
 pub async fn head(db: impl SqliteExecutor<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    Ok(sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(db)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 pub async fn insert(db: impl SqliteExecutor<'_>, row: &AuditRow) -> Result<(), StoreError> {
@@ -68,25 +81,37 @@ pub async fn insert(db: impl SqliteExecutor<'_>, row: &AuditRow) -> Result<(), S
 
 /// Events with `seq > after`, oldest first, at most `limit` of them (for paging through the
 /// chain with constant memory).
-pub async fn page_after(db: impl SqliteExecutor<'_>, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-    let rows: Vec<Tuple> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(db)
-            .await?;
+pub async fn page_after(
+    db: impl SqliteExecutor<'_>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let rows: Vec<Tuple> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(from_tuple).collect())
 }
 
 /// Events about one target, oldest first (a token's timeline).
-pub async fn for_target(db: impl SqliteExecutor<'_>, target: &str) -> Result<Vec<AuditRow>, StoreError> {
-    let rows: Vec<Tuple> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_events WHERE target = ? ORDER BY seq"))
-        .bind(target)
-        .fetch_all(db)
-        .await?;
+pub async fn for_target(
+    db: impl SqliteExecutor<'_>,
+    target: &str,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let rows: Vec<Tuple> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE target = ? ORDER BY seq"
+    ))
+    .bind(target)
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(from_tuple).collect())
 }
 
 pub async fn count(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_events").fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(db)
+        .await?)
 }

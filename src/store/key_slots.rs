@@ -14,7 +14,15 @@ pub struct KeySlotRow {
     pub created_at: i64,
 }
 
-type Tuple = (i64, String, String, Option<String>, Vec<u8>, Option<String>, i64);
+type Tuple = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    Option<String>,
+    i64,
+);
 
 fn from_tuple(t: Tuple) -> KeySlotRow {
     KeySlotRow {
@@ -71,6 +79,9 @@ pub async fn label_exists(db: impl SqliteExecutor<'_>, label: &str) -> Result<bo
 }
 
 pub async fn delete(db: impl SqliteExecutor<'_>, label: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM key_slots WHERE label = ?").bind(label).execute(db).await?;
+    let done = sqlx::query("DELETE FROM key_slots WHERE label = ?")
+        .bind(label)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

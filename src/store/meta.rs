@@ -4,6 +4,7 @@ use sqlx::SqliteExecutor;
 
 use super::StoreError;
 
+#[derive(sqlx::FromRow)]
 pub struct VaultMetaRow {
     pub vault_id: String,
     pub created_at: i64,
@@ -13,18 +14,11 @@ pub struct VaultMetaRow {
 }
 
 pub async fn get(db: impl SqliteExecutor<'_>) -> Result<Option<VaultMetaRow>, StoreError> {
-    let row: Option<(String, i64, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT vault_id, created_at, key_check, audit_signing_key, audit_public_key FROM vault_meta WHERE id = 1",
     )
     .fetch_optional(db)
-    .await?;
-    Ok(row.map(|(vault_id, created_at, key_check, audit_signing_key, audit_public_key)| VaultMetaRow {
-        vault_id,
-        created_at,
-        key_check,
-        audit_signing_key,
-        audit_public_key,
-    }))
+    .await?)
 }
 
 pub async fn insert(db: impl SqliteExecutor<'_>, row: &VaultMetaRow) -> Result<(), StoreError> {

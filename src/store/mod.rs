@@ -28,7 +28,9 @@ pub enum StoreError {
     DataDir { path: String, reason: String },
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
-    #[error("cannot migrate the database: {0} — the data directory may come from a newer seedvault")]
+    #[error(
+        "cannot migrate the database: {0} — the data directory may come from a newer seedvault"
+    )]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database holds a corrupt value: {0}")]
     Corrupt(String),
@@ -45,9 +47,14 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir` and runs migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let shown = data_dir.display().to_string();
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::DataDir { path: shown.clone(), reason: e.to_string() })?;
-        restrict_permissions(data_dir).map_err(|e| StoreError::DataDir { path: shown.clone(), reason: e.to_string() })?;
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        restrict_permissions(data_dir).map_err(|e| StoreError::DataDir {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         let path = data_dir.join(DATABASE_FILE);
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
@@ -64,7 +71,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| match e {
-                sqlx::Error::Database(db) => StoreError::DataDir { path: shown.clone(), reason: db.message().to_owned() },
+                sqlx::Error::Database(db) => StoreError::DataDir {
+                    path: shown.clone(),
+                    reason: db.message().to_owned(),
+                },
                 other => StoreError::Sqlx(other),
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -89,7 +99,9 @@ impl Store {
     /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
     /// so that overwritten pages do not survive in the log.
     pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -17,44 +17,69 @@ pub struct OperatorRow {
 type OperatorTuple = (i64, String, String, String, i64, i64);
 
 fn operator(t: OperatorTuple) -> OperatorRow {
-    OperatorRow { id: t.0, name: t.1, user_handle: t.2, roles: t.3, disabled: t.4 != 0, created_at: t.5 }
+    OperatorRow {
+        id: t.0,
+        name: t.1,
+        user_handle: t.2,
+        roles: t.3,
+        disabled: t.4 != 0,
+        created_at: t.5,
+    }
 }
 
 const OPERATOR_COLUMNS: &str = "id, name, user_handle, roles, disabled, created_at";
 
 pub async fn count_operators(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operators").fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operators")
+        .fetch_one(db)
+        .await?)
 }
 
 pub async fn list_operators(db: impl SqliteExecutor<'_>) -> Result<Vec<OperatorRow>, StoreError> {
-    let rows: Vec<OperatorTuple> = sqlx::query_as(&format!("SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"))
-        .fetch_all(db)
-        .await?;
+    let rows: Vec<OperatorTuple> = sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"
+    ))
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(operator).collect())
 }
 
-pub async fn operator_by_id(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> = sqlx::query_as(&format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+pub async fn operator_by_id(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+) -> Result<Option<OperatorRow>, StoreError> {
+    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(operator))
 }
 
-pub async fn operator_by_name(db: impl SqliteExecutor<'_>, name: &str) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> = sqlx::query_as(&format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = ?"))
-        .bind(name)
-        .fetch_optional(db)
-        .await?;
+pub async fn operator_by_name(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+) -> Result<Option<OperatorRow>, StoreError> {
+    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = ?"
+    ))
+    .bind(name)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(operator))
 }
 
-pub async fn operator_by_handle(db: impl SqliteExecutor<'_>, handle: &str) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> =
-        sqlx::query_as(&format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE user_handle = ?"))
-            .bind(handle)
-            .fetch_optional(db)
-            .await?;
+pub async fn operator_by_handle(
+    db: impl SqliteExecutor<'_>,
+    handle: &str,
+) -> Result<Option<OperatorRow>, StoreError> {
+    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE user_handle = ?"
+    ))
+    .bind(handle)
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(operator))
 }
 
@@ -65,22 +90,36 @@ pub async fn insert_operator(
     roles: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let done = sqlx::query("INSERT INTO operators (name, user_handle, roles, created_at) VALUES (?, ?, ?, ?)")
-        .bind(name)
-        .bind(user_handle)
-        .bind(roles)
-        .bind(now)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "INSERT INTO operators (name, user_handle, roles, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(user_handle)
+    .bind(roles)
+    .bind(now)
+    .execute(db)
+    .await?;
     Ok(done.last_insert_rowid())
 }
 
-pub async fn set_roles(db: impl SqliteExecutor<'_>, id: i64, roles: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE operators SET roles = ? WHERE id = ?").bind(roles).bind(id).execute(db).await?;
+pub async fn set_roles(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+    roles: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE operators SET roles = ? WHERE id = ?")
+        .bind(roles)
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
-pub async fn set_disabled(db: impl SqliteExecutor<'_>, id: i64, disabled: bool) -> Result<(), StoreError> {
+pub async fn set_disabled(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+    disabled: bool,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE operators SET disabled = ? WHERE id = ?")
         .bind(i64::from(disabled))
         .bind(id)
@@ -114,19 +153,28 @@ fn credential(t: CredentialTuple) -> CredentialRow {
     }
 }
 
-const CREDENTIAL_COLUMNS: &str = "id, operator_id, credential_id, label, passkey, created_at, last_used_at";
+const CREDENTIAL_COLUMNS: &str =
+    "id, operator_id, credential_id, label, passkey, created_at, last_used_at";
 
-pub async fn credentials_of(db: impl SqliteExecutor<'_>, operator_id: i64) -> Result<Vec<CredentialRow>, StoreError> {
-    let rows: Vec<CredentialTuple> =
-        sqlx::query_as(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = ? ORDER BY id"))
-            .bind(operator_id)
-            .fetch_all(db)
-            .await?;
+pub async fn credentials_of(
+    db: impl SqliteExecutor<'_>,
+    operator_id: i64,
+) -> Result<Vec<CredentialRow>, StoreError> {
+    let rows: Vec<CredentialTuple> = sqlx::query_as(&format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = ? ORDER BY id"
+    ))
+    .bind(operator_id)
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(credential).collect())
 }
 
 pub async fn credential_counts(db: impl SqliteExecutor<'_>) -> Result<Vec<(i64, i64)>, StoreError> {
-    Ok(sqlx::query_as("SELECT operator_id, COUNT(*) FROM credentials GROUP BY operator_id").fetch_all(db).await?)
+    Ok(
+        sqlx::query_as("SELECT operator_id, COUNT(*) FROM credentials GROUP BY operator_id")
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 pub async fn insert_credential(
@@ -165,7 +213,11 @@ pub async fn update_credential_use(
     Ok(())
 }
 
-pub async fn delete_credential(db: impl SqliteExecutor<'_>, operator_id: i64, id: i64) -> Result<bool, StoreError> {
+pub async fn delete_credential(
+    db: impl SqliteExecutor<'_>,
+    operator_id: i64,
+    id: i64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM credentials WHERE id = ? AND operator_id = ?")
         .bind(id)
         .bind(operator_id)
@@ -205,44 +257,71 @@ pub async fn insert_invite(
     Ok(done.last_insert_rowid())
 }
 
-pub async fn invite_by_hash(db: impl SqliteExecutor<'_>, token_hash: &[u8]) -> Result<Option<InviteRow>, StoreError> {
-    let row: Option<(i64, String, String, i64, Option<i64>)> =
-        sqlx::query_as("SELECT id, name, roles, expires_at, used_at FROM invites WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(id, name, roles, expires_at, used_at)| InviteRow { id, name, roles, expires_at, used_at }))
+pub async fn invite_by_hash(
+    db: impl SqliteExecutor<'_>,
+    token_hash: &[u8],
+) -> Result<Option<InviteRow>, StoreError> {
+    let row: Option<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, name, roles, expires_at, used_at FROM invites WHERE token_hash = ?",
+    )
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(id, name, roles, expires_at, used_at)| InviteRow {
+        id,
+        name,
+        roles,
+        expires_at,
+        used_at,
+    }))
 }
 
 /// Marks an invite used; false when it was used meanwhile (a concurrent registration).
-pub async fn consume_invite(db: impl SqliteExecutor<'_>, id: i64, operator_id: i64, now: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE invites SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL")
-        .bind(now)
-        .bind(operator_id)
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn consume_invite(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+    operator_id: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE invites SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(operator_id)
+            .bind(id)
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Whether an unused, unexpired invite exists for `name` (a second one would be confusing).
-pub async fn open_invite_for(db: impl SqliteExecutor<'_>, name: &str, now: i64) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM invites WHERE name = ? AND used_at IS NULL AND expires_at > ? LIMIT 1")
-            .bind(name)
-            .bind(now)
-            .fetch_optional(db)
-            .await?;
+pub async fn open_invite_for(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM invites WHERE name = ? AND used_at IS NULL AND expires_at > ? LIMIT 1",
+    )
+    .bind(name)
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
     Ok(found.is_some())
 }
 
 /// Ends every open invite for `name` now.
-pub async fn expire_open_invites(db: impl SqliteExecutor<'_>, name: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE invites SET expires_at = ? WHERE name = ? AND used_at IS NULL AND expires_at > ?")
-        .bind(now)
-        .bind(name)
-        .bind(now)
-        .execute(db)
-        .await?;
+pub async fn expire_open_invites(
+    db: impl SqliteExecutor<'_>,
+    name: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE invites SET expires_at = ? WHERE name = ? AND used_at IS NULL AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(name)
+    .bind(now)
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -45,13 +45,23 @@ impl DataKey {
     }
 
     /// Seals `plaintext` for the row described by `binding`.
-    pub fn seal(&self, binding: &RowBinding<'_>, plaintext: &[u8]) -> Result<SealedBlob, VaultError> {
+    pub fn seal(
+        &self,
+        binding: &RowBinding<'_>,
+        plaintext: &[u8],
+    ) -> Result<SealedBlob, VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = binding.associated_data(SEALED_V1);
         let ciphertext = self
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| VaultError::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
         out.push(SEALED_V1);
@@ -83,7 +93,13 @@ impl DataKey {
         let (nonce, ciphertext) = bytes[1..].split_at(NONCE_LEN);
         let aad = binding.associated_data(bytes[0]);
         self.cipher()
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| VaultError::CorruptSealed {
                 what: binding.describe(),
@@ -106,12 +122,20 @@ pub struct RowBinding<'a> {
 impl<'a> RowBinding<'a> {
     /// A token's seed: bound to the token's id and serial.
     pub fn token_seed(token_id: &'a str, serial: &'a str) -> Self {
-        Self { kind: "token-seed", id: token_id, name: serial }
+        Self {
+            kind: "token-seed",
+            id: token_id,
+            name: serial,
+        }
     }
 
     /// A value that belongs to the vault as a whole (key check, audit signing key).
     pub fn vault_value(vault_id: &'a str, name: &'a str) -> Self {
-        Self { kind: "vault-value", id: vault_id, name }
+        Self {
+            kind: "vault-value",
+            id: vault_id,
+            name,
+        }
     }
 
     fn associated_data(&self, version: u8) -> Vec<u8> {
@@ -156,7 +180,10 @@ mod tests {
         let key = DataKey::generate();
         let binding = RowBinding::token_seed("t-1", "SERIAL-1");
         let sealed = key.seal(&binding, b"12345678901234567890").unwrap();
-        assert_eq!(&key.unseal(&binding, &sealed).unwrap()[..], b"12345678901234567890");
+        assert_eq!(
+            &key.unseal(&binding, &sealed).unwrap()[..],
+            b"12345678901234567890"
+        );
     }
 
     #[test]
@@ -171,13 +198,17 @@ mod tests {
     #[test]
     fn a_sealed_seed_moved_to_another_row_fails_to_open() {
         let key = DataKey::generate();
-        let sealed = key.seal(&RowBinding::token_seed("t-1", "SERIAL-1"), b"seed").unwrap();
+        let sealed = key
+            .seal(&RowBinding::token_seed("t-1", "SERIAL-1"), b"seed")
+            .unwrap();
         for other in [
             RowBinding::token_seed("t-2", "SERIAL-1"),
             RowBinding::token_seed("t-1", "SERIAL-2"),
             RowBinding::vault_value("t-1", "SERIAL-1"),
         ] {
-            let err = key.unseal(&other, &sealed).err().expect("must fail");
+            let Err(err) = key.unseal(&other, &sealed) else {
+                panic!("must fail")
+            };
             assert!(err.to_string().contains("authentication failed"), "{err}");
         }
     }
@@ -196,11 +227,19 @@ mod tests {
         let mut bytes = key.seal(&binding, b"seed").unwrap().into_bytes();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(key.unseal(&binding, &SealedBlob::from_stored(bytes.clone())).is_err());
-        let err = key.unseal(&binding, &SealedBlob::from_stored(bytes[..10].to_vec())).err().unwrap();
+        assert!(key
+            .unseal(&binding, &SealedBlob::from_stored(bytes.clone()))
+            .is_err());
+        let err = key
+            .unseal(&binding, &SealedBlob::from_stored(bytes[..10].to_vec()))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("too short"));
         bytes[0] = 9;
-        let err = key.unseal(&binding, &SealedBlob::from_stored(bytes)).err().unwrap();
+        let err = key
+            .unseal(&binding, &SealedBlob::from_stored(bytes))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("version 9"));
     }
 

@@ -69,8 +69,18 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub(crate) fn new(id: String, key: DataKey, signer: SigningKey, has_development_slot: bool) -> Self {
-        Self { id, key, signer, has_development_slot }
+    pub(crate) fn new(
+        id: String,
+        key: DataKey,
+        signer: SigningKey,
+        has_development_slot: bool,
+    ) -> Self {
+        Self {
+            id,
+            key,
+            signer,
+            has_development_slot,
+        }
     }
 
     /// The vault's random id; the audit chain's genesis derives from it.
@@ -88,13 +98,26 @@ impl Vault {
     }
 
     /// Seals a token's seed, bound to the token's id and serial.
-    pub fn seal_seed(&self, token_id: &str, serial: &str, seed: &Seed) -> Result<SealedBlob, VaultError> {
-        self.key.seal(&RowBinding::token_seed(token_id, serial), seed.expose())
+    pub fn seal_seed(
+        &self,
+        token_id: &str,
+        serial: &str,
+        seed: &Seed,
+    ) -> Result<SealedBlob, VaultError> {
+        self.key
+            .seal(&RowBinding::token_seed(token_id, serial), seed.expose())
     }
 
     /// Opens a token's sealed seed; fails if the blob belongs to another row or was altered.
-    pub fn unseal_seed(&self, token_id: &str, serial: &str, sealed: &SealedBlob) -> Result<Seed, VaultError> {
-        let plaintext = self.key.unseal(&RowBinding::token_seed(token_id, serial), sealed)?;
+    pub fn unseal_seed(
+        &self,
+        token_id: &str,
+        serial: &str,
+        sealed: &SealedBlob,
+    ) -> Result<Seed, VaultError> {
+        let plaintext = self
+            .key
+            .unseal(&RowBinding::token_seed(token_id, serial), sealed)?;
         Ok(Seed::from_bytes(plaintext.to_vec())?)
     }
 
@@ -124,7 +147,10 @@ pub(crate) fn new_material(vault_id: &str, key: &DataKey) -> Result<NewVaultMate
     let secret = Zeroizing::new(signer.to_bytes());
     Ok(NewVaultMaterial {
         key_check: key.seal(&RowBinding::vault_value(vault_id, "key-check"), KEY_CHECK)?,
-        sealed_signing_key: key.seal(&RowBinding::vault_value(vault_id, "audit-signing-key"), secret.as_ref())?,
+        sealed_signing_key: key.seal(
+            &RowBinding::vault_value(vault_id, "audit-signing-key"),
+            secret.as_ref(),
+        )?,
         public_key: signer.verifying_key().to_bytes(),
     })
 }
@@ -138,9 +164,15 @@ pub(crate) fn open_material(
 ) -> Result<SigningKey, VaultError> {
     key.unseal(&RowBinding::vault_value(vault_id, "key-check"), key_check)
         .map_err(|_| VaultError::WrongKey)?;
-    let secret = key.unseal(&RowBinding::vault_value(vault_id, "audit-signing-key"), sealed_signing_key)?;
-    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
-        VaultError::CorruptSealed { what: "audit signing key".into(), reason: "wrong length".into() }
-    })?);
+    let secret = key.unseal(
+        &RowBinding::vault_value(vault_id, "audit-signing-key"),
+        sealed_signing_key,
+    )?;
+    let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(secret.as_slice().try_into().map_err(
+        |_| VaultError::CorruptSealed {
+            what: "audit signing key".into(),
+            reason: "wrong length".into(),
+        },
+    )?);
     Ok(SigningKey::from_bytes(&bytes))
 }

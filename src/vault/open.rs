@@ -15,7 +15,10 @@ pub enum SlotRequest {
     /// The unprotected development slot.
     Development,
     /// An age scrypt passphrase; `work_factor` lowers age's calibrated cost (tests only).
-    Passphrase { passphrase: SecretString, work_factor: Option<u8> },
+    Passphrase {
+        passphrase: SecretString,
+        work_factor: Option<u8>,
+    },
     /// An `age1…` recipient; `kind` says whether seedvault generated its identity file
     /// ([`SlotKind::Identity`]) or the operator brought it ([`SlotKind::Recipient`]).
     Recipient { recipient: String, kind: SlotKind },
@@ -33,7 +36,10 @@ impl SlotRequest {
     fn wrap(self, key: &DataKey) -> Result<WrappedSlot, VaultError> {
         match self {
             Self::Development => slots::new_development_slot(key),
-            Self::Passphrase { passphrase, work_factor } => slots::wrap_for_passphrase(key, passphrase, work_factor),
+            Self::Passphrase {
+                passphrase,
+                work_factor,
+            } => slots::wrap_for_passphrase(key, passphrase, work_factor),
             Self::Recipient { recipient, kind } => slots::wrap_for_recipient(key, &recipient, kind),
         }
     }
@@ -73,7 +79,9 @@ pub async fn create(
         kinds.push(json!({ "label": label, "kind": request.kind().as_str() }));
         wrapped.push((label, request.wrap(&key)?));
     }
-    let has_development_slot = wrapped.iter().any(|(_, slot)| slot.kind == SlotKind::Development);
+    let has_development_slot = wrapped
+        .iter()
+        .any(|(_, slot)| slot.kind == SlotKind::Development);
 
     let mut tx = store.begin_write().await?;
     if let Some(existing) = meta::get(&mut *tx).await? {
@@ -96,7 +104,12 @@ pub async fn create(
     let signer = super::open_material(
         &vault_id,
         &key,
-        &SealedBlob::from_stored(meta::get(&mut *tx).await?.map(|m| m.key_check).unwrap_or_default()),
+        &SealedBlob::from_stored(
+            meta::get(&mut *tx)
+                .await?
+                .map(|m| m.key_check)
+                .unwrap_or_default(),
+        ),
         &material.sealed_signing_key,
     )?;
     let vault = Vault::new(vault_id.clone(), key, signer, has_development_slot);
@@ -107,7 +120,12 @@ pub async fn create(
     Ok(vault)
 }
 
-async fn insert_slot(tx: &mut WriteTx, label: &str, slot: &WrappedSlot, now: OffsetDateTime) -> Result<(), VaultError> {
+async fn insert_slot(
+    tx: &mut WriteTx,
+    label: &str,
+    slot: &WrappedSlot,
+    now: OffsetDateTime,
+) -> Result<(), VaultError> {
     if key_slots::label_exists(&mut **tx, label).await? {
         return Err(VaultError::DuplicateLabel(label.to_owned()));
     }
@@ -126,21 +144,34 @@ async fn insert_slot(tx: &mut WriteTx, label: &str, slot: &WrappedSlot, now: Off
     Ok(())
 }
 
-async fn append(tx: &mut WriteTx, vault: &Vault, now: OffsetDateTime, event: NewEvent) -> Result<(), VaultError> {
-    audit::append(tx, vault, now, event).await.map_err(|e| VaultError::Audit(Box::new(e)))?;
+async fn append(
+    tx: &mut WriteTx,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<(), VaultError> {
+    audit::append(tx, vault, now, event)
+        .await
+        .map_err(|e| VaultError::Audit(Box::new(e)))?;
     Ok(())
 }
 
 /// Unseals the vault with whatever the operator supplied.
 pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultError> {
-    let meta = meta::get(store.pool()).await?.ok_or(VaultError::NotInitialised)?;
+    let meta = meta::get(store.pool())
+        .await?
+        .ok_or(VaultError::NotInitialised)?;
     let rows = key_slots::list(store.pool()).await?;
-    let has_development_slot = rows.iter().any(|r| r.kind == SlotKind::Development.as_str());
+    let has_development_slot = rows
+        .iter()
+        .any(|r| r.kind == SlotKind::Development.as_str());
     let mut tried_any = false;
     for row in &rows {
         let kind = SlotKind::parse(&row.kind)?;
         tried_any |= unlocker.fits(kind);
-        let Some(key) = unlocker.try_unwrap(kind, &row.wrapped_key, row.development_identity.as_deref())? else {
+        let Some(key) =
+            unlocker.try_unwrap(kind, &row.wrapped_key, row.development_identity.as_deref())?
+        else {
             continue;
         };
         let signer = super::open_material(
@@ -162,7 +193,12 @@ pub async fn list_slots(store: &Store) -> Result<Vec<SlotInfo>, VaultError> {
     Ok(key_slots::list(store.pool())
         .await?
         .into_iter()
-        .map(|r| SlotInfo { label: r.label, kind: r.kind, recipient: r.recipient, created_at: r.created_at })
+        .map(|r| SlotInfo {
+            label: r.label,
+            kind: r.kind,
+            recipient: r.recipient,
+            created_at: r.created_at,
+        })
         .collect())
 }
 
@@ -204,8 +240,111 @@ pub async fn remove_slot(
     }
     let kind = row.kind.clone();
     key_slots::delete(&mut *tx, label).await?;
-    let event = NewEvent::new(actor, "key.slot_removed", format!("key-slot:{label}")).details(json!({ "kind": kind }));
+    let event = NewEvent::new(actor, "key.slot_removed", format!("key-slot:{label}"))
+        .details(json!({ "kind": kind }));
     append(&mut tx, vault, now, event).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn pass(text: &str) -> SecretString {
+        SecretString::from(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_vault_unlocks_with_each_of_its_slots_and_refuses_a_wrong_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let passphrase = SlotRequest::Passphrase {
+            passphrase: pass("right"),
+            work_factor: Some(2),
+        };
+        let created = create(&store, now, "test", vec![("pass".into(), passphrase)])
+            .await
+            .unwrap();
+        let seed = crate::secret::Seed::from_bytes(b"12345678901234567890".to_vec()).unwrap();
+        let sealed = created.seal_seed("id-1", "S1", &seed).unwrap();
+
+        let vault = unlock(&store, &Unlocker::Passphrase(pass("right")))
+            .await
+            .unwrap();
+        assert_eq!(vault.id(), created.id());
+        assert_eq!(
+            vault.unseal_seed("id-1", "S1", &sealed).unwrap().expose(),
+            seed.expose()
+        );
+        assert!(!vault.has_development_slot());
+
+        let err = unlock(&store, &Unlocker::Passphrase(pass("wrong")))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, VaultError::WrongKey), "{err}");
+        let err = unlock(&store, &Unlocker::Development).await.err().unwrap();
+        assert!(matches!(err, VaultError::NoKeySupplied), "{err}");
+
+        let again = create(
+            &store,
+            now,
+            "test",
+            vec![("dev".into(), SlotRequest::Development)],
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(again, VaultError::AlreadyInitialised(_)));
+    }
+
+    #[tokio::test]
+    async fn slots_can_be_added_and_removed_but_not_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let vault = create(
+            &store,
+            now,
+            "t",
+            vec![("development".into(), SlotRequest::Development)],
+        )
+        .await
+        .unwrap();
+        assert!(vault.has_development_slot());
+        let identity = age::x25519::Identity::generate();
+        let request = SlotRequest::Recipient {
+            recipient: identity.to_public().to_string(),
+            kind: SlotKind::Recipient,
+        };
+        add_slot(&store, &vault, now, "t", "break-glass", request)
+            .await
+            .unwrap();
+        let dup = SlotRequest::Recipient {
+            recipient: identity.to_public().to_string(),
+            kind: SlotKind::Recipient,
+        };
+        assert!(matches!(
+            add_slot(&store, &vault, now, "t", "break-glass", dup).await,
+            Err(VaultError::DuplicateLabel(_))
+        ));
+        remove_slot(&store, &vault, now, "t", "development")
+            .await
+            .unwrap();
+        let unlocked = unlock(&store, &Unlocker::Identities(vec![Box::new(identity)]))
+            .await
+            .unwrap();
+        assert!(!unlocked.has_development_slot());
+        assert!(matches!(
+            remove_slot(&store, &vault, now, "t", "break-glass").await,
+            Err(VaultError::LastSlot(_))
+        ));
+        assert!(matches!(
+            remove_slot(&store, &vault, now, "t", "nope").await,
+            Err(VaultError::UnknownSlot(_))
+        ));
+    }
 }

@@ -38,7 +38,9 @@ impl SlotKind {
             "passphrase" => Ok(Self::Passphrase),
             "identity" => Ok(Self::Identity),
             "recipient" => Ok(Self::Recipient),
-            other => Err(VaultError::CorruptSlot { reason: format!("unknown slot kind '{other}'") }),
+            other => Err(VaultError::CorruptSlot {
+                reason: format!("unknown slot kind '{other}'"),
+            }),
         }
     }
 }
@@ -67,15 +69,26 @@ pub fn wrap_for_passphrase(
     if let Some(log_n) = work_factor {
         recipient.set_work_factor(log_n);
     }
-    let wrapped_key = age::encrypt(&recipient, key.expose()).map_err(|e| VaultError::Wrap(e.to_string()))?;
-    Ok(WrappedSlot { kind: SlotKind::Passphrase, recipient: None, wrapped_key, development_identity: None })
+    let wrapped_key =
+        age::encrypt(&recipient, key.expose()).map_err(|e| VaultError::Wrap(e.to_string()))?;
+    Ok(WrappedSlot {
+        kind: SlotKind::Passphrase,
+        recipient: None,
+        wrapped_key,
+        development_identity: None,
+    })
 }
 
 /// Wraps the data key for an `age1…` X25519 recipient.
-pub fn wrap_for_recipient(key: &DataKey, recipient: &str, kind: SlotKind) -> Result<WrappedSlot, VaultError> {
-    let parsed = age::x25519::Recipient::from_str(recipient.trim())
-        .map_err(|_| VaultError::BadRecipient)?;
-    let wrapped_key = age::encrypt(&parsed, key.expose()).map_err(|e| VaultError::Wrap(e.to_string()))?;
+pub fn wrap_for_recipient(
+    key: &DataKey,
+    recipient: &str,
+    kind: SlotKind,
+) -> Result<WrappedSlot, VaultError> {
+    let parsed =
+        age::x25519::Recipient::from_str(recipient.trim()).map_err(|_| VaultError::BadRecipient)?;
+    let wrapped_key =
+        age::encrypt(&parsed, key.expose()).map_err(|e| VaultError::Wrap(e.to_string()))?;
     Ok(WrappedSlot {
         kind,
         recipient: Some(parsed.to_string()),
@@ -113,16 +126,22 @@ impl Unlocker {
     /// Reads an age identity file (`AGE-SECRET-KEY-1…` lines, comments allowed).
     pub fn from_identity_file(path: &std::path::Path) -> Result<Self, VaultError> {
         let shown = path.display().to_string();
-        let file = age::IdentityFile::from_file(shown.clone()).map_err(|e| VaultError::IdentityFile {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        let identities = file.into_identities().map_err(|e| VaultError::IdentityFile {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let file =
+            age::IdentityFile::from_file(shown.clone()).map_err(|e| VaultError::IdentityFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        let identities = file
+            .into_identities()
+            .map_err(|e| VaultError::IdentityFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         if identities.is_empty() {
-            return Err(VaultError::IdentityFile { path: shown, reason: "it holds no age identity".into() });
+            return Err(VaultError::IdentityFile {
+                path: shown,
+                reason: "it holds no age identity".into(),
+            });
         }
         Ok(Self::Identities(identities))
     }
@@ -132,7 +151,10 @@ impl Unlocker {
         matches!(
             (self, kind),
             (Self::Passphrase(_), SlotKind::Passphrase)
-                | (Self::Identities(_), SlotKind::Identity | SlotKind::Recipient)
+                | (
+                    Self::Identities(_),
+                    SlotKind::Identity | SlotKind::Recipient
+                )
                 | (Self::Development, SlotKind::Development)
         )
     }
@@ -147,8 +169,10 @@ impl Unlocker {
         if !self.fits(kind) {
             return Ok(None);
         }
-        let decryptor = age::Decryptor::new_buffered(wrapped_key)
-            .map_err(|e| VaultError::CorruptSlot { reason: e.to_string() })?;
+        let decryptor =
+            age::Decryptor::new_buffered(wrapped_key).map_err(|e| VaultError::CorruptSlot {
+                reason: e.to_string(),
+            })?;
         let reader = match self {
             Self::Passphrase(passphrase) => {
                 let identity = age::scrypt::Identity::new(passphrase.clone());
@@ -161,8 +185,11 @@ impl Unlocker {
                 let stored = development_identity.ok_or_else(|| VaultError::CorruptSlot {
                     reason: "development slot without its identity".into(),
                 })?;
-                let identity = age::x25519::Identity::from_str(stored)
-                    .map_err(|e| VaultError::CorruptSlot { reason: e.to_string() })?;
+                let identity = age::x25519::Identity::from_str(stored).map_err(|e| {
+                    VaultError::CorruptSlot {
+                        reason: e.to_string(),
+                    }
+                })?;
                 decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))
             }
         };
@@ -179,7 +206,9 @@ impl Unlocker {
         let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(32));
         reader
             .read_to_end(&mut plaintext)
-            .map_err(|e| VaultError::CorruptSlot { reason: e.to_string() })?;
+            .map_err(|e| VaultError::CorruptSlot {
+                reason: e.to_string(),
+            })?;
         DataKey::from_unwrapped(&plaintext).map(Some)
     }
 }
@@ -196,12 +225,23 @@ mod tests {
     #[test]
     fn a_passphrase_slot_opens_with_its_passphrase_only() {
         let key = DataKey::generate();
-        let slot = wrap_for_passphrase(&key, SecretString::from("correct horse".to_owned()), Some(2)).unwrap();
+        let slot = wrap_for_passphrase(
+            &key,
+            SecretString::from("correct horse".to_owned()),
+            Some(2),
+        )
+        .unwrap();
         let right = Unlocker::Passphrase(SecretString::from("correct horse".to_owned()));
         let wrong = Unlocker::Passphrase(SecretString::from("wrong".to_owned()));
-        let opened = right.try_unwrap(slot.kind, &slot.wrapped_key, None).unwrap().unwrap();
+        let opened = right
+            .try_unwrap(slot.kind, &slot.wrapped_key, None)
+            .unwrap()
+            .unwrap();
         assert!(same_key(&key, &opened));
-        assert!(wrong.try_unwrap(slot.kind, &slot.wrapped_key, None).unwrap().is_none());
+        assert!(wrong
+            .try_unwrap(slot.kind, &slot.wrapped_key, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -210,10 +250,16 @@ mod tests {
         let (identity, slot) = new_identity_slot(&key).unwrap();
         let parsed = age::x25519::Identity::from_str(identity.expose_secret()).unwrap();
         let unlocker = Unlocker::Identities(vec![Box::new(parsed)]);
-        let opened = unlocker.try_unwrap(slot.kind, &slot.wrapped_key, None).unwrap().unwrap();
+        let opened = unlocker
+            .try_unwrap(slot.kind, &slot.wrapped_key, None)
+            .unwrap()
+            .unwrap();
         assert!(same_key(&key, &opened));
         let stranger = Unlocker::Identities(vec![Box::new(age::x25519::Identity::generate())]);
-        assert!(stranger.try_unwrap(slot.kind, &slot.wrapped_key, None).unwrap().is_none());
+        assert!(stranger
+            .try_unwrap(slot.kind, &slot.wrapped_key, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -221,7 +267,11 @@ mod tests {
         let key = DataKey::generate();
         let slot = new_development_slot(&key).unwrap();
         let opened = Unlocker::Development
-            .try_unwrap(slot.kind, &slot.wrapped_key, slot.development_identity.as_deref())
+            .try_unwrap(
+                slot.kind,
+                &slot.wrapped_key,
+                slot.development_identity.as_deref(),
+            )
             .unwrap()
             .unwrap();
         assert!(same_key(&key, &opened));
@@ -229,13 +279,19 @@ mod tests {
 
     #[test]
     fn a_bad_recipient_is_refused_with_the_expected_form() {
-        let err = wrap_for_recipient(&DataKey::generate(), "age1nope", SlotKind::Recipient).err().unwrap();
+        let err = wrap_for_recipient(&DataKey::generate(), "age1nope", SlotKind::Recipient)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("age1"), "{err}");
     }
 
     #[test]
     fn an_empty_passphrase_is_refused() {
-        let err = wrap_for_passphrase(&DataKey::generate(), SecretString::from("  ".to_owned()), Some(2));
+        let err = wrap_for_passphrase(
+            &DataKey::generate(),
+            SecretString::from("  ".to_owned()),
+            Some(2),
+        );
         assert!(matches!(err, Err(VaultError::EmptyPassphrase)));
     }
 }

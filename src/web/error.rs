@@ -25,7 +25,10 @@ pub enum AppError {
     #[error("{0}")]
     Unprocessable(String),
     #[error("{message}")]
-    TooManyRequests { message: String, retry_after_seconds: u64 },
+    TooManyRequests {
+        message: String,
+        retry_after_seconds: u64,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -71,9 +74,15 @@ impl IntoResponse for AppError {
         let status = self.status();
         let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
         let mut response = (status, body).into_response();
-        if let Self::TooManyRequests { retry_after_seconds, .. } = self {
+        if let Self::TooManyRequests {
+            retry_after_seconds,
+            ..
+        } = self
+        {
             if let Ok(value) = retry_after_seconds.to_string().parse() {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
             }
         }
         response
@@ -91,11 +100,15 @@ impl From<crate::operators::OperatorError> for AppError {
         use crate::operators::OperatorError as E;
         let message = e.to_string();
         match e {
-            E::InviteUnknown | E::UnknownOperator(_) | E::UnknownCredential(_) => Self::NotFound(message),
-            E::InviteExpired | E::InviteUsed => Self::Gone(message),
-            E::NameTaken(_) | E::InvitePending(_) | E::CredentialExists | E::LastCredential | E::SelfLockout => {
-                Self::Conflict(message)
+            E::InviteUnknown | E::UnknownOperator(_) | E::UnknownCredential(_) => {
+                Self::NotFound(message)
             }
+            E::InviteExpired | E::InviteUsed => Self::Gone(message),
+            E::NameTaken(_)
+            | E::InvitePending(_)
+            | E::CredentialExists
+            | E::LastCredential
+            | E::SelfLockout => Self::Conflict(message),
             E::InvalidName(_) | E::NoRoles | E::UnknownRole(_) => Self::Unprocessable(message),
             E::Store(_) | E::Audit(_) => Self::Internal(message),
         }

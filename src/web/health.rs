@@ -15,5 +15,8 @@ pub struct Health {
 /// 200 with `{"status":"ok","version":…}` when the database answers.
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     crate::store::ping(state.store.pool()).await?;
-    Ok(Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") }))
+    Ok(Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    }))
 }

@@ -36,7 +36,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { sign_in_by_name: RateLimiter::new(5, 15 * 60), sign_in_by_addr: RateLimiter::new(20, 15 * 60) }
+        Self {
+            sign_in_by_name: RateLimiter::new(5, 15 * 60),
+            sign_in_by_addr: RateLimiter::new(20, 15 * 60),
+        }
     }
 }
 
@@ -62,10 +65,21 @@ pub enum StateError {
 
 impl AppState {
     /// Assembles the state: WebAuthn bound to the configured origin, the session table.
-    pub async fn new(store: Store, vault: Vault, config: Config, clock: SharedClock) -> Result<Self, StateError> {
+    pub async fn new(
+        store: Store,
+        vault: Vault,
+        config: Config,
+        clock: SharedClock,
+    ) -> Result<Self, StateError> {
         let origin = config.origin.clone();
-        let webauthn_error = |reason: String| StateError::Webauthn { origin: origin.to_string(), reason };
-        let rp_id = origin.host_str().ok_or_else(|| webauthn_error("no host".into()))?.to_owned();
+        let webauthn_error = |reason: String| StateError::Webauthn {
+            origin: origin.to_string(),
+            reason,
+        };
+        let rp_id = origin
+            .host_str()
+            .ok_or_else(|| webauthn_error("no host".into()))?
+            .to_owned();
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
             .map_err(|e| webauthn_error(e.to_string()))?
             .rp_name("seedvault")
@@ -74,7 +88,10 @@ impl AppState {
         let sessions = SqliteStore::new(store.pool().clone())
             .with_table_name("sessions")
             .map_err(StateError::Sessions)?;
-        sessions.migrate().await.map_err(|e| StateError::Sessions(e.to_string()))?;
+        sessions
+            .migrate()
+            .await
+            .map_err(|e| StateError::Sessions(e.to_string()))?;
         Ok(Self {
             store,
             vault: Arc::new(vault),
@@ -95,11 +112,16 @@ pub fn app(state: AppState) -> Router {
         .with_same_site(SameSite::Strict)
         // Browsers do not send Secure cookies back over http://localhost.
         .with_secure(state.config.origin_is_https())
-        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(state.config.session_idle_minutes))));
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(
+            state.config.session_idle_minutes,
+        ))));
     Router::new()
         .route("/healthz", get(health::healthz))
         .merge(api::router())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::origin::require_same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::origin::require_same_origin,
+        ))
         .layer(session_layer)
         .with_state(state)
 }

@@ -37,17 +37,25 @@ impl CurrentOperator {
         if self.operator.roles.contains(role) {
             Ok(&self.operator)
         } else {
-            Err(AppError::Forbidden(format!("this needs the {role} role, which {} does not hold", self.operator.name)))
+            Err(AppError::Forbidden(format!(
+                "this needs the {role} role, which {} does not hold",
+                self.operator.name
+            )))
         }
     }
 
     /// 403 unless the operator holds one of `roles`.
     pub fn require_any(&self, roles: &[Role]) -> Result<&Operator, AppError> {
-        if roles.iter().any(|r| self.operator.roles.contains(*r)) {
-            Ok(&self.operator)
-        } else {
-            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            Err(AppError::Forbidden(format!("this needs one of the roles {}", names.join(", "))))
+        match roles {
+            [role] => self.require(*role),
+            _ if roles.iter().any(|r| self.operator.roles.contains(*r)) => Ok(&self.operator),
+            _ => {
+                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                Err(AppError::Forbidden(format!(
+                    "this needs one of the roles {}",
+                    names.join(", ")
+                )))
+            }
         }
     }
 }
@@ -59,11 +67,18 @@ pub fn session_error(e: tower_sessions::session::Error) -> AppError {
 impl FromRequestParts<AppState> for CurrentOperator {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(|(_, message)| AppError::Internal(message.to_owned()))?;
-        let Some(mut signed_in) = session.get::<SignedIn>(SIGNED_IN).await.map_err(session_error)? else {
+        let Some(mut signed_in) = session
+            .get::<SignedIn>(SIGNED_IN)
+            .await
+            .map_err(session_error)?
+        else {
             return Err(AppError::Unauthenticated);
         };
         let now = state.clock.unix();
@@ -73,14 +88,19 @@ impl FromRequestParts<AppState> for CurrentOperator {
             session.flush().await.map_err(session_error)?;
             return Err(AppError::Unauthenticated);
         }
-        let operator = operators::by_id(&state.store, signed_in.operator_id).await.map_err(AppError::from)?;
+        let operator = operators::by_id(&state.store, signed_in.operator_id)
+            .await
+            .map_err(AppError::from)?;
         let Some(operator) = operator.filter(|op| !op.disabled) else {
             session.flush().await.map_err(session_error)?;
             return Err(AppError::Unauthenticated);
         };
         if now - signed_in.last_seen >= LAST_SEEN_GRANULARITY {
             signed_in.last_seen = now;
-            session.insert(SIGNED_IN, &signed_in).await.map_err(session_error)?;
+            session
+                .insert(SIGNED_IN, &signed_in)
+                .await
+                .map_err(session_error)?;
         }
         Ok(Self { operator, session })
     }
@@ -98,5 +118,56 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
         Ok(Self(addr))
+    }
+}
+
+/// Which roles a route admits; see [`Authorized`].
+pub trait RoleRule {
+    const ROLES: &'static [Role];
+}
+
+macro_rules! role_rule {
+    ($($name:ident => [$($role:ident),+];)*) => {$(
+        #[doc = concat!("Admits: ", $(stringify!($role), " ",)+)]
+        pub struct $name;
+        impl RoleRule for $name {
+            const ROLES: &'static [Role] = &[$(Role::$role),+];
+        }
+    )*};
+}
+
+role_rule! {
+    AdminOnly => [Admin];
+    ProvisionerOnly => [Provisioner];
+    HelpdeskOnly => [Helpdesk];
+    AuditorOrAdmin => [Auditor, Admin];
+}
+
+/// The signed-in operator, checked against a route's roles before the body is even read, so
+/// a caller without the role gets 403 whatever they sent.
+pub struct Authorized<R: RoleRule> {
+    pub current: CurrentOperator,
+    _rule: std::marker::PhantomData<R>,
+}
+
+impl<R: RoleRule> Authorized<R> {
+    pub fn operator(&self) -> &Operator {
+        &self.current.operator
+    }
+}
+
+impl<R: RoleRule + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let current = CurrentOperator::from_request_parts(parts, state).await?;
+        current.require_any(R::ROLES)?;
+        Ok(Self {
+            current,
+            _rule: std::marker::PhantomData,
+        })
     }
 }

@@ -66,7 +66,11 @@ impl Canary {
 
     fn add(&self, label: String, bytes: Vec<u8>, whole_number: bool) {
         if !bytes.is_empty() {
-            self.needles.lock().unwrap().push(Needle { label, bytes, whole_number });
+            self.needles.lock().unwrap().push(Needle {
+                label,
+                bytes,
+                whole_number,
+            });
         }
     }
 
@@ -97,12 +101,18 @@ impl Canary {
 
     /// Keeps a response body to check at the end.
     pub fn record_response(&self, what: &str, body: &[u8]) {
-        self.responses.lock().unwrap().push((what.to_owned(), body.to_vec()));
+        self.responses
+            .lock()
+            .unwrap()
+            .push((what.to_owned(), body.to_vec()));
     }
 
     fn find(&self, haystack: &[u8]) -> Option<String> {
         let needles = self.needles.lock().unwrap();
-        needles.iter().find(|n| contains(haystack, &n.bytes, n.whole_number)).map(|n| n.label.clone())
+        needles
+            .iter()
+            .find(|n| contains(haystack, &n.bytes, n.whole_number))
+            .map(|n| n.label.clone())
     }
 
     /// Fails if a watched secret appears in the logs, a recorded response, or any file under
@@ -128,7 +138,9 @@ impl Canary {
 }
 
 fn scan_dir(canary: &Canary, dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -147,10 +159,15 @@ pub fn contains(haystack: &[u8], needle: &[u8], whole_number: bool) -> bool {
     if needle.len() > haystack.len() {
         return false;
     }
-    haystack.windows(needle.len()).enumerate().any(|(i, window)| {
-        window == needle
-            && (!whole_number
-                || ((i == 0 || !haystack[i - 1].is_ascii_digit())
-                    && haystack.get(i + needle.len()).is_none_or(|b| !b.is_ascii_digit())))
-    })
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .any(|(i, window)| {
+            window == needle
+                && (!whole_number
+                    || ((i == 0 || !haystack[i - 1].is_ascii_digit())
+                        && haystack
+                            .get(i + needle.len())
+                            .is_none_or(|b| !b.is_ascii_digit())))
+        })
 }

@@ -16,6 +16,9 @@ use seedvault::web::AppState;
 use tempfile::TempDir;
 
 pub use canary::Canary;
+pub use passkey::Operator;
+
+pub mod passkey;
 
 /// A unix time inside the shared test data's reference step.
 pub const T0: i64 = 1_764_000_000;
@@ -47,12 +50,20 @@ impl TestServer {
         .unwrap();
         let clock = ManualClock::at_unix(T0);
         let store = Store::open(&config.data_dir).await.unwrap();
-        let vault = open::create(&store, clock_now(&clock), "system", vec![("development".into(), SlotRequest::Development)])
+        let vault = open::create(
+            &store,
+            clock_now(&clock),
+            "system",
+            vec![("development".into(), SlotRequest::Development)],
+        )
+        .await
+        .unwrap();
+        let state = AppState::new(store, vault, config, Arc::new(clock.clone()))
             .await
             .unwrap();
-        let state = AppState { store, vault: Arc::new(vault), config: Arc::new(config), clock: Arc::new(clock.clone()) };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = seedvault::web::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let router =
+            seedvault::web::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {
@@ -61,7 +72,10 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
         Self {
             base: format!("http://localhost:{port}"),
             client,
@@ -72,6 +86,51 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Makes an invite through the library (as the CLI would) and returns its token.
+    pub async fn invite(&self, name: &str, roles: &str) -> String {
+        use seedvault::clock::Clock;
+        let roles = seedvault::operators::Roles::parse_list(roles).unwrap();
+        let invite = seedvault::operators::create_invite(
+            &self.state.store,
+            &self.state.vault,
+            self.clock.now(),
+            "test",
+            seedvault::operators::NewInvite {
+                name,
+                roles: &roles,
+                ttl_hours: self.state.config.invite_ttl_hours,
+                replace_pending: false,
+            },
+        )
+        .await
+        .unwrap();
+        let token = invite.token.expose().to_owned();
+        self.canary
+            .watch_text(&format!("invite token for {name}"), &token);
+        token
+    }
+
+    /// Invites and registers an operator with a fresh software passkey; signed in.
+    pub async fn operator(&self, name: &str, roles: &str) -> Operator {
+        let token = self.invite(name, roles).await;
+        Operator::register(self, name, &token).await.unwrap()
+    }
+
+    /// The audit actions recorded so far, oldest first.
+    pub async fn audit_actions(&self) -> Vec<(String, String, String)> {
+        seedvault::store::audit::page_after(self.state.store.pool(), 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.action, r.target, r.outcome))
+            .collect()
+    }
+
+    pub fn clock_unix(&self) -> i64 {
+        use seedvault::clock::Clock;
+        self.clock.unix()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -85,11 +144,18 @@ impl TestServer {
     }
 
     /// Records a response body with the canary and parses it as JSON (Null when not JSON).
-    pub async fn finish(&self, what: &str, response: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    pub async fn finish(
+        &self,
+        what: &str,
+        response: reqwest::Response,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
         let status = response.status();
         let bytes = response.bytes().await.unwrap();
         self.canary.record_response(what, &bytes);
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Stops the server and checks the canary over logs, responses and every file written.

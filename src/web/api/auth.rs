@@ -11,8 +11,8 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential,
+    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
 };
 
 use crate::audit::{NewEvent, Outcome};
@@ -32,8 +32,13 @@ struct RegistrationState {
 
 #[derive(Serialize, Deserialize)]
 enum SignInState {
-    Named { operator_id: i64, ceremony: PasskeyAuthentication },
-    Discoverable { ceremony: DiscoverableAuthentication },
+    Named {
+        operator_id: i64,
+        ceremony: PasskeyAuthentication,
+    },
+    Discoverable {
+        ceremony: DiscoverableAuthentication,
+    },
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -51,7 +56,10 @@ pub struct SignedInOperator {
 
 impl From<&Operator> for SignedInOperator {
     fn from(op: &Operator) -> Self {
-        Self { name: op.name.clone(), roles: op.roles.to_vec() }
+        Self {
+            name: op.name.clone(),
+            roles: op.roles.to_vec(),
+        }
     }
 }
 
@@ -71,11 +79,27 @@ pub async fn register_start(
     session: Session,
     Json(body): Json<RegisterStart>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let invite = operators::open_invite(&state.store, &state.vault, state.clock.now(), body.invite.trim()).await?;
+    let invite = operators::open_invite(
+        &state.store,
+        &state.vault,
+        state.clock.now(),
+        body.invite.trim(),
+    )
+    .await?;
     let user_handle = Uuid::new_v4();
-    let (challenge, ceremony) = state.webauthn.start_passkey_registration(user_handle, &invite.name, &invite.name, None)?;
+    let (challenge, ceremony) =
+        state
+            .webauthn
+            .start_passkey_registration(user_handle, &invite.name, &invite.name, None)?;
     session
-        .insert(REGISTRATION, RegistrationState { ceremony, invite, user_handle })
+        .insert(
+            REGISTRATION,
+            RegistrationState {
+                ceremony,
+                invite,
+                user_handle,
+            },
+        )
         .await
         .map_err(session_error)?;
     Ok(Json(to_json(&challenge)?))
@@ -89,11 +113,20 @@ pub async fn register_finish(
     session: Session,
     Json(credential): Json<RegisterPublicKeyCredential>,
 ) -> Result<Json<SignedInOperator>, AppError> {
-    let Some(pending) = session.remove::<RegistrationState>(REGISTRATION).await.map_err(session_error)? else {
-        return Err(AppError::BadRequest("no registration is in progress in this session — open the invite link again".into()));
+    let Some(pending) = session
+        .remove::<RegistrationState>(REGISTRATION)
+        .await
+        .map_err(session_error)?
+    else {
+        return Err(AppError::BadRequest(
+            "no registration is in progress in this session — open the invite link again".into(),
+        ));
     };
     let now = state.clock.now();
-    let passkey = match state.webauthn.finish_passkey_registration(&credential, &pending.ceremony) {
+    let passkey = match state
+        .webauthn
+        .finish_passkey_registration(&credential, &pending.ceremony)
+    {
         Ok(passkey) => passkey,
         Err(e) => {
             let target = format!("operator:{}", pending.invite.name);
@@ -128,29 +161,55 @@ pub async fn login_start(
     ClientAddr(addr): ClientAddr,
     body: Option<Json<SignInStart>>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let username = body.and_then(|Json(b)| b.username).map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+    let username = body
+        .and_then(|Json(b)| b.username)
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
     let now = state.clock.now();
     check_sign_in_limits(&state, username.as_deref(), &addr, now.unix_timestamp())?;
     let (challenge, pending) = match &username {
         Some(name) => {
-            let operator = operators::by_name(&state.store, name).await?.filter(|op| !op.disabled);
+            let operator = operators::by_name(&state.store, name)
+                .await?
+                .filter(|op| !op.disabled);
             let passkeys = match &operator {
-                Some(op) => passkeys_of(&state, op.id).await?.into_iter().map(|(_, p)| p).collect(),
+                Some(op) => passkeys_of(&state, op.id)
+                    .await?
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .collect(),
                 None => Vec::new(),
             };
             let Some(operator) = operator.filter(|_| !passkeys.is_empty()) else {
-                sign_in_failed(&state, Some(name), &addr, "no enabled operator with a passkey has this name").await?;
-                return Err(AppError::Unauthorized(format!("cannot sign in as '{name}': no enabled operator with a passkey has this name")));
+                sign_in_failed(
+                    &state,
+                    Some(name),
+                    &addr,
+                    "no enabled operator with a passkey has this name",
+                )
+                .await?;
+                return Err(AppError::Unauthorized(format!(
+                    "cannot sign in as '{name}': no enabled operator with a passkey has this name"
+                )));
             };
             let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
-            (challenge, SignInState::Named { operator_id: operator.id, ceremony })
+            (
+                challenge,
+                SignInState::Named {
+                    operator_id: operator.id,
+                    ceremony,
+                },
+            )
         }
         None => {
             let (challenge, ceremony) = state.webauthn.start_discoverable_authentication()?;
             (challenge, SignInState::Discoverable { ceremony })
         }
     };
-    session.insert(SIGN_IN, pending).await.map_err(session_error)?;
+    session
+        .insert(SIGN_IN, pending)
+        .await
+        .map_err(session_error)?;
     Ok(Json(to_json(&challenge)?))
 }
 
@@ -164,55 +223,115 @@ pub async fn login_finish(
     ClientAddr(addr): ClientAddr,
     Json(credential): Json<PublicKeyCredential>,
 ) -> Result<Json<SignedInOperator>, AppError> {
-    let Some(pending) = session.remove::<SignInState>(SIGN_IN).await.map_err(session_error)? else {
-        return Err(AppError::BadRequest("no sign-in is in progress in this session — start again".into()));
+    let Some(pending) = session
+        .remove::<SignInState>(SIGN_IN)
+        .await
+        .map_err(session_error)?
+    else {
+        return Err(AppError::BadRequest(
+            "no sign-in is in progress in this session — start again".into(),
+        ));
     };
     let now = state.clock.now();
     let operator = match &pending {
-        SignInState::Named { operator_id, .. } => operators::by_id(&state.store, *operator_id).await?,
-        SignInState::Discoverable { .. } => match state.webauthn.identify_discoverable_authentication(&credential) {
+        SignInState::Named { operator_id, .. } => {
+            operators::by_id(&state.store, *operator_id).await?
+        }
+        SignInState::Discoverable { .. } => match state
+            .webauthn
+            .identify_discoverable_authentication(&credential)
+        {
             Ok((handle, _)) => operators::by_handle(&state.store, &handle).await?,
             Err(_) => None,
         },
     };
     let Some(operator) = operator.filter(|op| !op.disabled) else {
-        sign_in_failed(&state, None, &addr, "the passkey belongs to no enabled operator").await?;
-        return Err(AppError::Unauthorized("this passkey belongs to no enabled operator".into()));
+        sign_in_failed(
+            &state,
+            None,
+            &addr,
+            "the passkey belongs to no enabled operator",
+        )
+        .await?;
+        return Err(AppError::Unauthorized(
+            "this passkey belongs to no enabled operator".into(),
+        ));
     };
     check_sign_in_limits(&state, Some(&operator.name), &addr, now.unix_timestamp())?;
     let passkeys = passkeys_of(&state, operator.id).await?;
     let result = match pending {
-        SignInState::Named { ceremony, .. } => state.webauthn.finish_passkey_authentication(&credential, &ceremony),
+        SignInState::Named { ceremony, .. } => state
+            .webauthn
+            .finish_passkey_authentication(&credential, &ceremony),
         SignInState::Discoverable { ceremony } => {
-            let keys: Vec<DiscoverableKey> = passkeys.iter().map(|(_, p)| DiscoverableKey::from(p)).collect();
-            state.webauthn.finish_discoverable_authentication(&credential, ceremony, &keys)
+            let keys: Vec<DiscoverableKey> = passkeys
+                .iter()
+                .map(|(_, p)| DiscoverableKey::from(p))
+                .collect();
+            state
+                .webauthn
+                .finish_discoverable_authentication(&credential, ceremony, &keys)
         }
     };
     let result = match result {
         Ok(result) => result,
         Err(e) => {
             sign_in_failed(&state, Some(&operator.name), &addr, &e.to_string()).await?;
-            return Err(AppError::Unauthorized(format!("the passkey assertion was not accepted: {e}")));
+            return Err(AppError::Unauthorized(format!(
+                "the passkey assertion was not accepted: {e}"
+            )));
         }
     };
-    let Some((row, mut passkey)) = passkeys.into_iter().find(|(_, p)| p.cred_id() == result.cred_id()) else {
-        sign_in_failed(&state, Some(&operator.name), &addr, "credential not registered to this operator").await?;
-        return Err(AppError::Unauthorized("this passkey is not registered to the operator".into()));
+    let Some((row, mut passkey)) = passkeys
+        .into_iter()
+        .find(|(_, p)| p.cred_id() == result.cred_id())
+    else {
+        sign_in_failed(
+            &state,
+            Some(&operator.name),
+            &addr,
+            "credential not registered to this operator",
+        )
+        .await?;
+        return Err(AppError::Unauthorized(
+            "this passkey is not registered to the operator".into(),
+        ));
     };
     passkey.update_credential(&result);
     let discoverable = credential.get_user_unique_id().is_some();
-    operators::record_sign_in(&state.store, &state.vault, now, &operator, row, &passkey_json(&passkey)?, discoverable).await?;
+    operators::record_sign_in(
+        &state.store,
+        &state.vault,
+        now,
+        &operator,
+        row,
+        &passkey_json(&passkey)?,
+        discoverable,
+    )
+    .await?;
     sign_in_session(&session, &operator, now.unix_timestamp()).await?;
     Ok(Json(SignedInOperator::from(&operator)))
 }
 
 /// Sign out: the session is deleted server-side.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "signed out")))]
-pub async fn logout(State(state): State<AppState>, session: Session) -> Result<StatusCode, AppError> {
-    if let Some(signed_in) = session.get::<SignedIn>(SIGNED_IN).await.map_err(session_error)? {
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<StatusCode, AppError> {
+    if let Some(signed_in) = session
+        .get::<SignedIn>(SIGNED_IN)
+        .await
+        .map_err(session_error)?
+    {
         if let Some(op) = operators::by_id(&state.store, signed_in.operator_id).await? {
-            operators::record(&state.store, &state.vault, state.clock.now(), NewEvent::new(op.actor(), "auth.sign_out", op.actor()))
-                .await?;
+            operators::record(
+                &state.store,
+                &state.vault,
+                state.clock.now(),
+                NewEvent::new(op.actor(), "auth.sign_out", op.actor()),
+            )
+            .await?;
         }
     }
     session.flush().await.map_err(session_error)?;
@@ -220,33 +339,65 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> Result<S
 }
 
 /// Marks the session signed in, under a fresh session id (no fixation).
-pub async fn sign_in_session(session: &Session, operator: &Operator, now: i64) -> Result<(), AppError> {
+pub async fn sign_in_session(
+    session: &Session,
+    operator: &Operator,
+    now: i64,
+) -> Result<(), AppError> {
     session.cycle_id().await.map_err(session_error)?;
     session
-        .insert(SIGNED_IN, SignedIn { operator_id: operator.id, signed_in_at: now, last_seen: now })
+        .insert(
+            SIGNED_IN,
+            SignedIn {
+                operator_id: operator.id,
+                signed_in_at: now,
+                last_seen: now,
+            },
+        )
         .await
         .map_err(session_error)
 }
 
-fn check_sign_in_limits(state: &AppState, name: Option<&str>, addr: &str, now: i64) -> Result<(), AppError> {
+fn check_sign_in_limits(
+    state: &AppState,
+    name: Option<&str>,
+    addr: &str,
+    now: i64,
+) -> Result<(), AppError> {
     let by_name = name.map_or(Ok(()), |n| state.limits.sign_in_by_name.check(n, now));
     let by_addr = state.limits.sign_in_by_addr.check(addr, now);
     match by_name.and(by_addr) {
         Ok(()) => Ok(()),
         Err(retry_after_seconds) => Err(AppError::TooManyRequests {
-            message: format!("too many failed sign-ins; try again in {retry_after_seconds} seconds"),
+            message: format!(
+                "too many failed sign-ins; try again in {retry_after_seconds} seconds"
+            ),
             retry_after_seconds,
         }),
     }
 }
 
-async fn sign_in_failed(state: &AppState, name: Option<&str>, addr: &str, reason: &str) -> Result<(), AppError> {
+async fn sign_in_failed(
+    state: &AppState,
+    name: Option<&str>,
+    addr: &str,
+    reason: &str,
+) -> Result<(), AppError> {
     let now = state.clock.now();
     if let Some(name) = name {
-        state.limits.sign_in_by_name.record(name, now.unix_timestamp());
+        state
+            .limits
+            .sign_in_by_name
+            .record(name, now.unix_timestamp());
     }
-    state.limits.sign_in_by_addr.record(addr, now.unix_timestamp());
-    let target = name.map_or_else(|| "operator:unknown".to_owned(), |n| format!("operator:{n}"));
+    state
+        .limits
+        .sign_in_by_addr
+        .record(addr, now.unix_timestamp());
+    let target = name.map_or_else(
+        || "operator:unknown".to_owned(),
+        |n| format!("operator:{n}"),
+    );
     let event = NewEvent::new("anonymous", "auth.sign_in", target)
         .outcome(Outcome::Denied)
         .details(json!({ "reason": reason, "client": addr }));
@@ -255,22 +406,29 @@ async fn sign_in_failed(state: &AppState, name: Option<&str>, addr: &str, reason
 }
 
 /// An operator's stored passkeys with their row ids.
-pub async fn passkeys_of(state: &AppState, operator_id: i64) -> Result<Vec<(i64, Passkey)>, AppError> {
+pub async fn passkeys_of(
+    state: &AppState,
+    operator_id: i64,
+) -> Result<Vec<(i64, Passkey)>, AppError> {
     operators::credentials(&state.store, operator_id)
         .await?
         .into_iter()
         .map(|row| {
             serde_json::from_str::<Passkey>(&row.passkey)
                 .map(|p| (row.id, p))
-                .map_err(|e| AppError::Internal(format!("stored credential {} is unreadable: {e}", row.id)))
+                .map_err(|e| {
+                    AppError::Internal(format!("stored credential {} is unreadable: {e}", row.id))
+                })
         })
         .collect()
 }
 
 pub fn passkey_json(passkey: &Passkey) -> Result<String, AppError> {
-    serde_json::to_string(passkey).map_err(|e| AppError::Internal(format!("cannot store credential: {e}")))
+    serde_json::to_string(passkey)
+        .map_err(|e| AppError::Internal(format!("cannot store credential: {e}")))
 }
 
 pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
-    serde_json::to_value(value).map_err(|e| AppError::Internal(format!("cannot encode challenge: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| AppError::Internal(format!("cannot encode challenge: {e}")))
 }

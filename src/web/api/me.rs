@@ -45,14 +45,26 @@ struct AddCredentialState {
 
 /// The signed-in operator with their credentials (never key material).
 #[utoipa::path(get, path = "/me", tag = "operators", responses((status = 200, body = Me), (status = 401)))]
-pub async fn me(State(state): State<AppState>, current: CurrentOperator) -> Result<Json<Me>, AppError> {
+pub async fn me(
+    State(state): State<AppState>,
+    current: CurrentOperator,
+) -> Result<Json<Me>, AppError> {
     let op = &current.operator;
     let credentials = operators::credentials(&state.store, op.id)
         .await?
         .into_iter()
-        .map(|c| CredentialView { id: c.id, label: c.label, created_at: c.created_at, last_used_at: c.last_used_at })
+        .map(|c| CredentialView {
+            id: c.id,
+            label: c.label,
+            created_at: c.created_at,
+            last_used_at: c.last_used_at,
+        })
         .collect();
-    Ok(Json(Me { name: op.name.clone(), roles: op.roles.to_vec(), credentials }))
+    Ok(Json(Me {
+        name: op.name.clone(),
+        roles: op.roles.to_vec(),
+        credentials,
+    }))
 }
 
 /// Start adding another passkey (backup key).
@@ -64,9 +76,20 @@ pub async fn add_credential_start(
     body: Option<Json<AddCredentialStart>>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let op = &current.operator;
-    let existing = passkeys_of(&state, op.id).await?.into_iter().map(|(_, p)| p.cred_id().clone()).collect();
-    let (challenge, ceremony) = state.webauthn.start_passkey_registration(op.user_handle, &op.name, &op.name, Some(existing))?;
-    let label = body.and_then(|Json(b)| b.label).unwrap_or_else(|| "backup passkey".into());
+    let existing = passkeys_of(&state, op.id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p.cred_id().clone())
+        .collect();
+    let (challenge, ceremony) = state.webauthn.start_passkey_registration(
+        op.user_handle,
+        &op.name,
+        &op.name,
+        Some(existing),
+    )?;
+    let label = body
+        .and_then(|Json(b)| b.label)
+        .unwrap_or_else(|| "backup passkey".into());
     current
         .session
         .insert(ADD_CREDENTIAL, AddCredentialState { ceremony, label })
@@ -83,10 +106,19 @@ pub async fn add_credential_finish(
     current: CurrentOperator,
     Json(credential): Json<RegisterPublicKeyCredential>,
 ) -> Result<(StatusCode, Json<CredentialView>), AppError> {
-    let Some(pending) = current.session.remove::<AddCredentialState>(ADD_CREDENTIAL).await.map_err(session_error)? else {
-        return Err(AppError::BadRequest("no passkey registration is in progress — start again".into()));
+    let Some(pending) = current
+        .session
+        .remove::<AddCredentialState>(ADD_CREDENTIAL)
+        .await
+        .map_err(session_error)?
+    else {
+        return Err(AppError::BadRequest(
+            "no passkey registration is in progress — start again".into(),
+        ));
     };
-    let passkey = state.webauthn.finish_passkey_registration(&credential, &pending.ceremony)?;
+    let passkey = state
+        .webauthn
+        .finish_passkey_registration(&credential, &pending.ceremony)?;
     let now = state.clock.now();
     let id = operators::add_credential(
         &state.store,
@@ -100,7 +132,12 @@ pub async fn add_credential_finish(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(CredentialView { id, label: pending.label, created_at: now.unix_timestamp(), last_used_at: None }),
+        Json(CredentialView {
+            id,
+            label: pending.label,
+            created_at: now.unix_timestamp(),
+            last_used_at: None,
+        }),
     ))
 }
 
@@ -112,6 +149,13 @@ pub async fn remove_credential(
     current: CurrentOperator,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, AppError> {
-    operators::remove_credential(&state.store, &state.vault, state.clock.now(), &current.operator, id).await?;
+    operators::remove_credential(
+        &state.store,
+        &state.vault,
+        state.clock.now(),
+        &current.operator,
+        id,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,7 +23,9 @@ struct ApiDoc;
 
 /// The OpenAPI 3 document of every `/api/v1` route.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "this document", body = serde_json::Value)))]
-async fn openapi_json(axum::extract::State(doc): axum::extract::State<std::sync::Arc<serde_json::Value>>) -> Json<serde_json::Value> {
+async fn openapi_json(
+    axum::extract::State(doc): axum::extract::State<std::sync::Arc<serde_json::Value>>,
+) -> Json<serde_json::Value> {
     Json((*doc).clone())
 }
 
@@ -46,11 +48,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Builds the `/api/v1` router and its document (which lists itself too).
 pub fn router() -> axum::Router<AppState> {
-    let (api, mut doc) = OpenApiRouter::new().nest("/api/v1", routes()).split_for_parts();
+    let (api, mut doc) = OpenApiRouter::new()
+        .nest("/api/v1", routes())
+        .split_for_parts();
     let (_, self_doc) = OpenApiRouter::<std::sync::Arc<serde_json::Value>>::new()
-        .nest("/api/v1", OpenApiRouter::new().routes(routes!(openapi_json)))
+        .nest(
+            "/api/v1",
+            OpenApiRouter::new().routes(routes!(openapi_json)),
+        )
         .split_for_parts();
     doc.merge(self_doc);
     let doc = std::sync::Arc::new(serde_json::to_value(&doc).unwrap_or_default());
-    api.route("/api/v1/openapi.json", axum::routing::get(openapi_json).with_state(doc))
+    api.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(openapi_json).with_state(doc),
+    )
 }

@@ -6,8 +6,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::operators::{self, Operator, OperatorChange, Role, Roles};
-use crate::web::session::CurrentOperator;
+use crate::operators::{self, NewInvite, Operator, OperatorChange, Role, Roles};
+use crate::web::session::{AdminOnly, Authorized};
 use crate::web::{AppError, AppState};
 
 #[derive(Serialize, ToSchema)]
@@ -21,7 +21,13 @@ pub struct OperatorView {
 
 impl OperatorView {
     fn new(op: &Operator, credentials: i64) -> Self {
-        Self { name: op.name.clone(), roles: op.roles.to_vec(), disabled: op.disabled, created_at: op.created_at, credentials }
+        Self {
+            name: op.name.clone(),
+            roles: op.roles.to_vec(),
+            disabled: op.disabled,
+            created_at: op.created_at,
+            credentials,
+        }
     }
 }
 
@@ -50,10 +56,16 @@ pub struct OperatorPatch {
 
 /// All operators (admin).
 #[utoipa::path(get, path = "/operators", tag = "operators", responses((status = 200, body = [OperatorView]), (status = 401), (status = 403)))]
-pub async fn list(State(state): State<AppState>, current: CurrentOperator) -> Result<Json<Vec<OperatorView>>, AppError> {
-    current.require(Role::Admin)?;
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Authorized<AdminOnly>,
+) -> Result<Json<Vec<OperatorView>>, AppError> {
     let all = operators::list(&state.store).await?;
-    Ok(Json(all.iter().map(|(op, n)| OperatorView::new(op, *n)).collect()))
+    Ok(Json(
+        all.iter()
+            .map(|(op, n)| OperatorView::new(op, *n))
+            .collect(),
+    ))
 }
 
 /// Invite a new operator (admin); the response carries the one-time URL.
@@ -61,20 +73,22 @@ pub async fn list(State(state): State<AppState>, current: CurrentOperator) -> Re
     responses((status = 201, body = InviteCreated), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn invite(
     State(state): State<AppState>,
-    current: CurrentOperator,
+    auth: Authorized<AdminOnly>,
     Json(body): Json<InviteRequest>,
 ) -> Result<(StatusCode, Json<InviteCreated>), AppError> {
-    let admin = current.require(Role::Admin)?;
+    let admin = auth.operator();
     let roles = Roles::new(body.roles);
     let issued = operators::create_invite(
         &state.store,
         &state.vault,
         state.clock.now(),
         &admin.actor(),
-        &body.name,
-        &roles,
-        state.config.invite_ttl_hours,
-        false,
+        NewInvite {
+            name: &body.name,
+            roles: &roles,
+            ttl_hours: state.config.invite_ttl_hours,
+            replace_pending: false,
+        },
     )
     .await?;
     Ok((
@@ -93,13 +107,25 @@ pub async fn invite(
     responses((status = 200, body = OperatorView), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn update(
     State(state): State<AppState>,
-    current: CurrentOperator,
+    auth: Authorized<AdminOnly>,
     Path(name): Path<String>,
     Json(body): Json<OperatorPatch>,
 ) -> Result<Json<OperatorView>, AppError> {
-    let admin = current.require(Role::Admin)?;
-    let change = OperatorChange { roles: body.roles.map(Roles::new), disabled: body.disabled };
-    let op = operators::update(&state.store, &state.vault, state.clock.now(), &admin.actor(), Some(admin.id), &name, change).await?;
+    let admin = auth.operator();
+    let change = OperatorChange {
+        roles: body.roles.map(Roles::new),
+        disabled: body.disabled,
+    };
+    let op = operators::update(
+        &state.store,
+        &state.vault,
+        state.clock.now(),
+        &admin.actor(),
+        Some(admin.id),
+        &name,
+        change,
+    )
+    .await?;
     let credentials = operators::credentials(&state.store, op.id).await?.len() as i64;
     Ok(Json(OperatorView::new(&op, credentials)))
 }

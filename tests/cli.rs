@@ -1,0 +1,410 @@
+//! The binary as an operator uses it: start-up on a fresh directory, production rules,
+//! unsealing, key slots, and the one-line errors for bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn seedvault(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seedvault"));
+    command.current_dir(dir).stdin(Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SEEDVAULT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    seedvault(dir).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts `serve` on a free port, returns the child and the address it printed.
+fn start_serve(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut command = seedvault(dir);
+    command
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_owned();
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    panic!("serve did not start: {}", text(&output.stderr));
+}
+
+fn stop(mut child: std::process::Child) -> Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn serve_on_a_fresh_directory_creates_a_development_vault_warns_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr) = start_serve(dir.path(), &[], &[]);
+    let health = http_get(&addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let output = stop(child);
+    assert!(
+        output.status.success(),
+        "graceful stop: {:?}",
+        output.status
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("development key slot"), "{stderr}");
+    assert!(dir.path().join("seedvault-data/seedvault.db").exists());
+
+    // The warning comes back on every start.
+    let (child, _) = start_serve(dir.path(), &[], &[]);
+    assert!(text(&stop(child).stderr).contains("development"));
+
+    let status = run(dir.path(), &["status"]);
+    let out = text(&status.stdout);
+    assert!(status.status.success());
+    assert!(
+        out.contains("vault id: ") && out.contains("development") && out.contains("escrowed   0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serve_prints_a_one_time_admin_invite_while_no_operator_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = seedvault(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let invite = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("/invite/"))
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let token = invite
+        .trim()
+        .strip_prefix("http://localhost:8080/invite/")
+        .unwrap();
+    assert!(token.len() >= 22, "at least 128 bits: {token}");
+    assert!(token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    stop(child);
+    let db = std::fs::read(dir.path().join("seedvault-data/seedvault.db")).unwrap();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "only the hash is stored"
+    );
+}
+
+#[test]
+fn production_mode_refuses_a_development_slot_and_a_missing_vault() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        dir.path(),
+        &["serve", "--production", "--bind", "127.0.0.1:0"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("seedvault init --production"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    assert!(run(dir.path(), &["init"]).status.success());
+    let output = run(
+        dir.path(),
+        &["serve", "--production", "--bind", "127.0.0.1:0"],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("development key slot") && stderr.contains("--production"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+}
+
+#[test]
+fn a_production_vault_unseals_with_its_identity_and_refuses_a_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("id.age");
+    let output = run(
+        dir.path(),
+        &[
+            "init",
+            "--production",
+            "--identity-out",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&identity).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "identity file is private");
+
+    // No key supplied and no terminal: a clear refusal.
+    let output = run(
+        dir.path(),
+        &["serve", "--production", "--bind", "127.0.0.1:0"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--identity"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A stranger's identity.
+    let stranger = dir.path().join("stranger.age");
+    std::fs::write(
+        &stranger,
+        "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX\n",
+    )
+    .unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "serve",
+            "--production",
+            "--bind",
+            "127.0.0.1:0",
+            "--identity",
+            stranger.to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("none of the key slots opens"), "{stderr}");
+
+    // A missing identity file.
+    let output = run(
+        dir.path(),
+        &["serve", "--production", "--identity", "/nonexistent/id.age"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("cannot read identity file /nonexistent/id.age"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // The right one.
+    let (child, addr) = start_serve(
+        dir.path(),
+        &["--production", "--identity", identity.to_str().unwrap()],
+        &[],
+    );
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    let output = stop(child);
+    assert!(!text(&output.stderr).contains("development key slot"));
+}
+
+#[test]
+fn a_passphrase_slot_unseals_from_the_environment_and_a_wrong_passphrase_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "init",
+            "--production",
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let output = seedvault(dir.path())
+        .args(["serve", "--production", "--bind", "127.0.0.1:0"])
+        .env("SEEDVAULT_PASSPHRASE", "wrong horse")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("check the passphrase"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let (child, _) = start_serve(
+        dir.path(),
+        &["--production"],
+        &[("SEEDVAULT_PASSPHRASE", "correct horse battery staple")],
+    );
+    assert!(stop(child).status.success());
+}
+
+#[test]
+fn key_slots_are_added_listed_and_removed_but_never_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let identity = dir.path().join("id.age");
+    let output = run(
+        dir.path(),
+        &[
+            "key",
+            "add",
+            "identity",
+            "--out",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = run(
+        dir.path(),
+        &[
+            "key",
+            "add",
+            "recipient",
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+            "--label",
+            "break-glass",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = run(dir.path(), &["key", "add", "recipient", "age1nope"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("age1…"));
+
+    let list = text(&run(dir.path(), &["key", "list"]).stdout);
+    for label in ["development", "identity", "break-glass"] {
+        assert!(list.contains(label), "{list}");
+    }
+    assert!(
+        !list.contains("AGE-SECRET-KEY"),
+        "key list never prints key material"
+    );
+
+    let output = run(dir.path(), &["key", "remove", "development"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = run(
+        dir.path(),
+        &[
+            "key",
+            "remove",
+            "break-glass",
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = run(
+        dir.path(),
+        &[
+            "key",
+            "remove",
+            "identity",
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("last key slot"),
+        "{}",
+        text(&output.stderr)
+    );
+    // The development identity is gone from every database file.
+    let status = text(&run(dir.path(), &["status"]).stdout);
+    assert!(!status.contains("WARNING"), "{status}");
+}
+
+#[test]
+fn bad_configuration_and_environment_stop_start_up_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = seedvault(dir.path())
+        .args(["status"])
+        .env("SEEDVAULT_ORIGIN", "http://vault.example.org")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("origin = 'http://vault.example.org' is invalid"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    std::fs::write(dir.path().join("seedvault.toml"), "bind = \"nowhere\"\n").unwrap();
+    let output = run(dir.path(), &["serve"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("bind = 'nowhere' is invalid"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn an_unusable_data_directory_or_a_taken_port_is_reported_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("not-a-dir"), "x").unwrap();
+    let output = run(dir.path(), &["--data-dir", "not-a-dir", "status"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("cannot use data directory not-a-dir"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(dir.path(), &["serve", "--bind", &addr]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr}: the address is already in use"
+        )),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,138 @@
+//! An operator driven over HTTP with a software passkey (webauthn-authenticator-rs), its own
+//! cookie jar, and the `Origin` header a browser would send.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use url::Url;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
+
+use super::TestServer;
+
+pub struct Operator {
+    pub name: String,
+    pub http: reqwest::Client,
+    pub authenticator: WebauthnAuthenticator<SoftPasskey>,
+    pub base: String,
+    pub origin: Url,
+    pub canary: std::sync::Arc<super::Canary>,
+}
+
+pub fn new_authenticator() -> WebauthnAuthenticator<SoftPasskey> {
+    // `true`: the soft key claims user verification, as a passkey with a PIN or biometric does.
+    WebauthnAuthenticator::new(SoftPasskey::new(true))
+}
+
+impl Operator {
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+
+    /// Registers a new passkey through an invite: start, authenticator, finish.
+    pub async fn register(
+        srv: &TestServer,
+        name: &str,
+        token: &str,
+    ) -> Result<Self, (StatusCode, Value)> {
+        let mut op = Self {
+            name: name.to_owned(),
+            http: Self::client(),
+            authenticator: new_authenticator(),
+            base: srv.base.clone(),
+            origin: Url::parse(&srv.base).unwrap(),
+            canary: srv.canary.clone(),
+        };
+        let (status, challenge) = op
+            .post(
+                "/api/v1/auth/register/start",
+                serde_json::json!({ "invite": token }),
+            )
+            .await;
+        if status != StatusCode::OK {
+            return Err((status, challenge));
+        }
+        let challenge: CreationChallengeResponse = serde_json::from_value(challenge).unwrap();
+        let credential = op
+            .authenticator
+            .do_registration(op.origin.clone(), challenge)
+            .unwrap();
+        let (status, body) = op
+            .post(
+                "/api/v1/auth/register/finish",
+                serde_json::to_value(&credential).unwrap(),
+            )
+            .await;
+        if status != StatusCode::OK {
+            return Err((status, body));
+        }
+        assert_eq!(body["name"], name);
+        Ok(op)
+    }
+
+    /// Starts a named sign-in and returns the request challenge.
+    pub async fn login_start(&self) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/auth/login/start",
+            serde_json::json!({ "username": self.name }),
+        )
+        .await
+    }
+
+    /// Answers a request challenge with this operator's authenticator.
+    pub fn assert(&mut self, challenge: Value) -> Value {
+        let challenge: RequestChallengeResponse = serde_json::from_value(challenge).unwrap();
+        serde_json::to_value(
+            self.authenticator
+                .do_authentication(self.origin.clone(), challenge)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Signs in again on a fresh cookie jar.
+    pub async fn sign_in_fresh(&mut self) -> (StatusCode, Value) {
+        self.http = Self::client();
+        let (status, challenge) = self.login_start().await;
+        assert_eq!(status, StatusCode::OK, "{challenge}");
+        let assertion = self.assert(challenge);
+        self.post("/api/v1/auth/login/finish", assertion).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if method != Method::GET {
+            request = request.header("Origin", self.origin.origin().ascii_serialization());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        self.canary
+            .record_response(&format!("{method} {path}"), &bytes);
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body)).await
+    }
+}

@@ -1,0 +1,542 @@
+//! Operators over real HTTP with software passkeys: invites, registration, sign-in, sessions,
+//! Origin checks, rate limits, and the authorization matrix over every `/api/v1` route.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::passkey::new_authenticator;
+use common::{Operator, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_admin_registers_a_passkey_and_sees_themselves_at_me() {
+    let srv = TestServer::start().await;
+    let admin = srv.operator("alice", "admin").await;
+    let (status, me) = admin.get("/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["roles"], json!(["admin"]));
+    assert_eq!(me["credentials"].as_array().unwrap().len(), 1);
+    let actions: Vec<String> = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .map(|(a, _, _)| a)
+        .collect();
+    for expected in ["invite.created", "invite.used", "operator.registered"] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} in {actions:?}"
+        );
+    }
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_again_on_a_fresh_cookie_jar_and_signs_out() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("bob", "helpdesk,auditor").await;
+    let (status, body) = op.sign_in_fresh().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({ "name": "bob", "roles": ["helpdesk", "auditor"] })
+    );
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::OK);
+    assert_eq!(
+        op.post("/api/v1/auth/logout", json!({})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    let actions: Vec<String> = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .map(|(a, _, _)| a)
+        .collect();
+    assert!(
+        actions.contains(&"auth.sign_in".to_owned())
+            && actions.contains(&"auth.sign_out".to_owned())
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_works_once_and_an_unknown_one_not_at_all() {
+    let srv = TestServer::start().await;
+    let token = srv.invite("carol", "provisioner").await;
+    Operator::register(&srv, "carol", &token).await.unwrap();
+    let (status, body) = Operator::register(&srv, "carol", &token)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, StatusCode::GONE);
+    assert!(
+        body["message"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    let (status, body) = Operator::register(&srv, "x", "not-a-real-invite-token")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let refused = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, o)| a == "invite.refused" && o == "denied")
+        .count();
+    assert_eq!(refused, 2);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_invite_is_refused() {
+    let srv = TestServer::start().await;
+    let token = srv.invite("dave", "helpdesk").await;
+    srv.clock.advance(time::Duration::hours(25));
+    let (status, body) = Operator::register(&srv, "dave", &token)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, StatusCode::GONE);
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_started_in_one_session_cannot_be_finished_twice() {
+    let srv = TestServer::start().await;
+    let token = srv.invite("erin", "helpdesk").await;
+    let mut op = Operator::register(&srv, "erin", &token).await.unwrap();
+    // Replaying the finish (no ceremony left in the session) is refused.
+    let (_, challenge) = op.login_start().await;
+    let assertion = op.assert(challenge);
+    assert_eq!(
+        op.post("/api/v1/auth/login/finish", assertion.clone())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = op.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "replayed assertion: {body}"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_from_another_operators_passkey_is_refused_and_audited() {
+    let srv = TestServer::start().await;
+    let victim = srv.operator("frank", "helpdesk").await;
+    let mut attacker = srv.operator("mallory", "helpdesk").await;
+    // Start a sign-in as frank, answer with mallory's key.
+    let (status, challenge) = attacker
+        .post(
+            "/api/v1/auth/login/start",
+            json!({ "username": victim.name }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let challenge: webauthn_rs::prelude::RequestChallengeResponse =
+        serde_json::from_value(challenge).unwrap();
+    let outcome = attacker
+        .authenticator
+        .do_authentication(attacker.origin.clone(), challenge);
+    // The soft key holds no credential frank allows, so it cannot even produce an assertion;
+    // forge one from mallory's own registration path instead: start as mallory, finish as frank.
+    assert!(outcome.is_err());
+    let (_, challenge) = attacker.login_start().await;
+    let assertion = attacker.assert(challenge);
+    let (status, _) = attacker
+        .post("/api/v1/auth/login/start", json!({ "username": "frank" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = attacker.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let denied = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, t, o)| a == "auth.sign_in" && t == "operator:frank" && o == "denied")
+        .count();
+    assert_eq!(denied, 1);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_for_another_origin_or_without_user_verification_is_refused() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("gina", "helpdesk").await;
+    // Wrong origin in clientDataJSON.
+    let (_, challenge) = op.login_start().await;
+    let challenge: webauthn_rs::prelude::RequestChallengeResponse =
+        serde_json::from_value(challenge).unwrap();
+    let forged = op
+        .authenticator
+        .do_authentication(url::Url::parse("http://localhost:1").unwrap(), challenge)
+        .unwrap();
+    let (status, body) = op
+        .post(
+            "/api/v1/auth/login/finish",
+            serde_json::to_value(forged).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // No UV flag: the client is told UV is not needed, so the soft key leaves the flag unset.
+    let (_, mut challenge) = op.login_start().await;
+    challenge["publicKey"]["userVerification"] = json!("discouraged");
+    let assertion = op.assert(challenge);
+    let (status, body) = op.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // Registration without UV is refused too.
+    let token = srv.invite("hank", "helpdesk").await;
+    let (status, mut challenge) = op
+        .post("/api/v1/auth/register/start", json!({ "invite": token }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    challenge["publicKey"]["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    let challenge: webauthn_rs::prelude::CreationChallengeResponse =
+        serde_json::from_value(challenge).unwrap();
+    let credential = new_authenticator()
+        .do_registration(op.origin.clone(), challenge)
+        .unwrap();
+    let (status, body) = op
+        .post(
+            "/api/v1/auth/register/finish",
+            serde_json::to_value(credential).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(srv.state.store.pool().is_closed() || common_operator_missing(&srv, "hank").await);
+    srv.stop_and_check().await;
+}
+
+async fn common_operator_missing(srv: &TestServer, name: &str) -> bool {
+    seedvault::operators::by_name(&srv.state.store, name)
+        .await
+        .unwrap()
+        .is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_requests_without_or_with_a_foreign_origin_are_refused() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("ivan", "admin").await;
+    let invite = json!({ "name": "judy", "roles": ["helpdesk"] });
+    for origin in [
+        None,
+        Some("http://evil.example"),
+        Some("http://localhost:1"),
+    ] {
+        let mut request = op
+            .http
+            .post(srv.url("/api/v1/operators/invites"))
+            .json(&invite);
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        let (status, body) = srv.finish("invite without origin", response).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(body["error"], "forbidden");
+        assert!(
+            body["message"].as_str().unwrap().contains(&srv.base),
+            "{body}"
+        );
+    }
+    // Auth routes are covered as well.
+    let response = srv
+        .client
+        .post(srv.url("/api/v1/auth/login/start"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(seedvault::operators::by_name(&srv.state.store, "judy")
+        .await
+        .unwrap()
+        .is_none());
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_sign_ins_are_rate_limited_with_retry_after() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("kate", "helpdesk").await;
+    for _ in 0..5 {
+        let (status, _) = op.login_start().await;
+        assert_eq!(status, StatusCode::OK);
+        // A stranger's valid assertion, posted to kate's sign-in.
+        let mut stranger = srv
+            .operator(&format!("s{}", rand_suffix()), "auditor")
+            .await;
+        let (_, own) = stranger.login_start().await;
+        let foreign = stranger.assert(own);
+        let (status, _) = op.post("/api/v1/auth/login/finish", foreign).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let response = op
+        .http
+        .post(srv.url("/api/v1/auth/login/start"))
+        .header("Origin", &srv.base)
+        .json(&json!({ "username": "kate" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 900);
+    srv.finish("rate limited", response).await;
+    // The window passes.
+    srv.clock.advance(time::Duration::minutes(16));
+    assert_eq!(op.login_start().await.0, StatusCode::OK);
+    srv.stop_and_check().await;
+}
+
+fn rand_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_an_operator_ends_their_sessions_at_once_and_role_changes_apply_immediately() {
+    let srv = TestServer::start().await;
+    let admin = srv.operator("leo", "admin").await;
+    let op = srv.operator("mia", "helpdesk").await;
+    assert_eq!(op.get("/api/v1/operators").await.0, StatusCode::FORBIDDEN);
+    let (status, body) = admin
+        .request(
+            Method::PATCH,
+            "/api/v1/operators/mia",
+            Some(json!({ "roles": ["helpdesk", "admin"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(op.get("/api/v1/operators").await.0, StatusCode::OK);
+    let (status, _) = admin
+        .request(
+            Method::PATCH,
+            "/api/v1/operators/mia",
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = op.login_start().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An admin cannot lock themselves out.
+    let (status, _) = admin
+        .request(
+            Method::PATCH,
+            "/api/v1/operators/leo",
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let actions: Vec<String> = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .map(|(a, _, _)| a)
+        .collect();
+    assert!(
+        actions.contains(&"operator.roles_changed".to_owned())
+            && actions.contains(&"operator.disabled".to_owned())
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_after_idle_and_absolute_timeouts() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("nina", "auditor").await;
+    srv.clock.advance(time::Duration::minutes(14));
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::OK);
+    srv.clock.advance(time::Duration::minutes(16));
+    assert_eq!(
+        op.get("/api/v1/me").await.0,
+        StatusCode::UNAUTHORIZED,
+        "idle for 16 minutes"
+    );
+    op.sign_in_fresh().await;
+    let signed_in_at = srv.clock_unix();
+    while srv.clock_unix() + 12 * 60 <= signed_in_at + 8 * 3600 {
+        srv.clock.advance(time::Duration::minutes(12));
+        assert_eq!(
+            op.get("/api/v1/me").await.0,
+            StatusCode::OK,
+            "active within 8 hours"
+        );
+    }
+    srv.clock.advance(time::Duration::minutes(12));
+    assert_eq!(
+        op.get("/api/v1/me").await.0,
+        StatusCode::UNAUTHORIZED,
+        "past 8 hours"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_adds_a_backup_passkey_and_cannot_remove_the_last_one() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("omar", "helpdesk").await;
+    let (status, challenge) = op
+        .post(
+            "/api/v1/me/credentials/start",
+            json!({ "label": "backup key" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let challenge: webauthn_rs::prelude::CreationChallengeResponse =
+        serde_json::from_value(challenge).unwrap();
+    let mut backup = new_authenticator();
+    let credential = backup
+        .do_registration(op.origin.clone(), challenge)
+        .unwrap();
+    let (status, body) = op
+        .post(
+            "/api/v1/me/credentials/finish",
+            serde_json::to_value(credential).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, me) = op.get("/api/v1/me").await;
+    let ids: Vec<i64> = me["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // Sign in with the backup key.
+    std::mem::swap(&mut op.authenticator, &mut backup);
+    assert_eq!(op.sign_in_fresh().await.0, StatusCode::OK);
+    let (status, _) = op
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/me/credentials/{}", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = op
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/me/credentials/{}", ids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["message"].as_str().unwrap().contains("last passkey"));
+    srv.stop_and_check().await;
+}
+
+/// What each role may do on each route. Every route of the OpenAPI document must appear here,
+/// so a route added without deciding who may call it fails this test.
+fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'static str])> {
+    use StatusCodeSet::*;
+    let all: &[&str] = &["admin", "provisioner", "helpdesk", "auditor"];
+    Some(match (method, path) {
+        ("get", "/api/v1/openapi.json") => (Public, all),
+        (
+            "post",
+            "/api/v1/auth/register/start"
+            | "/api/v1/auth/register/finish"
+            | "/api/v1/auth/login/start"
+            | "/api/v1/auth/login/finish"
+            | "/api/v1/auth/logout",
+        ) => (Public, all),
+        ("get", "/api/v1/me")
+        | ("post", "/api/v1/me/credentials/start" | "/api/v1/me/credentials/finish")
+        | ("delete", "/api/v1/me/credentials/{id}") => (SignedIn, all),
+        ("get", "/api/v1/operators")
+        | ("post", "/api/v1/operators/invites")
+        | ("patch", "/api/v1/operators/{name}") => (SignedIn, &["admin"]),
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum StatusCodeSet {
+    /// Anyone may call it (the handler may still refuse the input).
+    Public,
+    /// Anonymous callers get 401; roles outside the list get 403.
+    SignedIn,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_covers_every_api_route_for_anonymous_and_each_role() {
+    let srv = TestServer::start().await;
+    let mut callers = vec![("anonymous".to_owned(), None)];
+    for role in ["admin", "provisioner", "helpdesk", "auditor"] {
+        callers.push((
+            role.to_owned(),
+            Some(srv.operator(&format!("matrix-{role}"), role).await),
+        ));
+    }
+    let (_, doc) = srv.get("/api/v1/openapi.json").await;
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 13, "{paths:?}");
+    let mut routes: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    // Sign-out last, so that it does not end the callers' sessions mid-way.
+    routes.sort_by_key(|(_, path)| path.ends_with("/logout"));
+    for (method, path) in &routes {
+        let (method, path) = (method.as_str(), path.as_str());
+        {
+            let (kind, allowed) = expected(method, path)
+                .unwrap_or_else(|| panic!("no authorization rule for {method} {path}"));
+            let concrete = path
+                .replace("{id}", "999999")
+                .replace("{name}", "nobody")
+                .replace("{serial}", "NO-SUCH-SERIAL");
+            let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for (who, caller) in &callers {
+                let body = Some(json!({}));
+                let status = match caller {
+                    Some(op) => op.request(http_method.clone(), &concrete, body).await.0,
+                    None => {
+                        let mut request =
+                            srv.client.request(http_method.clone(), srv.url(&concrete));
+                        if http_method != Method::GET {
+                            request = request.header("Origin", &srv.base).json(&json!({}));
+                        }
+                        let response = request.send().await.unwrap();
+                        srv.finish(&concrete, response).await.0
+                    }
+                };
+                let ok = match (kind, caller) {
+                    (StatusCodeSet::Public, _) => {
+                        status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
+                    }
+                    (StatusCodeSet::SignedIn, None) => status == StatusCode::UNAUTHORIZED,
+                    (StatusCodeSet::SignedIn, Some(_)) if allowed.contains(&who.as_str()) => {
+                        status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
+                    }
+                    (StatusCodeSet::SignedIn, Some(_)) => status == StatusCode::FORBIDDEN,
+                };
+                assert!(ok, "{who} {method} {path} → {status}");
+            }
+        }
+    }
+    srv.stop_and_check().await;
+}
