@@ -464,6 +464,16 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
         ("get", "/api/v1/operators")
         | ("post", "/api/v1/operators/invites")
         | ("patch", "/api/v1/operators/{name}") => (SignedIn, &["admin"]),
+        ("get", "/api/v1/tokens" | "/api/v1/tokens/{serial}" | "/api/v1/policies") => {
+            (SignedIn, all)
+        }
+        ("post", "/api/v1/tokens") | ("patch", "/api/v1/tokens/{serial}") => {
+            (SignedIn, &["provisioner"])
+        }
+        (
+            "post",
+            "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",
+        ) => (SignedIn, &["helpdesk"]),
         _ => return None,
     })
 }

@@ -5,8 +5,10 @@
 mod init;
 mod key;
 mod operator;
+mod policy;
 mod serve;
 mod status;
+mod token;
 pub mod unlock;
 
 use std::path::PathBuf;
@@ -47,6 +49,18 @@ pub enum Command {
     /// Invite, list and disable operators.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// Capture and assign tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Validate policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policy files in DIR (default: the configured policies_dir) without starting.
+    Check { dir: Option<PathBuf> },
 }
 
 impl Cli {
@@ -72,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => status::run(&cli).await,
         Command::Key(command) => key::run(&cli, command).await,
         Command::Operator(command) => operator::run(&cli, command).await,
+        Command::Token(command) => token::run(&cli, command).await,
+        Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
     }
 }
 

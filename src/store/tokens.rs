@@ -1,8 +1,242 @@
-//! `tokens`: token metadata, lifecycle state and the nullable sealed seed.
+//! `tokens`, `reveals` and `delivery_attempts`: token metadata, lifecycle state, the nullable
+//! sealed seed, and the counters behind the rate limits.
 
-use sqlx::SqliteExecutor;
+use sqlx::{QueryBuilder, Sqlite, SqliteExecutor};
 
 use super::StoreError;
+
+/// A token's stored metadata. Deliberately without the sealed seed: that is read only by
+/// [`sealed_seed`], on the reveal and delivery paths.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub token_id: String,
+    pub serial: String,
+    pub owner: Option<String>,
+    pub display_name: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub algorithm: String,
+    pub digits: i64,
+    pub period: i64,
+    pub t0: i64,
+    pub drift_steps: i64,
+    pub policy: String,
+    pub state: String,
+    pub captured_by: String,
+    pub captured_at: i64,
+    pub retention_deadline: i64,
+    pub delivered_at: Option<i64>,
+    pub delivered_by: Option<String>,
+    pub purged_at: Option<i64>,
+    pub purge_reason: Option<String>,
+}
+
+const COLUMNS: &str = "id, token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, t0, \
+     drift_steps, policy, state, captured_by, captured_at, retention_deadline, delivered_at, delivered_by, purged_at, purge_reason";
+
+pub struct NewTokenRow<'a> {
+    pub token_id: &'a str,
+    pub serial: &'a str,
+    pub owner: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub manufacturer: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub algorithm: &'a str,
+    pub digits: u32,
+    pub period: u32,
+    pub policy: &'a str,
+    pub sealed_seed: &'a [u8],
+    pub captured_by: &'a str,
+    pub captured_at: i64,
+    pub retention_deadline: i64,
+}
+
+pub async fn insert(db: impl SqliteExecutor<'_>, t: &NewTokenRow<'_>) -> Result<i64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
+                             state, sealed_seed, captured_by, captured_at, retention_deadline)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)",
+    )
+    .bind(t.token_id)
+    .bind(t.serial)
+    .bind(t.owner)
+    .bind(t.display_name)
+    .bind(t.manufacturer)
+    .bind(t.model)
+    .bind(t.algorithm)
+    .bind(t.digits)
+    .bind(t.period)
+    .bind(t.policy)
+    .bind(t.sealed_seed)
+    .bind(t.captured_by)
+    .bind(t.captured_at)
+    .bind(t.retention_deadline)
+    .execute(db)
+    .await?;
+    Ok(done.last_insert_rowid())
+}
+
+pub async fn by_serial(
+    db: impl SqliteExecutor<'_>,
+    serial: &str,
+) -> Result<Option<TokenRow>, StoreError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM tokens WHERE serial = ?"))
+            .bind(serial)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Which of `serials` already exist (for import's duplicate check).
+pub async fn existing_serials(
+    db: impl SqliteExecutor<'_>,
+    serials: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    if serials.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new("SELECT serial FROM tokens WHERE serial IN (");
+    let mut list = query.separated(", ");
+    for serial in serials {
+        list.push_bind(*serial);
+    }
+    query.push(")");
+    Ok(query.build_query_scalar().fetch_all(db).await?)
+}
+
+/// The sealed seed of an escrowed token (`None` once purged).
+pub async fn sealed_seed(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Filters for the token list; all optional.
+#[derive(Debug, Default)]
+pub struct TokenFilter {
+    /// Substring of serial, owner or display name.
+    pub query: Option<String>,
+    pub state: Option<String>,
+    pub owner: Option<String>,
+    /// Escrowed tokens whose retention deadline is before this time.
+    pub due_before: Option<i64>,
+    pub limit: i64,
+}
+
+pub async fn search(
+    db: impl SqliteExecutor<'_>,
+    filter: &TokenFilter,
+) -> Result<Vec<TokenRow>, StoreError> {
+    let mut query =
+        QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM tokens WHERE 1 = 1"));
+    if let Some(q) = &filter.query {
+        let pattern = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        query
+            .push(" AND (serial LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\'");
+        query
+            .push(" OR owner LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\'");
+        query
+            .push(" OR display_name LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(state) = &filter.state {
+        query.push(" AND state = ").push_bind(state.clone());
+    }
+    if let Some(owner) = &filter.owner {
+        query.push(" AND owner = ").push_bind(owner.clone());
+    }
+    if let Some(due) = filter.due_before {
+        query
+            .push(" AND state = 'escrowed' AND retention_deadline <= ")
+            .push_bind(due);
+        query.push(" ORDER BY retention_deadline");
+    } else {
+        query.push(" ORDER BY captured_at DESC, id DESC");
+    }
+    query.push(" LIMIT ").push_bind(filter.limit);
+    Ok(query.build_query_as().fetch_all(db).await?)
+}
+
+pub async fn update_fields(
+    db: impl SqliteExecutor<'_>,
+    id: i64,
+    owner: Option<&str>,
+    display_name: Option<&str>,
+    policy: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tokens SET owner = ?, display_name = ?, policy = ? WHERE id = ?")
+        .bind(owner)
+        .bind(display_name)
+        .bind(policy)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Granted reveals of a token since `since`, oldest first (their times).
+pub async fn reveals_of_token_since(
+    db: impl SqliteExecutor<'_>,
+    token: i64,
+    since: i64,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT at FROM reveals WHERE token_id = ? AND at > ? ORDER BY at")
+            .bind(token)
+            .bind(since)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+/// Granted reveals by an operator since `since`, oldest first (their times).
+pub async fn reveals_by_operator_since(
+    db: impl SqliteExecutor<'_>,
+    operator: i64,
+    since: i64,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT at FROM reveals WHERE operator_id = ? AND at > ? ORDER BY at")
+            .bind(operator)
+            .bind(since)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+pub async fn insert_reveal(
+    db: impl SqliteExecutor<'_>,
+    token: i64,
+    operator: i64,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO reveals (token_id, operator_id, at) VALUES (?, ?, ?)")
+        .bind(token)
+        .bind(operator)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
 
 /// Number of tokens in each state, for `status` and the dashboard.
 pub async fn count_by_state(db: impl SqliteExecutor<'_>) -> Result<Vec<(String, i64)>, StoreError> {

@@ -120,3 +120,37 @@ impl From<webauthn_rs::prelude::WebauthnError> for AppError {
         Self::BadRequest(format!("the passkey response was not accepted: {e}"))
     }
 }
+
+impl From<crate::tokens::TokenError> for AppError {
+    fn from(e: crate::tokens::TokenError) -> Self {
+        use crate::tokens::TokenError as E;
+        let message = e.to_string();
+        match e {
+            E::NotFound(_) => Self::NotFound(message),
+            E::Duplicate(_) | E::WrongState { .. } => Self::Conflict(message),
+            E::Invalid { .. } | E::UnknownPolicy(_) => Self::Unprocessable(message),
+            E::Store(_) | E::Audit(_) | E::Vault(_) => Self::Internal(message),
+        }
+    }
+}
+
+impl From<crate::tokens::reveal::RevealError> for AppError {
+    fn from(e: crate::tokens::reveal::RevealError) -> Self {
+        use crate::tokens::reveal::RevealError as E;
+        let message = e.to_string();
+        match e {
+            E::Token(inner) => inner.into(),
+            E::NoOwner(_) => Self::Conflict(message),
+            E::Checklist { .. } => Self::Unprocessable(message),
+            E::Limit {
+                retry_after_seconds,
+                ..
+            } => Self::TooManyRequests {
+                message,
+                retry_after_seconds,
+            },
+            E::WrongToken { .. } | E::Expired => Self::BadRequest(message),
+            E::Operator(inner) => inner.into(),
+        }
+    }
+}

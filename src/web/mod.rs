@@ -21,6 +21,7 @@ pub use error::AppError;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::policy::PolicySet;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::vault::Vault;
@@ -53,6 +54,7 @@ pub struct AppState {
     pub webauthn: Arc<Webauthn>,
     pub limits: Arc<Limits>,
     pub sessions: SqliteStore,
+    pub policies: Arc<PolicySet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,8 @@ pub enum StateError {
     Webauthn { origin: String, reason: String },
     #[error("cannot prepare the session table: {0}")]
     Sessions(String),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 impl AppState {
@@ -92,6 +96,7 @@ impl AppState {
             .migrate()
             .await
             .map_err(|e| StateError::Sessions(e.to_string()))?;
+        let policies = crate::policy::load_configured(&config.policies_dir)?;
         Ok(Self {
             store,
             vault: Arc::new(vault),
@@ -100,7 +105,19 @@ impl AppState {
             webauthn: Arc::new(webauthn),
             limits: Arc::new(Limits::default()),
             sessions,
+            policies: Arc::new(policies),
         })
+    }
+
+    /// What token-level domain functions need, at the current time.
+    pub fn env(&self) -> crate::tokens::Env<'_> {
+        crate::tokens::Env {
+            store: &self.store,
+            vault: &self.vault,
+            policies: &self.policies,
+            retention_days: self.config.retention_days,
+            now: self.clock.now(),
+        }
     }
 }
 

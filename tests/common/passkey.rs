@@ -102,6 +102,66 @@ impl Operator {
         self.post("/api/v1/auth/login/finish", assertion).await
     }
 
+    /// Start + passkey + finish of a reveal. A granted code is returned unrecorded (it is the
+    /// one response allowed to carry it) and put on the canary's watch list from then on.
+    pub async fn reveal(
+        &mut self,
+        serial: &str,
+        checks: &[&str],
+        ticket: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "checks": checks, "ticket": ticket });
+        let (status, challenge) = self
+            .post(&format!("/api/v1/tokens/{serial}/reveal/start"), body)
+            .await;
+        if status != StatusCode::OK {
+            return (status, challenge);
+        }
+        let assertion = self.assert(challenge);
+        let (status, body) = self
+            .send(
+                Method::POST,
+                &format!("/api/v1/tokens/{serial}/reveal/finish"),
+                Some(assertion),
+            )
+            .await;
+        if status == StatusCode::OK {
+            self.canary.watch_code(
+                &format!("code revealed for {serial}"),
+                body["code"].as_str().unwrap(),
+            );
+            if let Some(next) = body["next_code"].as_str() {
+                self.canary
+                    .watch_code(&format!("next code revealed for {serial}"), next);
+            }
+        } else {
+            self.canary
+                .record_response("reveal finish", body.to_string().as_bytes());
+        }
+        (status, body)
+    }
+
+    /// A request whose response is not recorded by the canary (only for the reveal itself).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if method != Method::GET {
+            request = request.header("Origin", self.origin.origin().ascii_serialization());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn request(
         &self,
         method: Method,

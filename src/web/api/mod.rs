@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod me;
 pub mod operators;
+pub mod policies;
+pub mod tokens;
 
 use axum::Json;
 use utoipa::OpenApi;
@@ -17,6 +19,9 @@ use super::AppState;
     info(title = "seedvault", description = "Seed escrow and helpdesk OTP vault. Seeds go in; only one-time codes come out."),
     tags((name = "auth", description = "passkey registration and sign-in"),
          (name = "operators", description = "operators, roles, credentials"),
+         (name = "tokens", description = "capture, search and assignment of escrowed tokens"),
+         (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code"),
+         (name = "policies", description = "reveal policies"),
          (name = "meta", description = "the API itself"))
 )]
 struct ApiDoc;
@@ -44,6 +49,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operators::list))
         .routes(routes!(operators::invite))
         .routes(routes!(operators::update))
+        .routes(routes!(tokens::capture, tokens::list))
+        .routes(routes!(tokens::detail, tokens::update))
+        .routes(routes!(tokens::reveal_start))
+        .routes(routes!(tokens::reveal_finish))
+        .routes(routes!(policies::list))
 }
 
 /// Builds the `/api/v1` router and its document (which lists itself too).

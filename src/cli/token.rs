@@ -1,0 +1,149 @@
+//! `seedvault token add|assign`: capture and reassign from the command line. The secret is
+//! read from a hidden prompt or standard input, never from argv.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
+
+use super::unlock::{unlock_vault, UnlockArgs};
+use super::{cli_actor, Cli};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Overrides;
+use crate::secret::{Algorithm, SecretFormat};
+use crate::store::Store;
+use crate::tokens::{self, CaptureInput, Env, TokenChange};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Escrow one seed; the secret is read from a prompt or standard input.
+    Add(AddArgs),
+    /// Assign a token to its owner (a UPN such as user@example.org).
+    Assign {
+        serial: String,
+        owner: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The serial printed on the token.
+    #[arg(long)]
+    serial: String,
+    /// The user the token is for (UPN); may be assigned later.
+    #[arg(long)]
+    owner: Option<String>,
+    /// How the secret is written: auto, base32, hex or otpauth.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// SHA1, SHA256 or SHA512 (default SHA1; an otpauth URI brings its own).
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// 6 or 8 (default 6).
+    #[arg(long)]
+    digits: Option<u32>,
+    /// Seconds per step (default 30).
+    #[arg(long)]
+    period: Option<u32>,
+    #[arg(long)]
+    policy: Option<String>,
+    #[arg(long)]
+    display_name: Option<String>,
+    #[arg(long)]
+    manufacturer: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+}
+
+/// Reads the secret: a hidden prompt on a terminal, otherwise all of standard input.
+fn read_secret() -> anyhow::Result<Zeroizing<String>> {
+    let secret = if std::io::stdin().is_terminal() {
+        Zeroizing::new(
+            rpassword::prompt_password("Secret (base32, hex or otpauth:// URI): ")
+                .context("cannot read the secret")?,
+        )
+    } else {
+        let mut text = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the secret from standard input")?;
+        text
+    };
+    Ok(Zeroizing::new(secret.trim().to_owned()))
+}
+
+pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
+    let config = cli.config(Overrides::default())?;
+    let store = Store::open(&config.data_dir).await?;
+    let policies = crate::policy::load_configured(&config.policies_dir)?;
+    match command {
+        TokenCommand::Add(args) => {
+            let format: SecretFormat = args.format.parse()?;
+            let algorithm = args
+                .algorithm
+                .as_deref()
+                .map(Algorithm::parse)
+                .transpose()?;
+            let secret = read_secret()?;
+            let vault = unlock_vault(&store, &args.unlock).await?;
+            let env = Env {
+                store: &store,
+                vault: &vault,
+                policies: &policies,
+                retention_days: config.retention_days,
+                now: SystemClock.now(),
+            };
+            let input = CaptureInput {
+                owner: args.owner.clone(),
+                serial: args.serial.clone(),
+                secret,
+                format,
+                display_name: args.display_name.clone(),
+                manufacturer: args.manufacturer.clone(),
+                model: args.model.clone(),
+                algorithm,
+                digits: args.digits,
+                period: args.period,
+                policy: args.policy.clone(),
+            };
+            let captured = tokens::capture(&env, &cli_actor(), input).await?;
+            for warning in &captured.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!(
+                "escrowed {} (the seed is sealed and will not be shown again)",
+                captured.serial
+            );
+        }
+        TokenCommand::Assign {
+            serial,
+            owner,
+            unlock,
+        } => {
+            let vault = unlock_vault(&store, unlock).await?;
+            let env = Env {
+                store: &store,
+                vault: &vault,
+                policies: &policies,
+                retention_days: config.retention_days,
+                now: SystemClock.now(),
+            };
+            let change = TokenChange {
+                owner: Some(owner.clone()),
+                ..Default::default()
+            };
+            let token = tokens::update(&env, &cli_actor(), serial, change).await?;
+            println!(
+                "assigned {} to {}",
+                token.serial,
+                token.owner.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Reveal policies (DESIGN §5): the identity-verification checklist and limits for a class of
+//! tokens, loaded from `policies/*.toml` and validated at start.
+//!
+//! - [`load_dir`] reads and validates every file (a bad file names file, line and reason);
+//! - [`Policy::evaluate`] checks an operator's submission (ticked checks, ticket, note).
+
+mod load;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use load::{load_configured, load_dir, load_embedded, parse_policy, PolicyError};
+
+/// Longest ticket reference accepted.
+pub const MAX_TICKET_LEN: usize = 64;
+/// Longest note accepted.
+pub const MAX_NOTE_LEN: usize = 500;
+
+/// One item of the checklist.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Check {
+    pub id: String,
+    pub text: String,
+    pub guidance: Option<String>,
+    pub required: bool,
+    /// A check an admin marked as a documented exception to the helpdesk guidance.
+    #[serde(rename = "unsafe")]
+    pub is_unsafe: bool,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Policy {
+    pub name: String,
+    pub description: String,
+    pub default: bool,
+    pub checks: Vec<Check>,
+    pub min_checks: usize,
+    pub ticket_required: bool,
+    pub reveals_per_token_per_day: u32,
+    pub reveals_per_operator_per_hour: u32,
+    pub next_code: bool,
+    /// Days an escrowed seed may wait under this policy (at most the configured default).
+    pub retention_days: Option<u32>,
+    /// SHA-256 of the file's bytes, hex: a reveal records the version it ran under.
+    pub content_hash: String,
+    /// The file it came from.
+    pub source: String,
+}
+
+/// What the operator submitted with a reveal.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    pub checks: &'a [String],
+    pub ticket: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+/// Why a submission does not satisfy a policy; each names what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortfall {
+    UnknownCheck(String),
+    MissingRequired { id: String, text: String },
+    TooFewChecks { needed: usize, ticked: usize },
+    TicketMissing,
+    TicketTooLong,
+    NoteTooLong,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownCheck(id) => write!(
+                f,
+                "'{}' is not a check of this policy",
+                id.chars().take(40).collect::<String>()
+            ),
+            Self::MissingRequired { id, text } => {
+                write!(f, "required check '{id}' is not ticked ({text})")
+            }
+            Self::TooFewChecks { needed, ticked } => {
+                write!(f, "at least {needed} checks are needed, {ticked} ticked")
+            }
+            Self::TicketMissing => write!(f, "a ticket reference is required"),
+            Self::TicketTooLong => write!(
+                f,
+                "the ticket reference is longer than {MAX_TICKET_LEN} characters"
+            ),
+            Self::NoteTooLong => write!(f, "the note is longer than {MAX_NOTE_LEN} characters"),
+        }
+    }
+}
+
+impl Policy {
+    /// Every way `submission` falls short of this policy (empty: it satisfies it).
+    pub fn evaluate(&self, submission: &Submission<'_>) -> Vec<Shortfall> {
+        let mut shortfalls = Vec::new();
+        let mut ticked: Vec<&str> = Vec::new();
+        for id in submission.checks {
+            if !self.checks.iter().any(|c| &c.id == id) {
+                shortfalls.push(Shortfall::UnknownCheck(id.clone()));
+            } else if !ticked.contains(&id.as_str()) {
+                ticked.push(id);
+            }
+        }
+        for check in self.checks.iter().filter(|c| c.required) {
+            if !ticked.contains(&check.id.as_str()) {
+                shortfalls.push(Shortfall::MissingRequired {
+                    id: check.id.clone(),
+                    text: check.text.clone(),
+                });
+            }
+        }
+        if ticked.len() < self.min_checks {
+            shortfalls.push(Shortfall::TooFewChecks {
+                needed: self.min_checks,
+                ticked: ticked.len(),
+            });
+        }
+        let ticket = submission.ticket.map(str::trim).filter(|t| !t.is_empty());
+        match ticket {
+            None if self.ticket_required => shortfalls.push(Shortfall::TicketMissing),
+            Some(t) if t.chars().count() > MAX_TICKET_LEN => {
+                shortfalls.push(Shortfall::TicketTooLong)
+            }
+            _ => {}
+        }
+        if submission
+            .note
+            .is_some_and(|n| n.chars().count() > MAX_NOTE_LEN)
+        {
+            shortfalls.push(Shortfall::NoteTooLong);
+        }
+        shortfalls
+    }
+}
+
+/// The loaded policies, exactly one of them the default.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    pub fn default_policy(&self) -> &Policy {
+        // load_dir guarantees exactly one default.
+        self.policies
+            .iter()
+            .find(|p| p.default)
+            .unwrap_or(&self.policies[0])
+    }
+
+    pub fn all(&self) -> &[Policy] {
+        &self.policies
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PolicySet {
+        load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
+    }
+
+    fn evaluate(policy: &str, checks: &[&str], ticket: Option<&str>) -> Vec<String> {
+        let set = shipped();
+        let checks: Vec<String> = checks.iter().map(|c| (*c).to_owned()).collect();
+        set.get(policy)
+            .unwrap()
+            .evaluate(&Submission {
+                checks: &checks,
+                ticket,
+                note: None,
+            })
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_policies_load_with_standard_as_the_default() {
+        let set = shipped();
+        assert_eq!(set.default_policy().name, "standard");
+        assert!(set.get("high-risk").is_some());
+        assert!(set
+            .all()
+            .iter()
+            .all(|p| p.checks.iter().all(|c| !c.is_unsafe)));
+        assert_eq!(set.default_policy().content_hash.len(), 64);
+    }
+
+    #[test]
+    fn standard_needs_the_callback_plus_one_other_check_and_a_ticket() {
+        let table: Vec<(&[&str], Option<&str>, &[&str])> = vec![
+            (&["callback", "video-id"], Some("INC-1"), &[]),
+            (&["callback", "manager"], Some("INC-1"), &[]),
+            (
+                &["callback"],
+                Some("INC-1"),
+                &["at least 2 checks are needed, 1 ticked"],
+            ),
+            (
+                &["video-id", "manager"],
+                Some("INC-1"),
+                &["required check 'callback' is not ticked"],
+            ),
+            (
+                &["callback", "video-id"],
+                None,
+                &["a ticket reference is required"],
+            ),
+            (
+                &["callback", "video-id", "dob"],
+                Some("INC-1"),
+                &["'dob' is not a check of this policy"],
+            ),
+            (
+                &["callback", "callback"],
+                Some("INC-1"),
+                &["at least 2 checks are needed, 1 ticked"],
+            ),
+        ];
+        for (checks, ticket, expected) in table {
+            let got = evaluate("standard", checks, ticket);
+            assert_eq!(got.len(), expected.len(), "{checks:?}: {got:?}");
+            for (g, e) in got.iter().zip(expected) {
+                assert!(g.contains(e), "{checks:?}: {g} should contain {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn high_risk_needs_every_check() {
+        assert!(evaluate(
+            "high-risk",
+            &["callback", "video-id", "manager"],
+            Some("INC-9")
+        )
+        .is_empty());
+        let got = evaluate("high-risk", &["callback", "video-id"], Some("INC-9"));
+        assert!(got.iter().any(|g| g.contains("'manager'")), "{got:?}");
+    }
+
+    #[test]
+    fn over_long_tickets_and_notes_are_refused() {
+        let set = shipped();
+        let checks = vec!["callback".to_owned(), "video-id".to_owned()];
+        let long = "x".repeat(MAX_NOTE_LEN + 1);
+        let got = set.default_policy().evaluate(&Submission {
+            checks: &checks,
+            ticket: Some(&long[..65]),
+            note: Some(&long),
+        });
+        assert_eq!(got, vec![Shortfall::TicketTooLong, Shortfall::NoteTooLong]);
+    }
+}

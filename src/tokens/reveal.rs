@@ -1,0 +1,315 @@
+//! Reveal (DESIGN §5, §6): a helpdesk operator gets a token's current code only after the
+//! policy's checklist is satisfied and the reveal is signed with a fresh passkey assertion.
+//!
+//! [`authorize`] runs before the passkey prompt: it checks the token, the checklist and the
+//! limits and returns a [`PendingReveal`] that the web layer binds to the WebAuthn challenge.
+//! [`grant`] runs after the assertion verified: it re-checks everything in one transaction,
+//! records the reveal and its audit event, and only then hands out the code.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Env, Token, TokenError, TokenState};
+use crate::audit::{self, NewEvent, Outcome};
+use crate::operators::{self, Operator};
+use crate::otp::{self, OneTimeCode};
+use crate::policy::{Policy, Shortfall, Submission};
+use crate::store::tokens as rows;
+use crate::store::{StoreError, WriteTx};
+use crate::vault::SealedBlob;
+
+/// How long a started reveal waits for its passkey assertion.
+pub const PENDING_SECONDS: i64 = 120;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevealError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("token '{0}' has no owner yet — assign it (PATCH /api/v1/tokens/{0} or `seedvault token assign`) before revealing a code")]
+    NoOwner(String),
+    #[error("the checklist does not satisfy policy '{policy}': {}", list(.shortfalls))]
+    Checklist {
+        policy: String,
+        shortfalls: Vec<Shortfall>,
+    },
+    #[error("{what} limit reached ({limit}); the next reveal is allowed in {retry_after_seconds} seconds")]
+    Limit {
+        what: &'static str,
+        limit: u32,
+        retry_after_seconds: u64,
+    },
+    #[error("this reveal was started for token '{started}', not '{requested}' — start again for the token you mean")]
+    WrongToken { started: String, requested: String },
+    #[error("the reveal waited more than {PENDING_SECONDS} seconds for the passkey — start again")]
+    Expired,
+    #[error(transparent)]
+    Operator(#[from] operators::OperatorError),
+}
+
+fn list(shortfalls: &[Shortfall]) -> String {
+    shortfalls
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<StoreError> for RevealError {
+    fn from(e: StoreError) -> Self {
+        Self::Token(e.into())
+    }
+}
+
+impl From<audit::AuditError> for RevealError {
+    fn from(e: audit::AuditError) -> Self {
+        Self::Token(e.into())
+    }
+}
+
+/// What the operator submits with the reveal request.
+pub struct RevealRequest<'a> {
+    pub checks: &'a [String],
+    pub ticket: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+/// A reveal that passed the checklist and waits for its passkey assertion. Bound to the
+/// WebAuthn challenge in the server-side session; holds no secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingReveal {
+    pub serial: String,
+    pub operator_id: i64,
+    pub policy: String,
+    pub policy_hash: String,
+    pub checks: Vec<String>,
+    pub ticket: Option<String>,
+    pub note: Option<String>,
+    pub expires_at: i64,
+}
+
+/// The code handed out. No `Debug`; dropped (and zeroized) after the response is written.
+pub struct RevealedCode {
+    pub code: OneTimeCode,
+    pub next_code: Option<OneTimeCode>,
+    pub period: u32,
+    pub valid_for_seconds: u32,
+}
+
+fn check_revealable(token: &Token) -> Result<(), RevealError> {
+    if token.state != TokenState::Escrowed {
+        return Err(TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: token.state.as_str().into(),
+            hint: "its seed is gone, so no code can be revealed; use the physical token",
+        }
+        .into());
+    }
+    if token.owner.is_none() {
+        return Err(RevealError::NoOwner(token.serial.clone()));
+    }
+    Ok(())
+}
+
+/// The reveal limits of `policy`, counted from granted reveals.
+async fn check_limits(
+    env: &Env<'_>,
+    db: &mut sqlx::SqliteConnection,
+    policy: &Policy,
+    token: &Token,
+    operator: &Operator,
+) -> Result<(), RevealError> {
+    let now = env.unix();
+    let by_token = rows::reveals_of_token_since(&mut *db, token.row_id, now - 86_400).await?;
+    if by_token.len() >= policy.reveals_per_token_per_day as usize {
+        return Err(RevealError::Limit {
+            what: "this token's daily reveal",
+            limit: policy.reveals_per_token_per_day,
+            retry_after_seconds: retry_after(by_token.first(), 86_400, now),
+        });
+    }
+    let by_operator = rows::reveals_by_operator_since(&mut *db, operator.id, now - 3_600).await?;
+    if by_operator.len() >= policy.reveals_per_operator_per_hour as usize {
+        return Err(RevealError::Limit {
+            what: "your hourly reveal",
+            limit: policy.reveals_per_operator_per_hour,
+            retry_after_seconds: retry_after(by_operator.first(), 3_600, now),
+        });
+    }
+    Ok(())
+}
+
+fn retry_after(oldest: Option<&i64>, window: i64, now: i64) -> u64 {
+    oldest.map_or(1, |t| u64::try_from(t + window - now).unwrap_or(1).max(1))
+}
+
+/// Records a refused reveal.
+pub async fn record_denial(
+    env: &Env<'_>,
+    operator: &Operator,
+    serial: &str,
+    reason: &str,
+) -> Result<(), RevealError> {
+    let event = NewEvent::new(operator.actor(), "reveal.denied", super::target(serial))
+        .outcome(Outcome::Denied)
+        .details(json!({ "reason": reason }));
+    operators::record(env.store, env.vault, env.now, event).await?;
+    Ok(())
+}
+
+/// Checks a reveal request before the passkey prompt; a refusal is audited.
+pub async fn authorize(
+    env: &Env<'_>,
+    operator: &Operator,
+    serial: &str,
+    request: &RevealRequest<'_>,
+) -> Result<PendingReveal, RevealError> {
+    let outcome = authorize_inner(env, operator, serial, request).await;
+    if let Err(error) = &outcome {
+        if !matches!(
+            error,
+            RevealError::Token(TokenError::NotFound(_)) | RevealError::Token(TokenError::Store(_))
+        ) {
+            record_denial(env, operator, serial, &error.to_string()).await?;
+        }
+    }
+    outcome
+}
+
+async fn authorize_inner(
+    env: &Env<'_>,
+    operator: &Operator,
+    serial: &str,
+    request: &RevealRequest<'_>,
+) -> Result<PendingReveal, RevealError> {
+    let token = super::get(env.store, serial).await?;
+    check_revealable(&token)?;
+    let policy = env
+        .policies
+        .get(&token.policy)
+        .ok_or_else(|| TokenError::UnknownPolicy(token.policy.clone()))?;
+    let shortfalls = policy.evaluate(&Submission {
+        checks: request.checks,
+        ticket: request.ticket,
+        note: request.note,
+    });
+    if !shortfalls.is_empty() {
+        return Err(RevealError::Checklist {
+            policy: policy.name.clone(),
+            shortfalls,
+        });
+    }
+    let mut conn = env.store.pool().acquire().await.map_err(StoreError::from)?;
+    check_limits(env, &mut conn, policy, &token, operator).await?;
+    let mut checks: Vec<String> = request.checks.to_vec();
+    checks.sort();
+    checks.dedup();
+    Ok(PendingReveal {
+        serial: token.serial,
+        operator_id: operator.id,
+        policy: policy.name.clone(),
+        policy_hash: policy.content_hash.clone(),
+        checks,
+        ticket: request
+            .ticket
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        note: request
+            .note
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
+        expires_at: env.unix() + PENDING_SECONDS,
+    })
+}
+
+/// Checks that a finished assertion belongs to this pending reveal (right token, in time).
+pub fn check_pending(
+    env: &Env<'_>,
+    pending: &PendingReveal,
+    serial: &str,
+) -> Result<(), RevealError> {
+    if pending.serial != serial {
+        return Err(RevealError::WrongToken {
+            started: pending.serial.clone(),
+            requested: serial.to_owned(),
+        });
+    }
+    if env.unix() > pending.expires_at {
+        return Err(RevealError::Expired);
+    }
+    Ok(())
+}
+
+/// Grants a reveal whose passkey assertion has verified: re-checks state and limits, records
+/// the reveal (and the credential's new counter, through `record_credential`) with its audit
+/// event in one transaction, then returns the code.
+pub async fn grant<F>(
+    env: &Env<'_>,
+    operator: &Operator,
+    pending: &PendingReveal,
+    record_credential: F,
+) -> Result<RevealedCode, RevealError>
+where
+    F: for<'t> FnOnce(
+        &'t mut WriteTx,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), RevealError>> + Send + 't>,
+    >,
+{
+    let mut tx = env.store.begin_write().await?;
+    let row = rows::by_serial(&mut *tx, &pending.serial)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
+    let token = Token::from_row(row)?;
+    check_revealable(&token)?;
+    let policy = env
+        .policies
+        .get(&token.policy)
+        .ok_or_else(|| TokenError::UnknownPolicy(token.policy.clone()))?;
+    if policy.content_hash != pending.policy_hash {
+        // The policy changed between start and finish: the checklist must be redone.
+        return Err(RevealError::Expired);
+    }
+    check_limits(env, &mut tx, policy, &token, operator).await?;
+    let sealed = rows::sealed_seed(&mut *tx, token.row_id)
+        .await?
+        .ok_or_else(|| TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: "purged".into(),
+            hint: "its seed is gone",
+        })?;
+    let seed = env
+        .vault
+        .unseal_seed(
+            &token.token_id,
+            &token.serial,
+            &SealedBlob::from_stored(sealed),
+        )
+        .map_err(TokenError::from)?;
+    let spec = token.spec()?;
+    let now = env.unix();
+    let revealed = RevealedCode {
+        code: otp::code_at(&seed, &spec, now, token.drift_steps),
+        next_code: policy
+            .next_code
+            .then(|| otp::code_at(&seed, &spec, now, token.drift_steps + 1)),
+        period: spec.period,
+        valid_for_seconds: spec.valid_for_seconds(now),
+    };
+    drop(seed);
+    rows::insert_reveal(&mut *tx, token.row_id, operator.id, now).await?;
+    record_credential(&mut tx).await?;
+    let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(json!({
+        "owner": token.owner,
+        "policy": policy.name,
+        "policy_hash": policy.content_hash,
+        "checks": pending.checks,
+        "ticket": pending.ticket,
+        "note": pending.note,
+        "next_code": revealed.next_code.is_some(),
+    }));
+    audit::append(&mut tx, env.vault, env.now, event).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(revealed)
+}

@@ -1,0 +1,14 @@
+//! `/api/v1/policies`: the loaded policies with their checks (the UI renders checklists from it).
+
+use axum::extract::State;
+use axum::Json;
+
+use crate::policy::Policy;
+use crate::web::session::CurrentOperator;
+use crate::web::AppState;
+
+/// Every loaded policy (any signed-in role).
+#[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = [Policy]), (status = 401)))]
+pub async fn list(State(state): State<AppState>, _current: CurrentOperator) -> Json<Vec<Policy>> {
+    Json(state.policies.all().to_vec())
+}

@@ -1,0 +1,390 @@
+//! `/api/v1/tokens`: capture, list, detail with audit timeline, reassignment, and the reveal
+//! ceremony (checklist → passkey assertion → code).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential};
+use zeroize::Zeroizing;
+
+use super::auth::{passkey_json, passkeys_of, to_json};
+use crate::operators;
+use crate::secret::{Algorithm, SecretFormat};
+use crate::store::tokens::TokenFilter;
+use crate::tokens::reveal::{self, PendingReveal, RevealRequest};
+use crate::tokens::{self, CaptureInput, Captured, Token, TokenChange, TokenState};
+use crate::web::session::{
+    session_error, Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly,
+};
+use crate::web::{AppError, AppState};
+
+const REVEAL: &str = "ceremony.reveal";
+
+#[derive(Serialize, Deserialize)]
+struct RevealCeremony {
+    pending: PendingReveal,
+    ceremony: PasskeyAuthentication,
+}
+
+/// A seed to escrow. The secret is accepted here and never returned by any route.
+#[derive(Deserialize, ToSchema)]
+pub struct CaptureRequest {
+    /// The user the token is for (UPN, e.g. user@example.org).
+    owner: String,
+    serial: String,
+    /// base32, hex or an `otpauth://totp/…` URI.
+    #[schema(value_type = String)]
+    secret: Zeroizing<String>,
+    /// auto (default), base32, hex or otpauth.
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    manufacturer: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    /// SHA1 (default), SHA256 or SHA512.
+    #[serde(default)]
+    algorithm: Option<String>,
+    /// 6 (default) or 8.
+    #[serde(default)]
+    digits: Option<u32>,
+    /// Seconds per step (default 30).
+    #[serde(default)]
+    period: Option<u32>,
+    /// Policy name (default: the default policy).
+    #[serde(default)]
+    policy: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Substring of serial, owner or display name.
+    q: Option<String>,
+    /// escrowed, delivered, cancelled, expired or purged.
+    state: Option<String>,
+    owner: Option<String>,
+    /// Escrowed tokens whose retention deadline falls within this span, e.g. `7d` or `12h`.
+    due_within: Option<String>,
+    /// At most this many (default 100, max 1000).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TimelineEvent {
+    seq: i64,
+    time: String,
+    actor: String,
+    action: String,
+    outcome: String,
+    details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenDetail {
+    #[serde(flatten)]
+    token: Token,
+    timeline: Vec<TimelineEvent>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct TokenPatch {
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RevealStart {
+    /// Ids of the policy's checks the operator ticked.
+    checks: Vec<String>,
+    ticket: Option<String>,
+    note: Option<String>,
+}
+
+/// The one place a code leaves the vault.
+#[derive(Serialize, ToSchema)]
+pub struct RevealedCodeView {
+    code: String,
+    period: u32,
+    valid_for_seconds: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_code: Option<String>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
+    AppError::Unprocessable(format!("{field}: {}", reason.into()))
+}
+
+/// Escrow one seed (provisioner).
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = CaptureRequest,
+    responses((status = 201, body = Captured), (status = 401), (status = 403), (status = 409, description = "duplicate serial"),
+              (status = 422, description = "a field is invalid; the message names it and the fix")))]
+pub async fn capture(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Json(body): Json<CaptureRequest>,
+) -> Result<(StatusCode, Json<Captured>), AppError> {
+    let format = match body.format.as_deref() {
+        None => SecretFormat::Auto,
+        Some(f) => f
+            .parse()
+            .map_err(|e: crate::secret::SecretError| invalid("format", e.to_string()))?,
+    };
+    let algorithm = body
+        .algorithm
+        .as_deref()
+        .map(Algorithm::parse)
+        .transpose()
+        .map_err(|e| invalid("algorithm", e.to_string()))?;
+    if body.owner.trim().is_empty() {
+        return Err(invalid(
+            "owner",
+            "is required — give the user's UPN, e.g. user@example.org",
+        ));
+    }
+    let input = CaptureInput {
+        owner: Some(body.owner),
+        serial: body.serial,
+        secret: body.secret,
+        format,
+        display_name: body.display_name,
+        manufacturer: body.manufacturer,
+        model: body.model,
+        algorithm,
+        digits: body.digits,
+        period: body.period,
+        policy: body.policy,
+    };
+    let captured = tokens::capture(&state.env(), &auth.operator().actor(), input).await?;
+    Ok((StatusCode::CREATED, Json(captured)))
+}
+
+/// Parses `7d`, `12h`, `30m` or a plain number of days into seconds.
+fn parse_span(text: &str) -> Result<i64, AppError> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 'd'),
+    };
+    let value: i64 = number
+        .parse()
+        .map_err(|_| invalid("due_within", "expected a span such as 7d, 12h or 30m"))?;
+    let unit = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        _ => return Err(invalid("due_within", "the unit must be d, h or m")),
+    };
+    if !(0..=3650 * 86_400).contains(&(value * unit)) {
+        return Err(invalid("due_within", "out of range"));
+    }
+    Ok(value * unit)
+}
+
+/// Search tokens (any signed-in role). Never secret material.
+#[utoipa::path(get, path = "/tokens", tag = "tokens", params(ListQuery), responses((status = 200, body = [Token]), (status = 401)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _current: CurrentOperator,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Token>>, AppError> {
+    let state_filter = match query
+        .state
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(
+            TokenState::parse(s)
+                .ok_or_else(|| {
+                    invalid(
+                        "state",
+                        "expected escrowed, delivered, cancelled, expired or purged",
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let due_before = query
+        .due_within
+        .as_deref()
+        .map(parse_span)
+        .transpose()?
+        .map(|span| state.clock.unix() + span);
+    let filter = TokenFilter {
+        query: query
+            .q
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty()),
+        state: state_filter,
+        owner: query
+            .owner
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty()),
+        due_before,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(tokens::search(&state.store, &filter).await?))
+}
+
+/// One token with its audit timeline (any signed-in role).
+#[utoipa::path(get, path = "/tokens/{serial}", tag = "tokens", params(("serial" = String, Path)),
+    responses((status = 200, body = TokenDetail), (status = 401), (status = 404)))]
+pub async fn detail(
+    State(state): State<AppState>,
+    _current: CurrentOperator,
+    Path(serial): Path<String>,
+) -> Result<Json<TokenDetail>, AppError> {
+    let token = tokens::get(&state.store, &serial).await?;
+    let timeline = crate::store::audit::for_target(state.store.pool(), &token.target())
+        .await?
+        .into_iter()
+        .map(|e| TimelineEvent {
+            seq: e.seq,
+            time: e.time,
+            actor: e.actor,
+            action: e.action,
+            outcome: e.outcome,
+            details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::Null),
+        })
+        .collect();
+    Ok(Json(TokenDetail { token, timeline }))
+}
+
+/// Reassign a token: owner, display name, policy (provisioner).
+#[utoipa::path(patch, path = "/tokens/{serial}", tag = "tokens", params(("serial" = String, Path)), request_body = TokenPatch,
+    responses((status = 200, body = Token), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<TokenPatch>,
+) -> Result<Json<Token>, AppError> {
+    let change = TokenChange {
+        owner: body.owner,
+        display_name: body.display_name,
+        policy: body.policy,
+    };
+    Ok(Json(
+        tokens::update(&state.env(), &auth.operator().actor(), &serial, change).await?,
+    ))
+}
+
+/// Start a reveal (helpdesk): the checklist is checked and a passkey challenge returned.
+#[utoipa::path(post, path = "/tokens/{serial}/reveal/start", tag = "reveal", params(("serial" = String, Path)), request_body = RevealStart,
+    responses((status = 200, description = "WebAuthn request challenge signing this reveal", body = serde_json::Value),
+              (status = 401), (status = 403), (status = 404), (status = 409, description = "token not escrowed or without owner"),
+              (status = 422, description = "checklist, ticket or note falls short of the policy"), (status = 429, description = "a reveal limit was hit")))]
+pub async fn reveal_start(
+    State(state): State<AppState>,
+    auth: Authorized<HelpdeskOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<RevealStart>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let operator = auth.operator();
+    let env = state.env();
+    let request = RevealRequest {
+        checks: &body.checks,
+        ticket: body.ticket.as_deref(),
+        note: body.note.as_deref(),
+    };
+    let pending = reveal::authorize(&env, operator, &serial, &request).await?;
+    let passkeys: Vec<_> = passkeys_of(&state, operator.id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
+    auth.current
+        .session
+        .insert(REVEAL, RevealCeremony { pending, ceremony })
+        .await
+        .map_err(session_error)?;
+    Ok(Json(to_json(&challenge)?))
+}
+
+/// Finish a reveal with the passkey assertion: the code, once.
+#[utoipa::path(post, path = "/tokens/{serial}/reveal/finish", tag = "reveal", params(("serial" = String, Path)), request_body = serde_json::Value,
+    responses((status = 200, body = RevealedCodeView), (status = 400, description = "no reveal in progress, or started for another token"),
+              (status = 401), (status = 403), (status = 409), (status = 429)))]
+pub async fn reveal_finish(
+    State(state): State<AppState>,
+    auth: Authorized<HelpdeskOnly>,
+    Path(serial): Path<String>,
+    Json(credential): Json<PublicKeyCredential>,
+) -> Result<Response, AppError> {
+    let operator = auth.operator();
+    let env = state.env();
+    let session = &auth.current.session;
+    let Some(RevealCeremony { pending, ceremony }) = session
+        .remove::<RevealCeremony>(REVEAL)
+        .await
+        .map_err(session_error)?
+    else {
+        return Err(AppError::BadRequest(
+            "no reveal is in progress in this session — start it again".into(),
+        ));
+    };
+    if let Err(error) = reveal::check_pending(&env, &pending, &serial) {
+        reveal::record_denial(&env, operator, &serial, &error.to_string()).await?;
+        return Err(error.into());
+    }
+    let passkeys = passkeys_of(&state, operator.id).await?;
+    let result = match state
+        .webauthn
+        .finish_passkey_authentication(&credential, &ceremony)
+    {
+        Ok(result) => result,
+        Err(e) => {
+            reveal::record_denial(
+                &env,
+                operator,
+                &serial,
+                &format!("passkey assertion refused: {e}"),
+            )
+            .await?;
+            return Err(AppError::Unauthorized(format!(
+                "the passkey assertion was not accepted: {e}"
+            )));
+        }
+    };
+    let Some((row, mut passkey)) = passkeys
+        .into_iter()
+        .find(|(_, p)| p.cred_id() == result.cred_id())
+    else {
+        return Err(AppError::Unauthorized(
+            "this passkey is not registered to you".into(),
+        ));
+    };
+    passkey.update_credential(&result);
+    let stored = passkey_json(&passkey)?;
+    let now = env.now;
+    let revealed = reveal::grant(&env, operator, &pending, |tx| {
+        Box::pin(async move {
+            operators::record_credential_use(tx, row, &stored, now).await?;
+            Ok(())
+        })
+    })
+    .await?;
+    let view = RevealedCodeView {
+        code: revealed.code.expose().to_owned(),
+        period: revealed.period,
+        valid_for_seconds: revealed.valid_for_seconds,
+        next_code: revealed.next_code.as_ref().map(|c| c.expose().to_owned()),
+    };
+    let mut response = Json(view).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
