@@ -68,3 +68,22 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         tracing::info!("shutting down: finishing requests in flight");
     }
 }
+
+/// Expires and purges overdue seeds once at start and then every minute.
+pub fn spawn_sweeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            match crate::tokens::lifecycle::purge_expired(&state.env(), "system").await {
+                Ok(purged) if !purged.is_empty() => {
+                    tracing::info!(count = purged.len(), "purged expired seeds")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "retention sweep failed; will retry in a minute")
+                }
+            }
+        }
+    });
+}

@@ -9,11 +9,16 @@ pub struct StatusReport {
     /// Every lifecycle state with its count (zero included), in lifecycle order.
     pub tokens_by_state: Vec<(&'static str, i64)>,
     pub audit_events: i64,
+    /// Escrowed tokens whose retention deadline falls within a week: (serial, owner, deadline).
+    pub due_soon: Vec<(String, Option<String>, i64)>,
 }
+
+/// How far ahead `status` and the dashboard look for retention deadlines.
+pub const DUE_SOON_SECONDS: i64 = 7 * 86_400;
 
 pub const TOKEN_STATES: [&str; 5] = ["escrowed", "delivered", "cancelled", "expired", "purged"];
 
-pub async fn collect(store: &Store) -> Result<StatusReport, StoreError> {
+pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError> {
     let vault_id = store::meta::get(store.pool()).await?.map(|m| m.vault_id);
     let slots = store::key_slots::list(store.pool())
         .await?
@@ -38,10 +43,21 @@ pub async fn collect(store: &Store) -> Result<StatusReport, StoreError> {
             )
         })
         .collect();
+    let filter = store::tokens::TokenFilter {
+        due_before: Some(now + DUE_SOON_SECONDS),
+        limit: 50,
+        ..Default::default()
+    };
+    let due_soon = store::tokens::search(store.pool(), &filter)
+        .await?
+        .into_iter()
+        .map(|t| (t.serial, t.owner, t.retention_deadline))
+        .collect();
     Ok(StatusReport {
         vault_id,
         slots,
         tokens_by_state,
         audit_events: store::audit::count(store.pool()).await?,
+        due_soon,
     })
 }

@@ -467,9 +467,9 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
         ("get", "/api/v1/tokens" | "/api/v1/tokens/{serial}" | "/api/v1/policies") => {
             (SignedIn, all)
         }
-        ("post", "/api/v1/tokens") | ("patch", "/api/v1/tokens/{serial}") => {
-            (SignedIn, &["provisioner"])
-        }
+        ("post", "/api/v1/tokens" | "/api/v1/tokens/{serial}/cancel")
+        | ("patch", "/api/v1/tokens/{serial}") => (SignedIn, &["provisioner"]),
+        ("post", "/api/v1/tokens/{serial}/delivery") => (SignedIn, &["helpdesk"]),
         (
             "post",
             "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",

@@ -6,6 +6,7 @@ mod init;
 mod key;
 mod operator;
 mod policy;
+mod purge;
 mod serve;
 mod status;
 mod token;
@@ -52,6 +53,8 @@ pub enum Command {
     /// Capture and assign tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Purge seeds past their retention deadline.
+    Purge(purge::PurgeArgs),
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -87,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(command) => key::run(&cli, command).await,
         Command::Operator(command) => operator::run(&cli, command).await,
         Command::Token(command) => token::run(&cli, command).await,
+        Command::Purge(args) => purge::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
     }
 }

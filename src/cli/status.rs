@@ -2,14 +2,14 @@
 //! server.
 
 use super::{development_warning, Cli};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::store::Store;
-use crate::vault::open;
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
     let store = Store::open(&config.data_dir).await?;
-    let report = crate::status::collect(&store).await?;
+    let report = crate::status::collect(&store, SystemClock.now().unix_timestamp()).await?;
     println!("data directory: {}", config.data_dir.display());
     let Some(vault_id) = report.vault_id else {
         println!("vault: none yet (run `seedvault init` or `seedvault serve`)");
@@ -30,10 +30,21 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!("  {state:<10} {count}");
     }
     println!("audit events: {}", report.audit_events);
+    if !report.due_soon.is_empty() {
+        println!(
+            "seeds reaching their retention deadline within 7 days (purged automatically then):"
+        );
+        for (serial, owner, deadline) in &report.due_soon {
+            println!(
+                "  {serial:<20} {:<30} {}",
+                owner.as_deref().unwrap_or("(unassigned)"),
+                format_unix(*deadline)
+            );
+        }
+    }
     if report.slots.iter().any(|s| s.kind == "development") {
         println!("{}", development_warning(&config.data_dir));
     }
-    let _ = open::existing_vault_id;
     Ok(())
 }
 

@@ -13,12 +13,39 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::secret::{Algorithm, SecretFormat};
 use crate::store::Store;
+use crate::tokens::lifecycle::{self, Confirmation};
 use crate::tokens::{self, CaptureInput, Env, TokenChange};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Escrow one seed; the secret is read from a prompt or standard input.
     Add(AddArgs),
+    /// Confirm delivery with the code the user reads from the token; the seed is destroyed.
+    Deliver {
+        serial: String,
+        /// The code on the token's display.
+        #[arg(
+            long,
+            conflicts_with = "unverified",
+            required_unless_present = "unverified"
+        )]
+        code: Option<String>,
+        /// Confirm without a code (needs --reason).
+        #[arg(long, requires = "reason")]
+        unverified: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Cancel an escrowed token (lost in transit, wrong user); the seed is destroyed.
+    Cancel {
+        serial: String,
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
     /// Assign a token to its owner (a UPN such as user@example.org).
     Assign {
         serial: String,
@@ -119,6 +146,55 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
                 "escrowed {} (the seed is sealed and will not be shown again)",
                 captured.serial
             );
+        }
+        TokenCommand::Deliver {
+            serial,
+            code,
+            unverified: _,
+            reason,
+            unlock,
+        } => {
+            let vault = unlock_vault(&store, unlock).await?;
+            let env = Env {
+                store: &store,
+                vault: &vault,
+                policies: &policies,
+                retention_days: config.retention_days,
+                now: SystemClock.now(),
+            };
+            let confirmation = match code {
+                Some(code) => Confirmation::Code(code),
+                None => Confirmation::Unverified {
+                    reason: reason.as_deref().unwrap_or_default(),
+                },
+            };
+            let purged = lifecycle::deliver(&env, &cli_actor(), serial, confirmation).await?;
+            match purged.drift_steps {
+                Some(drift) => println!(
+                    "delivered {} (code verified, drift {drift} steps); the seed is destroyed",
+                    purged.serial
+                ),
+                None => println!(
+                    "delivered {} (unverified); the seed is destroyed",
+                    purged.serial
+                ),
+            }
+        }
+        TokenCommand::Cancel {
+            serial,
+            reason,
+            unlock,
+        } => {
+            let vault = unlock_vault(&store, unlock).await?;
+            let env = Env {
+                store: &store,
+                vault: &vault,
+                policies: &policies,
+                retention_days: config.retention_days,
+                now: SystemClock.now(),
+            };
+            let purged = lifecycle::cancel(&env, &cli_actor(), serial, reason).await?;
+            println!("cancelled {}; the seed is destroyed", purged.serial);
         }
         TokenCommand::Assign {
             serial,

@@ -246,3 +246,97 @@ pub async fn count_by_state(db: impl SqliteExecutor<'_>) -> Result<Vec<(String, 
             .await?,
     )
 }
+
+/// How a token's life ended; stored as `purge_reason`.
+pub struct PurgeRow<'a> {
+    pub id: i64,
+    /// `delivered`, `delivered-unverified`, `cancelled` or `expired`.
+    pub reason: &'a str,
+    pub at: i64,
+    pub delivered_by: Option<&'a str>,
+    pub drift_steps: Option<i64>,
+}
+
+/// Destroys a token's seed: the sealed bytes are first overwritten with zeros in place, then
+/// removed (with `secure_delete` on, SQLite zeroes the freed space). Only escrowed tokens are
+/// touched; returns false if the token was no longer escrowed.
+pub async fn purge(db: &mut sqlx::SqliteConnection, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
+    sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND state = 'escrowed'")
+        .bind(p.id)
+        .execute(&mut *db)
+        .await?;
+    let done = sqlx::query(
+        "UPDATE tokens SET state = 'purged', sealed_seed = NULL, purged_at = ?, purge_reason = ?,
+                delivered_at = CASE WHEN ? IS NOT NULL THEN ? ELSE delivered_at END,
+                delivered_by = COALESCE(?, delivered_by),
+                drift_steps = COALESCE(?, drift_steps)
+         WHERE id = ? AND state = 'escrowed'",
+    )
+    .bind(p.at)
+    .bind(p.reason)
+    .bind(p.delivered_by)
+    .bind(p.at)
+    .bind(p.delivered_by)
+    .bind(p.drift_steps)
+    .bind(p.id)
+    .execute(&mut *db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Escrowed tokens whose retention deadline has passed, oldest deadline first.
+pub async fn overdue(
+    db: impl SqliteExecutor<'_>,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<TokenRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tokens WHERE state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Wrong delivery codes for a token since `since`, oldest first (their times).
+pub async fn delivery_attempts_since(
+    db: impl SqliteExecutor<'_>,
+    token: i64,
+    since: i64,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT at FROM delivery_attempts WHERE token_id = ? AND at > ? ORDER BY at",
+    )
+    .bind(token)
+    .bind(since)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn insert_delivery_attempt(
+    db: impl SqliteExecutor<'_>,
+    token: i64,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO delivery_attempts (token_id, at) VALUES (?, ?)")
+        .bind(token)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Granted reveals, newest first, with token serial and operator name (dashboard).
+pub async fn recent_reveals(
+    db: impl SqliteExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT t.serial, o.name, r.at FROM reveals r JOIN tokens t ON t.id = r.token_id JOIN operators o ON o.id = r.operator_id
+         ORDER BY r.at DESC, r.id DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

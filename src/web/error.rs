@@ -154,3 +154,20 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
         }
     }
 }
+
+impl From<crate::tokens::lifecycle::LifecycleError> for AppError {
+    fn from(e: crate::tokens::lifecycle::LifecycleError) -> Self {
+        use crate::tokens::lifecycle::LifecycleError as E;
+        let message = e.to_string();
+        match e {
+            E::Token(inner) => inner.into(),
+            E::WrongCode(_) | E::Invalid(_) => Self::Unprocessable(message),
+            E::TooManyAttempts {
+                retry_after_seconds,
+            } => Self::TooManyRequests {
+                message,
+                retry_after_seconds,
+            },
+        }
+    }
+}

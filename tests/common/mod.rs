@@ -19,6 +19,7 @@ pub use canary::Canary;
 pub use passkey::Operator;
 
 pub mod passkey;
+pub mod totp;
 
 /// A unix time inside the shared test data's reference step.
 pub const T0: i64 = 1_764_000_000;
@@ -116,6 +117,33 @@ impl TestServer {
     pub async fn operator(&self, name: &str, roles: &str) -> Operator {
         let token = self.invite(name, roles).await;
         Operator::register(self, name, &token).await.unwrap()
+    }
+
+    /// The sealed seed of a token, straight from the database (for byte-scan tests).
+    pub async fn sealed_bytes(&self, serial: &str) -> Option<Vec<u8>> {
+        sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE serial = ?")
+            .bind(serial)
+            .fetch_one(self.state.store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Fails if any 12-byte window of `sealed` appears in the database, its WAL or its
+    /// shared-memory file.
+    pub fn assert_no_trace(&self, what: &str, sealed: &[u8]) {
+        let db = self.state.store.path().to_path_buf();
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let needles: std::collections::HashSet<&[u8]> = sealed.windows(12).collect();
+            assert!(
+                !bytes.windows(12).any(|w| needles.contains(w)),
+                "{what}: bytes of the sealed seed remain in {}",
+                path.display()
+            );
+        }
     }
 
     /// The audit actions recorded so far, oldest first.

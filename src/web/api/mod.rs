@@ -53,6 +53,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::detail, tokens::update))
         .routes(routes!(tokens::reveal_start))
         .routes(routes!(tokens::reveal_finish))
+        .routes(routes!(tokens::deliver))
+        .routes(routes!(tokens::cancel))
         .routes(routes!(policies::list))
 }
 

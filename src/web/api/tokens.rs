@@ -14,6 +14,7 @@ use super::auth::{passkey_json, passkeys_of, to_json};
 use crate::operators;
 use crate::secret::{Algorithm, SecretFormat};
 use crate::store::tokens::TokenFilter;
+use crate::tokens::lifecycle::{self, Confirmation, Purged};
 use crate::tokens::reveal::{self, PendingReveal, RevealRequest};
 use crate::tokens::{self, CaptureInput, Captured, Token, TokenChange, TokenState};
 use crate::web::session::{
@@ -387,4 +388,80 @@ pub async fn reveal_finish(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeliveryRequest {
+    /// The code the user reads from the physical token.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    code: Option<Zeroizing<String>>,
+    /// Confirm without a code (then `reason` is required).
+    #[serde(default)]
+    unverified: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CancelRequest {
+    reason: String,
+}
+
+/// Confirm delivery (helpdesk): the code is checked, drift recorded, the seed destroyed.
+#[utoipa::path(post, path = "/tokens/{serial}/delivery", tag = "tokens", params(("serial" = String, Path)), request_body = DeliveryRequest,
+    responses((status = 200, body = Purged), (status = 401), (status = 403), (status = 404), (status = 409, description = "not escrowed"),
+              (status = 422, description = "wrong code, or no reason for an unverified delivery"), (status = 429, description = "too many wrong codes")))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    auth: Authorized<HelpdeskOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<DeliveryRequest>,
+) -> Result<Json<Purged>, AppError> {
+    let confirmation =
+        match (&body.code, body.unverified) {
+            (Some(code), false) => Confirmation::Code(code),
+            (None, true) => Confirmation::Unverified {
+                reason: body.reason.as_deref().unwrap_or_default(),
+            },
+            (Some(_), true) => {
+                return Err(invalid(
+                    "unverified",
+                    "send either a code or unverified with a reason, not both",
+                ))
+            }
+            (None, false) => return Err(invalid(
+                "code",
+                "enter the code the user reads from the token, or confirm unverified with a reason",
+            )),
+        };
+    Ok(Json(
+        lifecycle::deliver(
+            &state.env(),
+            &auth.operator().actor(),
+            &serial,
+            confirmation,
+        )
+        .await?,
+    ))
+}
+
+/// Cancel an escrowed token (provisioner): lost in transit, wrong user. The seed is destroyed.
+#[utoipa::path(post, path = "/tokens/{serial}/cancel", tag = "tokens", params(("serial" = String, Path)), request_body = CancelRequest,
+    responses((status = 200, body = Purged), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<CancelRequest>,
+) -> Result<Json<Purged>, AppError> {
+    Ok(Json(
+        lifecycle::cancel(
+            &state.env(),
+            &auth.operator().actor(),
+            &serial,
+            &body.reason,
+        )
+        .await?,
+    ))
 }

@@ -1,0 +1,286 @@
+//! The end of a token's life (DESIGN §9): delivery confirmed by a code read from the physical
+//! token (or, with a reason, without one), cancellation, and expiry. Each purges the seed in
+//! the same transaction as its audit event; afterwards the WAL is checkpointed and truncated
+//! so that no byte of the sealed seed survives in the database files.
+
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{Env, Token, TokenError, TokenState};
+use crate::audit::{self, NewEvent, Outcome};
+use crate::otp;
+use crate::store::tokens::{self as rows, PurgeRow};
+use crate::store::StoreError;
+use crate::vault::SealedBlob;
+
+/// Steps searched around the recorded drift for a delivery code. Entra accepts up to ±15
+/// steps of clock drift for hardware OATH tokens; the nearest match wins.
+pub const DELIVERY_WINDOW: u32 = 15;
+/// Wrong delivery codes allowed per token per hour before further attempts are refused.
+pub const DELIVERY_ATTEMPTS_PER_HOUR: usize = 5;
+/// Tokens purged per transaction by the sweeper, so reveals keep flowing meanwhile.
+pub const SWEEP_BATCH: i64 = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the code does not match token '{0}' — ask the user to read the code currently on the token's display")]
+    WrongCode(String),
+    #[error("too many wrong codes for this token in the last hour; try again in {retry_after_seconds} seconds")]
+    TooManyAttempts { retry_after_seconds: u64 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<StoreError> for LifecycleError {
+    fn from(e: StoreError) -> Self {
+        Self::Token(e.into())
+    }
+}
+
+impl From<audit::AuditError> for LifecycleError {
+    fn from(e: audit::AuditError) -> Self {
+        Self::Token(e.into())
+    }
+}
+
+/// The result of a purge, as reported to the caller.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Purged {
+    pub serial: String,
+    pub state: TokenState,
+    /// `delivered`, `delivered-unverified`, `cancelled` or `expired`.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_steps: Option<i64>,
+}
+
+/// How delivery is confirmed.
+pub enum Confirmation<'a> {
+    /// The code the user read from the physical token.
+    Code(&'a str),
+    /// No code could be read; the reason is recorded.
+    Unverified { reason: &'a str },
+}
+
+fn require_escrowed(token: &Token) -> Result<(), TokenError> {
+    if token.state == TokenState::Escrowed {
+        Ok(())
+    } else {
+        Err(TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: token.state.as_str().into(),
+            hint: "its seed was already destroyed",
+        })
+    }
+}
+
+fn clean_reason(reason: &str) -> Result<String, LifecycleError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(LifecycleError::Invalid(
+            "reason: a reason is required — say why, for the audit trail".into(),
+        ));
+    }
+    if reason.chars().count() > 500 {
+        return Err(LifecycleError::Invalid(
+            "reason: longer than 500 characters".into(),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// Purges in the open transaction and appends the event; the caller commits.
+async fn purge_in(
+    env: &Env<'_>,
+    tx: &mut crate::store::WriteTx,
+    token: &Token,
+    row: PurgeRow<'_>,
+    event: NewEvent,
+) -> Result<(), LifecycleError> {
+    if !rows::purge(tx, &row).await? {
+        return Err(TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: "no longer escrowed".into(),
+            hint: "another action purged it meanwhile",
+        }
+        .into());
+    }
+    audit::append(tx, env.vault, env.now, event).await?;
+    Ok(())
+}
+
+/// Rewrites the database so the purged bytes leave the WAL too.
+async fn scrub(env: &Env<'_>) {
+    if let Err(e) = env.store.checkpoint_truncate().await {
+        // The purge itself committed; the next checkpoint will finish the job.
+        tracing::warn!(error = %e, "WAL checkpoint after purge did not complete");
+    }
+}
+
+/// Confirms delivery: verifies the code (or records why not), then purges — one transaction.
+pub async fn deliver(
+    env: &Env<'_>,
+    actor: &str,
+    serial: &str,
+    confirmation: Confirmation<'_>,
+) -> Result<Purged, LifecycleError> {
+    let now = env.unix();
+    let mut tx = env.store.begin_write().await?;
+    let row = rows::by_serial(&mut *tx, serial)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+    let token = Token::from_row(row)?;
+    require_escrowed(&token)?;
+    let (reason, drift, details) = match confirmation {
+        Confirmation::Unverified { reason } => {
+            let why = clean_reason(reason)?;
+            (
+                "delivered-unverified",
+                None,
+                json!({ "verified": false, "reason": why }),
+            )
+        }
+        Confirmation::Code(code) => {
+            let attempts =
+                rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
+            if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
+                let oldest = attempts.first().copied().unwrap_or(now);
+                let retry_after_seconds = u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1);
+                let event = NewEvent::new(actor, "delivery.refused", token.target())
+                    .outcome(Outcome::Denied)
+                    .details(json!({ "reason": "too many wrong codes in the last hour" }));
+                audit::append(&mut tx, env.vault, env.now, event).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                return Err(LifecycleError::TooManyAttempts {
+                    retry_after_seconds,
+                });
+            }
+            let sealed = rows::sealed_seed(&mut *tx, token.row_id)
+                .await?
+                .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+            let seed = env
+                .vault
+                .unseal_seed(
+                    &token.token_id,
+                    &token.serial,
+                    &SealedBlob::from_stored(sealed),
+                )
+                .map_err(TokenError::from)?;
+            let verified = otp::verify(
+                &seed,
+                &token.spec()?,
+                now,
+                code,
+                token.drift_steps,
+                DELIVERY_WINDOW,
+            );
+            drop(seed);
+            let Some(verified) = verified else {
+                rows::insert_delivery_attempt(&mut *tx, token.row_id, now).await?;
+                let event = NewEvent::new(actor, "delivery.refused", token.target())
+                    .outcome(Outcome::Denied)
+                    .details(
+                        json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }),
+                    );
+                audit::append(&mut tx, env.vault, env.now, event).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                return Err(LifecycleError::WrongCode(token.serial));
+            };
+            (
+                "delivered",
+                Some(verified.drift_steps),
+                json!({ "verified": true, "drift_steps": verified.drift_steps }),
+            )
+        }
+    };
+    let event = NewEvent::new(actor, "token.delivered", token.target()).details(details);
+    let purge = PurgeRow {
+        id: token.row_id,
+        reason,
+        at: now,
+        delivered_by: Some(actor),
+        drift_steps: drift,
+    };
+    purge_in(env, &mut tx, &token, purge, event).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    scrub(env).await;
+    Ok(Purged {
+        serial: token.serial,
+        state: TokenState::Purged,
+        reason: reason.into(),
+        drift_steps: drift,
+    })
+}
+
+/// Cancels an escrowed token (lost in transit, wrong user) and purges its seed.
+pub async fn cancel(
+    env: &Env<'_>,
+    actor: &str,
+    serial: &str,
+    reason: &str,
+) -> Result<Purged, LifecycleError> {
+    let why = clean_reason(reason)?;
+    let mut tx = env.store.begin_write().await?;
+    let row = rows::by_serial(&mut *tx, serial)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+    let token = Token::from_row(row)?;
+    require_escrowed(&token)?;
+    let event =
+        NewEvent::new(actor, "token.cancelled", token.target()).details(json!({ "reason": why }));
+    let purge = PurgeRow {
+        id: token.row_id,
+        reason: "cancelled",
+        at: env.unix(),
+        delivered_by: None,
+        drift_steps: None,
+    };
+    purge_in(env, &mut tx, &token, purge, event).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    scrub(env).await;
+    Ok(Purged {
+        serial: token.serial,
+        state: TokenState::Purged,
+        reason: "cancelled".into(),
+        drift_steps: None,
+    })
+}
+
+/// Expires and purges every escrowed token past its retention deadline, in batches so other
+/// requests interleave. Returns the serials purged.
+pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, LifecycleError> {
+    let now = env.unix();
+    let mut purged = Vec::new();
+    loop {
+        let overdue = rows::overdue(env.store.pool(), now, SWEEP_BATCH).await?;
+        if overdue.is_empty() {
+            break;
+        }
+        let mut tx = env.store.begin_write().await?;
+        for row in overdue {
+            let token = Token::from_row(row)?;
+            let purge = PurgeRow {
+                id: token.row_id,
+                reason: "expired",
+                at: now,
+                delivered_by: None,
+                drift_steps: None,
+            };
+            // Skipped when delivered or cancelled since the batch was read.
+            if rows::purge(&mut tx, &purge).await? {
+                let event = NewEvent::new(actor, "token.expired", token.target())
+                    .details(json!({ "retention_deadline": token.retention_deadline }));
+                audit::append(&mut tx, env.vault, env.now, event).await?;
+                purged.push(token.serial);
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+    }
+    if !purged.is_empty() {
+        scrub(env).await;
+    }
+    Ok(purged)
+}

@@ -1,0 +1,351 @@
+//! Delivery, cancellation and retention: the seed's destruction, verified byte by byte.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::totp::totp;
+use common::{Operator, TestServer, T0};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SEED_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+fn seed() -> Vec<u8> {
+    data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap()
+}
+
+struct Desk {
+    srv: TestServer,
+    provisioner: Operator,
+    helpdesk: Operator,
+}
+
+async fn desk() -> Desk {
+    let srv = TestServer::start().await;
+    srv.canary.watch_seed("delivery seed", &seed());
+    let provisioner = srv.operator("pat", "provisioner").await;
+    let helpdesk = srv.operator("hal", "helpdesk").await;
+    Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    }
+}
+
+async fn capture(op: &Operator, serial: &str, extra: Value) {
+    let mut body = json!({ "owner": "user@example.org", "serial": serial, "secret": SEED_B32 });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, body) = op.post("/api/v1/tokens", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+fn code_at(unix: i64) -> String {
+    totp(&seed(), "SHA1", 6, 30, unix)
+}
+
+async fn deliver(op: &Operator, serial: &str, code: &str) -> (StatusCode, Value) {
+    op.post(
+        &format!("/api/v1/tokens/{serial}/delivery"),
+        json!({ "code": code }),
+    )
+    .await
+}
+
+#[test]
+fn the_independent_totp_helper_matches_rfc_6238() {
+    common::totp::self_check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_code_is_refused_audited_and_changes_nothing() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-1", json!({})).await;
+    let before = srv.sealed_bytes("D-1").await.unwrap();
+    let wrong = if code_at(T0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let (status, body) = deliver(&helpdesk, "D-1", wrong).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("does not match"),
+        "{body}"
+    );
+    assert_eq!(srv.sealed_bytes("D-1").await.unwrap(), before);
+    assert_eq!(
+        helpdesk.get("/api/v1/tokens/D-1").await.1["state"],
+        "escrowed"
+    );
+    assert!(srv
+        .audit_actions()
+        .await
+        .iter()
+        .any(|(a, t, o)| a == "delivery.refused" && t == "token:D-1" && o == "denied"));
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_code_purges_the_seed_without_a_trace_and_later_reveals_get_409() {
+    let Desk {
+        srv,
+        provisioner,
+        mut helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-2", json!({})).await;
+    let sealed = srv.sealed_bytes("D-2").await.unwrap();
+    let code = code_at(T0);
+    srv.canary.watch_code("delivery code", &code);
+    let (status, body) = deliver(&helpdesk, "D-2", &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({ "serial": "D-2", "state": "purged", "reason": "delivered", "drift_steps": 0 })
+    );
+    assert_eq!(srv.sealed_bytes("D-2").await, None);
+    srv.assert_no_trace("delivered", &sealed);
+
+    let (_, detail) = helpdesk.get("/api/v1/tokens/D-2").await;
+    assert_eq!(
+        (detail["state"].clone(), detail["purge_reason"].clone()),
+        (json!("purged"), json!("delivered"))
+    );
+    assert_eq!(detail["delivered_by"], "operator:hal");
+    let (status, body) = helpdesk
+        .reveal("D-2", &["callback", "video-id"], Some("INC-1"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("purged"),
+        "{body}"
+    );
+    let (status, _) = deliver(&helpdesk, "D-2", &code).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_of_three_steps_is_found_recorded_and_other_tokens_are_unaffected() {
+    let Desk {
+        srv,
+        provisioner,
+        mut helpdesk,
+    } = desk().await;
+    capture(&provisioner, "FAST", json!({})).await;
+    capture(&provisioner, "OTHER", json!({})).await;
+    // The token's clock runs three steps (90 s) ahead.
+    let (status, body) = deliver(&helpdesk, "FAST", &code_at(T0 + 90)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["drift_steps"], 3);
+    let (_, detail) = helpdesk.get("/api/v1/tokens/FAST").await;
+    assert_eq!(detail["drift_steps"], 3);
+    let delivered = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "token.delivered")
+        .unwrap();
+    assert_eq!(
+        delivered["details"],
+        json!({ "verified": true, "drift_steps": 3 })
+    );
+    let (status, body) = helpdesk
+        .reveal("OTHER", &["callback", "video-id"], Some("INC-1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["code"], code_at(T0), "no drift on the other token");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_delivery_needs_a_reason_and_is_audited_as_unverified() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-3", json!({})).await;
+    let (status, body) = helpdesk
+        .post("/api/v1/tokens/D-3/delivery", json!({ "unverified": true }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["message"].as_str().unwrap().contains("reason"),
+        "{body}"
+    );
+    let (status, body) = helpdesk
+        .post("/api/v1/tokens/D-3/delivery", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = helpdesk
+        .post("/api/v1/tokens/D-3/delivery", json!({ "unverified": true, "reason": "user's display is broken; replacement ordered" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reason"], "delivered-unverified");
+    let (_, detail) = helpdesk.get("/api/v1/tokens/D-3").await;
+    let event = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "token.delivered")
+        .unwrap();
+    assert_eq!(event["details"]["verified"], false);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_wrong_code_within_an_hour_is_refused_with_429() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-4", json!({})).await;
+    let right = code_at(T0);
+    let wrong = if right == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            deliver(&helpdesk, "D-4", wrong).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let (status, body) = deliver(&helpdesk, "D-4", &right).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right code waits: {body}"
+    );
+    srv.clock.advance(time::Duration::minutes(61));
+    let mut helpdesk = helpdesk;
+    helpdesk.sign_in_fresh().await;
+    let now = srv.clock_unix();
+    assert_eq!(
+        deliver(&helpdesk, "D-4", &code_at(now)).await.0,
+        StatusCode::OK
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_token_leaves_no_trace_and_only_provisioners_cancel() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-5", json!({})).await;
+    let sealed = srv.sealed_bytes("D-5").await.unwrap();
+    assert_eq!(
+        helpdesk
+            .post("/api/v1/tokens/D-5/cancel", json!({ "reason": "lost" }))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        provisioner
+            .post("/api/v1/tokens/D-5/cancel", json!({ "reason": " " }))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (status, body) = provisioner
+        .post(
+            "/api/v1/tokens/D-5/cancel",
+            json!({ "reason": "lost in the post" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reason"], "cancelled");
+    srv.assert_no_trace("cancelled", &sealed);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_purges_exactly_the_overdue_tokens_without_a_trace() {
+    let Desk {
+        srv,
+        mut provisioner,
+        ..
+    } = desk().await;
+    capture(&provisioner, "R-30", json!({})).await;
+    capture(&provisioner, "R-14", json!({ "policy": "high-risk" })).await;
+    srv.clock.advance(time::Duration::days(10));
+    provisioner.sign_in_fresh().await;
+    capture(&provisioner, "R-LATE", json!({})).await;
+    let sealed_14 = srv.sealed_bytes("R-14").await.unwrap();
+
+    let sweep = || async {
+        seedvault::tokens::lifecycle::purge_expired(&srv.state.env(), "system")
+            .await
+            .unwrap()
+    };
+    assert!(sweep().await.is_empty(), "nothing is due after 10 days");
+    srv.clock.advance(time::Duration::days(5));
+    assert_eq!(
+        sweep().await,
+        ["R-14"],
+        "the high-risk policy keeps seeds 14 days"
+    );
+    srv.assert_no_trace("expired", &sealed_14);
+    srv.clock.advance(time::Duration::days(16));
+    assert_eq!(sweep().await, ["R-30"]);
+    srv.clock.advance(time::Duration::days(10));
+    assert_eq!(sweep().await, ["R-LATE"]);
+    let expired = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "token.expired")
+        .count();
+    assert_eq!(expired, 3);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_audit_append_leaves_the_token_unchanged() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-6", json!({})).await;
+    let sealed = srv.sealed_bytes("D-6").await.unwrap();
+    let pool = srv.state.store.pool();
+    sqlx::query("CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        .execute(pool)
+        .await
+        .unwrap();
+    let (status, _) = deliver(&helpdesk, "D-6", &code_at(T0)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let (status, _) = provisioner
+        .post("/api/v1/tokens/D-6/cancel", json!({ "reason": "test" }))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    sqlx::query("DROP TRIGGER inject_failure")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        srv.sealed_bytes("D-6").await.unwrap(),
+        sealed,
+        "seed untouched"
+    );
+    assert_eq!(
+        helpdesk.get("/api/v1/tokens/D-6").await.1["state"],
+        "escrowed"
+    );
+    srv.stop_and_check().await;
+}
