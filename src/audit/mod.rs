@@ -6,7 +6,6 @@
 
 pub mod chain;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::store::audit::AuditRow;
@@ -73,14 +72,41 @@ impl NewEvent {
     }
 }
 
-/// Formats an event time: RFC 3339, UTC, millisecond precision.
+/// Formats an event time: RFC 3339 in UTC with exactly three fractional digits
+/// (`2026-11-22T23:58:39.515Z`), so that times sort and compare as text.
 pub fn format_time(at: OffsetDateTime) -> Result<String, AuditError> {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at
-        .replace_millisecond(at.millisecond())
-        .map_err(|e| AuditError::Time(e.to_string()))?;
-    at.format(&Rfc3339)
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
         .map_err(|e| AuditError::Time(e.to_string()))
+}
+
+/// Compact JSON with object keys sorted at every level, whatever serde_json's map order is
+/// (a dependency can switch it to insertion order through the `preserve_order` feature).
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let ordered: std::collections::BTreeMap<&String, serde_json::Value> =
+                    map.iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::to_value(ordered).unwrap_or(serde_json::Value::Null)
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            let ordered: std::collections::BTreeMap<&String, serde_json::Value> =
+                map.iter().map(|(k, v)| (k, sorted(v))).collect();
+            serde_json::to_string(&ordered).unwrap_or_else(|_| "{}".into())
+        }
+        other => sorted(other).to_string(),
+    }
 }
 
 /// Appends `event` inside `tx`: links it to the current head, hashes and signs it.
@@ -99,8 +125,7 @@ pub async fn append(
         }
         None => (1, chain::genesis_hash(vault.id()).to_vec()),
     };
-    // serde_json's default map is ordered by key, so the stored text is canonical.
-    let details = event.details.to_string();
+    let details = canonical_json(&event.details);
     let time = format_time(now)?;
     let fields = chain::EventFields {
         seq,

@@ -115,3 +115,43 @@ pub async fn count(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
         .fetch_one(db)
         .await?)
 }
+
+/// Filters over the trail; all optional.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+    /// RFC 3339 bounds, compared as text (all times are stored in one UTC format).
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// The newest `limit` events matching `filter`, newest first.
+pub async fn recent(
+    db: impl SqliteExecutor<'_>,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"
+    ));
+    if let Some(actor) = &filter.actor {
+        query.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(target) = &filter.target {
+        query.push(" AND target = ").push_bind(target.clone());
+    }
+    if let Some(action) = &filter.action {
+        query.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(since) = &filter.since {
+        query.push(" AND time >= ").push_bind(since.clone());
+    }
+    if let Some(until) = &filter.until {
+        query.push(" AND time < ").push_bind(until.clone());
+    }
+    query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+    let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
+    Ok(rows.into_iter().map(from_tuple).collect())
+}

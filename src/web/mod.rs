@@ -6,6 +6,7 @@ mod error;
 mod health;
 pub mod middleware;
 pub mod session;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -135,10 +136,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .merge(api::router())
+        .merge(views::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::origin::require_same_origin,
         ))
         .layer(session_layer)
+        .layer(axum::middleware::from_fn(middleware::security_headers::add))
         .with_state(state)
 }

@@ -1,0 +1,60 @@
+//! The dashboard: counts by state, seeds nearing their retention deadline, recent reveals.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+
+use super::layout::when;
+use super::{page, PageError, PageOperator};
+use crate::web::AppState;
+
+/// Anonymous visitors are sent to sign-in rather than shown an error.
+pub async fn dashboard(
+    State(state): State<AppState>,
+    op: Result<PageOperator, PageError>,
+) -> Result<Response, PageError> {
+    let Ok(op) = op else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let now = state.clock.unix();
+    let report = crate::status::collect(&state.store, now)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let reveals = crate::store::tokens::recent_reveals(state.store.pool(), 10)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let body = html! {
+        h1 { "Dashboard" }
+        div.grid {
+            @for (label, count) in &report.tokens_by_state {
+                @if *label == "escrowed" || *label == "purged" {
+                    div.card.stat { div.n { (count) } div.l { (label) } }
+                }
+            }
+            div.card.stat { div.n { (report.audit_events) } div.l { "audit events" } }
+        }
+        h2 { "Seeds reaching their retention deadline within 7 days" }
+        @if report.due_soon.is_empty() {
+            p.muted { "None. Seeds past their deadline are purged automatically." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr { th { "Serial" } th { "Owner" } th { "Purged at" } } }
+                tbody { @for (serial, owner, deadline) in &report.due_soon {
+                    tr { td { a href={ "/tokens/" (serial) } { (serial) } } td { (owner.as_deref().unwrap_or("unassigned")) } td { (when(*deadline)) } }
+                } }
+            } }
+        }
+        h2 { "Recent reveals" }
+        @if reveals.is_empty() {
+            p.muted { "No codes revealed yet." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr { th { "When" } th { "Token" } th { "Operator" } } }
+                tbody { @for (serial, operator, at) in &reveals {
+                    tr { td { (when(*at)) } td { a href={ "/tokens/" (serial) } { (serial) } } td { (operator) } }
+                } }
+            } }
+        }
+    };
+    Ok(page(&op.ctx, "Dashboard", body).into_response())
+}

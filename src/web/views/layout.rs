@@ -1,0 +1,103 @@
+//! The page shell: header with navigation by role, development-slot banner, flash message.
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::Flash;
+use crate::operators::{Role, Roles};
+
+/// What every page shows around its content.
+#[derive(Clone, Default)]
+pub struct PageCtx {
+    /// Signed-in operator's name and roles.
+    pub operator: Option<(String, Roles)>,
+    pub development_slot: bool,
+    pub flash: Option<Flash>,
+    /// The current path, to mark the navigation entry.
+    pub path: String,
+}
+
+impl PageCtx {
+    pub fn has(&self, role: Role) -> bool {
+        self.operator
+            .as_ref()
+            .is_some_and(|(_, roles)| roles.contains(role))
+    }
+}
+
+fn nav_link(ctx: &PageCtx, href: &str, label: &str) -> Markup {
+    let current = if href == "/" {
+        ctx.path == "/"
+    } else {
+        ctx.path.starts_with(href)
+    };
+    html! {
+        @if current { a href=(href) aria-current="page" { (label) } } @else { a href=(href) { (label) } }
+    }
+}
+
+/// Wraps `content` in the shell. The title never carries a code or a secret.
+pub fn page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) " · seedvault" }
+                link rel="stylesheet" href="/static/style.css";
+                script src="/static/seedvault.js" defer {}
+            }
+            body {
+                header.top {
+                    div.bar {
+                        a.brand href="/" { "seedvault" }
+                        @if let Some((name, _)) = &ctx.operator {
+                            nav aria-label="Main" {
+                                (nav_link(ctx, "/", "Dashboard"))
+                                (nav_link(ctx, "/tokens", "Tokens"))
+                                @if ctx.has(Role::Provisioner) { (nav_link(ctx, "/tokens/new", "Capture")) }
+                                @if ctx.has(Role::Auditor) || ctx.has(Role::Admin) { (nav_link(ctx, "/audit", "Audit")) }
+                                @if ctx.has(Role::Admin) { (nav_link(ctx, "/operators", "Operators")) }
+                                (nav_link(ctx, "/policies", "Policies"))
+                            }
+                            div.who {
+                                a href="/me" { (name) }
+                                form method="post" action="/logout" { button type="submit" { "Sign out" } }
+                            }
+                        }
+                    }
+                }
+                @if ctx.development_slot {
+                    div.banner.dev role="status" {
+                        "Development key slot in use: anyone who can read the data directory can open every seed. Not for real seeds."
+                    }
+                }
+                main id="main" {
+                    @if let Some(flash) = &ctx.flash {
+                        div class={ "flash " (if flash.ok { "ok" } else { "error" }) } role="status" { (flash.text) }
+                    }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+/// A unix time as `YYYY-MM-DD HH:MM UTC`.
+pub fn when(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
+}
+
+/// Markup for the roles of an operator.
+pub fn roles(roles: &Roles) -> Markup {
+    html! { (roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")) }
+}

@@ -1,0 +1,458 @@
+//! Token pages: search, detail with audit timeline, capture, reveal (checklist → passkey →
+//! code), delivery and cancellation.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::layout::when;
+use super::{page, set_flash, PageError, PageOperator};
+use crate::operators::Role;
+use crate::secret::{Algorithm, SecretFormat};
+use crate::store::tokens::TokenFilter;
+use crate::tokens::lifecycle::{self, Confirmation};
+use crate::tokens::{self, CaptureInput, TokenState};
+use crate::web::{AppError, AppState};
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+}
+
+fn state_badge(state: TokenState) -> Markup {
+    html! { span class={ "state " (state.as_str()) } { (state.as_str()) } }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    op: PageOperator,
+    Query(query): Query<ListQuery>,
+) -> Result<Markup, PageError> {
+    let state_filter = TokenState::parse(&query.state).map(|s| s.as_str().to_owned());
+    let filter = TokenFilter {
+        query: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),
+        state: state_filter.clone(),
+        limit: 200,
+        ..Default::default()
+    };
+    let found = tokens::search(&state.store, &filter)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let body = html! {
+        h1 { "Tokens" }
+        form.inline method="get" action="/tokens" role="search" {
+            label { "Owner or serial" input type="search" name="q" value=(query.q) placeholder="user@example.org or T2-…"; }
+            label { "State"
+                select name="state" {
+                    option value="" { "any" }
+                    @for s in ["escrowed", "purged"] {
+                        option value=(s) selected[state_filter.as_deref() == Some(s)] { (s) }
+                    }
+                }
+            }
+            button type="submit" { "Search" }
+            @if op.has(Role::Provisioner) { a.button.secondary href="/tokens/new" { "Capture a token" } }
+        }
+        @if found.is_empty() {
+            p.muted { "No token matches." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr { th { "Serial" } th { "Owner" } th { "State" } th.hide-narrow { "Policy" } th.hide-narrow { "Deadline" } } }
+                tbody { @for t in &found {
+                    tr {
+                        td { a href={ "/tokens/" (t.serial) } { (t.serial) } }
+                        td { (t.owner.as_deref().unwrap_or("unassigned")) }
+                        td { (state_badge(t.state)) @if let Some(r) = &t.purge_reason { " " span.muted { (r) } } }
+                        td.hide-narrow { (t.policy) }
+                        td.hide-narrow { @if t.state == TokenState::Escrowed { (when(t.retention_deadline)) } }
+                    }
+                } }
+            } }
+        }
+    };
+    Ok(page(&op.ctx, "Tokens", body))
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    op: PageOperator,
+    Path(serial): Path<String>,
+) -> Result<Markup, PageError> {
+    let token = tokens::get(&state.store, &serial)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let timeline = crate::store::audit::for_target(state.store.pool(), &token.target())
+        .await
+        .map_err(|e| op.fail(e))?;
+    let escrowed = token.state == TokenState::Escrowed;
+    let body = html! {
+        h1 { "Token " span.mono { (token.serial) } }
+        div.card {
+            dl.facts {
+                dt { "State" } dd { (state_badge(token.state)) @if let Some(r) = &token.purge_reason { " (" (r) ")" } }
+                dt { "Owner" } dd { (token.owner.as_deref().unwrap_or("unassigned — assign before a code can be revealed")) }
+                @if let Some(name) = &token.display_name { dt { "Name" } dd { (name) } }
+                dt { "Device" } dd { (token.manufacturer.as_deref().unwrap_or("—")) " " (token.model.as_deref().unwrap_or("")) }
+                dt { "Codes" } dd { (token.algorithm.as_str()) ", " (token.digits) " digits, every " (token.period) " s" @if token.drift_steps != 0 { ", drift " (token.drift_steps) " steps" } }
+                dt { "Policy" } dd { a href="/policies" { (token.policy) } }
+                dt { "Captured" } dd { (when(token.captured_at)) " by " (token.captured_by) }
+                @if escrowed { dt { "Seed destroyed by" } dd { (when(token.retention_deadline)) " at the latest (retention)" } }
+                @if let Some(at) = token.purged_at { dt { "Seed destroyed" } dd { (when(at)) } }
+            }
+        }
+        @if escrowed {
+            div.actions {
+                @if op.has(Role::Helpdesk) && token.owner.is_some() { a.button href={ "/tokens/" (token.serial) "/reveal" } { "Reveal a code for the caller" } }
+            }
+            @if op.has(Role::Helpdesk) {
+                div.card {
+                    h2 { "Confirm delivery" }
+                    p.muted { "Ask the user to read the code shown on the physical token. When it matches, the seed is destroyed for good." }
+                    form.inline method="post" action={ "/tokens/" (token.serial) "/delivery" } {
+                        label { "Code on the token" input type="text" name="code" inputmode="numeric" autocomplete="off" pattern="[0-9 ]{6,9}" required; }
+                        button type="submit" { "Confirm and destroy the seed" }
+                    }
+                    details {
+                        summary { "The user cannot read a code" }
+                        form.inline method="post" action={ "/tokens/" (token.serial) "/delivery" } {
+                            input type="hidden" name="unverified" value="true";
+                            label { "Reason (recorded in the audit trail)" input type="text" name="reason" required; }
+                            button.secondary type="submit" { "Confirm without a code" }
+                        }
+                    }
+                }
+            }
+            @if op.has(Role::Provisioner) {
+                div.card {
+                    h2 { "Cancel" }
+                    form.inline method="post" action={ "/tokens/" (token.serial) "/cancel" } data-confirm="Cancel this token and destroy its seed?" {
+                        label { "Reason" input type="text" name="reason" placeholder="lost in transit, wrong user…" required; }
+                        button.danger type="submit" { "Cancel and destroy the seed" }
+                    }
+                }
+            }
+        }
+        h2 { "Audit timeline" }
+        div.table-wrap { table {
+            thead { tr { th { "#" } th { "When" } th { "Who" } th { "What" } th.hide-narrow { "Details" } } }
+            tbody { @for e in &timeline {
+                tr {
+                    td.mono { (e.seq) }
+                    td { (e.time) }
+                    td { (e.actor) }
+                    td class={ "outcome-" (e.outcome) } { (e.action) @if e.outcome != "success" { " (" (e.outcome) ")" } }
+                    td.hide-narrow.mono { (e.details) }
+                }
+            } }
+        } }
+    };
+    Ok(page(&op.ctx, &format!("Token {}", token.serial), body))
+}
+
+fn capture_form(state: &AppState, error: Option<&str>, values: &CaptureForm) -> Markup {
+    html! {
+        h1 { "Capture a token" }
+        p.lead { "The seed is sealed at once and never shown again — not here, not in any export. Only one-time codes leave the vault." }
+        @if let Some(error) = error { p.error-box role="alert" { (error) } }
+        form.stack.card method="post" action="/tokens/new" autocomplete="off" {
+            label { "Owner (UPN)" input type="text" name="owner" value=(values.owner) placeholder="user@example.org" required; }
+            label { "Serial" span.hint { "as printed on the token" } input type="text" name="serial" value=(values.serial) required; }
+            label { "Secret" span.hint { "base32, hex, or an otpauth:// URI (from the QR code)" }
+                textarea name="secret" required spellcheck="false" autocapitalize="none" {} }
+            label { "Secret format"
+                select name="format" {
+                    @for (v, l) in [("auto", "detect"), ("base32", "base32"), ("hex", "hex"), ("otpauth", "otpauth:// URI")] {
+                        option value=(v) selected[values.format == v] { (l) }
+                    }
+                }
+            }
+            div.grid {
+                label { "Algorithm" select name="algorithm" { @for a in ["SHA1", "SHA256", "SHA512"] { option selected[values.algorithm == a] { (a) } } } }
+                label { "Digits" select name="digits" { @for d in ["6", "8"] { option selected[values.digits == d] { (d) } } } }
+                label { "Period (s)" input type="text" name="period" inputmode="numeric" value=(values.period); }
+            }
+            div.grid {
+                label { "Manufacturer" input type="text" name="manufacturer" value=(values.manufacturer); }
+                label { "Model" input type="text" name="model" value=(values.model); }
+            }
+            label { "Policy"
+                select name="policy" {
+                    @for p in state.policies.all() { option value=(p.name) selected[values.policy == p.name || (values.policy.is_empty() && p.default)] { (p.name) " — " (p.description) } }
+                }
+            }
+            button type="submit" { "Seal and escrow" }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct CaptureForm {
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    serial: String,
+    #[serde(default)]
+    secret: Zeroizing<String>,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    algorithm: String,
+    #[serde(default)]
+    digits: String,
+    #[serde(default)]
+    period: String,
+    #[serde(default)]
+    manufacturer: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    policy: String,
+}
+
+pub async fn new_form(
+    State(state): State<AppState>,
+    op: PageOperator,
+) -> Result<Markup, PageError> {
+    op.require(Role::Provisioner)?;
+    let defaults = CaptureForm {
+        format: "auto".into(),
+        algorithm: "SHA1".into(),
+        digits: "6".into(),
+        period: "30".into(),
+        ..Default::default()
+    };
+    Ok(page(
+        &op.ctx,
+        "Capture a token",
+        capture_form(&state, None, &defaults),
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    op: PageOperator,
+    axum_extra::extract::Form(mut form): axum_extra::extract::Form<CaptureForm>,
+) -> Result<Response, PageError> {
+    op.require(Role::Provisioner)?;
+    let secret = std::mem::take(&mut form.secret);
+    let parsed = (|| -> Result<CaptureInput, AppError> {
+        let format: SecretFormat =
+            form.format
+                .parse()
+                .map_err(|e: crate::secret::SecretError| {
+                    AppError::Unprocessable(format!("format: {e}"))
+                })?;
+        let algorithm = Algorithm::parse(&form.algorithm)
+            .map_err(|e| AppError::Unprocessable(format!("algorithm: {e}")))?;
+        let digits = form
+            .digits
+            .trim()
+            .parse()
+            .map_err(|_| AppError::Unprocessable("digits: choose 6 or 8".into()))?;
+        let period = form.period.trim().parse().map_err(|_| {
+            AppError::Unprocessable("period: a whole number of seconds, e.g. 30".into())
+        })?;
+        if form.owner.trim().is_empty() {
+            return Err(AppError::Unprocessable(
+                "owner: give the user's UPN, e.g. user@example.org".into(),
+            ));
+        }
+        Ok(CaptureInput {
+            owner: Some(form.owner.clone()),
+            serial: form.serial.clone(),
+            secret,
+            format,
+            display_name: None,
+            manufacturer: Some(form.manufacturer.clone()),
+            model: Some(form.model.clone()),
+            algorithm: Some(algorithm),
+            digits: Some(digits),
+            period: Some(period),
+            policy: Some(form.policy.clone()),
+        })
+    })();
+    let result = match parsed {
+        Ok(input) => tokens::capture(&state.env(), &op.current.operator.actor(), input)
+            .await
+            .map_err(AppError::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(captured) => {
+            let mut text = format!("Token {} escrowed; its seed is sealed.", captured.serial);
+            for w in &captured.warnings {
+                text.push_str(&format!(" Warning: {w}."));
+            }
+            set_flash(&op.current.session, true, text).await;
+            Ok(Redirect::to(&format!("/tokens/{}", captured.serial)).into_response())
+        }
+        Err(AppError::Internal(detail)) => Err(op.fail(AppError::Internal(detail))),
+        Err(error) => {
+            let status = error.status();
+            let markup = page(
+                &op.ctx,
+                "Capture a token",
+                capture_form(&state, Some(&error.to_string()), &form),
+            );
+            Ok((status, markup).into_response())
+        }
+    }
+}
+
+pub async fn reveal(
+    State(state): State<AppState>,
+    op: PageOperator,
+    Path(serial): Path<String>,
+) -> Result<Response, PageError> {
+    op.require(Role::Helpdesk)?;
+    let token = tokens::get(&state.store, &serial)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let policy = state
+        .policies
+        .get(&token.policy)
+        .ok_or_else(|| op.fail(tokens::TokenError::UnknownPolicy(token.policy.clone())))?;
+    let body = html! {
+        h1 { "Reveal a code for " (token.owner.as_deref().unwrap_or("(unassigned)")) }
+        p.lead { "Token " span.mono { (token.serial) } " · policy " strong { (policy.name) } " · " (policy.description) }
+        @if token.state != TokenState::Escrowed {
+            p.error-box role="alert" { "This token is " (token.state.as_str()) ": its seed is gone and no code can be revealed." }
+        } @else {
+            form.stack data-webauthn="reveal" data-serial=(token.serial) {
+                fieldset.checklist {
+                    legend { "Verify the caller — tick only what you did" }
+                    p.hint { "Date of birth, employee ID or the manager's name are not proof: attackers have them. At least " (policy.min_checks) " checks." }
+                    @for check in &policy.checks {
+                        label.check {
+                            input type="checkbox" name="checks" value=(check.id);
+                            span.text { (check.text) @if check.required { span.required { "required" } } }
+                            @if let Some(g) = &check.guidance { span.guidance { (g) } }
+                        }
+                    }
+                }
+                label { "Ticket" @if policy.ticket_required { span.required { "required" } }
+                    input type="text" name="ticket" maxlength="64" autocomplete="off" required[policy.ticket_required]; }
+                label { "Note " span.hint { "(optional, recorded in the audit trail)" } textarea name="note" maxlength="500" {} }
+                p.error-box data-error hidden tabindex="-1" role="alert" {}
+                button type="submit" { "Sign with my passkey and show the code" }
+            }
+            section.code-panel data-code-panel hidden aria-live="polite" {
+                p.muted { "Read this code to the caller:" }
+                div.code data-code {}
+                progress data-countdown max=(token.period) value="0" {}
+                p data-seconds-left {}
+                p.next data-next hidden { "Next code: " span data-next-code {} }
+                div.actions { button.secondary type="button" data-copy { "Copy code" } span.muted data-copied hidden { "copied" } }
+                a href={ "/tokens/" (token.serial) } { "Back to the token" }
+            }
+        }
+    };
+    let mut response = page(&op.ctx, "Reveal a code", body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct DeliveryForm {
+    #[serde(default)]
+    code: Option<Zeroizing<String>>,
+    #[serde(default)]
+    unverified: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn deliver(
+    State(state): State<AppState>,
+    op: PageOperator,
+    Path(serial): Path<String>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<DeliveryForm>,
+) -> Result<Redirect, PageError> {
+    op.require(Role::Helpdesk)?;
+    let confirmation = match (&form.code, form.unverified.is_some()) {
+        (Some(code), false) if !code.trim().is_empty() => Confirmation::Code(code),
+        _ => Confirmation::Unverified {
+            reason: form.reason.as_deref().unwrap_or_default(),
+        },
+    };
+    match lifecycle::deliver(
+        &state.env(),
+        &op.current.operator.actor(),
+        &serial,
+        confirmation,
+    )
+    .await
+    {
+        Ok(purged) => {
+            let how = match purged.drift_steps {
+                Some(0) => "the code matched".to_owned(),
+                Some(d) => format!("the code matched with a drift of {d} steps"),
+                None => "confirmed without a code".to_owned(),
+            };
+            set_flash(
+                &op.current.session,
+                true,
+                format!(
+                    "Delivered: {how}. The seed is destroyed; no code can be revealed any more."
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            if matches!(e, AppError::Internal(_)) {
+                return Err(op.fail(e));
+            }
+            set_flash(&op.current.session, false, e.to_string()).await;
+        }
+    }
+    Ok(Redirect::to(&format!("/tokens/{serial}")))
+}
+
+#[derive(Deserialize)]
+pub struct CancelForm {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    op: PageOperator,
+    Path(serial): Path<String>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<CancelForm>,
+) -> Result<Redirect, PageError> {
+    op.require(Role::Provisioner)?;
+    match lifecycle::cancel(
+        &state.env(),
+        &op.current.operator.actor(),
+        &serial,
+        &form.reason,
+    )
+    .await
+    {
+        Ok(_) => {
+            set_flash(
+                &op.current.session,
+                true,
+                "Cancelled. The seed is destroyed.",
+            )
+            .await
+        }
+        Err(e) => {
+            let e = AppError::from(e);
+            if matches!(e, AppError::Internal(_)) {
+                return Err(op.fail(e));
+            }
+            set_flash(&op.current.session, false, e.to_string()).await;
+        }
+    }
+    Ok(Redirect::to(&format!("/tokens/{serial}")))
+}

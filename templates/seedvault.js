@@ -1,0 +1,248 @@
+// seedvault: the one script. WebAuthn ceremonies (sign-in, invite registration, adding a
+// passkey, signing a reveal), the reveal countdown and the copy button. Loaded from
+// /static/seedvault.js under a CSP that forbids inline script.
+"use strict";
+
+const b64u = {
+  decode(text) {
+    const s = text.replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(s + "===".slice((s.length + 3) % 4));
+    return Uint8Array.from(bin, (c) => c.charCodeAt(0)).buffer;
+  },
+  encode(buffer) {
+    let bin = "";
+    for (const b of new Uint8Array(buffer)) bin += String.fromCharCode(b);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+};
+
+async function api(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body ?? {}),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(data.message || `request failed (${response.status})`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function creationOptions(challenge) {
+  const pk = structuredClone(challenge.publicKey);
+  pk.challenge = b64u.decode(pk.challenge);
+  pk.user.id = b64u.decode(pk.user.id);
+  for (const c of pk.excludeCredentials ?? []) c.id = b64u.decode(c.id);
+  return pk;
+}
+
+function requestOptions(challenge) {
+  const pk = structuredClone(challenge.publicKey);
+  pk.challenge = b64u.decode(pk.challenge);
+  for (const c of pk.allowCredentials ?? []) c.id = b64u.decode(c.id);
+  return pk;
+}
+
+function registrationJSON(credential) {
+  return {
+    id: credential.id,
+    rawId: b64u.encode(credential.rawId),
+    type: credential.type,
+    response: {
+      attestationObject: b64u.encode(credential.response.attestationObject),
+      clientDataJSON: b64u.encode(credential.response.clientDataJSON),
+    },
+    extensions: credential.getClientExtensionResults(),
+  };
+}
+
+function assertionJSON(credential) {
+  const r = credential.response;
+  return {
+    id: credential.id,
+    rawId: b64u.encode(credential.rawId),
+    type: credential.type,
+    response: {
+      authenticatorData: b64u.encode(r.authenticatorData),
+      clientDataJSON: b64u.encode(r.clientDataJSON),
+      signature: b64u.encode(r.signature),
+      userHandle: r.userHandle ? b64u.encode(r.userHandle) : null,
+    },
+    extensions: credential.getClientExtensionResults(),
+  };
+}
+
+function showError(form, message) {
+  const box = form.querySelector("[data-error]") || document.querySelector("[data-error]");
+  if (box) {
+    box.textContent = message;
+    box.hidden = false;
+    box.focus();
+  }
+}
+
+function explain(error) {
+  if (error.name === "NotAllowedError") return "The passkey prompt was cancelled or timed out. Try again.";
+  if (error.name === "InvalidStateError") return "This passkey is already registered.";
+  return error.message || String(error);
+}
+
+function busy(form, on) {
+  for (const b of form.querySelectorAll("button")) b.disabled = on;
+}
+
+// Sign-in: passkey autofill (conditional mediation) on load, and the button.
+let conditional = null;
+
+async function signIn(form, username, mediation) {
+  const challenge = await api("/api/v1/auth/login/start", username ? { username } : {});
+  const options = { publicKey: requestOptions(challenge) };
+  if (mediation === "conditional") {
+    conditional = new AbortController();
+    options.mediation = "conditional";
+    options.signal = conditional.signal;
+  }
+  const credential = await navigator.credentials.get(options);
+  await api("/api/v1/auth/login/finish", assertionJSON(credential));
+  window.location.assign(form.dataset.next || "/");
+}
+
+async function setupLogin(form) {
+  if (window.PublicKeyCredential?.isConditionalMediationAvailable && (await PublicKeyCredential.isConditionalMediationAvailable())) {
+    signIn(form, null, "conditional").catch((e) => {
+      if (e.name !== "AbortError") showError(form, explain(e));
+    });
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    conditional?.abort();
+    busy(form, true);
+    try {
+      await signIn(form, form.elements.username.value.trim(), "optional");
+    } catch (e) {
+      showError(form, explain(e));
+    } finally {
+      busy(form, false);
+    }
+  });
+}
+
+function setupRegister(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    try {
+      const challenge = await api("/api/v1/auth/register/start", { invite: form.dataset.invite });
+      const credential = await navigator.credentials.create({ publicKey: creationOptions(challenge) });
+      await api("/api/v1/auth/register/finish", registrationJSON(credential));
+      window.location.assign("/");
+    } catch (e) {
+      showError(form, explain(e));
+    } finally {
+      busy(form, false);
+    }
+  });
+}
+
+function setupAddCredential(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    try {
+      const challenge = await api("/api/v1/me/credentials/start", { label: form.elements.label.value });
+      const credential = await navigator.credentials.create({ publicKey: creationOptions(challenge) });
+      await api("/api/v1/me/credentials/finish", registrationJSON(credential));
+      window.location.assign("/me");
+    } catch (e) {
+      showError(form, explain(e));
+    } finally {
+      busy(form, false);
+    }
+  });
+}
+
+function groupDigits(code) {
+  return code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`;
+}
+
+// The revealed code lives only in this page's DOM: never in a URL, the title or history.
+function showCode(panel, result) {
+  const code = panel.querySelector("[data-code]");
+  const next = panel.querySelector("[data-next-code]");
+  const bar = panel.querySelector("[data-countdown]");
+  const left = panel.querySelector("[data-seconds-left]");
+  code.textContent = groupDigits(result.code);
+  code.dataset.raw = result.code;
+  if (result.next_code) {
+    next.textContent = groupDigits(result.next_code);
+    next.closest("[data-next]").hidden = false;
+  }
+  panel.hidden = false;
+  const ends = Date.now() + result.valid_for_seconds * 1000;
+  const finalEnd = ends + (result.next_code ? result.period * 1000 : 0);
+  const tick = () => {
+    const now = Date.now();
+    const remaining = Math.max(0, Math.ceil((ends - now) / 1000));
+    bar.value = remaining;
+    bar.max = result.period;
+    left.textContent = remaining > 0 ? `${remaining} s left` : result.next_code ? "now use the next code" : "expired";
+    if (now >= finalEnd || (!result.next_code && remaining === 0)) {
+      code.textContent = "expired";
+      delete code.dataset.raw;
+      next.textContent = "";
+      panel.classList.add("expired");
+      clearInterval(timer);
+    }
+  };
+  const timer = setInterval(tick, 250);
+  tick();
+  panel.querySelector("[data-copy]")?.focus();
+}
+
+function setupReveal(form) {
+  const panel = document.querySelector("[data-code-panel]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    const serial = form.dataset.serial;
+    const data = new FormData(form);
+    const body = { checks: data.getAll("checks"), ticket: data.get("ticket") || null, note: data.get("note") || null };
+    try {
+      const challenge = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/start`, body);
+      const credential = await navigator.credentials.get({ publicKey: requestOptions(challenge) });
+      const result = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/finish`, assertionJSON(credential));
+      form.hidden = true;
+      showCode(panel, result);
+    } catch (e) {
+      showError(form, explain(e));
+      busy(form, false);
+    }
+  });
+  panel?.querySelector("[data-copy]")?.addEventListener("click", async () => {
+    const raw = panel.querySelector("[data-code]").dataset.raw;
+    if (raw) {
+      await navigator.clipboard.writeText(raw).catch(() => {});
+      panel.querySelector("[data-copied]").hidden = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const setups = { login: setupLogin, register: setupRegister, "add-credential": setupAddCredential, reveal: setupReveal };
+  for (const form of document.querySelectorAll("form[data-webauthn]")) {
+    if (!window.PublicKeyCredential) {
+      showError(form, "This browser does not support passkeys. Use a current Chrome, Edge, Firefox or Safari.");
+      continue;
+    }
+    setups[form.dataset.webauthn]?.(form);
+  }
+  for (const el of document.querySelectorAll("[data-confirm]")) {
+    el.addEventListener("submit", (event) => {
+      if (!window.confirm(el.dataset.confirm)) event.preventDefault();
+    });
+  }
+});

@@ -1,0 +1,361 @@
+//! The whole path in a real browser: Debian's headless Chromium driven through chromedriver,
+//! with a virtual WebAuthn authenticator, against the real `seedvault serve` binary. Screenshots
+//! of the key pages go to target/screenshots/.
+//!
+//! Needs `chromium` and `chromium-driver` (`.ci/run` installs them with apt when missing).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use thirtyfour::prelude::*;
+
+const SEED_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `seedvault serve` on a fresh data directory and returns the printed invite URL.
+fn start_server(dir: &std::path::Path, port: u16) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seedvault"))
+        .current_dir(dir)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--origin",
+            &format!("http://localhost:{port}"),
+        ])
+        .env_remove("SEEDVAULT_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut invite = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim().starts_with("http://") && line.contains("/invite/") {
+            invite = Some(line.trim().to_owned());
+        }
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Killed(child), invite.expect("serve prints an admin invite"))
+}
+
+fn start_chromedriver() -> (Killed, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver not found: install the Debian packages chromium and chromium-driver (.ci/run does)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), port)
+}
+
+async fn browser(driver_port: u16) -> WebDriver {
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary("/usr/bin/chromium").unwrap();
+    let profile = tempfile::tempdir().unwrap().keep();
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,900",
+    ] {
+        caps.add_arg(arg).unwrap();
+    }
+    caps.add_arg(&format!("--user-data-dir={}", profile.display()))
+        .unwrap();
+    let driver = WebDriver::new(format!("http://localhost:{driver_port}"), caps)
+        .await
+        .unwrap();
+    let cdp = driver.cdp();
+    cdp.send_raw("WebAuthn.enable", json!({})).await.unwrap();
+    cdp.send_raw(
+        "WebAuthn.addVirtualAuthenticator",
+        json!({ "options": {
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true
+        }}),
+    )
+    .await
+    .unwrap();
+    driver
+}
+
+async fn wait_for(driver: &WebDriver, css: &str) -> WebElement {
+    driver
+        .query(By::Css(css))
+        .wait(Duration::from_secs(15), Duration::from_millis(100))
+        .first()
+        .await
+        .unwrap()
+}
+
+async fn wait_text(driver: &WebDriver, css: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(el) = driver.find(By::Css(css)).await {
+            if el.text().await.unwrap_or_default().contains(expected) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "'{expected}' never appeared in {css}: {}",
+            driver.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn shot(driver: &WebDriver, name: &str) {
+    driver
+        .screenshot(&screenshots().join(format!("{name}.png")))
+        .await
+        .unwrap();
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port).await;
+
+    // Register the first admin's passkey from the printed invite.
+    driver.goto(&invite).await.unwrap();
+    wait_for(&driver, "form[data-webauthn=register] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, "h1", "Dashboard").await;
+
+    // Grant myself provisioner and helpdesk (an admin holds no such rights by default).
+    driver.goto(format!("{base}/operators")).await.unwrap();
+    for role in ["provisioner", "helpdesk"] {
+        wait_for(
+            &driver,
+            &format!("form[action='/operators/admin'] input[value={role}]"),
+        )
+        .await
+        .click()
+        .await
+        .unwrap();
+    }
+    driver
+        .find(By::Css(
+            "form[action='/operators/admin'] button[type=submit]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, ".flash", "Saved admin").await;
+
+    // Sign out, then sign in with the passkey.
+    driver
+        .find(By::Css("header form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, "h1", "Sign in").await;
+    shot(&driver, "sign-in").await;
+    wait_for(&driver, "input[name=username]")
+        .await
+        .send_keys("admin")
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("form[data-webauthn=login] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, "h1", "Dashboard").await;
+
+    // Capture a token.
+    driver.goto(format!("{base}/tokens/new")).await.unwrap();
+    wait_for(&driver, "input[name=owner]")
+        .await
+        .send_keys("user1@example.org")
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("input[name=serial]"))
+        .await
+        .unwrap()
+        .send_keys("BR-1")
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("textarea[name=secret]"))
+        .await
+        .unwrap()
+        .send_keys(SEED_B32)
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("form[action='/tokens/new'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, ".flash", "BR-1 escrowed").await;
+    assert!(
+        !driver.source().await.unwrap().contains(SEED_B32),
+        "the seed is never shown again"
+    );
+
+    // Reveal its code: checklist, ticket, passkey.
+    driver
+        .goto(format!("{base}/tokens/BR-1/reveal"))
+        .await
+        .unwrap();
+    wait_for(&driver, "input[value=callback]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("input[value=video-id]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("input[name=ticket]"))
+        .await
+        .unwrap()
+        .send_keys("INC-4711")
+        .await
+        .unwrap();
+    let before = unix_now();
+    driver
+        .find(By::Css("form[data-webauthn=reveal] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let code_el = wait_for(&driver, "[data-code-panel]:not([hidden]) [data-code]").await;
+    let shown = code_el.text().await.unwrap();
+    let after = unix_now();
+    let code = shown.replace(' ', "");
+    assert_eq!(shown.len(), 7, "grouped as 123 456: {shown}");
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap();
+    let candidates: Vec<(i64, String)> = (before - 1..=after + 1)
+        .map(|t| (t, common::totp::totp(&seed, "SHA1", 6, 30, t)))
+        .collect();
+    let (at, _) = candidates
+        .iter()
+        .find(|(_, c)| *c == code)
+        .expect("the code equals an RFC 6238 computation");
+    assert!(
+        !driver.title().await.unwrap().contains(&code),
+        "never in the title"
+    );
+    assert!(
+        !driver.current_url().await.unwrap().as_str().contains(&code),
+        "never in the URL"
+    );
+    shot(&driver, "reveal-code").await;
+
+    // Confirm delivery with the next code, as the user would read it from the token.
+    let next = common::totp::totp(&seed, "SHA1", 6, 30, at + 30);
+    driver.goto(format!("{base}/tokens/BR-1")).await.unwrap();
+    wait_for(&driver, "input[name=code]")
+        .await
+        .send_keys(&next)
+        .await
+        .unwrap();
+    driver
+        .find(By::Css(
+            "form[action='/tokens/BR-1/delivery'] button[type=submit]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, ".flash", "The seed is destroyed").await;
+    wait_text(&driver, ".facts", "purged").await;
+
+    // A reveal is now refused.
+    driver
+        .goto(format!("{base}/tokens/BR-1/reveal"))
+        .await
+        .unwrap();
+    wait_text(&driver, ".error-box", "its seed is gone").await;
+
+    driver.goto(format!("{base}/")).await.unwrap();
+    wait_text(&driver, "h1", "Dashboard").await;
+    shot(&driver, "dashboard").await;
+    driver.goto(format!("{base}/audit")).await.unwrap();
+    wait_text(&driver, "h1", "Audit trail").await;
+    shot(&driver, "audit").await;
+    driver.set_window_rect(0, 0, 360, 800).await.unwrap();
+    driver.goto(format!("{base}/tokens")).await.unwrap();
+    wait_text(&driver, "h1", "Tokens").await;
+    shot(&driver, "tokens-360px").await;
+    driver.quit().await.unwrap();
+}
