@@ -408,3 +408,117 @@ fn an_unusable_data_directory_or_a_taken_port_is_reported_with_the_fix() {
         "{stderr}"
     );
 }
+
+fn run_with_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = seedvault(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn tokens_are_added_from_stdin_cancelled_and_delivered_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let output = run_with_stdin(
+        dir.path(),
+        &[
+            "token",
+            "add",
+            "--serial",
+            "C-1",
+            "--owner",
+            "u@example.org",
+        ],
+        secret,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(!text(&output.stdout).contains(secret) && !text(&output.stderr).contains(secret));
+    let output = run_with_stdin(dir.path(), &["token", "add", "--serial", "C-1"], secret);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("already exists"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = run_with_stdin(
+        dir.path(),
+        &["token", "add", "--serial", "C-2"],
+        "not base32 at all!",
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("secret:"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let output = run(dir.path(), &["token", "deliver", "C-1", "--code", "000000"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("does not match"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = run(
+        dir.path(),
+        &["token", "cancel", "C-1", "--reason", "lost in the post"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let status = text(&run(dir.path(), &["status"]).stdout);
+    assert!(status.contains("purged     1"), "{status}");
+    let output = run(dir.path(), &["purge", "--expired"]);
+    assert!(output.status.success());
+    assert!(text(&output.stdout).contains("0 expired seed(s) purged"));
+}
+
+#[test]
+fn policy_check_names_the_file_and_line_of_a_bad_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let output = run(dir.path(), &["policy", "check", shipped.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("2 policies OK"));
+
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let text_of_standard = std::fs::read_to_string(shipped.join("standard.toml")).unwrap();
+    std::fs::write(
+        bad.join("standard.toml"),
+        text_of_standard.replace("min_checks = 2", "min_checks = 7"),
+    )
+    .unwrap();
+    let output = run(dir.path(), &["policy", "check", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("standard.toml:")
+            && stderr.contains("min_checks = 7 but the policy has only 3 checks"),
+        "{stderr}"
+    );
+
+    // The server refuses to start with it, naming the same.
+    let output = seedvault(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("SEEDVAULT_POLICIES_DIR", &bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("standard.toml:"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -2,6 +2,7 @@
 //! opens the store and calls into the domain; secrets come from files, stdin or prompts,
 //! never from argv.
 
+mod context;
 mod init;
 mod key;
 mod operator;

@@ -2,12 +2,10 @@
 
 use clap::Args;
 
-use super::unlock::{unlock_vault, UnlockArgs};
+use super::context::Unsealed;
+use super::unlock::UnlockArgs;
 use super::{cli_actor, Cli};
-use crate::clock::{Clock, SystemClock};
-use crate::config::Overrides;
-use crate::store::Store;
-use crate::tokens::{lifecycle, Env};
+use crate::tokens::lifecycle;
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
@@ -19,18 +17,8 @@ pub struct PurgeArgs {
 }
 
 pub async fn run(cli: &Cli, args: &PurgeArgs) -> anyhow::Result<()> {
-    let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
-    let policies = crate::policy::load_configured(&config.policies_dir)?;
-    let vault = unlock_vault(&store, &args.unlock).await?;
-    let env = Env {
-        store: &store,
-        vault: &vault,
-        policies: &policies,
-        retention_days: config.retention_days,
-        now: SystemClock.now(),
-    };
-    let purged = lifecycle::purge_expired(&env, &cli_actor()).await?;
+    let vault = Unsealed::open(cli, &args.unlock).await?;
+    let purged = lifecycle::purge_expired(&vault.env(), &cli_actor()).await?;
     for serial in &purged {
         println!("purged {serial} (retention deadline passed)");
     }

@@ -7,14 +7,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use super::unlock::{unlock_vault, UnlockArgs};
+use super::context::Unsealed;
+use super::unlock::UnlockArgs;
 use super::{cli_actor, Cli};
-use crate::clock::{Clock, SystemClock};
-use crate::config::Overrides;
 use crate::secret::{Algorithm, SecretFormat};
-use crate::store::Store;
 use crate::tokens::lifecycle::{self, Confirmation};
-use crate::tokens::{self, CaptureInput, Env, TokenChange};
+use crate::tokens::{self, CaptureInput, TokenChange};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -105,9 +103,6 @@ fn read_secret() -> anyhow::Result<Zeroizing<String>> {
 }
 
 pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
-    let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
-    let policies = crate::policy::load_configured(&config.policies_dir)?;
     match command {
         TokenCommand::Add(args) => {
             let format: SecretFormat = args.format.parse()?;
@@ -117,14 +112,7 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
                 .map(Algorithm::parse)
                 .transpose()?;
             let secret = read_secret()?;
-            let vault = unlock_vault(&store, &args.unlock).await?;
-            let env = Env {
-                store: &store,
-                vault: &vault,
-                policies: &policies,
-                retention_days: config.retention_days,
-                now: SystemClock.now(),
-            };
+            let vault = Unsealed::open(cli, &args.unlock).await?;
             let input = CaptureInput {
                 owner: args.owner.clone(),
                 serial: args.serial.clone(),
@@ -138,7 +126,7 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
                 period: args.period,
                 policy: args.policy.clone(),
             };
-            let captured = tokens::capture(&env, &cli_actor(), input).await?;
+            let captured = tokens::capture(&vault.env(), &cli_actor(), input).await?;
             for warning in &captured.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -154,21 +142,15 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             reason,
             unlock,
         } => {
-            let vault = unlock_vault(&store, unlock).await?;
-            let env = Env {
-                store: &store,
-                vault: &vault,
-                policies: &policies,
-                retention_days: config.retention_days,
-                now: SystemClock.now(),
-            };
+            let vault = Unsealed::open(cli, unlock).await?;
             let confirmation = match code {
                 Some(code) => Confirmation::Code(code),
                 None => Confirmation::Unverified {
                     reason: reason.as_deref().unwrap_or_default(),
                 },
             };
-            let purged = lifecycle::deliver(&env, &cli_actor(), serial, confirmation).await?;
+            let purged =
+                lifecycle::deliver(&vault.env(), &cli_actor(), serial, confirmation).await?;
             match purged.drift_steps {
                 Some(drift) => println!(
                     "delivered {} (code verified, drift {drift} steps); the seed is destroyed",
@@ -185,15 +167,8 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             reason,
             unlock,
         } => {
-            let vault = unlock_vault(&store, unlock).await?;
-            let env = Env {
-                store: &store,
-                vault: &vault,
-                policies: &policies,
-                retention_days: config.retention_days,
-                now: SystemClock.now(),
-            };
-            let purged = lifecycle::cancel(&env, &cli_actor(), serial, reason).await?;
+            let vault = Unsealed::open(cli, unlock).await?;
+            let purged = lifecycle::cancel(&vault.env(), &cli_actor(), serial, reason).await?;
             println!("cancelled {}; the seed is destroyed", purged.serial);
         }
         TokenCommand::Assign {
@@ -201,19 +176,12 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             owner,
             unlock,
         } => {
-            let vault = unlock_vault(&store, unlock).await?;
-            let env = Env {
-                store: &store,
-                vault: &vault,
-                policies: &policies,
-                retention_days: config.retention_days,
-                now: SystemClock.now(),
-            };
+            let vault = Unsealed::open(cli, unlock).await?;
             let change = TokenChange {
                 owner: Some(owner.clone()),
                 ..Default::default()
             };
-            let token = tokens::update(&env, &cli_actor(), serial, change).await?;
+            let token = tokens::update(&vault.env(), &cli_actor(), serial, change).await?;
             println!(
                 "assigned {} to {}",
                 token.serial,
