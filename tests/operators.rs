@@ -550,3 +550,21 @@ async fn authorization_matrix_covers_every_api_route_for_anonymous_and_each_role
     }
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visiting_an_invite_page_does_not_put_its_token_in_the_log() {
+    let srv = TestServer::start().await;
+    let token = srv.invite("quinn", "auditor").await;
+    // The page itself must carry the token (its script posts it); it is not recorded.
+    let page = srv
+        .client
+        .get(srv.url(&format!("/invite/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Create my passkey"));
+    Operator::register(&srv, "quinn", &token).await.unwrap();
+    assert!(srv.canary.watched() > 0);
+    srv.stop_and_check().await;
+}

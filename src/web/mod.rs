@@ -143,5 +143,6 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(session_layer)
         .layer(axum::middleware::from_fn(middleware::security_headers::add))
+        .layer(axum::middleware::from_fn(middleware::access_log::log))
         .with_state(state)
 }

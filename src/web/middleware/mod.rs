@@ -1,4 +1,5 @@
 //! Cross-cutting request checks, one file per concern.
 
+pub mod access_log;
 pub mod origin;
 pub mod security_headers;
