@@ -277,3 +277,108 @@ fn percent_decode(text: &str) -> String {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Compiles only while `T` is not `Debug` (ambiguous impls otherwise).
+    trait AmbiguousIfDebug<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfDebug<()> for T {}
+    impl<T: ?Sized + std::fmt::Debug> AmbiguousIfDebug<u8> for T {}
+
+    #[test]
+    fn a_seed_cannot_be_debug_printed() {
+        <Seed as AmbiguousIfDebug<_>>::some_item();
+    }
+
+    #[test]
+    fn valid_secrets_parse_in_every_accepted_spelling() {
+        let table: &[(&str, SecretFormat, usize)] = &[
+            ("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", SecretFormat::Auto, 160),
+            ("gezd gnbv gy3t qojq gezd gnbv gy3t qojq", SecretFormat::Auto, 160),
+            ("GEZD-GNBV-GY3T-QOJQ-GEZD-GNBV-GY3T-QOJQ", SecretFormat::Base32, 160),
+            ("UFOEYZUHILYLDNGO", SecretFormat::Base32, 80),
+            ("UFOEYZUHILYLDNGO======", SecretFormat::Base32, 80),
+            ("3132333435363738393031323334353637383930", SecretFormat::Hex, 160),
+            ("0x3132333435363738393031323334353637383930", SecretFormat::Hex, 160),
+            ("31:32:33:34:35:36:37:38:39:30:31:32:33:34:35:36", SecretFormat::Hex, 128),
+            ("899120BA6CFB93FE37731592DA56526822B37598", SecretFormat::Auto, 160),
+            ("otpauth://totp/X:a%40b.org?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&algorithm=SHA256&digits=8&period=60", SecretFormat::Auto, 160),
+        ];
+        for (input, format, bits) in table {
+            let parsed = parse_secret(input, *format).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(parsed.seed.bits(), *bits, "{input}");
+            assert_eq!(
+                parsed.warnings.is_empty(),
+                *bits >= 128,
+                "{input}: {:?}",
+                parsed.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn an_otpauth_uri_brings_its_parameters() {
+        let parsed = parse_secret(
+            "otpauth://totp/Example%20Corp:user2%40example.org?secret=TT4MGKVES2XNZYPNNDW3LJIOHJ55QUHI7GUBDVU6NSTG3NSGAR4A&issuer=Example%20Corp&algorithm=SHA256&digits=8&period=30",
+            SecretFormat::Auto,
+        )
+        .unwrap();
+        let params = parsed.otpauth.unwrap();
+        assert_eq!(params.issuer.as_deref(), Some("Example Corp"));
+        assert_eq!(params.account.as_deref(), Some("user2@example.org"));
+        assert_eq!(
+            (params.algorithm, params.digits, params.period),
+            (Algorithm::Sha256, 8, 30)
+        );
+    }
+
+    #[test]
+    fn invalid_secrets_are_refused_with_the_reason_and_the_fix() {
+        let table: &[(&str, SecretFormat, &str)] = &[
+            ("", SecretFormat::Auto, "secret is empty"),
+            ("GEZDGNBVGY3TQOJ0", SecretFormat::Base32, "'0' is not a base32 character — base32 uses A–Z and 2–7; if this is hex, choose the hex format"),
+            ("GEZDGNBVGY3TQOJQG!ZDGNBV", SecretFormat::Auto, "'!' is not a base32 character"),
+            ("313233343536373839303132333435363738393g", SecretFormat::Hex, "'g' is not a hex character"),
+            ("31323334353637383930313233343536373839303", SecretFormat::Hex, "odd number of digits"),
+            ("GEZDGNBVGY3TQ", SecretFormat::Base32, "secret is 64 bits; at least 80 bits are needed"),
+            ("23456723456723456723456723456723", SecretFormat::Auto, "valid both as hex and as base32 — choose the format explicitly"),
+            ("otpauth://hotp/X?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&counter=0", SecretFormat::Auto, "seedvault escrows TOTP tokens only"),
+            ("otpauth://totp/X?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&digits=7", SecretFormat::Auto, "digits must be 6 or 8"),
+            ("otpauth://totp/X?issuer=Y", SecretFormat::Otpauth, "the secret parameter is missing"),
+            ("otpauth://totp/X?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&algorithm=MD5", SecretFormat::Auto, "unknown algorithm 'MD5'"),
+        ];
+        for (input, format, expected) in table {
+            let err = parse_secret(input, *format)
+                .err()
+                .unwrap_or_else(|| panic!("{input} should fail"))
+                .to_string();
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn error_messages_never_repeat_the_secret() {
+        for input in [
+            "GEZDGNBVGY3TQOJ0GEZDGNBV",
+            "313233343536373839303132333435363738393g",
+            "GEZDGNBVGY3TQ",
+        ] {
+            for format in [SecretFormat::Auto, SecretFormat::Base32, SecretFormat::Hex] {
+                if let Err(e) = parse_secret(input, format) {
+                    let message = e.to_string();
+                    for window in input.as_bytes().windows(4) {
+                        assert!(
+                            !message.as_bytes().windows(4).any(|w| w == window),
+                            "{message} leaks part of {input}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

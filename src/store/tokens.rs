@@ -340,3 +340,37 @@ pub async fn recent_reveals(
     .fetch_all(db)
     .await?)
 }
+
+/// Inserts many escrowed tokens with one statement (the caller batches to stay under
+/// SQLite's bound-parameter limit).
+pub async fn insert_many(
+    db: &mut sqlx::SqliteConnection,
+    batch: &[NewTokenRow<'_>],
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
+                             state, sealed_seed, captured_by, captured_at, retention_deadline) ",
+    );
+    query.push_values(batch, |mut b, t| {
+        b.push_bind(t.token_id)
+            .push_bind(t.serial)
+            .push_bind(t.owner)
+            .push_bind(t.display_name)
+            .push_bind(t.manufacturer)
+            .push_bind(t.model)
+            .push_bind(t.algorithm)
+            .push_bind(t.digits)
+            .push_bind(t.period)
+            .push_bind(t.policy)
+            .push_bind("escrowed")
+            .push_bind(t.sealed_seed)
+            .push_bind(t.captured_by)
+            .push_bind(t.captured_at)
+            .push_bind(t.retention_deadline);
+    });
+    query.build().execute(db).await?;
+    Ok(())
+}
