@@ -568,3 +568,61 @@ async fn visiting_an_invite_page_does_not_put_its_token_in_the_log() {
     assert!(srv.canary.watched() > 0);
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ceremony_bodies_get_json_errors_and_are_audited() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("rita", "helpdesk").await;
+    let (status, _) = op.login_start().await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = op
+        .post("/api/v1/auth/login/finish", json!({ "id": 42 }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"], "unprocessable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON body is not valid"),
+        "{body}"
+    );
+    let (status, body) = op.post("/api/v1/auth/login/finish", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the ceremony was used up: {body}"
+    );
+    let token = srv.invite("sam", "auditor").await;
+    let fresh = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let post = |path: &str, body: serde_json::Value| {
+        fresh
+            .post(srv.url(path))
+            .header("Origin", &srv.base)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post("/api/v1/auth/register/start", json!({ "invite": token }))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let response = post("/api/v1/auth/register/finish", json!({ "nonsense": true }))
+        .await
+        .unwrap();
+    let (status, body) = srv.finish("register finish", response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let actions = srv.audit_actions().await;
+    assert!(actions
+        .iter()
+        .any(|(a, _, o)| a == "auth.sign_in" && o == "denied"));
+    assert!(actions
+        .iter()
+        .any(|(a, t, _)| a == "operator.registration_refused" && t == "operator:sam"));
+    srv.stop_and_check().await;
+}

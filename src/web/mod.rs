@@ -3,6 +3,7 @@
 
 pub mod api;
 mod error;
+pub mod extract;
 mod health;
 pub mod middleware;
 pub mod session;

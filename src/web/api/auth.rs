@@ -2,9 +2,9 @@
 //! sign-out. Ceremony state lives in the server-side session and is taken out (single use)
 //! by the matching `/finish`.
 
+use crate::web::extract::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_sessions::Session;
@@ -111,7 +111,7 @@ pub async fn register_start(
 pub async fn register_finish(
     State(state): State<AppState>,
     session: Session,
-    Json(credential): Json<RegisterPublicKeyCredential>,
+    credential: Result<Json<RegisterPublicKeyCredential>, AppError>,
 ) -> Result<Json<SignedInOperator>, AppError> {
     let Some(pending) = session
         .remove::<RegistrationState>(REGISTRATION)
@@ -121,6 +121,17 @@ pub async fn register_finish(
         return Err(AppError::BadRequest(
             "no registration is in progress in this session — open the invite link again".into(),
         ));
+    };
+    let credential = match credential {
+        Ok(Json(credential)) => credential,
+        Err(error) => {
+            let target = format!("operator:{}", pending.invite.name);
+            let event = NewEvent::new(target.clone(), "operator.registration_refused", target)
+                .outcome(Outcome::Denied)
+                .details(json!({ "reason": "malformed credential" }));
+            operators::record(&state.store, &state.vault, state.clock.now(), event).await?;
+            return Err(error);
+        }
     };
     let now = state.clock.now();
     let passkey = match state
@@ -159,10 +170,10 @@ pub async fn login_start(
     State(state): State<AppState>,
     session: Session,
     ClientAddr(addr): ClientAddr,
-    body: Option<Json<SignInStart>>,
+    body: Option<axum::Json<SignInStart>>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let username = body
-        .and_then(|Json(b)| b.username)
+        .and_then(|axum::Json(b)| b.username)
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty());
     let now = state.clock.now();
@@ -221,7 +232,7 @@ pub async fn login_finish(
     State(state): State<AppState>,
     session: Session,
     ClientAddr(addr): ClientAddr,
-    Json(credential): Json<PublicKeyCredential>,
+    credential: Result<Json<PublicKeyCredential>, AppError>,
 ) -> Result<Json<SignedInOperator>, AppError> {
     let Some(pending) = session
         .remove::<SignInState>(SIGN_IN)
@@ -231,6 +242,13 @@ pub async fn login_finish(
         return Err(AppError::BadRequest(
             "no sign-in is in progress in this session — start again".into(),
         ));
+    };
+    let credential = match credential {
+        Ok(Json(credential)) => credential,
+        Err(error) => {
+            sign_in_failed(&state, None, &addr, "malformed assertion").await?;
+            return Err(error);
+        }
     };
     let now = state.clock.now();
     let operator = match &pending {

@@ -1,9 +1,9 @@
 //! `/api/v1/me`: the signed-in operator, and their passkeys (add a backup key, remove one
 //! that is not the last).
 
+use crate::web::extract::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
@@ -73,7 +73,7 @@ pub async fn me(
 pub async fn add_credential_start(
     State(state): State<AppState>,
     current: CurrentOperator,
-    body: Option<Json<AddCredentialStart>>,
+    body: Option<axum::Json<AddCredentialStart>>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let op = &current.operator;
     let existing = passkeys_of(&state, op.id)
@@ -88,7 +88,7 @@ pub async fn add_credential_start(
         Some(existing),
     )?;
     let label = body
-        .and_then(|Json(b)| b.label)
+        .and_then(|axum::Json(b)| b.label)
         .unwrap_or_else(|| "backup passkey".into());
     current
         .session

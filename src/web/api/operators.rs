@@ -1,8 +1,8 @@
 //! `/api/v1/operators`: the admin's view: list, invite, change roles, disable.
 
+use crate::web::extract::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,7 +1,7 @@
 //! `/api/v1/policies`: the loaded policies with their checks (the UI renders checklists from it).
 
+use crate::web::extract::Json;
 use axum::extract::State;
-use axum::Json;
 
 use crate::policy::Policy;
 use crate::web::session::CurrentOperator;

@@ -1,10 +1,11 @@
 //! `/api/v1/tokens`: capture, list, detail with audit timeline, reassignment, and the reveal
 //! ceremony (checklist → passkey assertion → code).
 
-use axum::extract::{Path, Query, State};
+use crate::web::extract::Json;
+use crate::web::extract::Query;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential};
