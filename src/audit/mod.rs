@@ -5,8 +5,10 @@
 //! so the change and its event commit together or not at all.
 
 pub mod chain;
+pub mod export;
+pub mod fixture;
+pub mod verify;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::store::audit::AuditRow;
@@ -73,13 +75,14 @@ impl NewEvent {
     }
 }
 
-/// Formats an event time: RFC 3339, UTC, millisecond precision.
+/// Formats an event time: RFC 3339 in UTC with exactly three fractional digits
+/// (`2026-11-22T23:58:39.515Z`), so that times sort and compare as text.
 pub fn format_time(at: OffsetDateTime) -> Result<String, AuditError> {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let at = at
-        .replace_millisecond(at.millisecond())
-        .map_err(|e| AuditError::Time(e.to_string()))?;
-    at.format(&Rfc3339)
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
         .map_err(|e| AuditError::Time(e.to_string()))
 }
 

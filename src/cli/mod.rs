@@ -2,6 +2,7 @@
 //! opens the store and calls into the domain; secrets come from files, stdin or prompts,
 //! never from argv.
 
+mod audit;
 mod init;
 mod key;
 mod operator;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify, anchor and export the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(&cli, command).await,
         Command::Purge(args) => purge::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
+        Command::Audit(command) => audit::run(&cli, command).await,
     }
 }
 
