@@ -8,10 +8,10 @@
 //! genesis   = SHA-256("seedvault-audit-genesis-v1" || vault_id)   (prev_hash of seq 1)
 //! ```
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::store::audit::AuditRow;
+use crate::store::audit::{AuditRow, AuditRowRef};
 
 const CANONICAL_TAG: &[u8] = b"seedvault-audit-v1";
 const SIGNATURE_TAG: &[u8] = b"seedvault-audit-sig-v1";
@@ -46,6 +46,18 @@ impl<'a> EventFields<'a> {
             target: &row.target,
             outcome: &row.outcome,
             details: &row.details,
+        }
+    }
+
+    pub fn of_ref(row: &AuditRowRef<'a>) -> Self {
+        Self {
+            seq: row.seq,
+            time: row.time,
+            actor: row.actor,
+            action: row.action,
+            target: row.target,
+            outcome: row.outcome,
+            details: row.details,
         }
     }
 
@@ -91,12 +103,63 @@ pub fn signed_message(seq: i64, hash: &[u8]) -> Vec<u8> {
 
 /// Whether `row`'s signature is valid for its `seq` and `hash`.
 pub fn signature_valid(key: &VerifyingKey, row: &AuditRow) -> bool {
-    let Ok(sig) = Signature::from_slice(&row.sig) else {
+    signature_valid_for(key, row.seq, &row.hash, &row.sig)
+}
+
+/// Whether `sig` is the vault's signature over `seq || hash`.
+pub fn signature_valid_for(key: &VerifyingKey, seq: i64, hash: &[u8], sig: &[u8]) -> bool {
+    let Ok(sig) = Signature::from_slice(sig) else {
         return false;
     };
-    key.verify(&signed_message(row.seq, &row.hash), &sig)
-        .is_ok()
+    // verify_strict: rejects small-order keys and non-canonical signatures (RFC 8032 §5.1.7
+    // leaves them to the implementation), so one event has exactly one valid signature form.
+    key.verify_strict(&signed_message(seq, hash), &sig).is_ok()
 }
+
+/// Why an event at `seq` does not belong where it is, or `Ok(hash)` (its recomputed hash)
+/// when it does: its position (`expected_seq`), its link (`expected_prev`, when known) and its
+/// own hash. Signatures are checked separately.
+pub fn check_event(
+    event: &AuditRowRef<'_>,
+    expected_seq: i64,
+    expected_prev: Option<&[u8]>,
+) -> Result<[u8; 32], ChainBreak> {
+    if event.seq != expected_seq {
+        return Err(ChainBreak {
+            seq: expected_seq,
+            reason: if event.seq > expected_seq {
+                format!(
+                    "event {expected_seq} is missing (the next event is {}): deleted, or the rows were renumbered",
+                    event.seq
+                )
+            } else {
+                format!(
+                    "event {} appears where {expected_seq} was expected (rows reordered or duplicated)",
+                    event.seq
+                )
+            },
+        });
+    }
+    if let Some(prev) = expected_prev {
+        if event.prev_hash != prev {
+            return Err(ChainBreak {
+                seq: event.seq,
+                reason: "prev_hash does not match the previous event's hash (an event before it was removed, inserted or swapped)".into(),
+            });
+        }
+    }
+    let hash = EventFields::of_ref(event).hash(event.prev_hash);
+    if event.hash != hash {
+        return Err(ChainBreak {
+            seq: event.seq,
+            reason: "hash does not match the event's content (the event was edited)".into(),
+        });
+    }
+    Ok(hash)
+}
+
+/// The reason given for an event whose signature fails.
+pub const BAD_SIGNATURE: &str = "signature is not valid for this vault's audit key (the chain from here on was written or rewritten without the signing key)";
 
 /// Where and why a chain stops being trustworthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,35 +213,17 @@ impl ChainVerifier {
     /// Checks the next event: its position, its link to the previous one, its own hash and
     /// its signature.
     pub fn push(&mut self, row: &AuditRow) -> Result<(), ChainBreak> {
-        let fail = |reason: String| {
-            Err(ChainBreak {
-                seq: row.seq,
-                reason,
-            })
-        };
-        if row.seq != self.expected_seq {
-            let seq = self.expected_seq;
+        self.push_ref(&row.as_ref())
+    }
+
+    /// [`Self::push`] for a borrowed event.
+    pub fn push_ref(&mut self, row: &AuditRowRef<'_>) -> Result<(), ChainBreak> {
+        let hash = check_event(row, self.expected_seq, Some(&self.expected_prev))?;
+        if !signature_valid_for(&self.key, row.seq, row.hash, row.sig) {
             return Err(ChainBreak {
-                seq,
-                reason: if row.seq > seq {
-                    format!("event {seq} is missing (next stored event is {})", row.seq)
-                } else {
-                    format!(
-                        "event {} appears where {seq} was expected (rows reordered or duplicated)",
-                        row.seq
-                    )
-                },
+                seq: row.seq,
+                reason: BAD_SIGNATURE.into(),
             });
-        }
-        if row.prev_hash != self.expected_prev {
-            return fail("prev_hash does not match the previous event's hash (an event before it was removed, inserted or reordered)".into());
-        }
-        let hash = EventFields::of(row).hash(&row.prev_hash);
-        if row.hash != hash {
-            return fail("hash does not match the event's content (the event was edited)".into());
-        }
-        if !signature_valid(&self.key, row) {
-            return fail("signature is not valid for this vault's audit key (the chain was rewritten without the key)".into());
         }
         self.expected_seq += 1;
         self.expected_prev = hash;

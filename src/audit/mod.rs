@@ -5,6 +5,9 @@
 //! so the change and its event commit together or not at all.
 
 pub mod chain;
+pub mod export;
+pub mod fixture;
+pub mod verify;
 
 use time::OffsetDateTime;
 

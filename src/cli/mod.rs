@@ -2,6 +2,7 @@
 //! opens the store and calls into the domain; secrets come from files, stdin or prompts,
 //! never from argv.
 
+mod audit;
 mod context;
 mod init;
 mod key;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify, anchor and export the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(&cli, command).await,
         Command::Purge(args) => purge::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
+        Command::Audit(command) => audit::run(&cli, command).await,
     }
 }
 

@@ -127,15 +127,7 @@ pub struct AuditFilter {
     pub until: Option<String>,
 }
 
-/// The newest `limit` events matching `filter`, newest first.
-pub async fn recent(
-    db: impl SqliteExecutor<'_>,
-    filter: &AuditFilter,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"
-    ));
+fn push_filter(query: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, filter: &AuditFilter) {
     if let Some(actor) = &filter.actor {
         query.push(" AND actor = ").push_bind(actor.clone());
     }
@@ -151,6 +143,280 @@ pub async fn recent(
     if let Some(until) = &filter.until {
         query.push(" AND time < ").push_bind(until.clone());
     }
+}
+
+/// How many events with `seq <= through` match `filter`.
+pub async fn count_matching(
+    db: impl SqliteExecutor<'_>,
+    filter: &AuditFilter,
+    through: i64,
+) -> Result<i64, StoreError> {
+    let mut query =
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) FROM audit_events WHERE seq <= ");
+    query.push_bind(through);
+    push_filter(&mut query, filter);
+    Ok(query.build_query_scalar().fetch_one(db).await?)
+}
+
+/// One keyset page: events with `after < seq <= through` matching `filter`, oldest first, at
+/// most `limit`. Page on by passing the last `seq` returned as `after`; each page is its own
+/// short read, so a slow reader never holds a snapshot open (which would stop WAL checkpoints).
+pub async fn page_matching(
+    db: impl SqliteExecutor<'_>,
+    filter: &AuditFilter,
+    after: i64,
+    through: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE seq > "
+    ));
+    query.push_bind(after);
+    query.push(" AND seq <= ").push_bind(through);
+    push_filter(&mut query, filter);
+    query.push(" ORDER BY seq LIMIT ").push_bind(limit);
+    let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
+    Ok(rows.into_iter().map(from_tuple).collect())
+}
+
+/// An event borrowed from the bulk reader's current row: no allocation per event.
+pub struct AuditRowRef<'a> {
+    pub seq: i64,
+    pub time: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub outcome: &'a str,
+    pub details: &'a str,
+    pub prev_hash: &'a [u8],
+    pub hash: &'a [u8],
+    pub sig: &'a [u8],
+}
+
+impl AuditRowRef<'_> {
+    pub fn to_row(&self) -> AuditRow {
+        AuditRow {
+            seq: self.seq,
+            time: self.time.to_owned(),
+            actor: self.actor.to_owned(),
+            action: self.action.to_owned(),
+            target: self.target.to_owned(),
+            outcome: self.outcome.to_owned(),
+            details: self.details.to_owned(),
+            prev_hash: self.prev_hash.to_vec(),
+            hash: self.hash.to_vec(),
+            sig: self.sig.to_vec(),
+        }
+    }
+}
+
+impl AuditRow {
+    pub fn as_ref(&self) -> AuditRowRef<'_> {
+        AuditRowRef {
+            seq: self.seq,
+            time: &self.time,
+            actor: &self.actor,
+            action: &self.action,
+            target: &self.target,
+            outcome: &self.outcome,
+            details: &self.details,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            sig: &self.sig,
+        }
+    }
+}
+
+/// Rows per keyset page of the bulk reader.
+const PAGE: i64 = 8_192;
+
+/// A blocking, query-only connection for walking the whole trail fast (verify, export).
+///
+/// Use it from a blocking thread (`std::thread`, `tokio::task::spawn_blocking`); the async
+/// functions above serve everything else. sqlx's SQLite driver moves every value through a
+/// worker thread (about 10 µs per event); this reads rows in place. One connection per
+/// thread: verify opens one per core and walks disjoint seq ranges.
+pub struct AuditReader {
+    conn: rusqlite::Connection,
+}
+
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<&'a str, StoreError> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(format!("audit event column {i}: {e}")))
+}
+
+fn blob<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<&'a [u8], StoreError> {
+    row.get_ref(i)?
+        .as_blob()
+        .map_err(|e| StoreError::Corrupt(format!("audit event column {i}: {e}")))
+}
+
+fn row_ref<'a>(row: &'a rusqlite::Row<'_>) -> Result<AuditRowRef<'a>, StoreError> {
+    Ok(AuditRowRef {
+        seq: row.get(0)?,
+        time: text(row, 1)?,
+        actor: text(row, 2)?,
+        action: text(row, 3)?,
+        target: text(row, 4)?,
+        outcome: text(row, 5)?,
+        details: text(row, 6)?,
+        prev_hash: blob(row, 7)?,
+        hash: blob(row, 8)?,
+        sig: blob(row, 9)?,
+    })
+}
+
+/// The filter as SQL conditions (appended after a `WHERE …`) and their parameters.
+fn filter_sql(filter: &AuditFilter) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    for (column, op, value) in [
+        ("actor", "=", &filter.actor),
+        ("target", "=", &filter.target),
+        ("action", "=", &filter.action),
+        ("time", ">=", &filter.since),
+        ("time", "<", &filter.until),
+    ] {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} {op} ?"));
+            params.push(value.clone());
+        }
+    }
+    (sql, params)
+}
+
+impl AuditReader {
+    /// Opens the database file at `path` (see [`super::Store::path`]) for queries only.
+    pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        // Read-write flags (never create) but query_only: a read-only open of a WAL database
+        // fails when its -shm file is missing; query_only still refuses every write.
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        Ok(Self { conn })
+    }
+
+    /// The newest event's `seq` and `hash`, if any.
+    pub fn head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The event at `seq`, if stored.
+    pub fn get(&self, seq: i64) -> Result<Option<AuditRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq = ?"))?;
+        let mut rows = stmt.query([seq])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(row_ref(row)?.to_row())),
+            None => Ok(None),
+        }
+    }
+
+    /// How many events with `seq <= through` match `filter`.
+    pub fn count_matching(&self, filter: &AuditFilter, through: i64) -> Result<i64, StoreError> {
+        let (conditions, params) = filter_sql(filter);
+        let sql = format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}");
+        let mut values: Vec<rusqlite::types::Value> = vec![through.into()];
+        values.extend(params.into_iter().map(rusqlite::types::Value::from));
+        Ok(self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(values), |row| row.get(0))?)
+    }
+
+    /// Calls `each` for every event with `from <= seq <= through` that matches `filter`,
+    /// oldest first, until it returns `false`. Reads in keyset pages (`seq > last LIMIT n`),
+    /// each its own short read, so memory stays constant and a slow consumer never pins a
+    /// snapshot that would keep the WAL from being checkpointed. Returns how many it visited.
+    pub fn scan(
+        &self,
+        filter: &AuditFilter,
+        from: i64,
+        through: i64,
+        mut each: impl FnMut(&AuditRowRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        let (conditions, params) = filter_sql(filter);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ?{conditions} ORDER BY seq LIMIT {PAGE}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut after = from.saturating_sub(1);
+        let mut visited = 0;
+        loop {
+            let mut values: Vec<rusqlite::types::Value> = vec![after.into(), through.into()];
+            values.extend(params.iter().cloned().map(rusqlite::types::Value::from));
+            let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+            let mut in_page = 0;
+            while let Some(row) = rows.next()? {
+                let event = row_ref(row)?;
+                in_page += 1;
+                visited += 1;
+                after = event.seq;
+                if !each(&event) {
+                    return Ok(visited);
+                }
+            }
+            if in_page < PAGE {
+                return Ok(visited);
+            }
+        }
+    }
+}
+
+/// Inserts many events in one `BEGIN IMMEDIATE` transaction on a connection of its own
+/// (the bulk fixture; the product appends through [`insert`] inside each action's
+/// transaction).
+pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), StoreError> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for row in rows {
+            stmt.execute(rusqlite::params![
+                row.seq,
+                row.time,
+                row.actor,
+                row.action,
+                row.target,
+                row.outcome,
+                row.details,
+                row.prev_hash,
+                row.hash,
+                row.sig
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The newest `limit` events matching `filter`, newest first (the audit page).
+pub async fn recent(
+    db: impl SqliteExecutor<'_>,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"
+    ));
+    push_filter(&mut query, filter);
     query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
     let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
     Ok(rows.into_iter().map(from_tuple).collect())

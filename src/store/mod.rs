@@ -28,6 +28,8 @@ pub enum StoreError {
     DataDir { path: String, reason: String },
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error(
         "cannot migrate the database: {0} — the data directory may come from a newer seedvault"
     )]

@@ -1,0 +1,467 @@
+//! Exporting the trail as JSON Lines or CSV, filtered, with constant memory.
+//!
+//! An export is two steps: [`begin`] records the export in the trail (who, format, filters,
+//! how many events, up to which seq) and fixes the snapshot — every event with
+//! `seq <= through` that matches — before a byte leaves, so a failed audit write means no
+//! export; then [`write`] streams exactly that snapshot, page by page. The export's own event
+//! (at `through + 1`) is not part of it; the next export carries it.
+//!
+//! Each line carries every hashed field verbatim (`details` is the exact stored JSON text,
+//! as a string) plus `prev_hash`, `hash` and `sig` in hex, so it verifies offline
+//! (`seedvault audit verify --file`, or the script in docs/AUDIT.md).
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{format_time, AuditError, NewEvent};
+use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
+use crate::store::{Store, StoreError};
+use crate::vault::Vault;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("unknown export format '{0}' — use jsonl or csv")]
+    UnknownFormat(String),
+    #[error("{field} = '{value}' is not a time — use RFC 3339 (2026-11-22T09:30:00Z) or a date (2026-11-22, meaning midnight UTC)")]
+    BadTime { field: &'static str, value: String },
+    #[error("--since must be before --until")]
+    EmptyRange,
+    #[error("cannot read the audit trail: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// The two export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Jsonl => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = ExportError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "jsonl" | "ndjson" | "json-lines" => Ok(Self::Jsonl),
+            "csv" => Ok(Self::Csv),
+            _ => Err(ExportError::UnknownFormat(text.to_owned())),
+        }
+    }
+}
+
+/// Which events to export; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    /// Events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Events before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Exactly this actor (`operator:alice`, `cli:root`, `system`, …).
+    pub actor: Option<String>,
+    /// Events about this token serial (target `token:SERIAL`).
+    pub token: Option<String>,
+    /// Exactly this action (`reveal.granted`, …).
+    pub action: Option<String>,
+}
+
+/// Parses a filter time: RFC 3339 (any offset) or a plain date meaning midnight UTC.
+pub fn parse_time(field: &'static str, text: &str) -> Result<OffsetDateTime, ExportError> {
+    let text = text.trim();
+    let bad = || ExportError::BadTime {
+        field,
+        value: text.to_owned(),
+    };
+    if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok(at);
+    }
+    let date = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| bad())?;
+    Ok(date.midnight().assume_utc())
+}
+
+impl ExportFilter {
+    /// The store's filter: times normalised to the stored format so they compare as text.
+    pub fn to_store(&self) -> Result<AuditFilter, ExportError> {
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since >= until {
+                return Err(ExportError::EmptyRange);
+            }
+        }
+        Ok(AuditFilter {
+            actor: self.actor.clone(),
+            target: self.token.as_ref().map(|serial| format!("token:{serial}")),
+            action: self.action.clone(),
+            since: self.since.map(format_time).transpose()?,
+            until: self.until.map(format_time).transpose()?,
+        })
+    }
+
+    /// The filters as recorded in the export's audit event.
+    fn describe(&self) -> Result<serde_json::Value, ExportError> {
+        let store = self.to_store()?;
+        Ok(json!({
+            "since": store.since,
+            "until": store.until,
+            "actor": store.actor,
+            "token": self.token,
+            "action": store.action,
+        }))
+    }
+}
+
+/// An export fixed by [`begin`]: what [`write`] streams.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub format: Format,
+    pub filter: AuditFilter,
+    /// The newest seq included (the head when the export began).
+    pub through: i64,
+    /// How many events the export carries.
+    pub count: u64,
+    /// The seq of the event that records this export.
+    pub recorded_as: i64,
+}
+
+/// Records the export in the trail and fixes what it contains. Nothing has left the vault
+/// yet; if this fails, nothing will.
+pub async fn begin(
+    store: &Store,
+    vault: &Vault,
+    now: OffsetDateTime,
+    actor: &str,
+    format: Format,
+    filter: &ExportFilter,
+) -> Result<ExportPlan, ExportError> {
+    let store_filter = filter.to_store()?;
+    let described = filter.describe()?;
+    let mut tx = store.begin_write().await?;
+    let through = crate::store::audit::head(&mut *tx)
+        .await?
+        .map_or(0, |(seq, _)| seq);
+    let count = crate::store::audit::count_matching(&mut *tx, &store_filter, through).await?;
+    let event = NewEvent::new(actor, "audit.exported", "audit").details(json!({
+        "format": format.as_str(),
+        "filters": described,
+        "through_seq": through,
+        "count": count,
+    }));
+    let row = super::append(&mut tx, vault, now, event).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(ExportPlan {
+        format,
+        filter: store_filter,
+        through,
+        count: u64::try_from(count).unwrap_or(0),
+        recorded_as: row.seq,
+    })
+}
+
+/// The CSV header row (with its line ending).
+pub const CSV_HEADER: &str = "seq,time,actor,action,target,outcome,details,prev_hash,hash,sig\r\n";
+
+/// One exported event, as it appears on a JSON line. The text fields are exactly the stored
+/// (hashed) text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExportRecord {
+    pub seq: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    /// The event's details: JSON text, exactly as stored and hashed.
+    pub details: String,
+    /// Hex.
+    pub prev_hash: String,
+    /// Hex SHA-256.
+    pub hash: String,
+    /// Hex Ed25519 signature over `seq || hash`.
+    pub sig: String,
+}
+
+/// The binary fields of an [`ExportRecord`].
+pub struct DecodedHashes {
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub sig: Vec<u8>,
+}
+
+impl ExportRecord {
+    pub fn of(event: &AuditRowRef<'_>) -> Self {
+        let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+        Self {
+            seq: event.seq,
+            time: event.time.to_owned(),
+            actor: event.actor.to_owned(),
+            action: event.action.to_owned(),
+            target: event.target.to_owned(),
+            outcome: event.outcome.to_owned(),
+            details: event.details.to_owned(),
+            prev_hash: hex(event.prev_hash),
+            hash: hex(event.hash),
+            sig: hex(event.sig),
+        }
+    }
+
+    /// Decodes the hex fields; the error names the field.
+    pub fn decode(&self) -> Result<DecodedHashes, String> {
+        let hex = |field: &str, text: &str| {
+            data_encoding::HEXLOWER_PERMISSIVE
+                .decode(text.as_bytes())
+                .map_err(|e| format!("{field} is not hex: {e}"))
+        };
+        Ok(DecodedHashes {
+            prev_hash: hex("prev_hash", &self.prev_hash)?,
+            hash: hex("hash", &self.hash)?,
+            sig: hex("sig", &self.sig)?,
+        })
+    }
+}
+
+/// A borrowed record, so writing a line allocates nothing but the hex text.
+#[derive(Serialize)]
+struct LineRef<'a> {
+    seq: i64,
+    time: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    outcome: &'a str,
+    details: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+    sig: &'a str,
+}
+
+fn hex_into<'b>(bytes: &[u8], buffer: &'b mut [u8; 128]) -> &'b str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = bytes.len().min(64);
+    for (i, byte) in bytes[..n].iter().enumerate() {
+        buffer[2 * i] = DIGITS[usize::from(byte >> 4)];
+        buffer[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&buffer[..2 * n]).unwrap_or_default()
+}
+
+/// Appends one event as a JSON line (with `\n`).
+pub fn write_jsonl(event: &AuditRowRef<'_>, out: &mut Vec<u8>) -> Result<(), ExportError> {
+    if event.prev_hash.len() > 64 || event.hash.len() > 64 || event.sig.len() > 64 {
+        // Longer than any real value: encode the slow way rather than truncate.
+        serde_json::to_writer(&mut *out, &ExportRecord::of(event)).map_err(std::io::Error::from)?;
+        out.push(b'\n');
+        return Ok(());
+    }
+    let (mut a, mut b, mut c) = ([0u8; 128], [0u8; 128], [0u8; 128]);
+    let line = LineRef {
+        seq: event.seq,
+        time: event.time,
+        actor: event.actor,
+        action: event.action,
+        target: event.target,
+        outcome: event.outcome,
+        details: event.details,
+        prev_hash: hex_into(event.prev_hash, &mut a),
+        hash: hex_into(event.hash, &mut b),
+        sig: hex_into(event.sig, &mut c),
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Appends one CSV field, quoted when it holds a comma, quote, CR or LF (RFC 4180 §2.6).
+/// The text is never altered otherwise (no formula-escaping prefix): it is the hashed text.
+fn csv_field(text: &str, out: &mut Vec<u8>) {
+    let needs_quotes = text
+        .bytes()
+        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if !needs_quotes {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for part in text.split_inclusive('"') {
+        out.extend_from_slice(part.as_bytes());
+        if part.ends_with('"') {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends one event as a CSV row (with `\r\n`, RFC 4180).
+pub fn write_csv(event: &AuditRowRef<'_>, out: &mut Vec<u8>) {
+    let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+    out.extend_from_slice(event.seq.to_string().as_bytes());
+    for field in [
+        event.time,
+        event.actor,
+        event.action,
+        event.target,
+        event.outcome,
+        event.details,
+    ] {
+        out.push(b',');
+        csv_field(field, out);
+    }
+    for bytes in [event.prev_hash, event.hash, event.sig] {
+        out.push(b',');
+        out.extend_from_slice(hex(bytes).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Bytes buffered before each hand-over to the sink.
+const CHUNK: usize = 64 * 1024;
+
+/// Streams `plan`'s events from the database at `db_path` to `sink` in chunks of about
+/// 64 KiB, calling `progress` with the number written so far after each chunk. Blocking;
+/// memory stays constant whatever the size of the trail. A sink error (a closed pipe, a
+/// client gone) stops the export.
+pub fn write(
+    db_path: &std::path::Path,
+    plan: &ExportPlan,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, ExportError> {
+    let reader = AuditReader::open(db_path)?;
+    let mut buffer = Vec::with_capacity(CHUNK + 4096);
+    if plan.format == Format::Csv {
+        buffer.extend_from_slice(CSV_HEADER.as_bytes());
+    }
+    let mut written = 0u64;
+    let mut failure: Option<ExportError> = None;
+    reader.scan(&plan.filter, 1, plan.through, |event| {
+        let encoded = match plan.format {
+            Format::Jsonl => write_jsonl(event, &mut buffer),
+            Format::Csv => {
+                write_csv(event, &mut buffer);
+                Ok(())
+            }
+        };
+        if let Err(e) = encoded {
+            failure = Some(e);
+            return false;
+        }
+        written += 1;
+        if buffer.len() >= CHUNK {
+            if let Err(e) = sink(&buffer) {
+                failure = Some(e.into());
+                return false;
+            }
+            buffer.clear();
+            progress(written);
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if !buffer.is_empty() {
+        sink(&buffer)?;
+    }
+    progress(written);
+    Ok(written)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_rfc_4180_needs_it() {
+        for (text, expected) in [
+            ("plain", "plain"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("two\nlines", "\"two\nlines\""),
+            ("=1+1", "=1+1"),
+            ("", ""),
+        ] {
+            let mut out = Vec::new();
+            csv_field(text, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn filter_times_accept_rfc_3339_or_a_date_and_normalise_to_the_stored_form() {
+        let filter = ExportFilter {
+            since: Some(parse_time("--since", "2026-11-22").unwrap()),
+            until: Some(parse_time("--until", "2026-11-23T01:30:00+01:00").unwrap()),
+            token: Some("T-1".into()),
+            ..Default::default()
+        };
+        let store = filter.to_store().unwrap();
+        assert_eq!(store.since.as_deref(), Some("2026-11-22T00:00:00.000Z"));
+        assert_eq!(store.until.as_deref(), Some("2026-11-23T00:30:00.000Z"));
+        assert_eq!(store.target.as_deref(), Some("token:T-1"));
+        let err = parse_time("--since", "yesterday").unwrap_err().to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
+        let backwards = ExportFilter {
+            since: filter.until,
+            until: filter.since,
+            ..Default::default()
+        };
+        assert!(matches!(backwards.to_store(), Err(ExportError::EmptyRange)));
+        assert!(matches!(
+            "xml".parse::<Format>(),
+            Err(ExportError::UnknownFormat(_))
+        ));
+    }
+
+    #[test]
+    fn a_jsonl_line_round_trips_to_the_same_record() {
+        let event = AuditRowRef {
+            seq: 7,
+            time: "2026-11-22T00:00:00.000Z",
+            actor: "operator:a\"b",
+            action: "x.y",
+            target: "token:T,1",
+            outcome: "success",
+            details: r#"{"a":"é\n"}"#,
+            prev_hash: &[1; 32],
+            hash: &[2; 32],
+            sig: &[3; 64],
+        };
+        let mut out = Vec::new();
+        write_jsonl(&event, &mut out).unwrap();
+        let parsed: ExportRecord = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, ExportRecord::of(&event));
+        assert_eq!(parsed.details, event.details);
+        assert!(out.ends_with(b"\n"));
+    }
+}

@@ -1,0 +1,756 @@
+//! Verifying the trail: the live chain in the database ([`verify_live`]) and an exported
+//! JSON Lines file ([`verify_export`]). Both name the first broken `seq` and why.
+//!
+//! How the live check stays under a second for a million events (docs/AUDIT.md, "Verifying"):
+//!
+//! 1. **Links and hashes, in parallel.** The seq range `1..=head` is cut into one contiguous
+//!    segment per core. Each thread walks its segment on its own connection, recomputing every
+//!    hash and checking every link inside the segment; the seams are checked afterwards (the
+//!    first `prev_hash` of segment *i+1* against the last hash of segment *i*). The first
+//!    break in seq order wins.
+//! 2. **Signatures, smartly.** Each event is signed over `seq || hash`, and each hash covers
+//!    the previous one, so once the links up to event *n* are sound, a valid signature on *n*
+//!    vouches for every event before it (forging an earlier event means finding a SHA-256
+//!    collision). So only the last soundly linked event's signature is checked. If it fails,
+//!    the chain was rewritten from some *k* on by someone without the key: every event from
+//!    *k* on carries a new hash its old signature does not cover, and every event before *k*
+//!    kept its valid signature. Validity is monotone in seq, so a binary search (≈20 checks for
+//!    a million events) finds *k*. `all_signatures` checks every one instead.
+//! 3. **Truncation.** Deleting the newest events leaves a shorter, valid chain; only a head
+//!    anchored elsewhere ([`AnchoredHead`]) catches it.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::str::FromStr;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::chain::{
+    check_event, genesis_hash, signature_valid_for, ChainBreak, ChainHead, BAD_SIGNATURE,
+};
+use super::export::ExportRecord;
+use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read the audit trail: {0}")]
+    Store(#[from] StoreError),
+    #[error("'{0}' is not a head — expected SEQ:HASH as printed by `seedvault audit head`, e.g. 42:9f86d081…")]
+    BadHead(String),
+    #[error("not an Ed25519 public key: {0} — pass the 64 hex digits printed by `seedvault audit public-key`")]
+    BadPublicKey(String),
+    #[error("line {line} of the export is not an audit record: {reason} — verify the JSON Lines file exactly as exported (`seedvault audit export --format jsonl`)")]
+    Malformed { line: u64, reason: String },
+    #[error("cannot read the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a verification thread failed: {0}")]
+    Thread(String),
+}
+
+/// A head written down outside the vault (`seedvault audit head`): `SEQ:HASH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchoredHead {
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+impl FromStr for AnchoredHead {
+    type Err = VerifyError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || VerifyError::BadHead(text.to_owned());
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().map_err(|_| bad())?;
+        let hash = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(hash.as_bytes())
+            .map_err(|_| bad())?;
+        Ok(Self {
+            seq,
+            hash: hash.try_into().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Parses a hex Ed25519 verification key (as `seedvault audit public-key` prints it).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, VerifyError> {
+    let bad = |why: &str| VerifyError::BadPublicKey(why.to_owned());
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.trim().as_bytes())
+        .map_err(|_| bad("not hex"))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a point on the curve"))
+}
+
+/// What to check beyond links, hashes and the head's signature.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Check every event's signature, not only the newest soundly linked one.
+    pub all_signatures: bool,
+    /// Fail unless this event is still in the chain with this hash.
+    pub expect_head: Option<AnchoredHead>,
+    /// Threads for the hash walk (0: one per core).
+    pub threads: usize,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Events verified: all of them when sound, those before the first break otherwise.
+    pub events: u64,
+    /// The newest stored event (`None` for an empty trail).
+    pub head: Option<ChainHead>,
+    /// The first broken event, if any.
+    pub broken: Option<ChainBreak>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// What one thread learned about its contiguous seq range.
+struct Segment {
+    start: i64,
+    end: i64,
+    /// `prev_hash` of the segment's first event (checked at the seam).
+    first_prev: Option<Vec<u8>>,
+    last_hash: Option<[u8; 32]>,
+    broken: Option<ChainBreak>,
+}
+
+fn walk_segment(
+    db_path: &Path,
+    key: &VerifyingKey,
+    start: i64,
+    end: i64,
+    genesis: Option<[u8; 32]>,
+    all_signatures: bool,
+) -> Result<Segment, StoreError> {
+    let reader = AuditReader::open(db_path)?;
+    let mut segment = Segment {
+        start,
+        end,
+        first_prev: None,
+        last_hash: None,
+        broken: None,
+    };
+    let mut expected_seq = start;
+    let mut prev: Option<[u8; 32]> = genesis;
+    reader.scan(&AuditFilter::default(), start, end, |event| {
+        if event.seq == start {
+            segment.first_prev = Some(event.prev_hash.to_vec());
+        }
+        let checked = check_event(event, expected_seq, prev.as_ref().map(|p| p.as_slice()))
+            .and_then(|hash| {
+                if all_signatures && !signature_valid_for(key, event.seq, event.hash, event.sig) {
+                    Err(ChainBreak {
+                        seq: event.seq,
+                        reason: BAD_SIGNATURE.into(),
+                    })
+                } else {
+                    Ok(hash)
+                }
+            });
+        match checked {
+            Ok(hash) => {
+                prev = Some(hash);
+                segment.last_hash = Some(hash);
+                expected_seq += 1;
+                true
+            }
+            Err(broken) => {
+                segment.broken = Some(broken);
+                false
+            }
+        }
+    })?;
+    if segment.broken.is_none() && expected_seq <= end {
+        segment.broken = Some(ChainBreak {
+            seq: expected_seq,
+            reason: format!("event {expected_seq} is missing (deleted)"),
+        });
+    }
+    Ok(segment)
+}
+
+/// Verifies the live trail in the database at `db_path` ([`crate::store::Store::path`]) against
+/// the vault's id and audit public key. Blocking and read-only; safe beside a running server
+/// (it checks the chain up to the head it finds when it starts).
+pub fn verify_live(
+    db_path: &Path,
+    vault_id: &str,
+    key: &VerifyingKey,
+    options: &VerifyOptions,
+) -> Result<Verification, VerifyError> {
+    let reader = AuditReader::open(db_path)?;
+    let Some((head_seq, head_hash)) = reader.head()? else {
+        let broken = options.expect_head.map(|anchor| ChainBreak {
+            seq: 1,
+            reason: format!(
+                "the trail is empty, but the anchored head is event {}: the trail was truncated",
+                anchor.seq
+            ),
+        });
+        return Ok(Verification {
+            events: 0,
+            head: None,
+            broken,
+        });
+    };
+    let head = head_hash.as_slice().try_into().ok().map(|hash| ChainHead {
+        seq: head_seq,
+        hash,
+    });
+
+    // 1. Links and hashes, one segment per thread.
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let threads = threads.clamp(1, usize::try_from(head_seq).unwrap_or(1).max(1));
+    let per = (head_seq + threads as i64 - 1) / threads as i64;
+    let genesis = genesis_hash(vault_id);
+    let segments: Vec<Result<Segment, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads as i64)
+            .map(|i| {
+                let start = 1 + i * per;
+                let end = ((i + 1) * per).min(head_seq);
+                let first = (i == 0).then_some(genesis);
+                scope.spawn(move || {
+                    walk_segment(db_path, key, start, end, first, options.all_signatures)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Corrupt("verify thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut structural: Option<ChainBreak> = None;
+    let mut last_hash: Option<[u8; 32]> = None;
+    for segment in segments {
+        let segment = segment?;
+        if segment.start > segment.end {
+            continue;
+        }
+        if let (Some(previous), Some(first_prev)) = (last_hash, &segment.first_prev) {
+            if first_prev.as_slice() != previous {
+                structural = Some(ChainBreak {
+                    seq: segment.start,
+                    reason: "prev_hash does not match the previous event's hash (an event before it was removed, inserted or swapped)".into(),
+                });
+                break;
+            }
+        }
+        if let Some(broken) = segment.broken {
+            structural = Some(broken);
+            break;
+        }
+        last_hash = segment.last_hash;
+    }
+
+    // 2. Signatures: the newest soundly linked event vouches for those before it.
+    let sound_through = structural.as_ref().map_or(head_seq, |b| b.seq - 1);
+    let mut broken = structural;
+    if !options.all_signatures && sound_through >= 1 {
+        let valid = |seq: i64| -> Result<bool, VerifyError> {
+            Ok(reader
+                .get(seq)?
+                .is_some_and(|row| signature_valid_for(key, row.seq, &row.hash, &row.sig)))
+        };
+        if !valid(sound_through)? {
+            // Invariant: `hi` fails; every seq below `lo` passes.
+            let (mut lo, mut hi) = (1, sound_through);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if valid(mid)? {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            broken = Some(ChainBreak {
+                seq: hi,
+                reason: BAD_SIGNATURE.into(),
+            });
+        }
+    }
+
+    // 3. The anchored head.
+    if let Some(anchor) = options.expect_head {
+        let anchored = if anchor.seq > head_seq {
+            Some(ChainBreak {
+                seq: head_seq + 1,
+                reason: format!(
+                    "the trail ends at event {head_seq}, but the anchored head is event {}: events {}..={} were removed (truncated)",
+                    anchor.seq,
+                    head_seq + 1,
+                    anchor.seq
+                ),
+            })
+        } else {
+            match reader.get(anchor.seq)? {
+                Some(row) if row.hash == anchor.hash => None,
+                Some(_) => Some(ChainBreak {
+                    seq: anchor.seq,
+                    reason: "hash differs from the anchored head: the chain was rewritten at or before this event".into(),
+                }),
+                None => Some(ChainBreak {
+                    seq: anchor.seq,
+                    reason: "the anchored event is missing".into(),
+                }),
+            }
+        };
+        if let Some(anchored) = anchored {
+            if broken.as_ref().is_none_or(|b| anchored.seq < b.seq) {
+                broken = Some(anchored);
+            }
+        }
+    }
+    let events = broken.as_ref().map_or(head_seq, |b| b.seq - 1).max(0) as u64;
+    Ok(Verification {
+        events,
+        head,
+        broken,
+    })
+}
+
+/// The outcome of verifying an export file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportVerification {
+    /// Records in the file verified (before the first break, if any).
+    pub events: u64,
+    /// Whether the file starts at seq 1 and has no gaps (a complete, unfiltered export).
+    pub complete: bool,
+    /// Whether the first event's link to the genesis was checked (needs the vault id).
+    pub genesis_checked: bool,
+    /// The file's last event.
+    pub last: Option<ChainHead>,
+    pub broken: Option<ChainBreak>,
+}
+
+impl ExportVerification {
+    pub fn ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Signatures are checked in batches spread over the cores.
+const SIGNATURE_BATCH: usize = 4_096;
+
+type Signed = (i64, [u8; 32], Vec<u8>);
+
+/// The index of the first event in `batch` whose signature fails, checking on every core.
+fn first_bad_signature(key: &VerifyingKey, batch: &[Signed]) -> Option<usize> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = batch.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .position(|(seq, hash, sig)| !signature_valid_for(key, *seq, hash, sig))
+                        .map(|i| n * chunk + i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .min()
+    })
+}
+
+/// Verifies a JSON Lines export: every record's hash (recomputed from its fields and
+/// `prev_hash`) and signature; the link between every two records with consecutive seqs; and,
+/// when `vault_id` is given and the file starts at seq 1, the first link to the genesis. A
+/// filtered export has gaps between its records, which are expected; a complete export (from
+/// seq 1, no gaps) is thereby verified link by link. Reads line by line (constant memory).
+pub fn verify_export(
+    input: impl BufRead,
+    key: &VerifyingKey,
+    vault_id: Option<&str>,
+) -> Result<ExportVerification, VerifyError> {
+    let genesis = vault_id.map(genesis_hash);
+    let mut result = ExportVerification {
+        events: 0,
+        complete: true,
+        genesis_checked: false,
+        last: None,
+        broken: None,
+    };
+    let mut batch: Vec<Signed> = Vec::with_capacity(SIGNATURE_BATCH);
+    let mut structural: Option<ChainBreak> = None;
+    // (seq, records before it) of the first record whose signature fails.
+    let mut bad_signature: Option<(i64, u64)> = None;
+    let mut checked_before_batch = 0u64;
+    let check_batch = |batch: &mut Vec<Signed>, before: &mut u64| -> Option<(i64, u64)> {
+        let bad = first_bad_signature(key, batch).map(|i| (batch[i].0, *before + i as u64));
+        *before += batch.len() as u64;
+        batch.clear();
+        bad
+    };
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        let line_no = index as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: ExportRecord =
+            serde_json::from_str(&line).map_err(|e| VerifyError::Malformed {
+                line: line_no,
+                reason: e.to_string(),
+            })?;
+        let decoded = record.decode().map_err(|reason| VerifyError::Malformed {
+            line: line_no,
+            reason,
+        })?;
+        let event = AuditRowRef {
+            seq: record.seq,
+            time: &record.time,
+            actor: &record.actor,
+            action: &record.action,
+            target: &record.target,
+            outcome: &record.outcome,
+            details: &record.details,
+            prev_hash: &decoded.prev_hash,
+            hash: &decoded.hash,
+            sig: &decoded.sig,
+        };
+        let previous = result.last.clone();
+        let expected_prev: Option<&[u8]> = match &previous {
+            Some(last) if last.seq + 1 == event.seq => Some(&last.hash),
+            None if event.seq == 1 => genesis.as_ref().map(|g| g.as_slice()),
+            _ => None,
+        };
+        if previous.is_none() && event.seq == 1 {
+            result.genesis_checked = genesis.is_some();
+        }
+        if let Some(last) = previous.as_ref().filter(|last| event.seq <= last.seq) {
+            structural = Some(ChainBreak {
+                seq: event.seq,
+                reason: format!(
+                    "event {} comes after event {} (records reordered or duplicated)",
+                    event.seq, last.seq
+                ),
+            });
+            break;
+        }
+        match check_event(&event, event.seq, expected_prev) {
+            Ok(hash) => {
+                result.complete &= match &previous {
+                    Some(last) => last.seq + 1 == event.seq,
+                    None => event.seq == 1,
+                };
+                batch.push((event.seq, hash, event.sig.to_vec()));
+                result.last = Some(ChainHead {
+                    seq: event.seq,
+                    hash,
+                });
+            }
+            Err(broken) => {
+                structural = Some(broken);
+                break;
+            }
+        }
+        if batch.len() == SIGNATURE_BATCH {
+            bad_signature = check_batch(&mut batch, &mut checked_before_batch);
+            if bad_signature.is_some() {
+                break;
+            }
+        }
+    }
+    if bad_signature.is_none() && !batch.is_empty() {
+        bad_signature = check_batch(&mut batch, &mut checked_before_batch);
+    }
+    (result.events, result.broken) = match (bad_signature, structural) {
+        (Some((seq, before)), _) => (
+            before,
+            Some(ChainBreak {
+                seq,
+                reason: BAD_SIGNATURE.into(),
+            }),
+        ),
+        (None, structural) => (checked_before_batch, structural),
+    };
+    if result.last.is_none() {
+        result.complete = false;
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::EventFields;
+    use crate::store::Store;
+    use crate::vault::open::{self, SlotRequest};
+    use crate::vault::Vault;
+    use time::OffsetDateTime;
+
+    async fn trail(events: u64) -> (tempfile::TempDir, Store, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let vault = open::create(
+            &store,
+            OffsetDateTime::UNIX_EPOCH,
+            "test",
+            vec![("dev".into(), SlotRequest::Development)],
+        )
+        .await
+        .unwrap();
+        crate::audit::fixture::fill(store.path(), &vault, events, OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        (dir, store, vault)
+    }
+
+    fn verify(store: &Store, vault: &Vault, options: &VerifyOptions) -> Verification {
+        verify_live(store.path(), vault.id(), &vault.audit_public_key(), options).unwrap()
+    }
+
+    /// Runs SQL with the append-only triggers dropped, as a tamperer with the file would.
+    async fn tamper(store: &Store, sql: &[&str]) {
+        let mut conn = store.pool().acquire().await.unwrap();
+        sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_delete")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for statement in sql {
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        }
+    }
+
+    /// Rewrites events `from..` with recomputed hashes and links, keeping the old signatures
+    /// (what someone without the signing key can do).
+    async fn rehash_from(store: &Store, from: i64) {
+        let rows = crate::store::audit::page_after(store.pool(), from - 1, 1_000_000)
+            .await
+            .unwrap();
+        let mut prev = crate::store::audit::page_after(store.pool(), from - 2, 1)
+            .await
+            .unwrap()[0]
+            .hash
+            .clone();
+        let mut conn = store.pool().acquire().await.unwrap();
+        for row in rows {
+            let mut row = row;
+            row.prev_hash = prev;
+            row.hash = EventFields::of(&row).hash(&row.prev_hash).to_vec();
+            sqlx::query("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?")
+                .bind(&row.prev_hash)
+                .bind(&row.hash)
+                .bind(row.seq)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            prev = row.hash;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untouched_trail_verifies_with_any_number_of_threads() {
+        let (_dir, store, vault) = trail(99).await;
+        for threads in [1, 2, 3, 7, 200] {
+            for all_signatures in [false, true] {
+                let result = verify(
+                    &store,
+                    &vault,
+                    &VerifyOptions {
+                        threads,
+                        all_signatures,
+                        ..Default::default()
+                    },
+                );
+                assert!(result.ok(), "{threads} threads: {:?}", result.broken);
+                assert_eq!(result.events, 100);
+                assert_eq!(result.head.unwrap().seq, 100);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_without_the_key_is_found_by_binary_search_at_its_first_seq() {
+        for first in [2, 37, 50, 51, 100] {
+            let (_dir, store, vault) = trail(99).await;
+            tamper(
+                &store,
+                &[&format!(
+                    "UPDATE audit_events SET actor = 'mallory' WHERE seq = {first}"
+                )],
+            )
+            .await;
+            rehash_from(&store, first).await;
+            for threads in [1, 2, 3] {
+                let result = verify(
+                    &store,
+                    &vault,
+                    &VerifyOptions {
+                        threads,
+                        ..Default::default()
+                    },
+                );
+                let broken = result.broken.unwrap();
+                assert_eq!(broken.seq, first, "{threads} threads");
+                assert!(broken.reason.contains("signature"), "{}", broken.reason);
+                assert_eq!(result.events, first as u64 - 1);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_break_on_a_segment_seam_is_caught() {
+        let (_dir, store, vault) = trail(99).await;
+        // With two threads the seam is between 50 and 51.
+        tamper(&store, &["DELETE FROM audit_events WHERE seq = 51"]).await;
+        for threads in [1, 2, 4] {
+            let result = verify(
+                &store,
+                &vault,
+                &VerifyOptions {
+                    threads,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(result.broken.unwrap().seq, 51, "{threads} threads");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_anchored_head_catches_truncation_and_a_rewritten_head() {
+        let (_dir, store, vault) = trail(9).await;
+        let anchor = verify(&store, &vault, &VerifyOptions::default())
+            .head
+            .unwrap();
+        let anchored: AnchoredHead = anchor.to_string().parse().unwrap();
+        assert_eq!(anchored.seq, 10);
+        let with_anchor = VerifyOptions {
+            expect_head: Some(anchored),
+            ..Default::default()
+        };
+        assert!(verify(&store, &vault, &with_anchor).ok());
+        tamper(&store, &["DELETE FROM audit_events WHERE seq >= 8"]).await;
+        assert!(verify(&store, &vault, &VerifyOptions::default()).ok());
+        let broken = verify(&store, &vault, &with_anchor).broken.unwrap();
+        assert_eq!(broken.seq, 8);
+        assert!(broken.reason.contains("truncated"), "{}", broken.reason);
+        let other: AnchoredHead = format!("5:{}", "ab".repeat(32)).parse().unwrap();
+        let broken = verify(
+            &store,
+            &vault,
+            &VerifyOptions {
+                expect_head: Some(other),
+                ..Default::default()
+            },
+        )
+        .broken
+        .unwrap();
+        assert_eq!(broken.seq, 5);
+    }
+
+    #[test]
+    fn a_bad_head_or_key_names_the_expected_form() {
+        for bad in ["", "12", "x:ab", "3:zz", "3:abcd"] {
+            let err = bad.parse::<AnchoredHead>().unwrap_err().to_string();
+            assert!(err.contains("SEQ:HASH"), "{bad}: {err}");
+        }
+        let err = parse_public_key("abcd").unwrap_err().to_string();
+        assert!(err.contains("audit public-key"), "{err}");
+    }
+
+    fn export_of(store: &Store, filter: &AuditFilter) -> Vec<String> {
+        let reader = AuditReader::open(store.path()).unwrap();
+        let mut lines = Vec::new();
+        reader
+            .scan(filter, 1, i64::MAX, |event| {
+                let mut out = Vec::new();
+                crate::audit::export::write_jsonl(event, &mut out).unwrap();
+                lines.push(String::from_utf8(out).unwrap());
+                true
+            })
+            .unwrap();
+        lines
+    }
+
+    fn verify_lines(lines: &[String], vault: &Vault, id: Option<&str>) -> ExportVerification {
+        let text = lines.concat();
+        verify_export(text.as_bytes(), &vault.audit_public_key(), id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_export_verifies_whole_or_filtered_and_names_an_edited_record() {
+        // More records than one signature batch, so batching is exercised.
+        let (_dir, store, vault) = trail(5_000).await;
+        let all = export_of(&store, &AuditFilter::default());
+        let result = verify_lines(&all, &vault, Some(vault.id()));
+        assert!(result.ok(), "{:?}", result.broken);
+        assert!(result.complete && result.genesis_checked);
+        assert_eq!(result.events, 5_001);
+
+        let filtered = export_of(
+            &store,
+            &AuditFilter {
+                actor: Some("operator:bob".into()),
+                ..Default::default()
+            },
+        );
+        let result = verify_lines(&filtered, &vault, Some(vault.id()));
+        assert!(result.ok() && !result.complete, "{:?}", result.broken);
+        assert_eq!(result.events, filtered.len() as u64);
+
+        let mut edited = all.clone();
+        edited[4_500] = edited[4_500].replace("operator:", "operator:x");
+        let broken = verify_lines(&edited, &vault, None).broken.unwrap();
+        assert_eq!(broken.seq, 4_501);
+
+        // Rehashing the edited line leaves its signature wrong.
+        let mut record: ExportRecord = serde_json::from_str(&all[10]).unwrap();
+        record.details = "{}".into();
+        let decoded = record.decode().unwrap();
+        let row = crate::store::audit::AuditRowRef {
+            seq: record.seq,
+            time: &record.time,
+            actor: &record.actor,
+            action: &record.action,
+            target: &record.target,
+            outcome: &record.outcome,
+            details: &record.details,
+            prev_hash: &decoded.prev_hash,
+            hash: &decoded.hash,
+            sig: &decoded.sig,
+        };
+        record.hash =
+            data_encoding::HEXLOWER.encode(&EventFields::of_ref(&row).hash(&decoded.prev_hash));
+        let mut rehashed = filtered_copy(&all, 10, &record);
+        rehashed.truncate(11);
+        let broken = verify_lines(&rehashed, &vault, None).broken.unwrap();
+        assert_eq!(broken.seq, 11);
+        assert!(broken.reason.contains("signature"));
+
+        let mut swapped = all.clone();
+        swapped.swap(20, 21);
+        assert_eq!(verify_lines(&swapped, &vault, None).broken.unwrap().seq, 21);
+
+        let err = verify_export("{not json\n".as_bytes(), &vault.audit_public_key(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    fn filtered_copy(lines: &[String], at: usize, record: &ExportRecord) -> Vec<String> {
+        let mut out = lines.to_vec();
+        out[at] = format!("{}\n", serde_json::to_string(record).unwrap());
+        out
+    }
+}

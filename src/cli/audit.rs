@@ -1,0 +1,297 @@
+//! `seedvault audit verify|head|export|public-key`. Verify, head and public-key need no vault
+//! key (they read the stored public key) and work beside a running server; export unseals the
+//! vault because the export is itself recorded in the signed trail.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use super::unlock::{unlock_vault, UnlockArgs};
+use super::{cli_actor, Cli};
+use crate::audit::export::{self, ExportFilter, Format};
+use crate::audit::verify::{self, AnchoredHead, VerifyOptions};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Overrides;
+use crate::store::audit::AuditReader;
+use crate::store::{meta, Store, DATABASE_FILE};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the live chain, or an export with --file; exits non-zero naming the first
+    /// broken event.
+    Verify(VerifyArgs),
+    /// Print the newest event as SEQ:HASH, to anchor outside the vault (a ticket, a log).
+    Head,
+    /// Export events as JSON Lines or CSV (the export itself is recorded in the trail).
+    Export(ExportArgs),
+    /// Print the hex Ed25519 key that verifies the trail's signatures.
+    PublicKey,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Check every event's signature (default: the newest one, which vouches for the rest).
+    #[arg(long)]
+    all_signatures: bool,
+    /// Also fail unless this anchored head (from `audit head`) is still in the chain.
+    #[arg(long, value_name = "SEQ:HASH")]
+    expect_head: Option<String>,
+    /// Verify a JSON Lines export instead of the live chain.
+    #[arg(long, value_name = "EXPORT.jsonl")]
+    file: Option<PathBuf>,
+    /// With --file: the hex verification key (default: this data directory's vault).
+    #[arg(long, value_name = "HEX", requires = "file")]
+    public_key: Option<String>,
+    /// With --file: the vault id, to check the first event's link to the genesis (default:
+    /// this data directory's vault).
+    #[arg(long, value_name = "ID", requires = "file")]
+    vault_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// jsonl or csv.
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Only events at or after this time (RFC 3339, or a date meaning midnight UTC).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events before this time.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only events by this actor (e.g. operator:alice, cli:root, system).
+    #[arg(long, value_name = "ACTOR")]
+    actor: Option<String>,
+    /// Only events about this token serial.
+    #[arg(long, value_name = "SERIAL")]
+    token: Option<String>,
+    /// Only events with this action (e.g. reveal.granted).
+    #[arg(long, value_name = "ACTION")]
+    action: Option<String>,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+}
+
+pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
+    let config = cli.config(Overrides::default())?;
+    match command {
+        AuditCommand::Verify(args) if args.file.is_some() => {
+            verify_file(&config.data_dir, args).await
+        }
+        AuditCommand::Verify(args) => verify_live(&config.data_dir, args).await,
+        AuditCommand::Head => {
+            let store = open_existing(&config.data_dir).await?;
+            let path = store.path().to_path_buf();
+            let head =
+                tokio::task::spawn_blocking(move || AuditReader::open(&path)?.head()).await??;
+            let Some((seq, hash)) = head else {
+                bail!("the audit trail is empty");
+            };
+            println!("{seq}:{}", data_encoding::HEXLOWER.encode(&hash));
+            Ok(())
+        }
+        AuditCommand::PublicKey => {
+            let store = open_existing(&config.data_dir).await?;
+            let meta = vault_meta(&store).await?;
+            println!("{}", data_encoding::HEXLOWER.encode(&meta.audit_public_key));
+            Ok(())
+        }
+        AuditCommand::Export(args) => export(&config.data_dir, args).await,
+    }
+}
+
+/// Opens the store only when a database exists (so verifying an export elsewhere does not
+/// create an empty data directory).
+async fn open_existing(data_dir: &Path) -> anyhow::Result<Store> {
+    if !data_dir.join(DATABASE_FILE).exists() {
+        bail!(
+            "no vault in {} — pass --data-dir (or SEEDVAULT_DATA_DIR) for the vault's data directory",
+            data_dir.display()
+        );
+    }
+    Ok(Store::open(data_dir).await?)
+}
+
+async fn vault_meta(store: &Store) -> anyhow::Result<meta::VaultMetaRow> {
+    meta::get(store.pool()).await?.context(
+        "this data directory has no vault yet — run `seedvault init` or point --data-dir at the vault",
+    )
+}
+
+async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
+    let store = open_existing(data_dir).await?;
+    let meta = vault_meta(&store).await?;
+    let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;
+    let options = VerifyOptions {
+        all_signatures: args.all_signatures,
+        expect_head: args
+            .expect_head
+            .as_deref()
+            .map(str::parse::<AnchoredHead>)
+            .transpose()?,
+        threads: 0,
+    };
+    let path = store.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        verify::verify_live(&path, &meta.vault_id, &key, &options)
+    })
+    .await??;
+    match (&result.broken, &result.head) {
+        (None, Some(head)) => {
+            println!("ok: {} events verified; head {head}", result.events);
+            Ok(())
+        }
+        (None, None) => {
+            println!("ok: the audit trail is empty");
+            Ok(())
+        }
+        (Some(broken), _) => {
+            println!(
+                "BROKEN at seq {}: {} ({} events before it verified)",
+                broken.seq, broken.reason, result.events
+            );
+            bail!("{broken}")
+        }
+    }
+}
+
+async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
+    let Some(file) = &args.file else {
+        bail!("--file is missing");
+    };
+    let local = if data_dir.join(DATABASE_FILE).exists() {
+        Some(vault_meta(&open_existing(data_dir).await?).await?)
+    } else {
+        None
+    };
+    let key = match (&args.public_key, &local) {
+        (Some(hex), _) => verify::parse_public_key(hex)?,
+        (None, Some(meta)) => {
+            verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?
+        }
+        (None, None) => bail!(
+            "no verification key — pass --public-key HEX (printed by `seedvault audit public-key` on the vault's host)"
+        ),
+    };
+    let vault_id = args
+        .vault_id
+        .clone()
+        .or_else(|| local.as_ref().map(|m| m.vault_id.clone()));
+    let input = std::fs::File::open(file)
+        .with_context(|| format!("cannot open {} — check the path", file.display()))?;
+    let result = tokio::task::spawn_blocking(move || {
+        verify::verify_export(std::io::BufReader::new(input), &key, vault_id.as_deref())
+    })
+    .await??;
+    if let Some(broken) = &result.broken {
+        println!(
+            "BROKEN at seq {}: {} ({} records before it verified)",
+            broken.seq, broken.reason, result.events
+        );
+        bail!("{broken}");
+    }
+    let scope = if result.complete {
+        if result.genesis_checked {
+            "complete export: every hash, signature and link verified from the genesis"
+        } else {
+            "complete export: every hash, signature and link verified; the link to the genesis was not (pass --vault-id)"
+        }
+    } else {
+        "filtered export: every hash and signature verified, and the links between consecutive events"
+    };
+    match &result.last {
+        Some(last) => println!("ok: {} records; {scope}; last {last}", result.events),
+        None => println!("ok: the export is empty"),
+    }
+    Ok(())
+}
+
+async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    let format: Format = args.format.parse()?;
+    let filter = ExportFilter {
+        since: args
+            .since
+            .as_deref()
+            .map(|t| export::parse_time("--since", t))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| export::parse_time("--until", t))
+            .transpose()?,
+        actor: args.actor.clone(),
+        token: args.token.clone(),
+        action: args.action.clone(),
+    };
+    let store = open_existing(data_dir).await?;
+    let vault = unlock_vault(&store, &args.unlock).await?;
+    let mut out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => Box::new(std::fs::File::create(path).with_context(|| {
+            format!(
+                "cannot create {} — check the directory exists and is writable",
+                path.display()
+            )
+        })?),
+        None => Box::new(std::io::stdout()),
+    };
+    let plan = export::begin(
+        &store,
+        &vault,
+        SystemClock.now(),
+        &cli_actor(),
+        format,
+        &filter,
+    )
+    .await?;
+    drop(vault);
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| progress_bar(plan.count));
+    let path = store.path().to_path_buf();
+    let job_plan = plan.clone();
+    let job_bar = bar.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let written = export::write(
+            &path,
+            &job_plan,
+            |chunk| out.write_all(chunk),
+            |n| {
+                if let Some(bar) = &job_bar {
+                    bar.set_position(n);
+                }
+            },
+        )?;
+        out.flush()?;
+        anyhow::Ok(written)
+    })
+    .await??;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    eprintln!(
+        "exported {written} events (seq 1..={}, {}){}; recorded as audit event {}",
+        plan.through,
+        format.as_str(),
+        args.output
+            .as_ref()
+            .map(|p| format!(" to {}", p.display()))
+            .unwrap_or_default(),
+        plan.recorded_as
+    );
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} exporting [{bar:30}] {pos}/{len} events ({per_sec}, {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
