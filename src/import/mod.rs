@@ -35,6 +35,8 @@ mod text;
 mod vendor_csv;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testutil;
 
 /// The layout of a seed file.
