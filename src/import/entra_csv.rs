@@ -32,13 +32,7 @@ mod tests {
     use super::super::{parse, ImportFormat, ImportOptions, ParsedFile, SecretEncoding};
 
     fn entra(text: &str) -> ParsedFile {
-        parse(
-            text.as_bytes(),
-            &ImportOptions {
-                format: ImportFormat::EntraCsv,
-                ..ImportOptions::default()
-            },
-        )
+        parse_as(ImportFormat::EntraCsv, text)
     }
 
     fn sample() -> String {
@@ -152,13 +146,9 @@ mod tests {
             .replace("UKGUPFJY6N75UNWE,60", "UKGUPFJY6N75UNWE,45")
             .replace("TNTUHKYPDFZ4CWDVF4XI2TGCVTVGIQZP,30", ",thirty");
         let parsed = entra(&text);
-        let places: Vec<(usize, &str)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
+        let found = places(&parsed);
         assert_eq!(
-            places,
+            found,
             [
                 (2, "serial number"),
                 (4, "upn"),

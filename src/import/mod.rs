@@ -59,6 +59,16 @@ pub enum ImportFormat {
 }
 
 impl ImportFormat {
+    /// Every format, `Auto` first (for help texts and pickers).
+    pub const ALL: [ImportFormat; 6] = [
+        Self::Auto,
+        Self::EntraCsv,
+        Self::VendorCsv,
+        Self::PrivacyideaCsv,
+        Self::Pskc,
+        Self::OtpauthList,
+    ];
+
     /// The kebab-case name, as serialized in reports.
     pub const fn as_str(&self) -> &'static str {
         match self {
@@ -334,14 +344,7 @@ mod tests {
         ] {
             assert_eq!(name.parse::<ImportFormat>().unwrap(), format, "{name}");
         }
-        for format in [
-            ImportFormat::Auto,
-            ImportFormat::EntraCsv,
-            ImportFormat::VendorCsv,
-            ImportFormat::PrivacyideaCsv,
-            ImportFormat::Pskc,
-            ImportFormat::OtpauthList,
-        ] {
+        for format in ImportFormat::ALL {
             assert_eq!(format.as_str().parse::<ImportFormat>().unwrap(), format);
             assert_eq!(
                 serde_json::to_value(format).unwrap(),

@@ -172,20 +172,10 @@ mod tests {
                     GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\
                     otpauth://totp/Acme:a@example.org?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\
                     otpauth://totp/Acme:John%20Doe?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n";
-        let parsed = parse(
-            text.as_bytes(),
-            &ImportOptions {
-                format: ImportFormat::OtpauthList,
-                ..ImportOptions::default()
-            },
-        );
-        let places: Vec<(usize, &str)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
+        let parsed = parse_as(ImportFormat::OtpauthList, text);
+        let found = places(&parsed);
         assert_eq!(
-            places,
+            found,
             [
                 (2, "uri"),
                 (3, "secret"),

@@ -8,7 +8,7 @@
 //! …) rows are refused with a message naming the line. A sixth column, when present, is read
 //! as the hash algorithm (`sha1`, `sha256`, `sha512`).
 
-use super::rows::{self, Encoding, Report};
+use super::rows::{self, Encoding, Report, RowCheck};
 use super::text::{self, ZStr};
 use super::{ImportOptions, ImportRow, SecretEncoding};
 use crate::otp::TotpSpec;
@@ -31,31 +31,21 @@ pub(crate) fn user_columns(first_line: &str) -> usize {
 }
 
 pub(crate) fn parse(text: &str, options: &ImportOptions, report: &mut Report) {
-    let mut lines = text::lines(text).peekable();
-    let offset = lines.peek().map_or(0, |l| user_columns(l.text));
+    let mut all = text::lines(text).peekable();
+    let offset = all.peek().map_or(0, |l| user_columns(l.text));
     let encoding = match options.secret_encoding {
         SecretEncoding::Auto | SecretEncoding::Hex => Encoding::Hex,
         SecretEncoding::Base32 => Encoding::Base32,
     };
-    let mut delimiter = None;
-    for line in lines {
-        let trimmed = line.text.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let delimiter = *delimiter.get_or_insert_with(|| text::detect_delimiter(line.text));
-        let cells = match text::split_cells(line.text, delimiter) {
-            Ok(cells) => cells,
-            Err(e) => {
-                report.error(line.number, "row", e.reason(), e.fix());
-                continue;
-            }
-        };
-        if text::all_blank(&cells) {
-            continue;
-        }
-        read_row(line.number, &cells, offset, encoding, report);
-    }
+    let mut lines = all
+        .filter(|l| !l.text.trim_start().starts_with('#'))
+        .peekable();
+    let delimiter = lines
+        .peek()
+        .map_or(b',', |first| text::detect_delimiter(first.text));
+    rows::each_csv_row(lines, delimiter, report, |line, cells, report| {
+        read_row(line, cells, offset, encoding, report);
+    });
 }
 
 fn read_row(
@@ -125,33 +115,19 @@ fn read_row(
             return;
         }
     }
-    let mut ok = true;
-    let mut problem = |column: &str, p: rows::Problem| {
-        report.problem(line, column, p);
-        ok = false;
-    };
-    let serial = rows::check_serial(cell(0))
-        .map_err(|p| problem("serial", p))
-        .ok();
+    let mut check = RowCheck::new(line, report);
+    let serial = check.take("serial", rows::check_serial(cell(0)));
     let raw_key = cells.get(offset + 1).map_or("", |c| &**c);
-    let secret = rows::check_secret(raw_key, encoding)
-        .map_err(|p| problem("key", p))
-        .ok();
-    let digits = rows::check_digits(cell(3))
-        .map_err(|p| problem("otplen", p))
-        .ok();
+    let secret = check.take("key", rows::check_secret(raw_key, encoding));
+    let digits = check.take("otplen", rows::check_digits(cell(3)));
     let period = if cell(4).is_empty() {
         Some(30)
     } else {
-        rows::check_period(cell(4), false)
-            .map_err(|p| problem("timestep", p))
-            .ok()
+        check.take("timestep", rows::check_period(cell(4), false))
     };
-    let algorithm = rows::check_algorithm(cell(5))
-        .map_err(|p| problem("hashlib", p))
-        .ok();
+    let algorithm = check.take("hashlib", rows::check_algorithm(cell(5)));
     let (Some(serial), Some(secret), Some(digits), Some(period), Some(algorithm), true) =
-        (serial, secret, digits, period, algorithm, ok)
+        (serial, secret, digits, period, algorithm, check.passed())
     else {
         return;
     };
@@ -233,12 +209,9 @@ mod tests {
 
     #[test]
     fn otplen_and_timestep_default_to_6_and_30() {
-        let parsed = parse(
-            b"S1,3132333435363738393031323334353637383930,totp\n",
-            &ImportOptions {
-                format: ImportFormat::PrivacyideaCsv,
-                ..ImportOptions::default()
-            },
+        let parsed = parse_as(
+            ImportFormat::PrivacyideaCsv,
+            "S1,3132333435363738393031323334353637383930,totp\n",
         );
         assert!(parsed.errors.is_empty(), "{:?}", errors_of(&parsed));
         assert_eq!((parsed.rows[0].digits, parsed.rows[0].period), (6, 30));
@@ -253,12 +226,9 @@ mod tests {
             errors_of(&parsed),
             ["line 4, type: HOTP (counter-based) tokens are not supported; seedvault escrows TOTP tokens only — remove the HOTP lines (keep them in a system that handles HOTP), or write 'totp' if these are time-based tokens"]
         );
-        let untyped = parse(
-            b"S1,3132333435363738393031323334353637383930\n",
-            &ImportOptions {
-                format: ImportFormat::PrivacyideaCsv,
-                ..ImportOptions::default()
-            },
+        let untyped = parse_as(
+            ImportFormat::PrivacyideaCsv,
+            "S1,3132333435363738393031323334353637383930\n",
         );
         assert!(untyped.errors[0].reason.contains("reads as HOTP"));
         let ocra =
@@ -272,13 +242,9 @@ mod tests {
                     S1, 3132333435363738393031323334353637383930, totp, 8, 30, sha256\n\
                     S1, 3132333435363738393031323334353637383930, totp, 6, 30\n";
         let parsed = auto(text);
-        let places: Vec<(usize, &str)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
+        let found = places(&parsed);
         assert_eq!(
-            places,
+            found,
             [(1, "key"), (1, "otplen"), (1, "timestep"), (3, "serial")],
             "{:?}",
             errors_of(&parsed)
@@ -309,13 +275,7 @@ mod tests {
     #[test]
     fn a_hand_written_header_line_is_skipped() {
         let text = format!("serial, key, type, otplen, timestep\n{FILE}");
-        let parsed = parse(
-            text.as_bytes(),
-            &ImportOptions {
-                format: ImportFormat::PrivacyideaCsv,
-                ..ImportOptions::default()
-            },
-        );
+        let parsed = parse_as(ImportFormat::PrivacyideaCsv, &text);
         assert!(parsed.errors.is_empty(), "{:?}", errors_of(&parsed));
         assert_eq!(parsed.rows.len(), 3);
     }

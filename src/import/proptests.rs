@@ -10,14 +10,7 @@ use super::testutil::*;
 use super::*;
 use crate::otp::TotpSpec;
 
-const FORMATS: [ImportFormat; 6] = [
-    ImportFormat::Auto,
-    ImportFormat::EntraCsv,
-    ImportFormat::VendorCsv,
-    ImportFormat::PrivacyideaCsv,
-    ImportFormat::Pskc,
-    ImportFormat::OtpauthList,
-];
+const FORMATS: [ImportFormat; 6] = ImportFormat::ALL;
 
 const ENCODINGS: [SecretEncoding; 3] = [
     SecretEncoding::Auto,

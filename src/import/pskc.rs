@@ -32,7 +32,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::XmlVersion;
 use zeroize::Zeroizing;
 
-use super::rows::{self, Report};
+use super::rows::{self, Report, RowCheck};
 use super::{ImportOptions, ImportRow, RowError};
 use crate::otp::TotpSpec;
 use crate::secret::Seed;
@@ -600,38 +600,29 @@ fn read_package(package: &Node, keys: &Keys<'_>, report: &mut Report) {
             return;
         }
     }
-    let mut ok = true;
-    let mut problem = |column: &str, p: rows::Problem| {
-        report.problem(line, column, p);
-        ok = false;
-    };
+    let mut check = RowCheck::new(line, report);
     let serial_text = package
         .path(&["DeviceInfo", "SerialNo"])
         .map(Node::text)
         .or_else(|| key.attr("Id"))
         .unwrap_or("");
-    let serial = rows::check_serial(serial_text)
-        .map_err(|p| problem("SerialNo", p))
-        .ok();
+    let serial = check.take("SerialNo", rows::check_serial(serial_text));
     let mut text_of = |name: &'static str| {
-        rows::check_text(name, field(package, key, name).unwrap_or(""))
-            .map_err(|p| problem(name, p))
-            .ok()
-            .flatten()
+        let raw = field(package, key, name).unwrap_or("");
+        check.take(name, rows::check_text(name, raw)).flatten()
     };
     let manufacturer = text_of("Manufacturer");
     let model = text_of("Model");
     let display_name = text_of("FriendlyName");
     let user = text_of("UserId");
     let format = key.path(&["AlgorithmParameters", "ResponseFormat"]);
-    let digits = rows::check_digits(format.and_then(|f| f.attr("Length")).unwrap_or(""))
-        .map_err(|p| problem("ResponseFormat", p))
-        .ok();
+    let length = format.and_then(|f| f.attr("Length")).unwrap_or("");
+    let digits = check.take("ResponseFormat", rows::check_digits(length));
     if format
         .and_then(|f| f.attr("Encoding"))
         .is_some_and(|e| !e.trim().eq_ignore_ascii_case("DECIMAL"))
     {
-        problem(
+        check.fail(
             "ResponseFormat",
             rows::Problem::new(
                 "the token's codes are not DECIMAL",
@@ -639,34 +630,29 @@ fn read_package(package: &Node, keys: &Keys<'_>, report: &mut Report) {
             ),
         );
     }
-    let algorithm = rows::check_algorithm(
-        key.path(&["AlgorithmParameters", "Suite"])
-            .map_or("", Node::text),
-    )
-    .map_err(|p| problem("Suite", p))
-    .ok();
+    let suite = key
+        .path(&["AlgorithmParameters", "Suite"])
+        .map_or("", Node::text);
+    let algorithm = check.take("Suite", rows::check_algorithm(suite));
     let data = key.child("Data");
     let period = match data.and_then(|d| d.child("TimeInterval")) {
         None => Some(30),
-        Some(interval) => match interval.child("PlainValue") {
-            Some(value) => rows::check_period(value.text(), false)
-                .map_err(|p| problem("TimeInterval", p))
-                .ok(),
-            None => {
-                problem(
-                    "TimeInterval",
-                    rows::Problem::new(
+        Some(interval) => check.take(
+            "TimeInterval",
+            interval.child("PlainValue").map_or_else(
+                || {
+                    Err(rows::Problem::new(
                         "the time interval is not a PlainValue",
                         "ask the vendor for a file with plain TimeInterval values",
-                    ),
-                );
-                None
-            }
-        },
+                    ))
+                },
+                |value| rows::check_period(value.text(), false),
+            ),
+        ),
     };
     if let Some(time) = data.and_then(|d| d.path(&["Time", "PlainValue"])) {
         if time.text().parse::<i64>() != Ok(0) {
-            problem(
+            check.fail(
                 "Time",
                 rows::Problem::new(
                     "the key counts time steps from a start time (T0) other than 0, which seedvault cannot represent",
@@ -677,7 +663,7 @@ fn read_package(package: &Node, keys: &Keys<'_>, report: &mut Report) {
     }
     let seed = match data.and_then(|d| d.child("Secret")) {
         None => {
-            problem(
+            check.fail(
                 "Secret",
                 rows::Problem::new(
                     "the key has no Data/Secret",
@@ -688,14 +674,14 @@ fn read_package(package: &Node, keys: &Keys<'_>, report: &mut Report) {
         }
         Some(secret) => match open_secret(secret, keys) {
             Ok(seed) => Some(seed),
-            Err((column, p)) => {
-                problem(column, p);
+            Err((column, problem)) => {
+                check.fail(column, problem);
                 None
             }
         },
     };
     let (Some(serial), Some(seed), Some(digits), Some(algorithm), Some(period), true) =
-        (serial, seed, digits, algorithm, period, ok)
+        (serial, seed, digits, algorithm, period, check.passed())
     else {
         return;
     };
@@ -1082,13 +1068,9 @@ mod tests {
             (row.algorithm, row.digits, row.period),
             (Algorithm::Sha256, 8, 60)
         );
-        let places: Vec<(usize, &str)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.line, e.column.as_str()))
-            .collect();
+        let found = places(&parsed);
         assert_eq!(
-            places,
+            found,
             [(4, "Time"), (6, "SerialNo")],
             "{:?}",
             errors_of(&parsed)
@@ -1166,13 +1148,7 @@ mod tests {
 
     #[test]
     fn non_pskc_xml_is_refused() {
-        let parsed = parse(
-            b"<Tokens><Token serial=\"1\"/></Tokens>",
-            &ImportOptions {
-                format: ImportFormat::Pskc,
-                ..ImportOptions::default()
-            },
-        );
+        let parsed = parse_as(ImportFormat::Pskc, "<Tokens><Token serial=\"1\"/></Tokens>");
         assert_eq!(parsed.errors[0].column, "KeyContainer");
     }
 }

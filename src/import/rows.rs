@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::secret::{self, Algorithm, ParsedSecret, SecretError, SecretFormat, Seed};
 use crate::tokens::{self, TokenError};
 
+use super::text::{self, Line, ZStr};
 use super::{ImportFormat, ImportRow, ParsedFile, RowError, RowWarning};
 
 /// What is wrong with one cell, and what to do about it.
@@ -100,6 +101,64 @@ impl Report {
             rows: self.rows,
             warnings: self.warnings,
             errors: self.errors,
+        }
+    }
+}
+
+/// Collects the problems of one row, so every bad cell is reported, not just the first.
+pub(crate) struct RowCheck<'r> {
+    line: usize,
+    report: &'r mut Report,
+    passed: bool,
+}
+
+impl<'r> RowCheck<'r> {
+    pub(crate) fn new(line: usize, report: &'r mut Report) -> Self {
+        Self {
+            line,
+            report,
+            passed: true,
+        }
+    }
+
+    /// The value, or `None` with the problem reported against `column`.
+    pub(crate) fn take<T>(&mut self, column: &str, result: Result<T, Problem>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.fail(column, problem);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn fail(&mut self, column: &str, problem: Problem) {
+        self.report.problem(self.line, column, problem);
+        self.passed = false;
+    }
+
+    /// No cell of the row had a problem.
+    pub(crate) fn passed(&self) -> bool {
+        self.passed
+    }
+}
+
+/// Splits each non-blank line into cells and hands them to `read`, skipping rows of empty
+/// cells (spreadsheets leave `,,,,` behind); a line whose quotes do not close is an error.
+pub(crate) fn each_csv_row<'t>(
+    lines: impl Iterator<Item = Line<'t>>,
+    delimiter: u8,
+    report: &mut Report,
+    mut read: impl FnMut(usize, &[ZStr<'t>], &mut Report),
+) {
+    for line in lines {
+        if line.text.trim().is_empty() {
+            continue;
+        }
+        match text::split_cells(line.text, delimiter) {
+            Ok(cells) if text::all_blank(&cells) => {}
+            Ok(cells) => read(line.number, &cells, report),
+            Err(e) => report.error(line.number, "row", e.reason(), e.fix()),
         }
     }
 }

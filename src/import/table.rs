@@ -3,7 +3,7 @@
 //! delimiter by the header, and each row is checked cell by cell so one bad row reports
 //! every bad cell it has.
 
-use super::rows::{self, Encoding, Report};
+use super::rows::{self, Encoding, Report, RowCheck};
 use super::text::{self, Line, ZStr};
 use super::{ImportOptions, ImportRow, SecretEncoding};
 use crate::otp::TotpSpec;
@@ -98,22 +98,9 @@ pub(crate) fn parse(text: &str, options: &ImportOptions, flavor: &Flavor, report
         SecretEncoding::Base32 => Encoding::Base32,
         SecretEncoding::Hex => Encoding::Hex,
     };
-    for line in lines {
-        if line.text.trim().is_empty() {
-            continue;
-        }
-        let cells = match text::split_cells(line.text, delimiter) {
-            Ok(cells) => cells,
-            Err(e) => {
-                report.error(line.number, "row", e.reason(), e.fix());
-                continue;
-            }
-        };
-        if text::all_blank(&cells) {
-            continue;
-        }
-        read_row(line.number, &cells, &layout, flavor, encoding, report);
-    }
+    rows::each_csv_row(lines, delimiter, report, |line, cells, report| {
+        read_row(line, cells, &layout, flavor, encoding, report);
+    });
 }
 
 /// Where each known column sits.
@@ -235,43 +222,47 @@ fn read_row(
         );
         return;
     }
-    let mut check = RowCheck {
-        line,
-        report: &mut *report,
-        ok: true,
-    };
+    let mut check = RowCheck::new(line, report);
     let owner = match layout.cell(cells, Column::Upn) {
-        Some(upn) => check.take(Column::Upn, rows::check_upn(upn)).flatten(),
+        Some(upn) => check
+            .take(Column::Upn.name(), rows::check_upn(upn))
+            .flatten(),
         None => None,
     };
     let cell = |column: Column| layout.cell(cells, column).unwrap_or("");
-    let serial = check.take(Column::Serial, rows::check_serial(cell(Column::Serial)));
+    let serial = check.take(
+        Column::Serial.name(),
+        rows::check_serial(cell(Column::Serial)),
+    );
     let secret = check.take(
-        Column::Secret,
+        Column::Secret.name(),
         rows::check_secret(cell(Column::Secret), encoding),
     );
     let period = match layout.cell(cells, Column::Interval) {
         Some(raw) => check.take(
-            Column::Interval,
+            Column::Interval.name(),
             rows::check_period(raw, flavor.entra_periods),
         ),
         None => Some(30),
     };
-    let digits = check.take(Column::Digits, rows::check_digits(cell(Column::Digits)));
+    let digits = check.take(
+        Column::Digits.name(),
+        rows::check_digits(cell(Column::Digits)),
+    );
     let algorithm = check.take(
-        Column::Algorithm,
+        Column::Algorithm.name(),
         rows::check_algorithm(cell(Column::Algorithm)),
     );
     let mut text_of = |column: Column| {
         check
-            .take(column, rows::check_text(column.name(), cell(column)))
+            .take(column.name(), rows::check_text(column.name(), cell(column)))
             .flatten()
     };
     let manufacturer = text_of(Column::Manufacturer);
     let model = text_of(Column::Model);
     let display_name = text_of(Column::DisplayName);
     let (Some(serial), Some(secret), Some(period), Some(digits), Some(algorithm), true) =
-        (serial, secret, period, digits, algorithm, check.ok)
+        (serial, secret, period, digits, algorithm, check.passed())
     else {
         return;
     };
@@ -301,24 +292,4 @@ fn read_row(
         Column::Serial.name(),
         secret.warnings,
     );
-}
-
-/// Collects the problems of one row, so every bad cell is reported, not just the first.
-struct RowCheck<'r> {
-    line: usize,
-    report: &'r mut Report,
-    ok: bool,
-}
-
-impl RowCheck<'_> {
-    fn take<T>(&mut self, column: Column, result: Result<T, rows::Problem>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(problem) => {
-                self.report.problem(self.line, column.name(), problem);
-                self.ok = false;
-                None
-            }
-        }
-    }
 }

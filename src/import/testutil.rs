@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use super::{ImportOptions, ImportRow, ParsedFile};
+use super::{parse, ImportFormat, ImportOptions, ImportRow, ParsedFile};
 use crate::otp::{code_at, TotpSpec};
 
 /// The unix time `expected-codes.csv` was computed for.
@@ -73,6 +73,26 @@ pub fn code_of(row: &ImportRow) -> String {
     code_at(&row.seed, &spec, SAMPLE_TIME, 0)
         .expose()
         .to_owned()
+}
+
+/// Parses `text` as `format` with default options.
+pub fn parse_as(format: ImportFormat, text: &str) -> ParsedFile {
+    parse(
+        text.as_bytes(),
+        &ImportOptions {
+            format,
+            ..ImportOptions::default()
+        },
+    )
+}
+
+/// (line, column) of each error, for table-like assertions.
+pub fn places(parsed: &ParsedFile) -> Vec<(usize, &str)> {
+    parsed
+        .errors
+        .iter()
+        .map(|e| (e.line, e.column.as_str()))
+        .collect()
 }
 
 pub fn errors_of(parsed: &ParsedFile) -> Vec<String> {
