@@ -9,6 +9,7 @@
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain, signatures.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
+//! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
 //! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
 //! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod import;
 pub mod operators;
 pub mod otp;
 pub mod policy;

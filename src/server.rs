@@ -69,9 +69,11 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// Expires and purges overdue seeds once at start and then every minute.
+/// Expires and purges overdue seeds, and deletes expired sessions, once at start and then
+/// every minute.
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
+        use tower_sessions::ExpiredDeletion;
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             every_minute.tick().await;
@@ -83,6 +85,9 @@ pub fn spawn_sweeper(state: AppState) {
                 Err(e) => {
                     tracing::error!(error = %e, "retention sweep failed; will retry in a minute")
                 }
+            }
+            if let Err(e) = state.sessions.delete_expired().await {
+                tracing::warn!(error = %e, "could not delete expired sessions");
             }
         }
     });

@@ -4,6 +4,7 @@
 
 mod audit;
 mod context;
+mod import;
 mod init;
 mod key;
 mod operator;
@@ -55,6 +56,8 @@ pub enum Command {
     /// Capture and assign tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Import a seed file (Entra/Azure MFA CSV, vendor CSV, privacyIDEA CSV, PSKC, otpauth list): all rows or none.
+    Import(import::ImportArgs),
     /// Purge seeds past their retention deadline.
     Purge(purge::PurgeArgs),
     /// Validate policy files.
@@ -96,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator(command) => operator::run(&cli, command).await,
         Command::Token(command) => token::run(&cli, command).await,
         Command::Purge(args) => purge::run(&cli, args).await,
+        Command::Import(args) => import::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,
     }

@@ -90,6 +90,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             invite.url(&config.origin_header())
         );
     }
+    crate::server::spawn_sweeper(state.clone());
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());

@@ -48,8 +48,18 @@ pub async fn store(
     dry_run: bool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ImportReport, TokenError> {
-    let ParsedFile { format, rows: parsed_rows, warnings, mut errors } = parsed;
-    let total = parsed_rows.len() + errors.iter().map(|e| e.line).collect::<std::collections::BTreeSet<_>>().len();
+    let ParsedFile {
+        format,
+        rows: parsed_rows,
+        warnings,
+        mut errors,
+    } = parsed;
+    let total = parsed_rows.len()
+        + errors
+            .iter()
+            .map(|e| e.line)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
     let policy = resolve_policy(env.policies, policy)?;
 
     // Serials already in the vault.
@@ -61,13 +71,20 @@ pub async fn store(
                 line: row.line,
                 column: "serial".into(),
                 reason: format!("serial '{}' already exists in the vault", row.serial),
-                fix: "remove this row, or cancel the existing token first if it is being replaced".into(),
+                fix: "remove this row, or cancel the existing token first if it is being replaced"
+                    .into(),
             });
         }
     }
     errors.sort_by_key(|e| e.line);
-    let mut report =
-        ImportReport { format, rows: total.max(parsed_rows.len()), imported: 0, dry_run, warnings, errors };
+    let mut report = ImportReport {
+        format,
+        rows: total.max(parsed_rows.len()),
+        imported: 0,
+        dry_run,
+        warnings,
+        errors,
+    };
     if dry_run || !report.errors.is_empty() {
         return Ok(report);
     }
@@ -75,7 +92,9 @@ pub async fn store(
     // Seal on every core: the rows are independent and sealing is pure CPU.
     let now = env.unix();
     let deadline = env.deadline_for(policy);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let per_worker = parsed_rows.len().div_ceil(workers).max(1);
     let sealed: Vec<(String, Vec<u8>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = parsed_rows
@@ -86,13 +105,18 @@ pub async fn store(
                         .iter()
                         .map(|row| {
                             let token_id = uuid::Uuid::new_v4().to_string();
-                            env.vault.seal_seed(&token_id, &row.serial, &row.seed).map(|s| (token_id, s.into_bytes()))
+                            env.vault
+                                .seal_seed(&token_id, &row.serial, &row.seed)
+                                .map(|s| (token_id, s.into_bytes()))
                         })
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(crate::vault::VaultError::Seal))).collect::<Result<Vec<_>, _>>()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(crate::vault::VaultError::Seal)))
+            .collect::<Result<Vec<_>, _>>()
     })?
     .into_iter()
     .flatten()
@@ -100,7 +124,10 @@ pub async fn store(
 
     let mut tx = env.store.begin_write().await?;
     let mut done = 0;
-    for (chunk, sealed_chunk) in parsed_rows.chunks(INSERT_BATCH).zip(sealed.chunks(INSERT_BATCH)) {
+    for (chunk, sealed_chunk) in parsed_rows
+        .chunks(INSERT_BATCH)
+        .zip(sealed.chunks(INSERT_BATCH))
+    {
         let batch: Vec<NewTokenRow<'_>> = chunk
             .iter()
             .zip(sealed_chunk)
@@ -121,27 +148,33 @@ pub async fn store(
                 retention_deadline: deadline,
             })
             .collect();
-        rows::insert_many(&mut tx, &batch).await.map_err(|e| match &e {
-            StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                TokenError::Duplicate("(a serial in this file was added meanwhile)".into())
-            }
-            _ => TokenError::Store(e),
-        })?;
+        rows::insert_many(&mut tx, &batch)
+            .await
+            .map_err(|e| match &e {
+                StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    TokenError::Duplicate("(a serial in this file was added meanwhile)".into())
+                }
+                _ => TokenError::Store(e),
+            })?;
         done += batch.len();
         progress(done, parsed_rows.len());
     }
     let unassigned = parsed_rows.iter().filter(|r| r.owner.is_none()).count();
     let short = parsed_rows.iter().filter(|r| r.seed.is_short()).count();
-    let event = NewEvent::new(actor, "token.imported", format!("import:{}", file_name.chars().take(200).collect::<String>()))
-        .details(json!({
-            "file": file_name,
-            "format": format.as_str(),
-            "imported": parsed_rows.len(),
-            "unassigned": unassigned,
-            "short_seeds": short,
-            "policy": policy.name,
-            "serials": parsed_rows.iter().map(|r| r.serial.as_str()).take(1000).collect::<Vec<_>>(),
-        }));
+    let event = NewEvent::new(
+        actor,
+        "token.imported",
+        format!("import:{}", file_name.chars().take(200).collect::<String>()),
+    )
+    .details(json!({
+        "file": file_name,
+        "format": format.as_str(),
+        "imported": parsed_rows.len(),
+        "unassigned": unassigned,
+        "short_seeds": short,
+        "policy": policy.name,
+        "serials": parsed_rows.iter().map(|r| r.serial.as_str()).take(1000).collect::<Vec<_>>(),
+    }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
     tx.commit().await.map_err(StoreError::from)?;
     report.imported = parsed_rows.len();

@@ -2,6 +2,7 @@
 //! OpenAPI document at `/api/v1/openapi.json` is generated from the very same table.
 
 pub mod auth;
+pub mod imports;
 pub mod me;
 pub mod operators;
 pub mod policies;
@@ -56,6 +57,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::deliver))
         .routes(routes!(tokens::cancel))
         .routes(routes!(policies::list))
+        .routes(routes!(imports::import))
 }
 
 /// Builds the `/api/v1` router and its document (which lists itself too).

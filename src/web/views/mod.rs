@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod dashboard;
+mod import;
 mod layout;
 mod operators;
 mod tokens;
@@ -238,5 +239,6 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
         .route("/audit", get(audit::search))
+        .route("/import", get(import::page_get).post(import::page_post))
         .fallback(not_found)
 }

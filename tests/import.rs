@@ -1,0 +1,285 @@
+//! Bulk import over HTTP and the CLI: every sample file escrows tokens whose codes match the
+//! independently computed expectations; a bad row imports nothing; duplicates and wrong keys
+//! are refused; nothing secret leaks into reports, logs or files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Operator, TestServer, T0};
+use reqwest::StatusCode;
+use seedvault::otp::{code_at, TotpSpec};
+use seedvault::secret::Algorithm;
+use seedvault::vault::SealedBlob;
+use serde_json::Value;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata")
+        .join(name)
+}
+
+fn expected_codes() -> Vec<(String, String)> {
+    std::fs::read_to_string(testdata("expected-codes.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[5].to_owned())
+        })
+        .collect()
+}
+
+async fn upload(op: &Operator, query: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let response = op
+        .http
+        .post(format!("{}/api/v1/imports?{query}", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    op.canary.record_response("import", &bytes);
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The code each stored token produces at T0, computed from its sealed seed.
+async fn stored_codes(srv: &TestServer) -> Vec<(String, Option<String>, String)> {
+    let rows: Vec<(String, String, Option<String>, Vec<u8>, String, i64, i64)> = sqlx::query_as(
+        "SELECT token_id, serial, owner, sealed_seed, algorithm, digits, period FROM tokens WHERE state = 'escrowed'",
+    )
+    .fetch_all(srv.state.store.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(id, serial, owner, sealed, algorithm, digits, period)| {
+            let seed = srv
+                .state
+                .vault
+                .unseal_seed(&id, &serial, &SealedBlob::from_stored(sealed))
+                .unwrap();
+            let spec = TotpSpec::new(
+                Algorithm::parse(&algorithm).unwrap(),
+                digits as u32,
+                period as u32,
+            )
+            .unwrap();
+            (
+                serial,
+                owner,
+                code_at(&seed, &spec, T0, 0).expose().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn watch_sample_seeds(srv: &TestServer) {
+    for line in std::fs::read_to_string(testdata("entra-oath.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
+        let secret = line.split(',').nth(2).unwrap().to_uppercase();
+        srv.canary.watch_seed(
+            line.split(',').nth(1).unwrap(),
+            &data_encoding::BASE32_NOPAD
+                .decode(secret.as_bytes())
+                .unwrap(),
+        );
+    }
+    for line in std::fs::read_to_string(testdata("vendor-safeid.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
+        let secret = line.split(',').nth(1).unwrap();
+        srv.canary.watch_seed(
+            line.split(',').next().unwrap(),
+            &data_encoding::HEXLOWER.decode(secret.as_bytes()).unwrap(),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_file_imports_and_each_token_produces_its_expected_code() {
+    let srv = TestServer::start().await;
+    watch_sample_seeds(&srv);
+    let op = srv.operator("imp", "provisioner").await;
+    let psk = std::fs::read_to_string(testdata("pskc-encrypted.psk.hex")).unwrap();
+    for (file, query, format) in [
+        (
+            "entra-oath.csv",
+            "name=entra-oath.csv".to_owned(),
+            "entra-csv",
+        ),
+        (
+            "vendor-safeid.csv",
+            "secret_encoding=hex".to_owned(),
+            "vendor-csv",
+        ),
+        ("otpauth-uris.txt", String::new(), "otpauth-list"),
+        ("pskc-plain.xml", String::new(), "pskc"),
+        (
+            "pskc-encrypted.xml",
+            format!("psk_hex={}", psk.trim()),
+            "pskc",
+        ),
+    ] {
+        let (status, report) = upload(&op, &query, std::fs::read(testdata(file)).unwrap()).await;
+        assert_eq!(status, StatusCode::CREATED, "{file}: {report}");
+        assert_eq!(report["format"], format, "{file}: {report}");
+        assert_eq!(report["errors"], serde_json::json!([]), "{file}");
+        assert!(
+            report["imported"].as_u64().unwrap() >= 2,
+            "{file}: {report}"
+        );
+    }
+    let stored = stored_codes(&srv).await;
+    assert!(
+        stored.iter().any(|(_, owner, _)| owner.is_none()),
+        "vendor tokens stay unassigned"
+    );
+    let expected = expected_codes();
+    assert_eq!(
+        stored.len(),
+        expected.len(),
+        "every sample token stored once"
+    );
+    for (key, code) in expected {
+        let found = stored.iter().find(|(serial, _, _)| *serial == key);
+        let (_, _, got) = found.unwrap_or_else(|| panic!("{key} was not imported"));
+        assert_eq!(*got, code, "{key}");
+    }
+    let imports = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "token.imported")
+        .count();
+    assert_eq!(imports, 5, "one audit event per import");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_one_bad_row_imports_nothing_and_names_the_line() {
+    let srv = TestServer::start().await;
+    watch_sample_seeds(&srv);
+    let op = srv.operator("imp", "provisioner").await;
+    let mut text = std::fs::read_to_string(testdata("entra-oath.csv")).unwrap();
+    text = text.replace("UFOEYZUHILYLDNGO", "UFOEYZUHILYLDNG0");
+    let (status, report) = upload(&op, "", text.into_bytes()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
+    assert_eq!(report["imported"], 0);
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(errors[0]["line"], 3);
+    assert!(
+        errors[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'0' is not a base32 character"),
+        "{report}"
+    );
+    assert!(!errors[0]["fix"].as_str().unwrap().is_empty());
+    assert!(stored_codes(&srv).await.is_empty(), "nothing stored");
+    // A dry run of the good file previews without storing.
+    let (status, report) = upload(
+        &op,
+        "dry_run=true",
+        std::fs::read(testdata("entra-oath.csv")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["rows"].clone(), report["imported"].clone()),
+        (serde_json::json!(5), serde_json::json!(0))
+    );
+    assert!(stored_codes(&srv).await.is_empty());
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_and_a_wrong_pskc_key_are_refused() {
+    let srv = TestServer::start().await;
+    watch_sample_seeds(&srv);
+    let op = srv.operator("imp", "provisioner").await;
+    let file = std::fs::read(testdata("vendor-safeid.csv")).unwrap();
+    assert_eq!(
+        upload(&op, "secret_encoding=hex", file.clone()).await.0,
+        StatusCode::CREATED
+    );
+    let (status, report) = upload(&op, "secret_encoding=hex", file).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 3, "{report}");
+    assert!(
+        report["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already exists in the vault"),
+        "{report}"
+    );
+
+    let (status, report) = upload(
+        &op,
+        "psk_hex=00112233445566778899aabbccddeeff",
+        std::fs::read(testdata("pskc-encrypted.xml")).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
+    assert_eq!(report["imported"], 0);
+    // Only provisioners import.
+    let helpdesk = srv.operator("hd", "helpdesk").await;
+    assert_eq!(
+        upload(&helpdesk, "", b"x".to_vec()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    srv.stop_and_check().await;
+}
+
+#[test]
+fn the_cli_imports_a_file_and_prints_one_line_per_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_seedvault");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .current_dir(dir.path())
+            .args(args)
+            .env_remove("SEEDVAULT_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init"]).status.success());
+    let bad = dir.path().join("bad.csv");
+    let text = std::fs::read_to_string(testdata("entra-oath.csv"))
+        .unwrap()
+        .replace("UFOEYZUHILYLDNGO", "UFOEYZUHILYLDNG0");
+    std::fs::write(&bad, text).unwrap();
+    let output = run(&["import", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 3, secret key: '0' is not a base32 character"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+    let output = run(&["import", testdata("entra-oath.csv").to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("imported 5 token(s)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: line 3"),
+        "80-bit seeds are warned about: {stderr}"
+    );
+    let status = String::from_utf8_lossy(&run(&["status"]).stdout).into_owned();
+    assert!(status.contains("escrowed   5"), "{status}");
+}
