@@ -617,7 +617,10 @@ impl Bench {
         let ((mut pairs, mut finishes, wall), (purged, took)) = tokio::join!(load, sweep);
         assert_eq!(purged, count, "every overdue token is purged");
         row(
-            &format!("sweep of {purged} expired tokens (batches of 200)"),
+            &format!(
+                "sweep of {purged} expired tokens (batches of {})",
+                tokens::lifecycle::SWEEP_BATCH
+            ),
             &format!("{:.2} s", took.as_secs_f64()),
         );
         row(
