@@ -73,7 +73,6 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// every minute.
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
-        use tower_sessions::ExpiredDeletion;
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             every_minute.tick().await;

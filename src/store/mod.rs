@@ -2,6 +2,7 @@
 //! No SQL lives outside this module.
 
 pub mod audit;
+mod group;
 pub mod key_slots;
 pub mod meta;
 pub mod operators;
@@ -36,14 +37,27 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database holds a corrupt value: {0}")]
     Corrupt(String),
+    #[error("the write was not committed: {0}")]
+    Batch(String),
 }
 
-/// The connection pool over the vault database.
+/// The vault database: a pool of connections for reads and a single connection for writes.
+///
+/// SQLite admits one writer at a time. Letting several pooled connections race for its write
+/// lock makes the losers wait in SQLite's busy handler, which sleeps 1, 2, 5, 10, … ms between
+/// retries: under concurrent writes most of the time goes to sleeping, and the tail latency to
+/// tens or hundreds of milliseconds. Every write in this process therefore goes through one
+/// connection, queued fairly by the pool (no busy handler involved); reads never wait for it
+/// (WAL). The busy timeout still covers the CLI writing beside a running server.
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: SqlitePool,
+    group: group::Group,
     path: PathBuf,
 }
+
+pub use group::GroupTx;
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and runs migrations.
@@ -68,24 +82,42 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             // Freed pages are zeroed, so a purged seed's bytes do not linger in the file.
             .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(db) => StoreError::DataDir {
-                    path: shown.clone(),
-                    reason: db.message().to_owned(),
-                },
-                other => StoreError::Sqlx(other),
-            })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, path })
+        let connect = |connections: u32| {
+            let options = options.clone();
+            let shown = shown.clone();
+            async move {
+                SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(db) => StoreError::DataDir {
+                            path: shown,
+                            reason: db.message().to_owned(),
+                        },
+                        other => StoreError::Sqlx(other),
+                    })
+            }
+        };
+        let writer = connect(1).await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let pool = connect(8).await?;
+        Ok(Self {
+            pool,
+            writer,
+            group: Default::default(),
+            path,
+        })
     }
 
-    /// The pool, for reads and for the session store.
+    /// The pool for reads.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The single write connection, for writes that are not a [`WriteTx`] (the session store).
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// Path of the database file (its `-wal` and `-shm` sit beside it).
@@ -95,20 +127,28 @@ impl Store {
 
     /// Starts a write transaction that holds the write lock.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Starts a write that shares its transaction, and so its `fsync`, with concurrent
+    /// writes of the same kind (group commit, see [`GroupTx`]). For hot paths where many
+    /// small durable writes arrive at once; the job stays atomic on its own.
+    pub async fn begin_grouped(&self) -> Result<GroupTx, StoreError> {
+        GroupTx::begin(&self.group, &self.writer).await
     }
 
     /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
     /// so that overwritten pages do not survive in the log.
     pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

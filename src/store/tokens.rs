@@ -193,34 +193,41 @@ pub async fn update_fields(
     Ok(())
 }
 
-/// Granted reveals of a token since `since`, oldest first (their times).
+/// How many reveals a limit window holds, and when the oldest of them happened.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct RevealWindow {
+    pub count: i64,
+    pub oldest: Option<i64>,
+}
+
+/// Granted reveals of a token since `since` (counted in the index, not fetched).
 pub async fn reveals_of_token_since(
     db: impl SqliteExecutor<'_>,
     token: i64,
     since: i64,
-) -> Result<Vec<i64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT at FROM reveals WHERE token_id = ? AND at > ? ORDER BY at")
-            .bind(token)
-            .bind(since)
-            .fetch_all(db)
-            .await?,
+) -> Result<RevealWindow, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE token_id = ? AND at > ?",
     )
+    .bind(token)
+    .bind(since)
+    .fetch_one(db)
+    .await?)
 }
 
-/// Granted reveals by an operator since `since`, oldest first (their times).
+/// Granted reveals by an operator since `since` (counted in the index, not fetched).
 pub async fn reveals_by_operator_since(
     db: impl SqliteExecutor<'_>,
     operator: i64,
     since: i64,
-) -> Result<Vec<i64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT at FROM reveals WHERE operator_id = ? AND at > ? ORDER BY at")
-            .bind(operator)
-            .bind(since)
-            .fetch_all(db)
-            .await?,
+) -> Result<RevealWindow, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE operator_id = ? AND at > ?",
     )
+    .bind(operator)
+    .bind(since)
+    .fetch_one(db)
+    .await?)
 }
 
 pub async fn insert_reveal(

@@ -19,8 +19,11 @@ use crate::vault::SealedBlob;
 pub const DELIVERY_WINDOW: u32 = 15;
 /// Wrong delivery codes allowed per token per hour before further attempts are refused.
 pub const DELIVERY_ATTEMPTS_PER_HOUR: usize = 5;
-/// Tokens purged per transaction by the sweeper, so reveals keep flowing meanwhile.
-pub const SWEEP_BATCH: i64 = 200;
+/// Tokens purged per transaction by the sweeper, so reveals keep flowing meanwhile: a batch
+/// holds the write path ≈6 ms (25 × ≈240 µs), so a reveal waits at most that long behind it.
+/// 200 per batch swept 10,000 tokens twice as fast but doubled reveal p99 meanwhile
+/// (BENCHMARKS.md, "Retention sweep"); the sweep runs in the background, reveals do not.
+pub const SWEEP_BATCH: i64 = 25;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {

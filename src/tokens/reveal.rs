@@ -120,25 +120,25 @@ async fn check_limits(
 ) -> Result<(), RevealError> {
     let now = env.unix();
     let by_token = rows::reveals_of_token_since(&mut *db, token.row_id, now - 86_400).await?;
-    if by_token.len() >= policy.reveals_per_token_per_day as usize {
+    if by_token.count >= i64::from(policy.reveals_per_token_per_day) {
         return Err(RevealError::Limit {
             what: "this token's daily reveal",
             limit: policy.reveals_per_token_per_day,
-            retry_after_seconds: retry_after(by_token.first(), 86_400, now),
+            retry_after_seconds: retry_after(by_token.oldest, 86_400, now),
         });
     }
     let by_operator = rows::reveals_by_operator_since(&mut *db, operator.id, now - 3_600).await?;
-    if by_operator.len() >= policy.reveals_per_operator_per_hour as usize {
+    if by_operator.count >= i64::from(policy.reveals_per_operator_per_hour) {
         return Err(RevealError::Limit {
             what: "your hourly reveal",
             limit: policy.reveals_per_operator_per_hour,
-            retry_after_seconds: retry_after(by_operator.first(), 3_600, now),
+            retry_after_seconds: retry_after(by_operator.oldest, 3_600, now),
         });
     }
     Ok(())
 }
 
-fn retry_after(oldest: Option<&i64>, window: i64, now: i64) -> u64 {
+fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> u64 {
     oldest.map_or(1, |t| u64::try_from(t + window - now).unwrap_or(1).max(1))
 }
 
@@ -243,7 +243,9 @@ pub fn check_pending(
 
 /// Grants a reveal whose passkey assertion has verified: re-checks state and limits, records
 /// the reveal (and the credential's new counter, through `record_credential`) with its audit
-/// event in one transaction, then returns the code.
+/// event in one transaction, then returns the code — only once that transaction is durably
+/// committed. Concurrent reveals share the commit (group commit, [`crate::store::GroupTx`]);
+/// each stays atomic on its own.
 pub async fn grant<F>(
     env: &Env<'_>,
     operator: &Operator,
@@ -257,8 +259,34 @@ where
         Box<dyn std::future::Future<Output = Result<(), RevealError>> + Send + 't>,
     >,
 {
-    let mut tx = env.store.begin_write().await?;
-    let row = rows::by_serial(&mut *tx, &pending.serial)
+    let mut tx = env.store.begin_grouped().await?;
+    match grant_in(env, operator, pending, &mut tx, record_credential).await {
+        Ok(revealed) => {
+            tx.commit().await?;
+            Ok(revealed)
+        }
+        Err(error) => {
+            tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn grant_in<F>(
+    env: &Env<'_>,
+    operator: &Operator,
+    pending: &PendingReveal,
+    tx: &mut WriteTx,
+    record_credential: F,
+) -> Result<RevealedCode, RevealError>
+where
+    F: for<'t> FnOnce(
+        &'t mut WriteTx,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), RevealError>> + Send + 't>,
+    >,
+{
+    let row = rows::by_serial(&mut **tx, &pending.serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
     let token = Token::from_row(row)?;
@@ -271,8 +299,8 @@ where
         // The policy changed between start and finish: the checklist must be redone.
         return Err(RevealError::Expired);
     }
-    check_limits(env, &mut tx, policy, &token, operator).await?;
-    let sealed = rows::sealed_seed(&mut *tx, token.row_id)
+    check_limits(env, tx, policy, &token, operator).await?;
+    let sealed = rows::sealed_seed(&mut **tx, token.row_id)
         .await?
         .ok_or_else(|| TokenError::WrongState {
             serial: token.serial.clone(),
@@ -298,8 +326,8 @@ where
         valid_for_seconds: spec.valid_for_seconds(now),
     };
     drop(seed);
-    rows::insert_reveal(&mut *tx, token.row_id, operator.id, now).await?;
-    record_credential(&mut tx).await?;
+    rows::insert_reveal(&mut **tx, token.row_id, operator.id, now).await?;
+    record_credential(tx).await?;
     let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(json!({
         "owner": token.owner,
         "policy": policy.name,
@@ -309,7 +337,6 @@ where
         "note": pending.note,
         "next_code": revealed.next_code.is_some(),
     }));
-    audit::append(&mut tx, env.vault, env.now, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    audit::append(tx, env.vault, env.now, event).await?;
     Ok(revealed)
 }

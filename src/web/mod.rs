@@ -2,6 +2,7 @@
 //! thin: they parse, call the domain, and shape the reply.
 
 pub mod api;
+pub mod ceremony;
 mod error;
 pub mod extract;
 mod health;
@@ -15,7 +16,6 @@ use axum::routing::get;
 use axum::Router;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tower_sessions_sqlx_store::SqliteStore;
 use webauthn_rs::prelude::Webauthn;
 use webauthn_rs::WebauthnBuilder;
 
@@ -55,8 +55,10 @@ pub struct AppState {
     pub clock: SharedClock,
     pub webauthn: Arc<Webauthn>,
     pub limits: Arc<Limits>,
-    pub sessions: SqliteStore,
+    pub sessions: session::SessionTable,
     pub policies: Arc<PolicySet>,
+    /// Reveals between start and finish (in memory, single use).
+    pub reveals: Arc<ceremony::PendingReveals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +93,9 @@ impl AppState {
             .rp_name("seedvault")
             .build()
             .map_err(|e| webauthn_error(e.to_string()))?;
-        let sessions = SqliteStore::new(store.pool().clone())
-            .with_table_name("sessions")
-            .map_err(StateError::Sessions)?;
-        sessions
-            .migrate()
+        let sessions = session::SessionTable::open(&store)
             .await
-            .map_err(|e| StateError::Sessions(e.to_string()))?;
+            .map_err(StateError::Sessions)?;
         let policies = crate::policy::load_configured(&config.policies_dir)?;
         Ok(Self {
             store,
@@ -108,6 +106,7 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             sessions,
             policies: Arc::new(policies),
+            reveals: Arc::default(),
         })
     }
 

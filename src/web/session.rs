@@ -7,7 +7,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::Session;
+use tower_sessions_sqlx_store::SqliteStore;
 
 use super::{AppError, AppState};
 use crate::operators::{self, Operator, Role};
@@ -169,5 +172,55 @@ impl<R: RoleRule + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
             current,
             _rule: std::marker::PhantomData,
         })
+    }
+}
+
+/// The session table (tower-sessions' SQLite store): loads go to the read pool, and every
+/// write to the store's single write connection, so session writes queue with the other
+/// writes instead of racing them for SQLite's lock (see [`crate::store::Store`]).
+#[derive(Debug, Clone)]
+pub struct SessionTable {
+    reads: SqliteStore,
+    writes: SqliteStore,
+}
+
+impl SessionTable {
+    /// The `sessions` table of `store`, created if missing.
+    pub async fn open(store: &crate::store::Store) -> Result<Self, String> {
+        let table =
+            |pool: &sqlx::SqlitePool| SqliteStore::new(pool.clone()).with_table_name("sessions");
+        let writes = table(store.writer())?;
+        writes.migrate().await.map_err(|e| e.to_string())?;
+        Ok(Self {
+            reads: table(store.pool())?,
+            writes,
+        })
+    }
+}
+
+impl SessionTable {
+    /// Deletes sessions past their expiry (run by the sweeper every minute).
+    pub async fn delete_expired(&self) -> session_store::Result<()> {
+        use tower_sessions::ExpiredDeletion;
+        self.writes.delete_expired().await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SessionTable {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.writes.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.writes.save(record).await
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.reads.load(session_id).await
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.writes.delete(session_id).await
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential};
+use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::auth::{passkey_json, passkeys_of, to_json};
@@ -16,20 +16,11 @@ use crate::operators;
 use crate::secret::{Algorithm, SecretFormat};
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Confirmation, Purged};
-use crate::tokens::reveal::{self, PendingReveal, RevealRequest};
+use crate::tokens::reveal::{self, RevealRequest};
 use crate::tokens::{self, CaptureInput, Captured, Token, TokenChange, TokenState};
-use crate::web::session::{
-    session_error, Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly,
-};
+use crate::web::ceremony::RevealCeremony;
+use crate::web::session::{Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly};
 use crate::web::{AppError, AppState};
-
-const REVEAL: &str = "ceremony.reveal";
-
-#[derive(Serialize, Deserialize)]
-struct RevealCeremony {
-    pending: PendingReveal,
-    ceremony: PasskeyAuthentication,
-}
 
 /// A seed to escrow. The secret is accepted here and never returned by any route.
 #[derive(Deserialize, ToSchema)]
@@ -307,12 +298,21 @@ pub async fn reveal_start(
         .map(|(_, p)| p)
         .collect();
     let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
+    let session = signed_in_session_id(&auth)?;
+    state
+        .reveals
+        .put(session, RevealCeremony { pending, ceremony }, env.unix());
+    Ok(Json(to_json(&challenge)?))
+}
+
+/// The id of the signed-in session a reveal ceremony is bound to.
+fn signed_in_session_id(
+    auth: &Authorized<HelpdeskOnly>,
+) -> Result<tower_sessions::session::Id, AppError> {
     auth.current
         .session
-        .insert(REVEAL, RevealCeremony { pending, ceremony })
-        .await
-        .map_err(session_error)?;
-    Ok(Json(to_json(&challenge)?))
+        .id()
+        .ok_or_else(|| AppError::Internal("a signed-in session has no id".into()))
 }
 
 /// Finish a reveal with the passkey assertion: the code, once.
@@ -327,11 +327,10 @@ pub async fn reveal_finish(
 ) -> Result<Response, AppError> {
     let operator = auth.operator();
     let env = state.env();
-    let session = &auth.current.session;
-    let Some(RevealCeremony { pending, ceremony }) = session
-        .remove::<RevealCeremony>(REVEAL)
-        .await
-        .map_err(session_error)?
+    let Some(RevealCeremony { pending, ceremony }) = state
+        .reveals
+        .take(signed_in_session_id(&auth)?)
+        .filter(|c| c.pending.operator_id == operator.id)
     else {
         return Err(AppError::BadRequest(
             "no reveal is in progress in this session — start it again".into(),

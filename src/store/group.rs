@@ -1,0 +1,252 @@
+//! Group commit: concurrent write jobs share one transaction and so one `fsync`.
+//!
+//! With `synchronous=FULL` every commit waits for the disk, and SQLite has one writer: one
+//! commit per action caps throughput at the disk's flush rate, whatever the CPU could do.
+//! [`Store::begin_grouped`](super::Store::begin_grouped) hands out a [`GroupTx`]: the job
+//! runs alone (it holds the batch lock) inside a savepoint of the shared transaction, so it is
+//! atomic on its own — [`GroupTx::rollback`] undoes exactly its writes — and
+//! [`GroupTx::commit`] returns only once the shared transaction, with the job's writes and its
+//! audit event, is durably committed. Nothing a job produces (a code) may leave before that.
+//!
+//! Batches form by themselves: the lock is fair (FIFO), and the commit of a batch is queued
+//! behind the jobs that were already waiting, so while one batch is being flushed the next
+//! one gathers. An idle server commits a lone job at once; no timer adds latency.
+//!
+//! Every job of a batch succeeds or fails together at commit: if the commit fails, or a job is
+//! cancelled half-way (its future dropped), the whole shared transaction is rolled back and
+//! every job in it reports an error — it fails closed, never half-recorded.
+
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+use super::{StoreError, WriteTx};
+
+/// The result a committed batch reports to each of its jobs.
+type Verdict = Result<(), String>;
+
+/// The shared, not yet committed transaction and the jobs waiting for its commit.
+#[derive(Default)]
+pub(super) struct Batch {
+    tx: Option<WriteTx>,
+    waiting: Vec<oneshot::Sender<Verdict>>,
+}
+
+impl Batch {
+    /// Abandons the shared transaction (dropping it rolls it back) and tells every job in it.
+    fn abort(&mut self, why: &str) {
+        self.tx = None;
+        for job in self.waiting.drain(..) {
+            let _ = job.send(Err(why.to_owned()));
+        }
+    }
+}
+
+pub(super) type Group = Arc<Mutex<Batch>>;
+
+/// One job's part of a shared write transaction. Dereferences to the [`WriteTx`], so domain
+/// code runs unchanged on it; end it with [`commit`](Self::commit) or
+/// [`rollback`](Self::rollback).
+pub struct GroupTx {
+    group: Group,
+    batch: Option<OwnedMutexGuard<Batch>>,
+    tx: Option<WriteTx>,
+}
+
+const SAVEPOINT: &str = "SAVEPOINT grouped_job";
+const RELEASE: &str = "RELEASE grouped_job";
+const ROLLBACK_TO: &str = "ROLLBACK TO grouped_job";
+
+async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut **tx).await?;
+    Ok(())
+}
+
+impl GroupTx {
+    /// Waits for the batch, joins (or opens) its transaction and starts this job's savepoint.
+    pub(super) async fn begin(
+        group: &Group,
+        writer: &sqlx::SqlitePool,
+    ) -> Result<Self, StoreError> {
+        let mut batch = group.clone().lock_owned().await;
+        let mut tx = match batch.tx.take() {
+            Some(tx) => tx,
+            None => writer.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        if let Err(e) = exec(&mut tx, SAVEPOINT).await {
+            batch.abort("the shared write transaction failed");
+            return Err(e);
+        }
+        Ok(Self {
+            group: group.clone(),
+            batch: Some(batch),
+            tx: Some(tx),
+        })
+    }
+
+    /// Keeps this job's writes and waits until the shared transaction holding them is
+    /// durably committed.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
+            return Err(StoreError::Batch("the job was already ended".into()));
+        };
+        if let Err(e) = exec(&mut tx, RELEASE).await {
+            batch.abort("the shared write transaction failed");
+            return Err(e);
+        }
+        let (done, verdict) = oneshot::channel();
+        batch.tx = Some(tx);
+        batch.waiting.push(done);
+        drop(batch);
+        // Queued behind the jobs already waiting for the lock, so they join this batch. A task
+        // of its own, so a caller that goes away cannot leave the transaction open.
+        tokio::spawn(flush(self.group.clone()));
+        match verdict.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(StoreError::Batch(why)),
+            Err(_) => Err(StoreError::Batch("the shared commit was abandoned".into())),
+        }
+    }
+
+    /// Undoes this job's writes, leaving the other jobs of the batch untouched.
+    pub async fn rollback(mut self) {
+        let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
+            return;
+        };
+        let undone = match exec(&mut tx, ROLLBACK_TO).await {
+            Ok(()) => exec(&mut tx, RELEASE).await,
+            Err(e) => Err(e),
+        };
+        if undone.is_err() {
+            batch.abort("the shared write transaction failed");
+        } else if batch.waiting.is_empty() {
+            // Nothing of anyone else's is in it: end it now and free the write connection.
+            let _ = tx.rollback().await;
+        } else {
+            batch.tx = Some(tx);
+        }
+    }
+}
+
+impl std::ops::Deref for GroupTx {
+    type Target = WriteTx;
+
+    fn deref(&self) -> &WriteTx {
+        match &self.tx {
+            Some(tx) => tx,
+            None => unreachable!(
+                "a GroupTx's transaction is taken only by commit or rollback, which consume it"
+            ),
+        }
+    }
+}
+
+impl std::ops::DerefMut for GroupTx {
+    fn deref_mut(&mut self) -> &mut WriteTx {
+        match &mut self.tx {
+            Some(tx) => tx,
+            None => unreachable!(
+                "a GroupTx's transaction is taken only by commit or rollback, which consume it"
+            ),
+        }
+    }
+}
+
+impl Drop for GroupTx {
+    /// A job dropped half-way (its request cancelled) may have left partial writes in the
+    /// shared transaction: the whole batch is rolled back and its other jobs fail.
+    fn drop(&mut self) {
+        if let Some(mut batch) = self.batch.take() {
+            self.tx = None;
+            batch.abort("another write sharing this transaction was cancelled");
+        }
+    }
+}
+
+/// Commits the open batch, if any (its jobs were queued before this), and reports to each job.
+async fn flush(group: Group) {
+    let mut batch = group.lock_owned().await;
+    let Some(tx) = batch.tx.take() else {
+        return;
+    };
+    let waiting = std::mem::take(&mut batch.waiting);
+    let verdict = tx.commit().await.map_err(|e| e.to_string());
+    for job in waiting {
+        let _ = job.send(verdict.clone());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use crate::store::Store;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        sqlx::query("CREATE TABLE scratch (n INTEGER NOT NULL)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn insert(store: &Store, n: i64, keep: bool) -> bool {
+        let mut tx = store.begin_grouped().await.unwrap();
+        sqlx::query("INSERT INTO scratch (n) VALUES (?)")
+            .bind(n)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        if keep {
+            tx.commit().await.is_ok()
+        } else {
+            tx.rollback().await;
+            false
+        }
+    }
+
+    async fn rows(store: &Store) -> Vec<i64> {
+        sqlx::query_scalar("SELECT n FROM scratch ORDER BY n")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_jobs_commit_together_and_a_rolled_back_one_leaves_no_trace() {
+        let (_dir, store) = store().await;
+        let jobs = (1..=40).map(|n| insert(&store, n, n % 4 != 0));
+        let committed = futures::future::join_all(jobs).await;
+        assert_eq!(committed.iter().filter(|c| **c).count(), 30);
+        let expected: Vec<i64> = (1..=40).filter(|n| n % 4 != 0).collect();
+        assert_eq!(rows(&store).await, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_dropped_half_way_commits_nothing_and_later_jobs_still_commit() {
+        let (_dir, store) = store().await;
+        let mut tx = store.begin_grouped().await.unwrap();
+        sqlx::query("INSERT INTO scratch (n) VALUES (1)")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        drop(tx);
+        assert!(insert(&store, 2, true).await);
+        assert_eq!(rows(&store).await, vec![2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain_write_transactions_still_run_beside_grouped_ones() {
+        let (_dir, store) = store().await;
+        assert!(!insert(&store, 1, false).await);
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO scratch (n) VALUES (3)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(insert(&store, 4, true).await);
+        assert_eq!(rows(&store).await, vec![3, 4]);
+    }
+}

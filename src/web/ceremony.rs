@@ -1,0 +1,48 @@
+//! Reveal ceremonies in flight: the pending reveal and its WebAuthn challenge state, between
+//! `reveal/start` and `reveal/finish`, kept in memory and keyed by the session id.
+//!
+//! Why not in the session (the SQLite session store)? Two reasons:
+//! - **Single use under concurrency.** tower-sessions loads a copy of the session for every
+//!   request and writes it back after the handler; two `finish` requests racing on one session
+//!   would both find the ceremony in their copy. Here `take` removes it under a lock, so exactly
+//!   one request gets it, however many race.
+//! - **No durable write for transient state.** Each session write is a commit that waits for
+//!   the disk (`synchronous=FULL`); two per reveal (insert at start, removal at finish) tripled
+//!   the disk flushes of the hot path. The ceremony holds no secret and lives at most
+//!   [`PENDING_SECONDS`](crate::tokens::reveal::PENDING_SECONDS); losing it in a restart only
+//!   means the operator starts the reveal again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use tower_sessions::session::Id;
+use webauthn_rs::prelude::PasskeyAuthentication;
+
+use crate::tokens::reveal::PendingReveal;
+
+/// A started reveal: what was checked, and the challenge the passkey must sign.
+pub struct RevealCeremony {
+    pub pending: PendingReveal,
+    pub ceremony: PasskeyAuthentication,
+}
+
+/// Ceremonies in flight, at most one per session.
+#[derive(Default)]
+pub struct PendingReveals(Mutex<HashMap<Id, RevealCeremony>>);
+
+impl PendingReveals {
+    /// Stores the session's ceremony, replacing an earlier one, and forgets expired ones.
+    pub fn put(&self, session: Id, ceremony: RevealCeremony, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, c| c.pending.expires_at >= now);
+        map.insert(session, ceremony);
+    }
+
+    /// Takes the session's ceremony out: it can be finished once.
+    pub fn take(&self, session: Id) -> Option<RevealCeremony> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session)
+    }
+}
