@@ -64,10 +64,8 @@ pub(crate) fn detect(text: &str) -> Result<ImportFormat, RowError> {
         let offset = privacyidea_csv::user_columns(first.text);
         let delimiter = text::detect_delimiter(line.text);
         if let Ok(cells) = text::split_cells(line.text, delimiter) {
-            let kind = cells
-                .get(offset + 2)
-                .map(|c: &ZStr<'_>| c.trim().to_ascii_lowercase());
-            if kind.is_some_and(|k| TOKEN_TYPES.contains(&k.as_str())) {
+            let kind = cells.get(offset + 2).map_or("", |c: &ZStr<'_>| c.trim());
+            if TOKEN_TYPES.iter().any(|t| kind.eq_ignore_ascii_case(t)) {
                 return Ok(ImportFormat::PrivacyideaCsv);
             }
         }
