@@ -51,7 +51,15 @@ pub(crate) fn detect(text: &str) -> Result<ImportFormat, RowError> {
             return Ok(ImportFormat::OtpauthList);
         }
     }
-    if let Some(columns) = table::header_columns(first.text) {
+    let header = if text::sep_directive(first.text).is_some() {
+        text::lines(text)
+            .filter(|l| !l.text.trim().is_empty())
+            .nth(1)
+            .unwrap_or(first)
+    } else {
+        first
+    };
+    if let Some(columns) = table::header_columns(header.text) {
         let has = |c: Column| columns.contains(&Some(c));
         if has(Column::Upn) && (has(Column::Serial) || has(Column::Secret)) {
             return Ok(ImportFormat::EntraCsv);
@@ -102,6 +110,10 @@ mod tests {
                 ImportFormat::OtpauthList,
             ),
             ("UPN;Serial Number;Secret Key\n", ImportFormat::EntraCsv),
+            (
+                "sep=;\nupn;serial number;secret key\n",
+                ImportFormat::EntraCsv,
+            ),
             (
                 "serial number,secret key,timeinterval\n",
                 ImportFormat::VendorCsv,

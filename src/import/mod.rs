@@ -262,7 +262,8 @@ impl fmt::Display for RowWarning {
 /// The outcome of [`parse`]. Import it only when `errors` is empty.
 pub struct ParsedFile {
     /// The format that was read: the requested one, or the detected one for `Auto`. It is
-    /// `Auto` only when detection itself failed, and `errors` then says why.
+    /// `Auto` only when `Auto` was asked for and the file could not be decoded or its format
+    /// not told; `errors` then says why.
     pub format: ImportFormat,
     /// The valid rows, in file order. Rows with errors are left out, so with errors present
     /// this is a partial list — a preview, never something to store.

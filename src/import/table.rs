@@ -105,10 +105,17 @@ fn first_content_line<'a>(lines: &mut impl Iterator<Item = Line<'a>>) -> Option<
 /// Reads a headed CSV into `report`.
 pub(crate) fn parse(text: &str, options: &ImportOptions, flavor: &Flavor, report: &mut Report) {
     let mut lines = text::lines(text);
-    let Some(header) = first_content_line(&mut lines) else {
+    let Some(mut header) = first_content_line(&mut lines) else {
         return;
     };
-    let delimiter = text::detect_delimiter(header.text);
+    let mut delimiter = text::detect_delimiter(header.text);
+    if let Some(sep) = text::sep_directive(header.text) {
+        delimiter = sep;
+        let Some(next) = first_content_line(&mut lines) else {
+            return;
+        };
+        header = next;
+    }
     let Some(layout) = read_header(header, delimiter, flavor, report) else {
         return;
     };
