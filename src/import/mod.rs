@@ -312,6 +312,20 @@ pub fn parse(bytes: &[u8], options: &ImportOptions) -> ParsedFile {
         ImportFormat::Pskc => pskc::parse(&text, options, &mut report),
         ImportFormat::OtpauthList => otpauth_list::parse(&text, &mut report),
     }
+    if options.psk.is_some() && format != ImportFormat::Pskc {
+        report.warn(
+            0,
+            "a pre-shared key was given but only PSKC files use one; it was ignored",
+        );
+    }
+    if options.secret_encoding != SecretEncoding::Auto
+        && matches!(format, ImportFormat::Pskc | ImportFormat::OtpauthList)
+    {
+        report.warn(
+            0,
+            "--secret-encoding applies to CSV files only (URIs are base32, PSKC is base64); it was ignored",
+        );
+    }
     if report.is_empty() {
         report.error(
             0,
@@ -436,6 +450,41 @@ mod tests {
             assert_eq!(parsed.format, format, "{file}");
             assert!(parsed.errors.is_empty(), "{file}: {:?}", parsed.errors);
         }
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_ignored_with_a_warning() {
+        let parsed = parse(
+            &read_sample("entra-oath.csv"),
+            &ImportOptions {
+                psk: Some(sample_psk()),
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(warnings_of(&parsed)[0].starts_with("file: a pre-shared key was given"));
+        let parsed = parse(
+            &read_sample("otpauth-uris.txt"),
+            &ImportOptions {
+                secret_encoding: SecretEncoding::Hex,
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(warnings_of(&parsed)[0].contains("--secret-encoding applies to CSV"));
+        let parsed = parse(
+            &read_sample("pskc-plain.xml"),
+            &ImportOptions {
+                psk: Some(sample_psk()),
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(
+            warnings_of(&parsed)[0].contains("not encrypted"),
+            "{:?}",
+            warnings_of(&parsed)
+        );
     }
 
     #[test]

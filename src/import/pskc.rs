@@ -490,6 +490,12 @@ impl<'o> Keys<'o> {
     /// Checks what the file needs against what the caller gave; errors go to `report`.
     fn open(root: &Node, options: &'o ImportOptions, report: &mut Report) -> Option<Self> {
         let Some(encrypted) = root.find("EncryptedValue") else {
+            if options.psk.is_some() {
+                report.warn(
+                    root.line,
+                    "a pre-shared key was given but the secrets in this file are not encrypted; it was ignored",
+                );
+            }
             return Some(Keys {
                 psk: None,
                 mac: None,
