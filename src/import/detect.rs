@@ -51,7 +51,15 @@ pub(crate) fn detect(text: &str) -> Result<ImportFormat, RowError> {
             return Ok(ImportFormat::OtpauthList);
         }
     }
-    if let Some(columns) = table::header_columns(first.text) {
+    let header = if text::sep_directive(first.text).is_some() {
+        text::lines(text)
+            .filter(|l| !l.text.trim().is_empty())
+            .nth(1)
+            .unwrap_or(first)
+    } else {
+        first
+    };
+    if let Some(columns) = table::header_columns(header.text) {
         let has = |c: Column| columns.contains(&Some(c));
         if has(Column::Upn) && (has(Column::Serial) || has(Column::Secret)) {
             return Ok(ImportFormat::EntraCsv);
@@ -64,10 +72,8 @@ pub(crate) fn detect(text: &str) -> Result<ImportFormat, RowError> {
         let offset = privacyidea_csv::user_columns(first.text);
         let delimiter = text::detect_delimiter(line.text);
         if let Ok(cells) = text::split_cells(line.text, delimiter) {
-            let kind = cells
-                .get(offset + 2)
-                .map(|c: &ZStr<'_>| c.trim().to_ascii_lowercase());
-            if kind.is_some_and(|k| TOKEN_TYPES.contains(&k.as_str())) {
+            let kind = cells.get(offset + 2).map_or("", |c: &ZStr<'_>| c.trim());
+            if TOKEN_TYPES.iter().any(|t| kind.eq_ignore_ascii_case(t)) {
                 return Ok(ImportFormat::PrivacyideaCsv);
             }
         }
@@ -104,6 +110,10 @@ mod tests {
                 ImportFormat::OtpauthList,
             ),
             ("UPN;Serial Number;Secret Key\n", ImportFormat::EntraCsv),
+            (
+                "sep=;\nupn;serial number;secret key\n",
+                ImportFormat::EntraCsv,
+            ),
             (
                 "serial number,secret key,timeinterval\n",
                 ImportFormat::VendorCsv,

@@ -3,8 +3,8 @@
 //! 30 or 60 s steps.
 //!
 //! Accepted as seen in the wild: `timeinterval` or `time interval`, any case, extra spaces,
-//! a UTF-8 BOM or UTF-16, CRLF, `;` as the delimiter, columns in any order, a trailing empty
-//! column. Optional `digits` and `algorithm` columns are read when present (SHA1 and 6
+//! a UTF-8 BOM or UTF-16, CRLF, `;` as the delimiter (or Excel's `sep=;` first line),
+//! columns in any order, a trailing empty column. Optional `digits` and `algorithm` columns are read when present (SHA1 and 6
 //! digits otherwise). An empty `upn` cell escrows that token unassigned (with a warning).
 
 use super::rows::{Encoding, Report};
@@ -78,6 +78,7 @@ mod tests {
             base.replace("\r\n", ",\r\n"),
             base.replace("\r\n", ";\r\n").replace(',', ";"),
             format!("\r\n\r\n{base}\r\n,,,,,\r\n\r\n"),
+            format!("sep=;\r\n{}", base.replace(',', ";")),
         ];
         for (i, variant) in variants.iter().enumerate() {
             let parsed = entra(variant);

@@ -262,7 +262,8 @@ impl fmt::Display for RowWarning {
 /// The outcome of [`parse`]. Import it only when `errors` is empty.
 pub struct ParsedFile {
     /// The format that was read: the requested one, or the detected one for `Auto`. It is
-    /// `Auto` only when detection itself failed, and `errors` then says why.
+    /// `Auto` only when `Auto` was asked for and the file could not be decoded or its format
+    /// not told; `errors` then says why.
     pub format: ImportFormat,
     /// The valid rows, in file order. Rows with errors are left out, so with errors present
     /// this is a partial list — a preview, never something to store.
@@ -310,6 +311,20 @@ pub fn parse(bytes: &[u8], options: &ImportOptions) -> ParsedFile {
         ImportFormat::PrivacyideaCsv => privacyidea_csv::parse(&text, options, &mut report),
         ImportFormat::Pskc => pskc::parse(&text, options, &mut report),
         ImportFormat::OtpauthList => otpauth_list::parse(&text, &mut report),
+    }
+    if options.psk.is_some() && format != ImportFormat::Pskc {
+        report.warn(
+            0,
+            "a pre-shared key was given but only PSKC files use one; it was ignored",
+        );
+    }
+    if options.secret_encoding != SecretEncoding::Auto
+        && matches!(format, ImportFormat::Pskc | ImportFormat::OtpauthList)
+    {
+        report.warn(
+            0,
+            "--secret-encoding applies to CSV files only (URIs are base32, PSKC is base64); it was ignored",
+        );
     }
     if report.is_empty() {
         report.error(
@@ -435,6 +450,41 @@ mod tests {
             assert_eq!(parsed.format, format, "{file}");
             assert!(parsed.errors.is_empty(), "{file}: {:?}", parsed.errors);
         }
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_ignored_with_a_warning() {
+        let parsed = parse(
+            &read_sample("entra-oath.csv"),
+            &ImportOptions {
+                psk: Some(sample_psk()),
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(warnings_of(&parsed)[0].starts_with("file: a pre-shared key was given"));
+        let parsed = parse(
+            &read_sample("otpauth-uris.txt"),
+            &ImportOptions {
+                secret_encoding: SecretEncoding::Hex,
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(warnings_of(&parsed)[0].contains("--secret-encoding applies to CSV"));
+        let parsed = parse(
+            &read_sample("pskc-plain.xml"),
+            &ImportOptions {
+                psk: Some(sample_psk()),
+                ..ImportOptions::default()
+            },
+        );
+        assert!(parsed.errors.is_empty());
+        assert!(
+            warnings_of(&parsed)[0].contains("not encrypted"),
+            "{:?}",
+            warnings_of(&parsed)
+        );
     }
 
     #[test]

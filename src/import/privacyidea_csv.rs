@@ -89,31 +89,25 @@ fn read_row(
         );
         return;
     }
-    let kind = cell(2).to_ascii_lowercase();
-    match kind.as_str() {
-        "totp" => {}
-        "" | "hotp" => {
-            report.error(
-                line,
-                "type",
+    let kind = cell(2);
+    if !kind.eq_ignore_ascii_case("totp") {
+        let (reason, fix) = if kind.is_empty() || kind.eq_ignore_ascii_case("hotp") {
+            (
                 if kind.is_empty() {
                     "no type is given, which privacyIDEA reads as HOTP (counter-based); seedvault escrows TOTP tokens only"
                 } else {
                     "HOTP (counter-based) tokens are not supported; seedvault escrows TOTP tokens only"
                 },
                 "remove the HOTP lines (keep them in a system that handles HOTP), or write 'totp' if these are time-based tokens",
-            );
-            return;
-        }
-        _ => {
-            report.error(
-                line,
-                "type",
+            )
+        } else {
+            (
                 "only TOTP tokens can be imported; this line is another token type",
                 "remove the line, or write 'totp' if it is a time-based token",
-            );
-            return;
-        }
+            )
+        };
+        report.error(line, "type", reason, fix);
+        return;
     }
     let mut check = RowCheck::new(line, report);
     let serial = check.take("serial", rows::check_serial(cell(0)));

@@ -189,6 +189,19 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_uri_lines_never_panic(
+        lines in prop::collection::vec(
+            ("(?i:otpauth://(totp|hotp|x)/)", "\\PC{0,80}").prop_map(|(a, b)| a + &b),
+            1..6,
+        ),
+    ) {
+        let text = lines.join("\n");
+        let parsed = parse(text.as_bytes(), &options(0, 0, false));
+        assert_consistent(&parsed);
+        prop_assert_eq!(parsed.format, ImportFormat::OtpauthList);
+    }
+
+    #[test]
     fn mutated_samples_never_panic_never_leak_and_stay_consistent(
         sample in 0..SAMPLES.len(),
         mutations in prop::collection::vec(mutation(), 1..6),
@@ -210,13 +223,17 @@ proptest! {
     fn spreadsheet_rows_from_parts_never_panic_and_errors_point_at_real_lines(
         rows in prop::collection::vec(
             prop::collection::vec(
-                prop::sample::select(vec![
+                prop_oneof![
+                    // Anything a cell can hold without being a delimiter or a line break.
+                    "[^,;\t\r\n]{0,24}",
+                    prop::sample::select(vec![
                     "", " ", "user1@example.org", "T2-1", "T2-2", "007", "7.00E+06", "7000001.00",
                     "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "gezd gnbv gy3t qojq gezd gnbv gy3t qojq==",
                     "3132333435363738393031323334353637383930", "2345ABCD2345ABCD2345ABCD2345ABCD",
                     "30", "60", "45", "0", "Token2", "\"quoted, cell\"", "\"unterminated",
                     "otpauth://totp/a?secret=AAAA", "1.23457E+39",
-                ]),
+                ]).prop_map(str::to_owned),
+                ],
                 0..8,
             ),
             0..12,

@@ -177,8 +177,7 @@ pub(crate) fn seed_warnings(seed: &Seed) -> Vec<String> {
 
 /// `7.00E+06`: what a spreadsheet shows (and then saves) for a long number.
 fn is_scientific(value: &str) -> bool {
-    let upper = value.to_ascii_uppercase();
-    let Some((mantissa, exponent)) = upper.split_once('E') else {
+    let Some((mantissa, exponent)) = value.split_once(['E', 'e']) else {
         return false;
     };
     let Some(exponent_digits) = exponent
@@ -423,7 +422,10 @@ pub(crate) fn check_secret(raw: &str, encoding: Encoding) -> Result<ParsedSecret
     if value.is_empty() {
         return Err(secret_problem(&SecretError::Empty));
     }
-    if value.len() >= 8 && value[..8].eq_ignore_ascii_case("otpauth:") {
+    if value
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case("otpauth:"))
+    {
         return Err(Problem::new(
             "the cell holds an otpauth:// URI, not a secret",
             "import URIs as a list (--format otpauth), one URI per line",
@@ -570,6 +572,16 @@ mod tests {
             p.fix,
             "base32 uses A–Z and 2–7; if this is hex, pass --secret-encoding hex"
         );
+    }
+
+    #[test]
+    fn non_ascii_secrets_are_errors_not_panics() {
+        for raw in ["1234567ä89", "ääää", "GEZDGNBVGY3TQOJ€"] {
+            for encoding in [Encoding::Base32, Encoding::Hex, Encoding::Either] {
+                assert!(check_secret(raw, encoding).is_err(), "{raw}");
+            }
+            assert!(check_serial(raw).is_ok() || check_serial(raw).is_err());
+        }
     }
 
     #[test]

@@ -38,27 +38,46 @@ impl Column {
         }
     }
 
-    /// Recognises a header cell: case, spaces, `_`, `-` and `.` do not matter.
+    /// Recognises a header cell: case, spaces, `_`, `-` and `.` do not matter. Compares
+    /// without copying the cell, which in a file without a header may be a secret.
     pub(crate) fn from_header(cell: &str) -> Option<Self> {
-        let key: String = cell
-            .chars()
-            .filter(|c| !c.is_whitespace() && !matches!(c, '_' | '-' | '.' | '"'))
-            .flat_map(char::to_lowercase)
-            .collect();
-        Some(match key.as_str() {
-            "upn" | "userprincipalname" => Self::Upn,
-            "serialnumber" | "serial" | "serialno" => Self::Serial,
-            "secretkey" | "secret" | "seed" => Self::Secret,
-            "timeinterval" | "interval" | "period" | "timestep" => Self::Interval,
-            "manufacturer" | "vendor" => Self::Manufacturer,
-            "model" => Self::Model,
-            "digits" | "otplength" | "otplen" => Self::Digits,
-            "algorithm" | "hashalgorithm" | "hash" => Self::Algorithm,
-            "displayname" => Self::DisplayName,
-            _ => return None,
-        })
+        let normalized = || {
+            cell.chars()
+                .filter(|c| !c.is_whitespace() && !matches!(c, '_' | '-' | '.' | '"'))
+                .flat_map(char::to_lowercase)
+        };
+        HEADER_NAMES
+            .iter()
+            .find(|(name, _)| normalized().eq(name.chars()))
+            .map(|(_, column)| *column)
     }
 }
+
+/// Header spellings (normalized: lower case, no spaces or punctuation) and their columns.
+const HEADER_NAMES: &[(&str, Column)] = &[
+    ("upn", Column::Upn),
+    ("userprincipalname", Column::Upn),
+    ("serialnumber", Column::Serial),
+    ("serial", Column::Serial),
+    ("serialno", Column::Serial),
+    ("secretkey", Column::Secret),
+    ("secret", Column::Secret),
+    ("seed", Column::Secret),
+    ("timeinterval", Column::Interval),
+    ("interval", Column::Interval),
+    ("period", Column::Interval),
+    ("timestep", Column::Interval),
+    ("manufacturer", Column::Manufacturer),
+    ("vendor", Column::Manufacturer),
+    ("model", Column::Model),
+    ("digits", Column::Digits),
+    ("otplength", Column::Digits),
+    ("otplen", Column::Digits),
+    ("algorithm", Column::Algorithm),
+    ("hashalgorithm", Column::Algorithm),
+    ("hash", Column::Algorithm),
+    ("displayname", Column::DisplayName),
+];
 
 /// The header cells of `line` as columns (unknown cells are `None`).
 pub(crate) fn header_columns(line: &str) -> Option<Vec<Option<Column>>> {
@@ -86,10 +105,17 @@ fn first_content_line<'a>(lines: &mut impl Iterator<Item = Line<'a>>) -> Option<
 /// Reads a headed CSV into `report`.
 pub(crate) fn parse(text: &str, options: &ImportOptions, flavor: &Flavor, report: &mut Report) {
     let mut lines = text::lines(text);
-    let Some(header) = first_content_line(&mut lines) else {
+    let Some(mut header) = first_content_line(&mut lines) else {
         return;
     };
-    let delimiter = text::detect_delimiter(header.text);
+    let mut delimiter = text::detect_delimiter(header.text);
+    if let Some(sep) = text::sep_directive(header.text) {
+        delimiter = sep;
+        let Some(next) = first_content_line(&mut lines) else {
+            return;
+        };
+        header = next;
+    }
     let Some(layout) = read_header(header, delimiter, flavor, report) else {
         return;
     };

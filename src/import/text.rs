@@ -174,6 +174,15 @@ pub(crate) fn detect_delimiter(line: &str) -> u8 {
     best.0
 }
 
+/// Excel's `sep=;` first line, which names the delimiter of the lines after it.
+pub(crate) fn sep_directive(line: &str) -> Option<u8> {
+    let value = line.trim().strip_prefix("sep=")?;
+    match value.as_bytes() {
+        [b] if matches!(b, b',' | b';' | b'\t' | b'|') => Some(*b),
+        _ => None,
+    }
+}
+
 /// Why a line could not be split into cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CellError {
@@ -317,6 +326,14 @@ mod tests {
         assert_eq!(detect_delimiter("\"a;b\",c"), b',');
         assert_eq!(detect_delimiter("a\tb\tc"), b'\t');
         assert_eq!(detect_delimiter("nothing"), b',');
+    }
+
+    #[test]
+    fn excel_sep_lines_are_recognised() {
+        assert_eq!(sep_directive("sep=;"), Some(b';'));
+        assert_eq!(sep_directive("sep=,\r"), Some(b','));
+        assert_eq!(sep_directive("sep=ab"), None);
+        assert_eq!(sep_directive("upn,serial"), None);
     }
 
     #[test]
