@@ -90,10 +90,7 @@ pub async fn export(
         let result = export::write(
             &path,
             &job,
-            |chunk| {
-                tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
-                    .map_err(|_| gone())
-            },
+            |chunk| tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| gone()),
             |_| {},
         );
         match result {
