@@ -475,6 +475,7 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
             "post",
             "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",
         ) => (SignedIn, &["helpdesk"]),
+        ("get", "/api/v1/audit" | "/api/v1/audit/verify") => (SignedIn, &["auditor", "admin"]),
         _ => return None,
     })
 }

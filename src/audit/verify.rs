@@ -675,7 +675,7 @@ mod tests {
         reader
             .scan(filter, 1, i64::MAX, |event| {
                 let mut out = Vec::new();
-                crate::audit::export::write_jsonl(event, &mut out).unwrap();
+                crate::audit::export::write_jsonl(event, &mut out);
                 lines.push(String::from_utf8(out).unwrap());
                 true
             })

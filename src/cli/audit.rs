@@ -255,21 +255,39 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     let path = store.path().to_path_buf();
     let job_plan = plan.clone();
     let job_bar = bar.clone();
+    // Reading and encoding on one thread, writing on another: the two halves of the work
+    // overlap on two cores. At most `IN_FLIGHT` chunks (64 KiB each) wait in between.
+    const IN_FLIGHT: usize = 4;
+    let (chunks, pending) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        for chunk in pending {
+            out.write_all(&chunk)?;
+        }
+        out.flush()
+    });
     let written = tokio::task::spawn_blocking(move || {
-        let written = export::write(
+        export::write(
             &path,
             &job_plan,
-            |chunk| out.write_all(chunk),
+            |chunk| {
+                chunks.send(chunk).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped")
+                })
+            },
             |n| {
                 if let Some(bar) = &job_bar {
                     bar.set_position(n);
                 }
             },
-        )?;
-        out.flush()?;
-        anyhow::Ok(written)
+        )
     })
-    .await??;
+    .await?;
+    let wrote = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the export writer thread panicked"))?;
+    // A write error explains a broken pipe on the reading side, so report it first.
+    wrote.context("cannot write the export")?;
+    let written = written?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

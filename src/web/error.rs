@@ -171,3 +171,14 @@ impl From<crate::tokens::lifecycle::LifecycleError> for AppError {
         }
     }
 }
+
+impl From<crate::audit::export::ExportError> for AppError {
+    fn from(e: crate::audit::export::ExportError) -> Self {
+        use crate::audit::export::ExportError as E;
+        let message = e.to_string();
+        match e {
+            E::UnknownFormat(_) | E::BadTime { .. } | E::EmptyRange => Self::Unprocessable(message),
+            E::Store(_) | E::Audit(_) | E::Write(_) => Self::Internal(message),
+        }
+    }
+}

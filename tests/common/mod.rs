@@ -186,6 +186,21 @@ impl TestServer {
         )
     }
 
+    /// Stops the server, checks the canary, and hands back the data directory (kept on disk
+    /// until the returned `TempDir` drops) for tests that work on the stopped vault's files.
+    pub async fn stop_keep_dir(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.state.store.close().await;
+        self.canary.assert_clean(&[self.dir.path()]);
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
     /// Stops the server and checks the canary over logs, responses and every file written.
     pub async fn stop_and_check(mut self) {
         if let Some(tx) = self.shutdown.take() {

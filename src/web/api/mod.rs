@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`. Routes are registered through utoipa-axum so that the
 //! OpenAPI document at `/api/v1/openapi.json` is generated from the very same table.
 
+pub mod audit;
 pub mod auth;
 pub mod imports;
 pub mod me;
@@ -23,6 +24,7 @@ use super::AppState;
          (name = "tokens", description = "capture, search and assignment of escrowed tokens"),
          (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code"),
          (name = "policies", description = "reveal policies"),
+         (name = "audit", description = "export and verification of the signed audit trail"),
          (name = "meta", description = "the API itself"))
 )]
 struct ApiDoc;
@@ -58,6 +60,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::cancel))
         .routes(routes!(policies::list))
         .routes(routes!(imports::import))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::verify))
 }
 
 /// Builds the `/api/v1` router and its document (which lists itself too).
