@@ -13,8 +13,8 @@ use crate::import::{ImportFormat, ParsedFile, RowError, RowWarning};
 use crate::store::tokens::{self as rows, NewTokenRow};
 use crate::store::StoreError;
 
-/// Rows inserted per statement (14 bound values each; SQLite allows 32,766 per statement).
-const INSERT_BATCH: usize = 500;
+/// Rows inserted per statement (15 bound values each; SQLite allows 32,766 per statement).
+const INSERT_BATCH: usize = 2000;
 
 /// What an import did or would do. Never carries a secret.
 #[derive(Debug, Clone, Serialize, ToSchema)]
