@@ -65,9 +65,13 @@ fn spread(values: &[f64]) -> String {
 /// seconds (user + system, all threads) and standard output.
 fn timed_cli(data: &Path, args: &[&str]) -> (f64, f64, f64, String) {
     let start = Instant::now();
+    // SEEDVAULT_BENCH_BIN: a copy of the binary, when the target directory is shared with
+    // builds of other branches that may replace target/release/seedvault mid-run.
+    let binary = std::env::var("SEEDVAULT_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_seedvault").into());
     let output = Command::new("/usr/bin/time")
         .arg("-v")
-        .arg(env!("CARGO_BIN_EXE_seedvault"))
+        .arg(binary)
         .arg("--data-dir")
         .arg(data)
         .args(args)

@@ -249,25 +249,39 @@ impl ExportRecord {
     }
 }
 
-/// Appends `text` as a JSON string. Text without a quote, backslash or control character
-/// (most fields) is copied as is; anything else goes through serde_json's escaping.
+/// Appends `text` as a JSON string (RFC 8259 §7). Quotes and backslashes are escaped by
+/// copying the runs between them; text with control characters (never in practice) goes
+/// through serde_json's escaping.
 fn json_string(text: &str, out: &mut Vec<u8>) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|&b| b < 0x20) {
         // Writing into a Vec cannot fail; escaping a &str cannot fail either.
         let _ = serde_json::to_writer(&mut *out, text);
+        return;
     }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'"' || b == b'\\') {
+        out.extend_from_slice(&rest[..at]);
+        out.push(b'\\');
+        out.push(rest[at]);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
 }
 
 /// Appends `bytes` as lower-case hex.
 fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    let mut buffer = [0u8; 128];
+    for chunk in bytes.chunks(64) {
+        for (i, byte) in chunk.iter().enumerate() {
+            buffer[2 * i] = DIGITS[usize::from(byte >> 4)];
+            buffer[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        out.extend_from_slice(&buffer[..2 * chunk.len()]);
     }
 }
 
@@ -443,7 +457,7 @@ mod tests {
             action: "x.y",
             target: "token:T,1\t\u{7f}",
             outcome: "success",
-            details: r#"{"a":"é\n"}"#,
+            details: r#"{"a":"é\n","b\\":"\"q\""}"#,
             prev_hash: &[1; 32],
             hash: &[2; 32],
             sig: &[3; 64],
@@ -454,5 +468,31 @@ mod tests {
         assert_eq!(parsed, ExportRecord::of(&event));
         assert_eq!(parsed.details, event.details);
         assert!(out.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn json_strings_escape_exactly_what_json_needs() {
+        for text in [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "\"\"",
+            "end\\",
+            "ctl\u{1}x",
+            "tab\t",
+            "é€😀",
+        ] {
+            let mut out = Vec::new();
+            json_string(text, &mut out);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, text);
+        }
+        let mut out = Vec::new();
+        hex(&[0, 0xab, 0xff], &mut out);
+        assert_eq!(out, b"00abff");
+        let mut long = Vec::new();
+        hex(&[0x5a; 100], &mut long);
+        assert_eq!(long, "5a".repeat(100).as_bytes());
     }
 }
