@@ -6,7 +6,8 @@
 //! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
 //! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
-//! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain, signatures.
+//! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
+//!   signatures; verify (live and exports) and streamed JSONL/CSV export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
