@@ -141,17 +141,12 @@ impl Operator {
         (status, body)
     }
 
-    /// A request whose response is not recorded by the canary (only for the reveal itself).
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    /// Sends a request as a browser would (with `Origin` on state-changing methods).
+    async fn raw(&self, method: &Method, path: &str, body: Option<Value>) -> (StatusCode, Vec<u8>) {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
-        if method != Method::GET {
+        if *method != Method::GET {
             request = request.header("Origin", self.origin.origin().ascii_serialization());
         }
         if let Some(body) = body {
@@ -159,7 +154,21 @@ impl Operator {
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        (status, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// A request whose response is not recorded by the canary (only for the reveal itself).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, bytes) = self.raw(&method, path, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn request(
@@ -168,18 +177,7 @@ impl Operator {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if method != Method::GET {
-            request = request.header("Origin", self.origin.origin().ascii_serialization());
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap();
+        let (status, bytes) = self.raw(&method, path, body).await;
         self.canary
             .record_response(&format!("{method} {path}"), &bytes);
         (
