@@ -522,3 +522,242 @@ fn policy_check_names_the_file_and_line_of_a_bad_policy() {
         text(&output.stderr)
     );
 }
+
+/// What a command does to the audit trail: nothing (it only reads), or these actions.
+fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
+    Some(match command {
+        "status" | "key list" | "operator list" | "policy check" | "audit verify"
+        | "audit head" | "audit public-key" => &[],
+        "init" => &["vault.init"],
+        // On a vault without operators serve prints the bootstrap invite; every other change
+        // it makes goes through the API routes walked in tests/audit_completeness.rs.
+        "serve" => &["invite.created"],
+        "key add passphrase" | "key add recipient" | "key add identity" => &["key.slot_added"],
+        "key remove" => &["key.slot_removed"],
+        "operator invite" => &["invite.created"],
+        "operator disable" => &["operator.disabled"],
+        "token add" => &["token.captured"],
+        "token assign" => &["token.updated"],
+        "token deliver" => &["token.delivered"],
+        "token cancel" => &["token.cancelled"],
+        "import" => &["token.imported"],
+        "purge" => &["token.expired"],
+        "audit export" => &["audit.exported"],
+        _ => return None,
+    })
+}
+
+/// Every leaf command of the CLI, as the words a user types ("key add identity").
+fn cli_leaves(command: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+    let mut children = command
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help")
+        .peekable();
+    if children.peek().is_none() {
+        out.push(prefix.trim().to_owned());
+    }
+    for child in children {
+        cli_leaves(child, &format!("{prefix} {}", child.get_name()), out);
+    }
+}
+
+/// The actions appended to the vault in `dir` after `seq`, and the newest seq.
+fn audit_actions_after(dir: &Path, seq: i64) -> (Vec<String>, i64) {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("seedvault-data/seedvault.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut statement = db
+        .prepare("SELECT seq, action FROM audit_events WHERE seq > ? ORDER BY seq")
+        .unwrap();
+    let rows: Vec<(i64, String)> = statement
+        .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let last = rows.last().map_or(seq, |r| r.0);
+    (rows.into_iter().map(|r| r.1).collect(), last)
+}
+
+#[test]
+fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
+    use clap::CommandFactory;
+    let mut leaves = Vec::new();
+    cli_leaves(&seedvault::cli::Cli::command(), "", &mut leaves);
+    for leaf in &leaves {
+        assert!(
+            cli_audit_rule(leaf).is_some(),
+            "`seedvault {leaf}` has no audit rule: decide whether it changes the vault"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    std::fs::write(
+        dir.path().join("pass.txt"),
+        "correct horse battery staple\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("seeds.csv"),
+        format!(
+            "upn,serial number,secret key,time interval,manufacturer,model\n\
+             i@example.org,CLI-3,{secret},30,Token2,C202\n"
+        ),
+    )
+    .unwrap();
+    let mut seq = 0;
+    let mut walked = std::collections::BTreeSet::new();
+    let mut step = |leaf: &str, args: &[&str], stdin: Option<&str>| {
+        let output = match (leaf, stdin) {
+            ("serve", _) => {
+                let (child, _) = start_serve(dir.path(), &[], &[]);
+                stop(child)
+            }
+            (_, Some(input)) => run_with_stdin(dir.path(), args, input),
+            (_, None) => run(dir.path(), args),
+        };
+        assert!(
+            output.status.success(),
+            "seedvault {}: {}",
+            args.join(" "),
+            text(&output.stderr)
+        );
+        let (actions, last) = audit_actions_after(dir.path(), seq);
+        seq = last;
+        let expected = cli_audit_rule(leaf).unwrap();
+        assert_eq!(actions, expected, "seedvault {}", args.join(" "));
+        walked.insert(leaf.to_owned());
+    };
+
+    step("init", &["init"], None);
+    step("serve", &["serve"], None);
+    step("status", &["status"], None);
+    step("key list", &["key", "list"], None);
+    step(
+        "key add passphrase",
+        &[
+            "key",
+            "add",
+            "passphrase",
+            "--new-passphrase-file",
+            &path("pass.txt"),
+        ],
+        None,
+    );
+    step(
+        "key add identity",
+        &["key", "add", "identity", "--out", &path("id.age")],
+        None,
+    );
+    step(
+        "key add recipient",
+        &[
+            "key",
+            "add",
+            "recipient",
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+            "--label",
+            "break-glass",
+        ],
+        None,
+    );
+    step("key remove", &["key", "remove", "break-glass"], None);
+    step(
+        "operator invite",
+        &["operator", "invite", "bob", "--role", "helpdesk"],
+        None,
+    );
+    step("operator list", &["operator", "list"], None);
+    // Registration needs a passkey ceremony over HTTP (walked in tests/audit_completeness.rs);
+    // here bob's row is written as registration would leave it.
+    rusqlite::Connection::open(dir.path().join("seedvault-data/seedvault.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO operators (name, user_handle, roles, created_at) \
+             VALUES ('bob', '0b0b0b0b-0000-4000-8000-000000000000', 'helpdesk', 0)",
+            [],
+        )
+        .unwrap();
+    step("operator disable", &["operator", "disable", "bob"], None);
+    step(
+        "policy check",
+        &[
+            "policy",
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+        ],
+        None,
+    );
+    step(
+        "token add",
+        &["token", "add", "--serial", "CLI-1"],
+        Some(secret),
+    );
+    step(
+        "token assign",
+        &["token", "assign", "CLI-1", "a@example.org"],
+        None,
+    );
+    step(
+        "token deliver",
+        &[
+            "token",
+            "deliver",
+            "CLI-1",
+            "--unverified",
+            "--reason",
+            "user on a call, token display broken",
+        ],
+        None,
+    );
+    step(
+        "token add",
+        &[
+            "token",
+            "add",
+            "--serial",
+            "CLI-2",
+            "--owner",
+            "b@example.org",
+        ],
+        Some(secret),
+    );
+    step(
+        "token cancel",
+        &["token", "cancel", "CLI-2", "--reason", "lost in the post"],
+        None,
+    );
+    step("import", &["import", &path("seeds.csv")], None);
+    // CLI-3's retention deadline passes (edited in the file: the CLI runs on the real clock).
+    rusqlite::Connection::open(dir.path().join("seedvault-data/seedvault.db"))
+        .unwrap()
+        .execute(
+            "UPDATE tokens SET retention_deadline = 0 WHERE serial = 'CLI-3'",
+            [],
+        )
+        .unwrap();
+    step("purge", &["purge", "--expired"], None);
+    step("audit verify", &["audit", "verify"], None);
+    step("audit head", &["audit", "head"], None);
+    step("audit public-key", &["audit", "public-key"], None);
+    step(
+        "audit export",
+        &[
+            "audit",
+            "export",
+            "--format",
+            "jsonl",
+            "-o",
+            &path("trail.jsonl"),
+        ],
+        None,
+    );
+
+    let missing: Vec<_> = leaves.iter().filter(|l| !walked.contains(*l)).collect();
+    assert!(missing.is_empty(), "commands never run: {missing:?}");
+    let trail = std::fs::read_to_string(dir.path().join("trail.jsonl")).unwrap();
+    assert!(!trail.contains(secret), "the export carries no seed");
+}

@@ -1,0 +1,687 @@
+//! Completeness of the audit trail (DESIGN §7): every state-changing API route and every form a
+//! page posts to appends at least one event when it succeeds, and no event carries a seed, a
+//! one-time code, an invite token or a WebAuthn challenge. The API routes come from the OpenAPI
+//! document and the page forms from crawling every page, so a route added without an audit
+//! event — or without a step in this walk — fails here. (The CLI counterpart is in `cli.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::passkey::new_authenticator;
+use common::{Operator, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// T2-100001 and T2-100002 from shared/testdata/entra-oath.csv (codes at T0 from
+/// expected-codes.csv).
+const SEED_1: &str = "7GIYCPFAMKVZ2CIPUBR42BBLN573O7R2";
+const SEED_2: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+/// Ceremony starts hold a challenge in the caller's session and change nothing in the vault;
+/// the finish that completes each one is what the trail records (and must record).
+const CEREMONY_STARTS: &[(&str, &str)] = &[
+    ("post", "/api/v1/auth/register/start"),
+    ("post", "/api/v1/auth/login/start"),
+    ("post", "/api/v1/me/credentials/start"),
+    ("post", "/api/v1/tokens/{serial}/reveal/start"),
+];
+
+/// Reads that are themselves evidence (an export of the trail) and so are audited.
+const AUDITED_READS: &[(&str, &str)] = &[("get", "/api/v1/audit")];
+
+/// Walks the routes, remembering what each successful call appended.
+struct Walk {
+    srv: TestServer,
+    seen: i64,
+    /// (method, route template) → the actions its successful calls appended.
+    appended: BTreeMap<(String, String), Vec<String>>,
+    /// Texts no audit event may contain: (what, text).
+    forbidden: Vec<(String, String)>,
+}
+
+impl Walk {
+    /// The actions appended since the last look.
+    async fn new_actions(&mut self) -> Vec<String> {
+        let rows =
+            seedvault::store::audit::page_after(self.srv.state.store.pool(), self.seen, 1000)
+                .await
+                .unwrap();
+        if let Some(last) = rows.last() {
+            self.seen = last.seq;
+        }
+        rows.into_iter().map(|r| r.action).collect()
+    }
+
+    fn forbid(&mut self, what: &str, text: &str) {
+        self.forbidden.push((what.to_owned(), text.to_owned()));
+    }
+
+    /// Records what a call to `template` appended and checks it is exactly `expect`.
+    async fn settle(&mut self, method: &str, template: &str, expect: &[&str]) {
+        let actions = self.new_actions().await;
+        assert_eq!(
+            actions, expect,
+            "{method} {template} appended {actions:?}, expected {expect:?}"
+        );
+        self.appended
+            .entry((method.to_owned(), template.to_owned()))
+            .or_default()
+            .extend(actions);
+    }
+
+    /// An API call that must succeed and append exactly `expect`.
+    async fn api(
+        &mut self,
+        op: &Operator,
+        method: Method,
+        template: &str,
+        concrete: &str,
+        body: Option<Value>,
+        expect: &[&str],
+    ) -> Value {
+        let (status, reply) = op.request(method.clone(), concrete, body).await;
+        assert!(
+            status.is_success(),
+            "{method} {concrete} → {status}: {reply}"
+        );
+        self.settle(&method.as_str().to_lowercase(), template, expect)
+            .await;
+        reply
+    }
+
+    /// A ceremony start: succeeds, its challenge is remembered as forbidden audit content.
+    async fn start(&mut self, op: &Operator, template: &str, concrete: &str, body: Value) -> Value {
+        let challenge = self
+            .api(op, Method::POST, template, concrete, Some(body), &[])
+            .await;
+        let text = challenge["publicKey"]["challenge"].as_str().unwrap();
+        self.forbid(&format!("challenge of {concrete}"), text);
+        challenge
+    }
+
+    /// A page form post (as a browser sends it) that must append exactly `expect`.
+    async fn form(
+        &mut self,
+        op: &Operator,
+        template: &str,
+        concrete: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        expect: &[&str],
+    ) {
+        let response = op
+            .http
+            .post(self.srv.url(concrete))
+            .header("Origin", &self.srv.base)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        self.srv.canary.record_response(concrete, &bytes);
+        assert!(status.is_success(), "POST {concrete} → {status}");
+        self.settle("post", template, expect).await;
+    }
+
+    async fn urlencoded(
+        &mut self,
+        op: &Operator,
+        template: &str,
+        concrete: &str,
+        fields: &[(&str, &str)],
+        expect: &[&str],
+    ) {
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.form(
+            op,
+            template,
+            concrete,
+            "application/x-www-form-urlencoded",
+            body.into_bytes(),
+            expect,
+        )
+        .await;
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn seed_bytes(b32: &str) -> Vec<u8> {
+    data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).unwrap()
+}
+
+fn code_at(seed: &str, unix: i64) -> String {
+    common::totp::totp(&seed_bytes(seed), "SHA1", 6, 30, unix)
+}
+
+/// Whether a concrete path matches a template whose `{…}` segments stand for any segment.
+fn matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+}
+
+/// The value of `name="…"` inside one tag's text.
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
+/// Every page reachable by links from `/` (as `op`), and the actions of the forms on them
+/// that post.
+async fn crawl_post_forms(op: &Operator) -> BTreeSet<String> {
+    let mut queue = vec!["/".to_owned()];
+    let mut visited = BTreeSet::new();
+    let mut actions = BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !visited.insert(path.clone()) || visited.len() > 200 {
+            continue;
+        }
+        let response = op
+            .http
+            .get(format!("{}{path}", op.base))
+            .send()
+            .await
+            .unwrap();
+        let html = response.text().await.unwrap();
+        op.canary.record_response(&path, html.as_bytes());
+        for tag in html.split('<').skip(1) {
+            let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+            if tag.starts_with("a ") {
+                if let Some(href) = attribute(tag, "href") {
+                    let href = href.split(['?', '#']).next().unwrap_or_default();
+                    let internal = href.starts_with('/')
+                        && !href.starts_with("/api/")
+                        && !href.starts_with("/static/")
+                        && !href.starts_with("//");
+                    if internal {
+                        queue.push(href.to_owned());
+                    }
+                }
+            } else if tag.starts_with("form ") && attribute(tag, "method") == Some("post") {
+                actions.insert(attribute(tag, "action").unwrap().to_owned());
+            }
+        }
+    }
+    actions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_changing_route_and_page_form_appends_an_event_without_secrets() {
+    let srv = TestServer::start().await;
+    let admin = srv.operator("ada", "admin").await;
+    let mut walk = Walk {
+        srv,
+        seen: 0,
+        appended: BTreeMap::new(),
+        forbidden: Vec::new(),
+    };
+    walk.new_actions().await;
+    for (what, seed) in [("seed 1", SEED_1), ("seed 2", SEED_2)] {
+        walk.srv.canary.watch_seed(what, &seed_bytes(seed));
+        walk.forbid(what, seed);
+        walk.forbid(what, &data_encoding::HEXLOWER.encode(&seed_bytes(seed)));
+    }
+
+    // Operators: invite, register (start + finish), sign in again, change roles.
+    // The one response allowed to carry the invite token is not recorded by the canary.
+    let path = "/api/v1/operators/invites";
+    let body = json!({ "name": "desk", "roles": ["helpdesk", "provisioner", "auditor"] });
+    let (status, invite) = admin.send(Method::POST, path, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{invite}");
+    walk.settle("post", path, &["invite.created"]).await;
+    let token = invite["url"].as_str().unwrap().rsplit('/').next().unwrap();
+    walk.srv.canary.watch_text("invite token", token);
+    walk.forbid("invite token", token);
+    let mut desk = Operator {
+        name: "desk".into(),
+        http: reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap(),
+        authenticator: new_authenticator(),
+        base: walk.srv.base.clone(),
+        origin: url::Url::parse(&walk.srv.base).unwrap(),
+        canary: walk.srv.canary.clone(),
+    };
+    let path = "/api/v1/auth/register/start";
+    let challenge = walk
+        .start(&desk, path, path, json!({ "invite": token }))
+        .await;
+    let credential = desk
+        .authenticator
+        .do_registration(
+            desk.origin.clone(),
+            serde_json::from_value(challenge).unwrap(),
+        )
+        .unwrap();
+    let path = "/api/v1/auth/register/finish";
+    walk.api(
+        &desk,
+        Method::POST,
+        path,
+        path,
+        Some(serde_json::to_value(credential).unwrap()),
+        &["invite.used", "operator.registered"],
+    )
+    .await;
+    let path = "/api/v1/auth/login/start";
+    desk.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let challenge = walk
+        .start(&desk, path, path, json!({ "username": "desk" }))
+        .await;
+    let assertion = desk.assert(challenge);
+    let path = "/api/v1/auth/login/finish";
+    walk.api(
+        &desk,
+        Method::POST,
+        path,
+        path,
+        Some(assertion),
+        &["auth.sign_in"],
+    )
+    .await;
+    walk.api(
+        &admin,
+        Method::PATCH,
+        "/api/v1/operators/{name}",
+        "/api/v1/operators/desk",
+        Some(json!({ "roles": ["helpdesk", "provisioner", "auditor", "admin"] })),
+        &["operator.roles_changed"],
+    )
+    .await;
+
+    // A backup passkey: start + finish, then removal.
+    let path = "/api/v1/me/credentials/start";
+    let challenge = walk
+        .start(&desk, path, path, json!({ "label": "backup" }))
+        .await;
+    let backup = new_authenticator()
+        .do_registration(
+            desk.origin.clone(),
+            serde_json::from_value(challenge).unwrap(),
+        )
+        .unwrap();
+    let path = "/api/v1/me/credentials/finish";
+    walk.api(
+        &desk,
+        Method::POST,
+        path,
+        path,
+        Some(serde_json::to_value(backup).unwrap()),
+        &["credential.added"],
+    )
+    .await;
+    let (_, me) = desk.get("/api/v1/me").await;
+    let backup_id = me["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    walk.api(
+        &desk,
+        Method::DELETE,
+        "/api/v1/me/credentials/{id}",
+        &format!("/api/v1/me/credentials/{backup_id}"),
+        None,
+        &["credential.removed"],
+    )
+    .await;
+
+    // Tokens: capture, assign, reveal (start + finish), deliver, cancel, import.
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens",
+        "/api/v1/tokens",
+        Some(json!({ "serial": "WALK-1", "secret": SEED_1, "owner": "first@example.org" })),
+        &["token.captured"],
+    )
+    .await;
+    walk.api(
+        &desk,
+        Method::PATCH,
+        "/api/v1/tokens/{serial}",
+        "/api/v1/tokens/WALK-1",
+        Some(json!({ "owner": "caller@example.org" })),
+        &["token.updated"],
+    )
+    .await;
+    let challenge = walk
+        .start(
+            &desk,
+            "/api/v1/tokens/{serial}/reveal/start",
+            "/api/v1/tokens/WALK-1/reveal/start",
+            json!({ "checks": ["callback", "video-id"], "ticket": "INC-7" }),
+        )
+        .await;
+    let assertion = desk.assert(challenge);
+    let code = code_at(SEED_1, common::T0);
+    walk.srv.canary.watch_code("revealed code", &code);
+    walk.forbid("revealed code", &code);
+    // The one response allowed to carry a code is not recorded by the canary.
+    let (status, revealed) = desk
+        .send(
+            Method::POST,
+            "/api/v1/tokens/WALK-1/reveal/finish",
+            Some(assertion),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revealed}");
+    assert_eq!(revealed["code"], code.as_str());
+    if let Some(next) = revealed["next_code"].as_str() {
+        walk.srv.canary.watch_code("next code", next);
+        walk.forbid("next code", next);
+    }
+    walk.settle(
+        "post",
+        "/api/v1/tokens/{serial}/reveal/finish",
+        &["reveal.granted"],
+    )
+    .await;
+    let typed = code_at(SEED_1, common::T0 + 30);
+    walk.srv
+        .canary
+        .watch_code("code read from the token", &typed);
+    walk.forbid("code read from the token", &typed);
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/{serial}/delivery",
+        "/api/v1/tokens/WALK-1/delivery",
+        Some(json!({ "code": typed })),
+        &["token.delivered"],
+    )
+    .await;
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens",
+        "/api/v1/tokens",
+        Some(json!({ "serial": "WALK-2", "secret": SEED_2, "owner": "b@example.org" })),
+        &["token.captured"],
+    )
+    .await;
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/{serial}/cancel",
+        "/api/v1/tokens/WALK-2/cancel",
+        Some(json!({ "reason": "lost in the post" })),
+        &["token.cancelled"],
+    )
+    .await;
+    let file = format!(
+        "upn,serial number,secret key,time interval,manufacturer,model\n\
+         c@example.org,WALK-3,{SEED_2},30,Token2,C202\n"
+    );
+    let response = desk
+        .http
+        .post(walk.srv.url("/api/v1/imports?name=walk.csv"))
+        .header("Origin", &walk.srv.base)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    let (status, report) = walk.srv.finish("import", response).await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    walk.settle("post", "/api/v1/imports", &["token.imported"])
+        .await;
+
+    // Exporting the trail is itself recorded.
+    let response = desk
+        .http
+        .get(walk.srv.url("/api/v1/audit?format=jsonl"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = walk.srv.finish("export", response).await;
+    assert_eq!(status, StatusCode::OK);
+    walk.settle("get", "/api/v1/audit", &["audit.exported"])
+        .await;
+
+    // The pages: crawl every page the all-role operator reaches while a token is escrowed and
+    // two passkeys exist, so that every kind of form is on show.
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens",
+        "/api/v1/tokens",
+        Some(json!({ "serial": "WALK-4", "secret": SEED_1, "owner": "d@example.org" })),
+        &["token.captured"],
+    )
+    .await;
+    let challenge = walk
+        .start(
+            &desk,
+            "/api/v1/me/credentials/start",
+            "/api/v1/me/credentials/start",
+            json!({ "label": "second" }),
+        )
+        .await;
+    let second = new_authenticator()
+        .do_registration(
+            desk.origin.clone(),
+            serde_json::from_value(challenge).unwrap(),
+        )
+        .unwrap();
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/me/credentials/finish",
+        "/api/v1/me/credentials/finish",
+        Some(serde_json::to_value(second).unwrap()),
+        &["credential.added"],
+    )
+    .await;
+    let page_forms = crawl_post_forms(&desk).await;
+    walk.new_actions().await;
+
+    // Each kind of page form, as the browser posts it.
+    let page_routes: &[&str] = &[
+        "/operators",
+        "/operators/{name}",
+        "/me/credentials/{id}/remove",
+        "/tokens/new",
+        "/tokens/{serial}/delivery",
+        "/tokens/{serial}/cancel",
+        "/import",
+        "/logout",
+    ];
+    for route in page_routes {
+        assert!(
+            page_forms.iter().any(|action| matches(route, action)),
+            "no page shows a form posting to {route}: {page_forms:?}"
+        );
+    }
+    for action in &page_forms {
+        assert!(
+            page_routes.iter().any(|t| matches(t, action)),
+            "a page posts to {action}, which this walk does not exercise — add it below"
+        );
+    }
+    walk.urlencoded(
+        &desk,
+        "/operators",
+        "/operators",
+        &[("name", "eve"), ("roles", "auditor")],
+        &["invite.created"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/operators/{name}",
+        "/operators/ada",
+        &[("roles", "admin"), ("roles", "auditor")],
+        &["operator.roles_changed"],
+    )
+    .await;
+    let (_, me) = desk.get("/api/v1/me").await;
+    let second_id = me["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    walk.urlencoded(
+        &desk,
+        "/me/credentials/{id}/remove",
+        &format!("/me/credentials/{second_id}/remove"),
+        &[],
+        &["credential.removed"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/new",
+        "/tokens/new",
+        &[
+            ("owner", "e@example.org"),
+            ("serial", "WALK-5"),
+            ("secret", SEED_2),
+            ("format", "auto"),
+            ("algorithm", "SHA1"),
+            ("digits", "6"),
+            ("period", "30"),
+            ("manufacturer", ""),
+            ("model", ""),
+            ("policy", "standard"),
+        ],
+        &["token.captured"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/delivery",
+        "/tokens/WALK-4/delivery",
+        &[("code", &typed)],
+        &["token.delivered"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/cancel",
+        "/tokens/WALK-5/cancel",
+        &[("reason", "wrong user")],
+        &["token.cancelled"],
+    )
+    .await;
+    let boundary = "walkboundary7MA4YWxkTrZu0gW";
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"page.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n\
+         upn,serial number,secret key,time interval,manufacturer,model\n\
+         f@example.org,WALK-6,{SEED_1},30,Token2,C202\n\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"dry_run\"\r\n\r\nfalse\r\n\
+         --{boundary}--\r\n"
+    );
+    walk.form(
+        &desk,
+        "/import",
+        "/import",
+        &format!("multipart/form-data; boundary={boundary}"),
+        multipart.into_bytes(),
+        &["token.imported"],
+    )
+    .await;
+    walk.urlencoded(&desk, "/logout", "/logout", &[], &["auth.sign_out"])
+        .await;
+    let path = "/api/v1/auth/logout";
+    walk.api(&admin, Method::POST, path, path, None, &["auth.sign_out"])
+        .await;
+
+    // The route table: every state-changing route was walked and appended events (ceremony
+    // starts through their finish).
+    let (_, doc) = walk.srv.get("/api/v1/openapi.json").await;
+    let mut state_changing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let route = (method.as_str(), path.as_str());
+            if method != "get" || AUDITED_READS.contains(&route) {
+                state_changing.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    assert!(state_changing.len() >= 17, "{state_changing:?}");
+    for route in page_routes {
+        state_changing.push(("post".into(), (*route).into()));
+    }
+    for (method, path) in &state_changing {
+        let key = (method.clone(), path.clone());
+        let appended = walk.appended.get(&key);
+        assert!(
+            appended.is_some(),
+            "{method} {path} changes state but the completeness walk never calls it"
+        );
+        if CEREMONY_STARTS.contains(&(method.as_str(), path.as_str())) {
+            let finish = (method.clone(), path.replace("/start", "/finish"));
+            assert!(
+                walk.appended.get(&finish).is_some_and(|a| !a.is_empty()),
+                "{method} {path}: its finish appends nothing"
+            );
+        } else {
+            assert!(
+                !appended.unwrap().is_empty(),
+                "{method} {path} changes state but appends no audit event"
+            );
+        }
+    }
+
+    // No event carries a seed, a code, an invite token or a challenge.
+    let rows = seedvault::store::audit::page_after(walk.srv.state.store.pool(), 0, 100_000)
+        .await
+        .unwrap();
+    for row in &rows {
+        let text = format!(
+            "{} {} {} {}",
+            row.actor, row.action, row.target, row.details
+        );
+        for (what, secret) in &walk.forbidden {
+            assert!(
+                !text.contains(secret.as_str()),
+                "audit event {} ({}) contains the {what}",
+                row.seq,
+                row.action
+            );
+        }
+    }
+    walk.srv.stop_and_check().await;
+}
+
+#[test]
+fn a_template_matches_only_paths_of_its_shape() {
+    assert!(matches("/tokens/{serial}/cancel", "/tokens/T-1/cancel"));
+    assert!(!matches("/tokens/{serial}/cancel", "/tokens/T-1/delivery"));
+    assert!(!matches("/tokens/{serial}", "/tokens/T-1/cancel"));
+    assert!(!matches("/tokens/{serial}", "/tokens/"));
+    assert_eq!(
+        attribute(r#"form method="post" action="/x""#, "action"),
+        Some("/x")
+    );
+}
