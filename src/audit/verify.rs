@@ -128,7 +128,7 @@ fn walk_segment(
     genesis: Option<[u8; 32]>,
     all_signatures: bool,
 ) -> Result<Segment, StoreError> {
-    let reader = AuditReader::open(db_path)?;
+    let reader = AuditReader::open(db_path)?.mapped()?;
     let mut segment = Segment {
         start,
         end,
