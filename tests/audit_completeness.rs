@@ -101,6 +101,53 @@ impl Walk {
         challenge
     }
 
+    /// Captures a token over the API.
+    async fn capture(&mut self, op: &Operator, serial: &str, seed: &str, owner: &str) {
+        let body = json!({ "serial": serial, "secret": seed, "owner": owner });
+        let path = "/api/v1/tokens";
+        self.api(
+            op,
+            Method::POST,
+            path,
+            path,
+            Some(body),
+            &["token.captured"],
+        )
+        .await;
+    }
+
+    /// Adds a passkey to `op`'s account (start + a new authenticator + finish); its id.
+    async fn add_passkey(&mut self, op: &Operator, label: &str) -> i64 {
+        let path = "/api/v1/me/credentials/start";
+        let challenge = self.start(op, path, path, json!({ "label": label })).await;
+        let credential = new_authenticator()
+            .do_registration(
+                op.origin.clone(),
+                serde_json::from_value(challenge).unwrap(),
+            )
+            .unwrap();
+        let path = "/api/v1/me/credentials/finish";
+        let body = serde_json::to_value(credential).unwrap();
+        self.api(
+            op,
+            Method::POST,
+            path,
+            path,
+            Some(body),
+            &["credential.added"],
+        )
+        .await;
+        let (_, me) = op.get("/api/v1/me").await;
+        me["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["label"] == label)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    }
+
     /// A page form post (as a browser sends it) that must append exactly `expect`.
     async fn form(
         &mut self,
@@ -314,35 +361,8 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     )
     .await;
 
-    // A backup passkey: start + finish, then removal.
-    let path = "/api/v1/me/credentials/start";
-    let challenge = walk
-        .start(&desk, path, path, json!({ "label": "backup" }))
-        .await;
-    let backup = new_authenticator()
-        .do_registration(
-            desk.origin.clone(),
-            serde_json::from_value(challenge).unwrap(),
-        )
-        .unwrap();
-    let path = "/api/v1/me/credentials/finish";
-    walk.api(
-        &desk,
-        Method::POST,
-        path,
-        path,
-        Some(serde_json::to_value(backup).unwrap()),
-        &["credential.added"],
-    )
-    .await;
-    let (_, me) = desk.get("/api/v1/me").await;
-    let backup_id = me["credentials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_i64().unwrap())
-        .max()
-        .unwrap();
+    // A backup passkey, then its removal.
+    let backup_id = walk.add_passkey(&desk, "backup").await;
     walk.api(
         &desk,
         Method::DELETE,
@@ -354,15 +374,8 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     .await;
 
     // Tokens: capture, assign, reveal (start + finish), deliver, cancel, import.
-    walk.api(
-        &desk,
-        Method::POST,
-        "/api/v1/tokens",
-        "/api/v1/tokens",
-        Some(json!({ "serial": "WALK-1", "secret": SEED_1, "owner": "first@example.org" })),
-        &["token.captured"],
-    )
-    .await;
+    walk.capture(&desk, "WALK-1", SEED_1, "first@example.org")
+        .await;
     walk.api(
         &desk,
         Method::PATCH,
@@ -418,15 +431,7 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &["token.delivered"],
     )
     .await;
-    walk.api(
-        &desk,
-        Method::POST,
-        "/api/v1/tokens",
-        "/api/v1/tokens",
-        Some(json!({ "serial": "WALK-2", "secret": SEED_2, "owner": "b@example.org" })),
-        &["token.captured"],
-    )
-    .await;
+    walk.capture(&desk, "WALK-2", SEED_2, "b@example.org").await;
     walk.api(
         &desk,
         Method::POST,
@@ -467,38 +472,8 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
 
     // The pages: crawl every page the all-role operator reaches while a token is escrowed and
     // two passkeys exist, so that every kind of form is on show.
-    walk.api(
-        &desk,
-        Method::POST,
-        "/api/v1/tokens",
-        "/api/v1/tokens",
-        Some(json!({ "serial": "WALK-4", "secret": SEED_1, "owner": "d@example.org" })),
-        &["token.captured"],
-    )
-    .await;
-    let challenge = walk
-        .start(
-            &desk,
-            "/api/v1/me/credentials/start",
-            "/api/v1/me/credentials/start",
-            json!({ "label": "second" }),
-        )
-        .await;
-    let second = new_authenticator()
-        .do_registration(
-            desk.origin.clone(),
-            serde_json::from_value(challenge).unwrap(),
-        )
-        .unwrap();
-    walk.api(
-        &desk,
-        Method::POST,
-        "/api/v1/me/credentials/finish",
-        "/api/v1/me/credentials/finish",
-        Some(serde_json::to_value(second).unwrap()),
-        &["credential.added"],
-    )
-    .await;
+    walk.capture(&desk, "WALK-4", SEED_1, "d@example.org").await;
+    let second_id = walk.add_passkey(&desk, "second").await;
     let page_forms = crawl_post_forms(&desk).await;
     walk.new_actions().await;
 
@@ -541,14 +516,6 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &["operator.roles_changed"],
     )
     .await;
-    let (_, me) = desk.get("/api/v1/me").await;
-    let second_id = me["credentials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_i64().unwrap())
-        .max()
-        .unwrap();
     walk.urlencoded(
         &desk,
         "/me/credentials/{id}/remove",

@@ -61,17 +61,22 @@ impl<'a> EventFields<'a> {
         }
     }
 
-    /// The canonical byte encoding: unambiguous (every text field is length-prefixed), so a
-    /// verifier in any language rebuilds it from the exported fields.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let texts = [
+    /// The text fields in canonical order.
+    fn texts(&self) -> [&'a str; 6] {
+        [
             self.time,
             self.actor,
             self.action,
             self.target,
             self.outcome,
             self.details,
-        ];
+        ]
+    }
+
+    /// The canonical byte encoding: unambiguous (every text field is length-prefixed), so a
+    /// verifier in any language rebuilds it from the exported fields.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let texts = self.texts();
         let mut out = Vec::with_capacity(
             CANONICAL_TAG.len() + 8 + texts.iter().map(|t| 4 + t.len()).sum::<usize>(),
         );
@@ -91,14 +96,7 @@ impl<'a> EventFields<'a> {
         hasher.update(prev_hash);
         hasher.update(CANONICAL_TAG);
         hasher.update((self.seq as u64).to_be_bytes());
-        for text in [
-            self.time,
-            self.actor,
-            self.action,
-            self.target,
-            self.outcome,
-            self.details,
-        ] {
+        for text in self.texts() {
             hasher.update((text.len() as u32).to_be_bytes());
             hasher.update(text.as_bytes());
         }
