@@ -620,6 +620,15 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         }
     }
 
+    // Every action is documented for auditors.
+    let doc = include_str!("../docs/AUDIT.md");
+    for action in walk.appended.values().flatten() {
+        assert!(
+            doc.contains(&format!("`{action}`")),
+            "docs/AUDIT.md does not list the action {action}"
+        );
+    }
+
     // No event carries a seed, a code, an invite token or a challenge.
     let rows = seedvault::store::audit::page_after(walk.srv.state.store.pool(), 0, 100_000)
         .await

@@ -756,6 +756,15 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         None,
     );
 
+    let doc = include_str!("../docs/AUDIT.md");
+    for leaf in &leaves {
+        for action in cli_audit_rule(leaf).unwrap() {
+            assert!(
+                doc.contains(&format!("`{action}`")),
+                "docs/AUDIT.md lacks {action}"
+            );
+        }
+    }
     let missing: Vec<_> = leaves.iter().filter(|l| !walked.contains(*l)).collect();
     assert!(missing.is_empty(), "commands never run: {missing:?}");
     let trail = std::fs::read_to_string(dir.path().join("trail.jsonl")).unwrap();
