@@ -148,6 +148,32 @@ impl PageOperator {
             ctx: Some(Box::new(self.ctx.clone())),
         }
     }
+
+    /// A form post that was refused (bad input, a conflict, a limit) is told on the page it
+    /// redirects to, as a flash message; only an internal error becomes an error page.
+    pub async fn flash_refusal(&self, error: impl Into<AppError>) -> Result<(), PageError> {
+        let error = error.into();
+        if matches!(error, AppError::Internal(_)) {
+            return Err(self.fail(error));
+        }
+        set_flash(&self.current.session, false, error.to_string()).await;
+        Ok(())
+    }
+
+    /// Flashes the outcome of a form post: `success` words what was done, or the refusal.
+    pub async fn flash_outcome<T, E: Into<AppError>>(
+        &self,
+        result: Result<T, E>,
+        success: impl FnOnce(T) -> String,
+    ) -> Result<(), PageError> {
+        match result {
+            Ok(value) => {
+                set_flash(&self.current.session, true, success(value)).await;
+                Ok(())
+            }
+            Err(error) => self.flash_refusal(error).await,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for PageOperator {

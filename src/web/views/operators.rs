@@ -7,7 +7,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{roles, when};
-use super::{page, set_flash, PageError, PageOperator};
+use super::{page, PageError, PageOperator};
 use crate::operators::{self, NewInvite, OperatorChange, Role, Roles};
 use crate::web::{AppError, AppState};
 
@@ -92,11 +92,7 @@ pub async fn invite(
     let issued = match issued {
         Ok(issued) => issued,
         Err(e) => {
-            let e = AppError::from(e);
-            if matches!(e, AppError::Internal(_)) {
-                return Err(op.fail(e));
-            }
-            set_flash(&op.current.session, false, e.to_string()).await;
+            op.flash_refusal(e).await?;
             return Ok(Redirect::to("/operators").into_response());
         }
     };
@@ -135,7 +131,7 @@ pub async fn update(
         disabled: form.disabled,
     };
     let me = &op.current.operator;
-    match operators::update(
+    let updated = operators::update(
         &state.store,
         &state.vault,
         state.clock.now(),
@@ -144,24 +140,9 @@ pub async fn update(
         &name,
         change,
     )
-    .await
-    {
-        Ok(updated) => {
-            set_flash(
-                &op.current.session,
-                true,
-                format!("Saved {}.", updated.name),
-            )
-            .await
-        }
-        Err(e) => {
-            let e = AppError::from(e);
-            if matches!(e, AppError::Internal(_)) {
-                return Err(op.fail(e));
-            }
-            set_flash(&op.current.session, false, e.to_string()).await;
-        }
-    }
+    .await;
+    op.flash_outcome(updated, |updated| format!("Saved {}.", updated.name))
+        .await?;
     Ok(Redirect::to("/operators"))
 }
 
@@ -205,24 +186,16 @@ pub async fn remove_credential(
     op: PageOperator,
     Path(id): Path<i64>,
 ) -> Result<Redirect, PageError> {
-    match operators::remove_credential(
+    let removed = operators::remove_credential(
         &state.store,
         &state.vault,
         state.clock.now(),
         &op.current.operator,
         id,
     )
-    .await
-    {
-        Ok(()) => set_flash(&op.current.session, true, "Passkey removed.").await,
-        Err(e) => {
-            let e = AppError::from(e);
-            if matches!(e, AppError::Internal(_)) {
-                return Err(op.fail(e));
-            }
-            set_flash(&op.current.session, false, e.to_string()).await;
-        }
-    }
+    .await;
+    op.flash_outcome(removed, |()| "Passkey removed.".into())
+        .await?;
     Ok(Redirect::to("/me"))
 }
 

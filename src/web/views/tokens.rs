@@ -383,37 +383,22 @@ pub async fn deliver(
             reason: form.reason.as_deref().unwrap_or_default(),
         },
     };
-    match lifecycle::deliver(
+    let delivered = lifecycle::deliver(
         &state.env(),
         &op.current.operator.actor(),
         &serial,
         confirmation,
     )
-    .await
-    {
-        Ok(purged) => {
-            let how = match purged.drift_steps {
-                Some(0) => "the code matched".to_owned(),
-                Some(d) => format!("the code matched with a drift of {d} steps"),
-                None => "confirmed without a code".to_owned(),
-            };
-            set_flash(
-                &op.current.session,
-                true,
-                format!(
-                    "Delivered: {how}. The seed is destroyed; no code can be revealed any more."
-                ),
-            )
-            .await;
-        }
-        Err(e) => {
-            let e = AppError::from(e);
-            if matches!(e, AppError::Internal(_)) {
-                return Err(op.fail(e));
-            }
-            set_flash(&op.current.session, false, e.to_string()).await;
-        }
-    }
+    .await;
+    op.flash_outcome(delivered, |purged| {
+        let how = match purged.drift_steps {
+            Some(0) => "the code matched".to_owned(),
+            Some(d) => format!("the code matched with a drift of {d} steps"),
+            None => "confirmed without a code".to_owned(),
+        };
+        format!("Delivered: {how}. The seed is destroyed; no code can be revealed any more.")
+    })
+    .await?;
     Ok(Redirect::to(&format!("/tokens/{serial}")))
 }
 
@@ -430,29 +415,14 @@ pub async fn cancel(
     axum_extra::extract::Form(form): axum_extra::extract::Form<CancelForm>,
 ) -> Result<Redirect, PageError> {
     op.require(Role::Provisioner)?;
-    match lifecycle::cancel(
+    let cancelled = lifecycle::cancel(
         &state.env(),
         &op.current.operator.actor(),
         &serial,
         &form.reason,
     )
-    .await
-    {
-        Ok(_) => {
-            set_flash(
-                &op.current.session,
-                true,
-                "Cancelled. The seed is destroyed.",
-            )
-            .await
-        }
-        Err(e) => {
-            let e = AppError::from(e);
-            if matches!(e, AppError::Internal(_)) {
-                return Err(op.fail(e));
-            }
-            set_flash(&op.current.session, false, e.to_string()).await;
-        }
-    }
+    .await;
+    op.flash_outcome(cancelled, |_| "Cancelled. The seed is destroyed.".into())
+        .await?;
     Ok(Redirect::to(&format!("/tokens/{serial}")))
 }
