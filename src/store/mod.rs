@@ -41,6 +41,21 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl StoreError {
+    /// Whether a `UNIQUE` (or primary key) constraint refused the write, through either driver.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Sqlx(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The vault database: a pool of connections for reads and a single connection for writes.
 ///
 /// SQLite admits one writer at a time. Letting several pooled connections race for its write
@@ -166,6 +181,39 @@ fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
     Ok(())
+}
+
+/// Runs `work` on the write transaction's own SQLite connection through rusqlite, on the
+/// calling thread, and hands back what it returns. For bulk writes inside a [`WriteTx`]: sqlx
+/// copies every bound value into an owned argument list and ships it to its worker thread,
+/// which for 100,000 rows costs more than SQLite's own work; rusqlite binds borrowed values
+/// straight into a reused prepared statement. The writes belong to `tx` and commit or roll
+/// back with it.
+///
+/// `work` runs synchronously (no `.await` while the handle is out, so a cancelled caller cannot
+/// leave the connection in use): inside `tokio::task::block_in_place` on a multi-threaded
+/// runtime, so the worker's other tasks move elsewhere meanwhile, and inline otherwise.
+pub(crate) async fn with_rusqlite<R>(
+    tx: &mut WriteTx,
+    work: impl FnOnce(&rusqlite::Connection) -> R,
+) -> Result<R, StoreError> {
+    let mut handle = tx.lock_handle().await?;
+    // SAFETY: `lock_handle` guarantees that sqlx's worker thread makes no call on this
+    // connection (or its statements) while `handle` lives, and `conn` is dropped before
+    // `handle`. `from_handle` does not take ownership: dropping `conn` finalizes only the
+    // statements `work` prepared and leaves the connection open (rusqlite is built without its
+    // `hooks` features, so it does not touch any hook sqlx may have set). sqlx and rusqlite
+    // link the same libsqlite3-sys, so this is the library that opened the handle.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr())? };
+    let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| work(&conn))
+        }
+        _ => work(&conn),
+    };
+    drop(conn);
+    drop(handle);
+    Ok(result)
 }
 
 /// A trivial query: proves the database answers.

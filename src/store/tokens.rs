@@ -3,7 +3,7 @@
 
 use sqlx::{QueryBuilder, Sqlite, SqliteExecutor};
 
-use super::StoreError;
+use super::{StoreError, WriteTx};
 
 /// A token's stored metadata. Deliberately without the sealed seed: that is read only by
 /// [`sealed_seed`], on the reveal and delivery paths.
@@ -89,7 +89,9 @@ pub async fn by_serial(
     )
 }
 
-/// Which of `serials` already exist (for import's duplicate check).
+/// Which of `serials` already exist (for import's duplicate check). One statement and one
+/// bound value however many serials: they travel as a JSON array that `json_each` unpacks
+/// inside SQLite, which then looks each one up in the `serial` index.
 pub async fn existing_serials(
     db: impl SqliteExecutor<'_>,
     serials: &[&str],
@@ -97,13 +99,13 @@ pub async fn existing_serials(
     if serials.is_empty() {
         return Ok(Vec::new());
     }
-    let mut query = QueryBuilder::<Sqlite>::new("SELECT serial FROM tokens WHERE serial IN (");
-    let mut list = query.separated(", ");
-    for serial in serials {
-        list.push_bind(*serial);
-    }
-    query.push(")");
-    Ok(query.build_query_scalar().fetch_all(db).await?)
+    let list = serde_json::Value::from(serials).to_string();
+    Ok(sqlx::query_scalar(
+        "SELECT serial FROM tokens WHERE serial IN (SELECT value FROM json_each(?))",
+    )
+    .bind(list)
+    .fetch_all(db)
+    .await?)
 }
 
 /// The sealed seed of an escrowed token (`None` once purged).
@@ -348,36 +350,190 @@ pub async fn recent_reveals(
     .await?)
 }
 
-/// Inserts many escrowed tokens with one statement (the caller batches to stay under
-/// SQLite's bound-parameter limit).
-pub async fn insert_many(
-    db: &mut sqlx::SqliteConnection,
-    batch: &[NewTokenRow<'_>],
-) -> Result<(), StoreError> {
-    if batch.is_empty() {
-        return Ok(());
+/// Inserts escrowed tokens in bulk inside `tx`: `fill` runs on the calling thread (see
+/// [`super::with_rusqlite`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
+/// returns comes back. The rows commit or roll back with `tx`.
+///
+/// Why one prepared single-row statement rather than multi-row `INSERT … VALUES (…), (…)`:
+/// binding borrowed values into a reused statement costs no parsing and no copies, and a
+/// single-row insert needs no statement journal (a multi-row insert that may fail half-way on
+/// a `UNIQUE` constraint makes SQLite journal every page it touches).
+pub async fn insert_bulk<R>(
+    tx: &mut WriteTx,
+    fill: impl FnOnce(&mut TokenSink<'_>) -> R,
+) -> Result<R, StoreError> {
+    super::with_rusqlite(tx, |conn| -> Result<R, StoreError> {
+        // Room for every page the transaction dirties, so that SQLite does not spill pages to
+        // the WAL mid-transaction and read them back (100,000 tokens dirty ≈ 34 MB; the
+        // default cache is 2 MB). The memory is taken only as pages are used, and given back
+        // when the connection's cache shrinks to its usual size afterwards.
+        let usual: i64 = conn.pragma_query_value(None, "cache_size", |row| row.get(0))?;
+        conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
+        let filled = (|| {
+            let mut sink = TokenSink {
+                insert: conn.prepare(
+                    "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
+                                         state, sealed_seed, captured_by, captured_at, retention_deadline)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)",
+                )?,
+            };
+            Ok(fill(&mut sink))
+        })();
+        conn.pragma_update(None, "cache_size", usual)?;
+        filled
+    })
+    .await?
+}
+
+/// Page cache for [`insert_bulk`], as SQLite's `cache_size` (negative: KiB).
+const BULK_CACHE_KIB: i64 = -128 * 1024;
+
+/// Where [`insert_bulk`]'s rows go.
+pub struct TokenSink<'c> {
+    insert: rusqlite::Statement<'c>,
+}
+
+impl TokenSink<'_> {
+    pub fn insert(&mut self, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
+        self.insert.execute(rusqlite::params![
+            t.token_id,
+            t.serial,
+            t.owner,
+            t.display_name,
+            t.manufacturer,
+            t.model,
+            t.algorithm,
+            t.digits,
+            t.period,
+            t.policy,
+            t.sealed_seed,
+            t.captured_by,
+            t.captured_at,
+            t.retention_deadline,
+        ])?;
+        Ok(())
     }
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
-                             state, sealed_seed, captured_by, captured_at, retention_deadline) ",
-    );
-    query.push_values(batch, |mut b, t| {
-        b.push_bind(t.token_id)
-            .push_bind(t.serial)
-            .push_bind(t.owner)
-            .push_bind(t.display_name)
-            .push_bind(t.manufacturer)
-            .push_bind(t.model)
-            .push_bind(t.algorithm)
-            .push_bind(t.digits)
-            .push_bind(t.period)
-            .push_bind(t.policy)
-            .push_bind("escrowed")
-            .push_bind(t.sealed_seed)
-            .push_bind(t.captured_by)
-            .push_bind(t.captured_at)
-            .push_bind(t.retention_deadline);
-    });
-    query.build().execute(db).await?;
-    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn row<'a>(token_id: &'a str, serial: &'a str) -> NewTokenRow<'a> {
+        NewTokenRow {
+            token_id,
+            serial,
+            owner: Some("alice@example.org"),
+            display_name: None,
+            manufacturer: Some("Token2"),
+            model: None,
+            algorithm: "SHA1",
+            digits: 6,
+            period: 30,
+            policy: "standard",
+            sealed_seed: b"sealed",
+            captured_by: "cli:test",
+            captured_at: 1,
+            retention_deadline: 2,
+        }
+    }
+
+    async fn serials(store: &Store) -> Vec<String> {
+        sqlx::query_scalar("SELECT serial FROM tokens ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn bulk_insert_commits_with_its_transaction_and_restores_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let usual: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let inserted = insert_bulk(&mut tx, |sink| {
+            for (id, serial) in [("t1", "S1"), ("t2", "S2")] {
+                sink.insert(&row(id, serial))?;
+            }
+            Ok::<_, StoreError>(2)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(inserted, 2);
+        // Visible inside the transaction through sqlx, and to nobody else before the commit.
+        let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(inside, 2);
+        assert!(serials(&store).await.is_empty());
+        let after: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(after, usual);
+        tx.commit().await.unwrap();
+        assert_eq!(serials(&store).await, ["S1", "S2"]);
+    }
+
+    async fn a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let result = insert_bulk(&mut tx, |sink| {
+            sink.insert(&row("t1", "S1"))?;
+            sink.insert(&row("t2", "S1"))
+        })
+        .await
+        .unwrap();
+        assert!(result.unwrap_err().is_unique_violation());
+        drop(tx);
+        assert!(serials(&store).await.is_empty());
+        // The write connection is usable again afterwards.
+        let mut tx = store.begin_write().await.unwrap();
+        insert_bulk(&mut tx, |sink| sink.insert(&row("t3", "S3")))
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(serials(&store).await, ["S3"]);
+    }
+
+    // `insert_bulk` runs its work inline on a current-thread runtime and inside
+    // `block_in_place` on a multi-threaded one: both are exercised.
+    #[tokio::test]
+    async fn bulk_insert_on_a_current_thread_runtime() {
+        bulk_insert_commits_with_its_transaction_and_restores_the_cache().await;
+        a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_insert_on_a_multi_threaded_runtime() {
+        bulk_insert_commits_with_its_transaction_and_restores_the_cache().await;
+        a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept().await;
+    }
+
+    #[tokio::test]
+    async fn existing_serials_finds_exactly_the_stored_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        insert(&mut *tx, &row("t1", "S1")).await.unwrap();
+        insert(&mut *tx, &row("t2", "S\"2,")).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut found = existing_serials(store.pool(), &["S0", "S1", "S\"2,", "S3"])
+            .await
+            .unwrap();
+        found.sort();
+        assert_eq!(found, ["S\"2,", "S1"]);
+        assert!(existing_serials(store.pool(), &[])
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }
