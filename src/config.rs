@@ -150,7 +150,12 @@ impl Config {
                 value: bind_text.clone(),
                 fix: "expected IP:PORT, for example 127.0.0.1:8080",
             })?;
-        let origin_text = o.origin.unwrap_or_else(|| "http://localhost:8080".into());
+        // Without an explicit origin, browsers on this machine reach the server at the bound
+        // port: an invite printed for another port would fail WebAuthn's origin check.
+        let origin_text = o.origin.unwrap_or_else(|| match bind.port() {
+            0 => "http://localhost:8080".into(),
+            port => format!("http://localhost:{port}"),
+        });
         let origin = parse_origin(&origin_text)?;
         let positive = |setting: &'static str, value: u32, fix: &'static str| {
             if value == 0 {
@@ -255,6 +260,25 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.origin_header(), "http://localhost:8080");
         assert_eq!(config.retention_days, 30);
+    }
+
+    #[test]
+    fn the_default_origin_follows_the_bound_port_unless_an_origin_is_set() {
+        let bound = |bind: &str, origin: Option<&str>| {
+            Config::validate(Overrides {
+                bind: Some(bind.into()),
+                origin: origin.map(Into::into),
+                ..Default::default()
+            })
+            .unwrap()
+            .origin_header()
+        };
+        assert_eq!(bound("127.0.0.1:9443", None), "http://localhost:9443");
+        assert_eq!(bound("0.0.0.0:8080", None), "http://localhost:8080");
+        assert_eq!(
+            bound("127.0.0.1:9443", Some("https://vault.example.org")),
+            "https://vault.example.org"
+        );
     }
 
     #[test]

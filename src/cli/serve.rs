@@ -20,7 +20,7 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080; env SEEDVAULT_BIND).
     #[arg(long, value_name = "IP:PORT")]
     bind: Option<String>,
-    /// Public origin browsers use (default http://localhost:8080; env SEEDVAULT_ORIGIN).
+    /// Public origin browsers use (default http://localhost:PORT with the bound port; env SEEDVAULT_ORIGIN).
     #[arg(long, value_name = "URL")]
     origin: Option<String>,
     /// Refuse to run with a development key slot or without a vault.
