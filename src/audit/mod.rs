@@ -119,7 +119,35 @@ pub async fn append(
     now: OffsetDateTime,
     event: NewEvent,
 ) -> Result<AuditRow, AuditError> {
-    let (seq, prev_hash) = match crate::store::audit::head(&mut **tx).await? {
+    let head = crate::store::audit::head(&mut **tx).await?;
+    let row = next_row(head, vault, now, event)?;
+    crate::store::audit::insert(&mut **tx, &row).await?;
+    Ok(row)
+}
+
+/// [`append`] on the write transaction's own connection, borrowed with
+/// [`crate::store::with_rusqlite`] by a caller that runs several statements without handing
+/// each to sqlx's worker thread (the reveal grant).
+pub fn append_on(
+    conn: &rusqlite::Connection,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<AuditRow, AuditError> {
+    let head = crate::store::audit::head_on(conn)?;
+    let row = next_row(head, vault, now, event)?;
+    crate::store::audit::insert_on(conn, &row)?;
+    Ok(row)
+}
+
+/// The event after `head` (the chain's last `seq` and hash), hashed and signed.
+fn next_row(
+    head: Option<(i64, Vec<u8>)>,
+    vault: &Vault,
+    now: OffsetDateTime,
+    event: NewEvent,
+) -> Result<AuditRow, AuditError> {
+    let (seq, prev_hash) = match head {
         Some((seq, hash)) if hash.len() == 32 => (seq + 1, hash),
         Some((seq, _)) => {
             return Err(AuditError::CorruptHead(format!(
@@ -153,7 +181,6 @@ pub async fn append(
         hash: hash.to_vec(),
         sig: sig.to_vec(),
     };
-    crate::store::audit::insert(&mut **tx, &row).await?;
     Ok(row)
 }
 

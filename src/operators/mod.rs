@@ -398,20 +398,15 @@ pub async fn record_sign_in(
 }
 
 /// Updates a credential's counter after a step-up assertion (no event of its own: the action
-/// it authorised records it).
-pub async fn record_credential_use(
-    tx: &mut WriteTx,
+/// it authorised records it), on the write transaction's own connection (see
+/// [`crate::store::with_rusqlite_brief`]), as part of that action's transaction.
+pub fn record_credential_use_on(
+    conn: &rusqlite::Connection,
     credential_row: i64,
     passkey_json: &str,
     now: OffsetDateTime,
 ) -> Result<(), OperatorError> {
-    rows::update_credential_use(
-        &mut **tx,
-        credential_row,
-        passkey_json,
-        now.unix_timestamp(),
-    )
-    .await?;
+    rows::update_credential_use_on(conn, credential_row, passkey_json, now.unix_timestamp())?;
     Ok(())
 }
 

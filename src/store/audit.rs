@@ -79,6 +79,36 @@ pub async fn insert(db: impl SqliteExecutor<'_>, row: &AuditRow) -> Result<(), S
     Ok(())
 }
 
+/// [`head`] on a borrowed connection (see [`super::with_rusqlite`]).
+pub fn head_on(conn: &rusqlite::Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// [`insert`] on a borrowed connection (see [`super::with_rusqlite`]).
+pub fn insert_on(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(rusqlite::params![
+        row.seq,
+        row.time,
+        row.actor,
+        row.action,
+        row.target,
+        row.outcome,
+        row.details,
+        row.prev_hash,
+        row.hash,
+        row.sig,
+    ])?;
+    Ok(())
+}
+
 /// Events with `seq > after`, oldest first, at most `limit` of them (for paging through the
 /// chain with constant memory).
 pub async fn page_after(

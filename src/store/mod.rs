@@ -103,6 +103,10 @@ impl Store {
             async move {
                 SqlitePoolOptions::new()
                     .max_connections(connections)
+                    // A local SQLite connection cannot go stale; the default ping before every
+                    // acquisition is one more hand-off to the connection's worker thread per
+                    // query, which on the reveal path costs more than the query itself.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .map_err(|e| match e {
@@ -197,6 +201,24 @@ pub(crate) async fn with_rusqlite<R>(
     tx: &mut WriteTx,
     work: impl FnOnce(&rusqlite::Connection) -> R,
 ) -> Result<R, StoreError> {
+    on_rusqlite(tx, work, true).await
+}
+
+/// [`with_rusqlite`] for work of a few indexed statements (tens of microseconds, no disk
+/// wait: nothing commits inside it): runs `work` inline on the calling thread, because moving
+/// the runtime's worker to another thread (`block_in_place`) costs more than the work.
+pub(crate) async fn with_rusqlite_brief<R>(
+    tx: &mut WriteTx,
+    work: impl FnOnce(&rusqlite::Connection) -> R,
+) -> Result<R, StoreError> {
+    on_rusqlite(tx, work, false).await
+}
+
+async fn on_rusqlite<R>(
+    tx: &mut WriteTx,
+    work: impl FnOnce(&rusqlite::Connection) -> R,
+    may_block: bool,
+) -> Result<R, StoreError> {
     let mut handle = tx.lock_handle().await?;
     // SAFETY: `lock_handle` guarantees that sqlx's worker thread makes no call on this
     // connection (or its statements) while `handle` lives, and `conn` is dropped before
@@ -206,7 +228,7 @@ pub(crate) async fn with_rusqlite<R>(
     // link the same libsqlite3-sys, so this is the library that opened the handle.
     let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr())? };
     let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) if may_block => {
             tokio::task::block_in_place(|| work(&conn))
         }
         _ => work(&conn),

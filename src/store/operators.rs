@@ -213,6 +213,18 @@ pub async fn update_credential_use(
     Ok(())
 }
 
+/// [`update_credential_use`] on a borrowed connection (see [`super::with_rusqlite`]).
+pub fn update_credential_use_on(
+    conn: &rusqlite::Connection,
+    id: i64,
+    passkey: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE credentials SET passkey = ?1, last_used_at = ?2 WHERE id = ?3")?
+        .execute(rusqlite::params![passkey, now, id])?;
+    Ok(())
+}
+
 pub async fn delete_credential(
     db: impl SqliteExecutor<'_>,
     operator_id: i64,

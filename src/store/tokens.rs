@@ -6,7 +6,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteExecutor};
 use super::{StoreError, WriteTx};
 
 /// A token's stored metadata. Deliberately without the sealed seed: that is read only by
-/// [`sealed_seed`], on the reveal and delivery paths.
+/// [`sealed_seed`] and [`by_serial_with_seed_on`], on the reveal and delivery paths.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
     pub id: i64,
@@ -122,6 +122,96 @@ pub async fn sealed_seed(
     )
 }
 
+// The reveal grant's statements, on the write transaction's own connection (borrowed through
+// [`super::with_rusqlite`]). The grant holds the group-commit lock while it runs, so every
+// statement sent to sqlx's worker thread instead (two thread switches each) lengthened the
+// queue of every other reveal.
+
+/// A token's row and its sealed seed (`None` once purged).
+pub struct TokenWithSeed {
+    pub row: TokenRow,
+    pub sealed_seed: Option<Vec<u8>>,
+}
+
+/// A token's row together with its sealed seed, in one statement.
+pub fn by_serial_with_seed_on(
+    conn: &rusqlite::Connection,
+    serial: &str,
+) -> Result<Option<TokenWithSeed>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1"
+    ))?;
+    Ok(statement
+        .query_row([serial], |r| {
+            let row = TokenRow {
+                id: r.get(0)?,
+                token_id: r.get(1)?,
+                serial: r.get(2)?,
+                owner: r.get(3)?,
+                display_name: r.get(4)?,
+                manufacturer: r.get(5)?,
+                model: r.get(6)?,
+                algorithm: r.get(7)?,
+                digits: r.get(8)?,
+                period: r.get(9)?,
+                t0: r.get(10)?,
+                drift_steps: r.get(11)?,
+                policy: r.get(12)?,
+                state: r.get(13)?,
+                captured_by: r.get(14)?,
+                captured_at: r.get(15)?,
+                retention_deadline: r.get(16)?,
+                delivered_at: r.get(17)?,
+                delivered_by: r.get(18)?,
+                purged_at: r.get(19)?,
+                purge_reason: r.get(20)?,
+            };
+            Ok(TokenWithSeed {
+                row,
+                sealed_seed: r.get(21)?,
+            })
+        })
+        .optional()?)
+}
+
+/// [`reveal_windows`] on a borrowed connection.
+pub fn reveal_windows_on(
+    conn: &rusqlite::Connection,
+    token: i64,
+    token_since: i64,
+    operator: i64,
+    operator_since: i64,
+) -> Result<(RevealWindow, RevealWindow), StoreError> {
+    let mut statement = conn.prepare_cached(REVEAL_WINDOWS)?;
+    Ok(
+        statement.query_row([token, token_since, operator, operator_since], |r| {
+            Ok((
+                RevealWindow {
+                    count: r.get(0)?,
+                    oldest: r.get(1)?,
+                },
+                RevealWindow {
+                    count: r.get(2)?,
+                    oldest: r.get(3)?,
+                },
+            ))
+        })?,
+    )
+}
+
+/// [`insert_reveal`] on a borrowed connection.
+pub fn insert_reveal_on(
+    conn: &rusqlite::Connection,
+    token: i64,
+    operator: i64,
+    at: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)")?
+        .execute([token, operator, at])?;
+    Ok(())
+}
+
 /// Filters for the token list; all optional.
 #[derive(Debug, Default)]
 pub struct TokenFilter {
@@ -202,34 +292,42 @@ pub struct RevealWindow {
     pub oldest: Option<i64>,
 }
 
-/// Granted reveals of a token since `since` (counted in the index, not fetched).
-pub async fn reveals_of_token_since(
+const REVEAL_WINDOWS: &str = "SELECT t.count, t.oldest, o.count, o.oldest FROM \
+     (SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE token_id = ?1 AND at > ?2) AS t, \
+     (SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE operator_id = ?3 AND at > ?4) AS o";
+
+/// Both reveal-limit windows in one statement (one hand-off to the connection's worker
+/// thread instead of two): a token's granted reveals since `token_since` and an operator's
+/// since `operator_since`, each counted in its index, not fetched.
+pub async fn reveal_windows(
     db: impl SqliteExecutor<'_>,
     token: i64,
-    since: i64,
-) -> Result<RevealWindow, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE token_id = ? AND at > ?",
-    )
-    .bind(token)
-    .bind(since)
-    .fetch_one(db)
-    .await?)
-}
-
-/// Granted reveals by an operator since `since` (counted in the index, not fetched).
-pub async fn reveals_by_operator_since(
-    db: impl SqliteExecutor<'_>,
+    token_since: i64,
     operator: i64,
-    since: i64,
-) -> Result<RevealWindow, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE operator_id = ? AND at > ?",
-    )
-    .bind(operator)
-    .bind(since)
-    .fetch_one(db)
-    .await?)
+    operator_since: i64,
+) -> Result<(RevealWindow, RevealWindow), StoreError> {
+    let (token_count, token_oldest, operator_count, operator_oldest): (
+        i64,
+        Option<i64>,
+        i64,
+        Option<i64>,
+    ) = sqlx::query_as(REVEAL_WINDOWS)
+        .bind(token)
+        .bind(token_since)
+        .bind(operator)
+        .bind(operator_since)
+        .fetch_one(db)
+        .await?;
+    Ok((
+        RevealWindow {
+            count: token_count,
+            oldest: token_oldest,
+        },
+        RevealWindow {
+            count: operator_count,
+            oldest: operator_oldest,
+        },
+    ))
 }
 
 pub async fn insert_reveal(

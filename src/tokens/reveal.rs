@@ -15,7 +15,7 @@ use crate::operators::{self, Operator};
 use crate::otp::{self, OneTimeCode};
 use crate::policy::{Policy, Shortfall, Submission};
 use crate::store::tokens as rows;
-use crate::store::{StoreError, WriteTx};
+use crate::store::StoreError;
 use crate::vault::SealedBlob;
 
 /// How long a started reveal waits for its passkey assertion.
@@ -119,7 +119,23 @@ async fn check_limits(
     operator: &Operator,
 ) -> Result<(), RevealError> {
     let now = env.unix();
-    let by_token = rows::reveals_of_token_since(&mut *db, token.row_id, now - 86_400).await?;
+    let windows = rows::reveal_windows(
+        &mut *db,
+        token.row_id,
+        now - 86_400,
+        operator.id,
+        now - 3_600,
+    )
+    .await?;
+    within_limits(policy, windows, now)
+}
+
+/// Refuses once either window (this token's day, this operator's hour) is full.
+fn within_limits(
+    policy: &Policy,
+    (by_token, by_operator): (rows::RevealWindow, rows::RevealWindow),
+    now: i64,
+) -> Result<(), RevealError> {
     if by_token.count >= i64::from(policy.reveals_per_token_per_day) {
         return Err(RevealError::Limit {
             what: "this token's daily reveal",
@@ -127,7 +143,6 @@ async fn check_limits(
             retry_after_seconds: retry_after(by_token.oldest, 86_400, now),
         });
     }
-    let by_operator = rows::reveals_by_operator_since(&mut *db, operator.id, now - 3_600).await?;
     if by_operator.count >= i64::from(policy.reveals_per_operator_per_hour) {
         return Err(RevealError::Limit {
             what: "your hourly reveal",
@@ -181,7 +196,13 @@ async fn authorize_inner(
     serial: &str,
     request: &RevealRequest<'_>,
 ) -> Result<PendingReveal, RevealError> {
-    let token = super::get(env.store, serial).await?;
+    // One pooled connection for the token and its limits: each acquisition costs hand-offs
+    // to the connection's worker thread (the release pings it).
+    let mut conn = env.store.pool().acquire().await.map_err(StoreError::from)?;
+    let row = rows::by_serial(&mut *conn, serial)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+    let token = Token::from_row(row)?;
     check_revealable(&token)?;
     let policy = env
         .policies
@@ -198,7 +219,6 @@ async fn authorize_inner(
             shortfalls,
         });
     }
-    let mut conn = env.store.pool().acquire().await.map_err(StoreError::from)?;
     check_limits(env, &mut conn, policy, &token, operator).await?;
     let mut checks: Vec<String> = request.checks.to_vec();
     checks.sort();
@@ -241,26 +261,36 @@ pub fn check_pending(
     Ok(())
 }
 
+/// The passkey that signed a reveal: its `credentials` row and its stored form with the new
+/// signature counter, recorded by [`grant`] in the reveal's transaction.
+pub struct CredentialUse {
+    pub row: i64,
+    pub passkey_json: String,
+}
+
 /// Grants a reveal whose passkey assertion has verified: re-checks state and limits, records
-/// the reveal (and the credential's new counter, through `record_credential`) with its audit
-/// event in one transaction, then returns the code — only once that transaction is durably
-/// committed. Concurrent reveals share the commit (group commit, [`crate::store::GroupTx`]);
-/// each stays atomic on its own.
-pub async fn grant<F>(
+/// the reveal and the credential's new counter with its audit event in one transaction, then
+/// returns the code — only once that transaction is durably committed. Concurrent reveals
+/// share the commit (group commit, [`crate::store::GroupTx`]); each stays atomic on its own.
+pub async fn grant(
     env: &Env<'_>,
     operator: &Operator,
     pending: &PendingReveal,
-    record_credential: F,
-) -> Result<RevealedCode, RevealError>
-where
-    F: for<'t> FnOnce(
-        &'t mut WriteTx,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), RevealError>> + Send + 't>,
-    >,
-{
+    credential: &CredentialUse,
+) -> Result<RevealedCode, RevealError> {
     let mut tx = env.store.begin_grouped().await?;
-    match grant_in(env, operator, pending, &mut tx, record_credential).await {
+    // The job holds the group-commit lock until it commits or rolls back, so its statements
+    // run on the transaction's own connection, without a hand-off to sqlx's worker thread
+    // each.
+    let outcome = match crate::store::with_rusqlite_brief(&mut tx, |conn| {
+        grant_on(env, operator, pending, conn, credential)
+    })
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => Err(error.into()),
+    };
+    match outcome {
         Ok(revealed) => {
             tx.commit().await?;
             Ok(revealed)
@@ -272,23 +302,16 @@ where
     }
 }
 
-async fn grant_in<F>(
+fn grant_on(
     env: &Env<'_>,
     operator: &Operator,
     pending: &PendingReveal,
-    tx: &mut WriteTx,
-    record_credential: F,
-) -> Result<RevealedCode, RevealError>
-where
-    F: for<'t> FnOnce(
-        &'t mut WriteTx,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), RevealError>> + Send + 't>,
-    >,
-{
-    let row = rows::by_serial(&mut **tx, &pending.serial)
-        .await?
-        .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
+    conn: &rusqlite::Connection,
+    credential: &CredentialUse,
+) -> Result<RevealedCode, RevealError> {
+    let rows::TokenWithSeed { row, sealed_seed } =
+        rows::by_serial_with_seed_on(conn, &pending.serial)?
+            .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
     let token = Token::from_row(row)?;
     check_revealable(&token)?;
     let policy = env
@@ -299,14 +322,15 @@ where
         // The policy changed between start and finish: the checklist must be redone.
         return Err(RevealError::Expired);
     }
-    check_limits(env, tx, policy, &token, operator).await?;
-    let sealed = rows::sealed_seed(&mut **tx, token.row_id)
-        .await?
-        .ok_or_else(|| TokenError::WrongState {
-            serial: token.serial.clone(),
-            state: "purged".into(),
-            hint: "its seed is gone",
-        })?;
+    let now = env.unix();
+    let windows =
+        rows::reveal_windows_on(conn, token.row_id, now - 86_400, operator.id, now - 3_600)?;
+    within_limits(policy, windows, now)?;
+    let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
+        serial: token.serial.clone(),
+        state: "purged".into(),
+        hint: "its seed is gone",
+    })?;
     let seed = env
         .vault
         .unseal_seed(
@@ -316,7 +340,6 @@ where
         )
         .map_err(TokenError::from)?;
     let spec = token.spec()?;
-    let now = env.unix();
     let revealed = RevealedCode {
         code: otp::code_at(&seed, &spec, now, token.drift_steps),
         next_code: policy
@@ -326,8 +349,8 @@ where
         valid_for_seconds: spec.valid_for_seconds(now),
     };
     drop(seed);
-    rows::insert_reveal(&mut **tx, token.row_id, operator.id, now).await?;
-    record_credential(tx).await?;
+    rows::insert_reveal_on(conn, token.row_id, operator.id, now)?;
+    operators::record_credential_use_on(conn, credential.row, &credential.passkey_json, env.now)?;
     let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(json!({
         "owner": token.owner,
         "policy": policy.name,
@@ -337,6 +360,6 @@ where
         "note": pending.note,
         "next_code": revealed.next_code.is_some(),
     }));
-    audit::append(tx, env.vault, env.now, event).await?;
+    audit::append_on(conn, env.vault, env.now, event)?;
     Ok(revealed)
 }

@@ -12,7 +12,6 @@ use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::auth::{passkey_json, passkeys_of, to_json};
-use crate::operators;
 use crate::secret::{Algorithm, SecretFormat};
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Confirmation, Purged};
@@ -368,15 +367,11 @@ pub async fn reveal_finish(
         ));
     };
     passkey.update_credential(&result);
-    let stored = passkey_json(&passkey)?;
-    let now = env.now;
-    let revealed = reveal::grant(&env, operator, &pending, |tx| {
-        Box::pin(async move {
-            operators::record_credential_use(tx, row, &stored, now).await?;
-            Ok(())
-        })
-    })
-    .await?;
+    let credential = reveal::CredentialUse {
+        row,
+        passkey_json: passkey_json(&passkey)?,
+    };
+    let revealed = reveal::grant(&env, operator, &pending, &credential).await?;
     let view = RevealedCodeView {
         code: revealed.code.expose().to_owned(),
         period: revealed.period,
