@@ -422,25 +422,9 @@ pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), Stor
     let mut conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?;
-        for row in rows {
-            stmt.execute(rusqlite::params![
-                row.seq,
-                row.time,
-                row.actor,
-                row.action,
-                row.target,
-                row.outcome,
-                row.details,
-                row.prev_hash,
-                row.hash,
-                row.sig
-            ])?;
-        }
+    for row in rows {
+        // `insert_on` prepares through the connection's statement cache: compiled once.
+        insert_on(&tx, row)?;
     }
     tx.commit()?;
     Ok(())
