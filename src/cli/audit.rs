@@ -184,10 +184,27 @@ async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
         .or_else(|| local.as_ref().map(|m| m.vault_id.clone()));
     let input = std::fs::File::open(file)
         .with_context(|| format!("cannot open {} — check the path", file.display()))?;
+    // Checking every signature of a large export takes a while: show how far it got.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(input.metadata().map_or(0, |m| m.len()));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} verifying [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let reader: Box<dyn std::io::Read + Send> = match &bar {
+        Some(bar) => Box::new(bar.wrap_read(input)),
+        None => Box::new(input),
+    };
     let result = tokio::task::spawn_blocking(move || {
-        verify::verify_export(std::io::BufReader::new(input), &key, vault_id.as_deref())
+        verify::verify_export(std::io::BufReader::new(reader), &key, vault_id.as_deref())
     })
     .await??;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if let Some(broken) = &result.broken {
         println!(
             "BROKEN at seq {}: {} ({} records before it verified)",
