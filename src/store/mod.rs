@@ -243,3 +243,6 @@ pub async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod migration_tests;

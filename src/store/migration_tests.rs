@@ -1,0 +1,142 @@
+//! Upgrades of existing vaults: a database created by an older seedvault, holding seeds,
+//! reveals and delivery attempts, keeps every row through the later migrations, and the
+//! constraints still hold afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+
+use super::{Store, DATABASE_FILE};
+
+/// The first migration that rebuilds tables holding data.
+const REBUILD: &str = "20261130000001";
+
+/// Applies only the migrations before `REBUILD`, as a vault from session one has them.
+async fn old_vault(data_dir: &Path) {
+    let old = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < REBUILD {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    std::fs::create_dir_all(data_dir).unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(data_dir.join(DATABASE_FILE))
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+fn dump(conn: &rusqlite::Connection, table: &str) -> Vec<Vec<String>> {
+    let mut statement = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
+        .unwrap();
+    let columns = statement.column_count();
+    statement
+        .query_map([], |row| {
+            (0..columns)
+                .map(|i| Ok(format!("{:?}", row.get_ref(i)?)))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_old_vault_keeps_every_token_reveal_and_attempt_through_the_table_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    old_vault(&data_dir).await;
+    let db = data_dir.join(DATABASE_FILE);
+    let tables = ["tokens", "reveals", "delivery_attempts", "operators"];
+    let before = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             INSERT INTO operators (id, name, user_handle, roles, created_at)
+                 VALUES (1, 'hal', '00000000-0000-4000-8000-000000000001', 'helpdesk', 10);
+             INSERT INTO tokens (id, token_id, serial, owner, algorithm, digits, period, policy, state,
+                                 sealed_seed, captured_by, captured_at, retention_deadline)
+                 VALUES (1, 'a1', 'T-1', 'u@example.org', 'SHA256', 8, 60, 'standard', 'escrowed',
+                         x'00112233445566778899', 'cli:root', 100, 200);
+             INSERT INTO tokens (id, token_id, serial, algorithm, digits, period, policy, state,
+                                 captured_by, captured_at, retention_deadline, delivered_at,
+                                 delivered_by, purged_at, purge_reason, drift_steps)
+                 VALUES (2, 'a2', '00042', 'SHA1', 6, 30, 'high-risk', 'purged',
+                         'operator:pat', 100, 200, 150, 'operator:hal', 150, 'delivered', -1);
+             INSERT INTO reveals (id, token_id, operator_id, at) VALUES (7, 1, 1, 120), (8, 2, 1, 130);
+             INSERT INTO delivery_attempts (id, token_id, at) VALUES (3, 2, 140);",
+        )
+        .unwrap();
+        tables.map(|t| dump(&conn, t))
+    };
+
+    let store = Store::open(&data_dir).await.unwrap();
+    store.close().await;
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+    assert_eq!(tables.map(|t| dump(&conn, t)), before, "rows changed");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let dangling: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(dangling, 0);
+    // The children point at the rebuilt table: a reveal of a token that does not exist fails.
+    assert!(conn
+        .execute(
+            "INSERT INTO reveals (token_id, operator_id, at) VALUES (99, 1, 1)",
+            []
+        )
+        .is_err());
+    // The constraints accept and refuse exactly what they did.
+    let insert = |algorithm: &str, state: &str, seed: Option<&[u8]>| {
+        conn.execute(
+            "INSERT INTO tokens (token_id, serial, algorithm, digits, period, policy, state,
+                                 sealed_seed, captured_by, captured_at, retention_deadline)
+             VALUES (?1, ?1, ?2, 6, 30, 'standard', ?3, ?4, 'test', 1, 2)",
+            rusqlite::params![
+                format!("{algorithm}-{state}-{}", seed.is_some()),
+                algorithm,
+                state,
+                seed
+            ],
+        )
+    };
+    for algorithm in ["SHA1", "SHA256", "SHA512"] {
+        insert(algorithm, "escrowed", Some(b"sealed")).unwrap();
+    }
+    for state in ["delivered", "cancelled", "expired", "purged"] {
+        insert("SHA1", state, None).unwrap();
+    }
+    assert!(insert("MD5", "escrowed", Some(b"sealed")).is_err());
+    assert!(insert("sha1", "escrowed", Some(b"sealed")).is_err());
+    assert!(insert("SHA1", "lost", None).is_err());
+    assert!(
+        insert("SHA1", "escrowed", None).is_err(),
+        "escrowed needs a seed"
+    );
+    assert!(
+        insert("SHA1", "purged", Some(b"sealed")).is_err(),
+        "no seed once purged"
+    );
+}
