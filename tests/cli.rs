@@ -561,10 +561,15 @@ fn cli_leaves(command: &clap::Command, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The database of the default data directory under `dir`.
+fn vault_db(dir: &Path) -> std::path::PathBuf {
+    dir.join("seedvault-data/seedvault.db")
+}
+
 /// The actions appended to the vault in `dir` after `seq`, and the newest seq.
 fn audit_actions_after(dir: &Path, seq: i64) -> (Vec<String>, i64) {
     let db = rusqlite::Connection::open_with_flags(
-        dir.join("seedvault-data/seedvault.db"),
+        vault_db(dir),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
@@ -673,7 +678,7 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
     step("operator list", &["operator", "list"], None);
     // Registration needs a passkey ceremony over HTTP (walked in tests/audit_completeness.rs);
     // here bob's row is written as registration would leave it.
-    rusqlite::Connection::open(dir.path().join("seedvault-data/seedvault.db"))
+    rusqlite::Connection::open(vault_db(dir.path()))
         .unwrap()
         .execute(
             "INSERT INTO operators (name, user_handle, roles, created_at) \
@@ -732,7 +737,7 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
     );
     step("import", &["import", &path("seeds.csv")], None);
     // CLI-3's retention deadline passes (edited in the file: the CLI runs on the real clock).
-    rusqlite::Connection::open(dir.path().join("seedvault-data/seedvault.db"))
+    rusqlite::Connection::open(vault_db(dir.path()))
         .unwrap()
         .execute(
             "UPDATE tokens SET retention_deadline = 0 WHERE serial = 'CLI-3'",

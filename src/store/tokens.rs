@@ -184,20 +184,10 @@ pub fn reveal_windows_on(
     operator_since: i64,
 ) -> Result<(RevealWindow, RevealWindow), StoreError> {
     let mut statement = conn.prepare_cached(REVEAL_WINDOWS)?;
-    Ok(
-        statement.query_row([token, token_since, operator, operator_since], |r| {
-            Ok((
-                RevealWindow {
-                    count: r.get(0)?,
-                    oldest: r.get(1)?,
-                },
-                RevealWindow {
-                    count: r.get(2)?,
-                    oldest: r.get(3)?,
-                },
-            ))
-        })?,
-    )
+    let counted = statement.query_row([token, token_since, operator, operator_since], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(windows(counted))
 }
 
 /// [`insert_reveal`] on a borrowed connection.
@@ -306,19 +296,23 @@ pub async fn reveal_windows(
     operator: i64,
     operator_since: i64,
 ) -> Result<(RevealWindow, RevealWindow), StoreError> {
-    let (token_count, token_oldest, operator_count, operator_oldest): (
-        i64,
-        Option<i64>,
-        i64,
-        Option<i64>,
-    ) = sqlx::query_as(REVEAL_WINDOWS)
+    let counted: WindowCounts = sqlx::query_as(REVEAL_WINDOWS)
         .bind(token)
         .bind(token_since)
         .bind(operator)
         .bind(operator_since)
         .fetch_one(db)
         .await?;
-    Ok((
+    Ok(windows(counted))
+}
+
+/// A [`REVEAL_WINDOWS`] row: the token's count and oldest, then the operator's.
+type WindowCounts = (i64, Option<i64>, i64, Option<i64>);
+
+fn windows(
+    (token_count, token_oldest, operator_count, operator_oldest): WindowCounts,
+) -> (RevealWindow, RevealWindow) {
+    (
         RevealWindow {
             count: token_count,
             oldest: token_oldest,
@@ -327,22 +321,7 @@ pub async fn reveal_windows(
             count: operator_count,
             oldest: operator_oldest,
         },
-    ))
-}
-
-pub async fn insert_reveal(
-    db: impl SqliteExecutor<'_>,
-    token: i64,
-    operator: i64,
-    at: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO reveals (token_id, operator_id, at) VALUES (?, ?, ?)")
-        .bind(token)
-        .bind(operator)
-        .bind(at)
-        .execute(db)
-        .await?;
-    Ok(())
+    )
 }
 
 /// Number of tokens in each state, for `status` and the dashboard.
