@@ -6,6 +6,11 @@
 //! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
 //! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
+//! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
+//!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
+//! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
+//! - [`policy`]  reveal policies from `policies/*.toml`: checklists, limits, retention; evaluation.
+//! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
 //!   signatures; verify (live and exports) and streamed JSONL/CSV export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
@@ -32,3 +37,22 @@ pub mod store;
 pub mod tokens;
 pub mod vault;
 pub mod web;
+
+#[cfg(test)]
+mod map_tests {
+    /// The map at the top of this file is how a newcomer finds their way: a module missing from
+    /// it is a module nobody finds.
+    #[test]
+    fn the_crate_map_names_every_module() {
+        let source = include_str!("lib.rs");
+        let missing: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub mod ")?.strip_suffix(';'))
+            .filter(|name| !source.contains(&format!("//! - [`{name}`]")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "add to the map in src/lib.rs: {missing:?}"
+        );
+    }
+}

@@ -179,7 +179,7 @@ mod tests {
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata")
+            .join("tests/data")
             .join(name)
     }
 

@@ -1,4 +1,4 @@
-//! Shared helpers for the import tests: the sample files in `../shared/testdata/` and the codes
+//! Shared helpers for the import tests: the sample files in `tests/data/` and the codes
 //! they must produce.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +15,7 @@ pub const SAMPLE_TIME: i64 = 1_764_000_000;
 
 pub fn sample_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata")
+        .join("tests/data")
         .join(name)
 }
 

@@ -1,10 +1,9 @@
 //! Delivery, cancellation and retention: the seed's destruction, verified byte by byte.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::totp::totp;
-use common::{Operator, TestServer, T0};
+use common::{Desk, Operator, T0};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -16,30 +15,14 @@ fn seed() -> Vec<u8> {
         .unwrap()
 }
 
-struct Desk {
-    srv: TestServer,
-    provisioner: Operator,
-    helpdesk: Operator,
-}
-
 async fn desk() -> Desk {
-    let srv = TestServer::start().await;
-    srv.canary.watch_seed("delivery seed", &seed());
-    let provisioner = srv.operator("pat", "provisioner").await;
-    let helpdesk = srv.operator("hal", "helpdesk").await;
-    Desk {
-        srv,
-        provisioner,
-        helpdesk,
-    }
+    let desk = Desk::start().await;
+    desk.srv.canary.watch_seed("delivery seed", &seed());
+    desk
 }
 
 async fn capture(op: &Operator, serial: &str, extra: Value) {
-    let mut body = json!({ "owner": "user@example.org", "serial": serial, "secret": SEED_B32 });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let (status, body) = op.post("/api/v1/tokens", body).await;
+    let (status, body) = common::capture(op, "user@example.org", serial, SEED_B32, extra).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 

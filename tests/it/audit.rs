@@ -1,9 +1,8 @@
 //! The audit trail as an auditor and a tamperer meet it: verify (live and from an export),
 //! tampering on a stopped vault caught at the exact seq, filtered and CSV exports, the API's
 //! role gate, and the third-party Python verifier of docs/AUDIT.md.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

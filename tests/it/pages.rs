@@ -1,8 +1,7 @@
 //! The HTML pages over HTTP: who may open which page, real error pages, security headers, and
 //! that no page ever shows a seed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use reqwest::StatusCode;

@@ -3,9 +3,8 @@
 //! of the key pages go to target/screenshots/.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them with apt when missing).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

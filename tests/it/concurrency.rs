@@ -1,9 +1,8 @@
 //! Reveals under concurrency: the ceremony stays single-use when requests race, and reveals
 //! that share a commit (group commit) are each recorded whole, with an audit chain that
 //! verifies.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Operator, TestServer};
 use reqwest::{Method, StatusCode};

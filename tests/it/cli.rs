@@ -1,6 +1,5 @@
 //! The binary as an operator uses it: start-up on a fresh directory, production rules,
 //! unsealing, key slots, and the one-line errors for bad input.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -761,7 +760,7 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         None,
     );
 
-    let doc = include_str!("../docs/AUDIT.md");
+    let doc = include_str!("../../docs/AUDIT.md");
     for leaf in &leaves {
         for action in cli_audit_rule(leaf).unwrap() {
             assert!(

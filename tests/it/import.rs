@@ -1,9 +1,9 @@
 //! Bulk import over HTTP and the CLI: every sample file escrows tokens whose codes match the
 //! independently computed expectations; a bad row imports nothing; duplicates and wrong keys
 //! are refused; nothing secret leaks into reports, logs or files.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+#![allow(clippy::type_complexity)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata")
+        .join("tests/data")
         .join(name)
 }
 

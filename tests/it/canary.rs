@@ -1,7 +1,6 @@
 //! The canary itself must be able to fail: these tests plant secrets where it looks.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::canary::{contains, Canary};
 

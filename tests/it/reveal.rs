@@ -1,21 +1,20 @@
 //! Capture and reveal over HTTP with software passkeys: seeds in, one-time codes out, only
 //! behind the policy's checklist and a passkey signature of that very reveal.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{Operator, TestServer};
+use common::{Desk, Operator};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// T2-100001 from shared/testdata/entra-oath.csv; its code at T0 comes from expected-codes.csv.
+/// T2-100001 from tests/data/entra-oath.csv; its code at T0 comes from expected-codes.csv.
 const SEED_B32: &str = "7GIYCPFAMKVZ2CIPUBR42BBLN573O7R2";
 const SERIAL: &str = "T2-100001";
 const CODE_AT_T0: &str = "091009";
 
 fn expected_code(key: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/expected-codes.csv");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/expected-codes.csv");
     let text = std::fs::read_to_string(path).unwrap();
     text.lines()
         .find(|l| l.starts_with(&format!("{key},")))
@@ -26,29 +25,12 @@ fn expected_code(key: &str) -> String {
         .to_owned()
 }
 
-struct Desk {
-    srv: TestServer,
-    provisioner: Operator,
-    helpdesk: Operator,
-}
-
 async fn desk() -> Desk {
-    let srv = TestServer::start().await;
-    let provisioner = srv.operator("pat", "provisioner").await;
-    let helpdesk = srv.operator("hal", "helpdesk").await;
-    Desk {
-        srv,
-        provisioner,
-        helpdesk,
-    }
+    Desk::start().await
 }
 
 async fn capture(op: &Operator, serial: &str, secret: &str, extra: Value) -> (StatusCode, Value) {
-    let mut body = json!({ "owner": "user1@example.org", "serial": serial, "secret": secret });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    op.post("/api/v1/tokens", body).await
+    common::capture(op, "user1@example.org", serial, secret, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,8 +35,8 @@ fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
 
 /// The helper itself against RFC 6238 Appendix B.
 pub fn self_check() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/rfc6238-vectors.csv");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc6238-vectors.csv");
     for line in std::fs::read_to_string(path).unwrap().lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let secret = data_encoding::HEXLOWER_PERMISSIVE

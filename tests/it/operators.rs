@@ -1,8 +1,7 @@
 //! Operators over real HTTP with software passkeys: invites, registration, sign-in, sessions,
 //! Origin checks, rate limits, and the authorization matrix over every `/api/v1` route.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::passkey::new_authenticator;
 use common::{Operator, TestServer};

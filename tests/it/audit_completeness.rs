@@ -3,9 +3,8 @@
 //! one-time code, an invite token or a WebAuthn challenge. The API routes come from the OpenAPI
 //! document and the page forms from crawling every page, so a route added without an audit
 //! event — or without a step in this walk — fails here. (The CLI counterpart is in `cli.rs`.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +13,7 @@ use common::{Operator, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// T2-100001 and T2-100002 from shared/testdata/entra-oath.csv (codes at T0 from
+/// T2-100001 and T2-100002 from tests/data/entra-oath.csv (codes at T0 from
 /// expected-codes.csv).
 const SEED_1: &str = "7GIYCPFAMKVZ2CIPUBR42BBLN573O7R2";
 const SEED_2: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -621,7 +620,7 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     }
 
     // Every action is documented for auditors.
-    let doc = include_str!("../docs/AUDIT.md");
+    let doc = include_str!("../../docs/AUDIT.md");
     for action in walk.appended.values().flatten() {
         assert!(
             doc.contains(&format!("`{action}`")),

@@ -1,0 +1,21 @@
+//! The integration suite, one test binary (one link instead of one per area): the real server
+//! in-process on a temporary SQLite file with software passkeys, the real binary for the
+//! command line, and headless Chromium for the pages. One module per area; shared fixtures in
+//! `common`. Sample files and their independently computed codes are in `tests/data/`.
+//!
+//! `tests/audit_memory.rs` stays a binary of its own: it counts every allocation of its process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod audit;
+mod audit_completeness;
+mod browser;
+mod canary;
+mod cli;
+mod concurrency;
+mod delivery;
+mod import;
+mod operators;
+mod pages;
+mod reveal;
