@@ -95,36 +95,64 @@ function busy(form, on) {
   for (const b of form.querySelectorAll("button")) b.disabled = on;
 }
 
-// Sign-in: passkey autofill (conditional mediation) on load, and the button.
-let conditional = null;
-
-async function signIn(form, username, mediation) {
-  const challenge = await api("/api/v1/auth/login/start", username ? { username } : {});
-  const options = { publicKey: requestOptions(challenge) };
-  if (mediation === "conditional") {
-    conditional = new AbortController();
-    options.mediation = "conditional";
-    options.signal = conditional.signal;
-  }
-  const credential = await navigator.credentials.get(options);
+// Sign-in. Two ways in: the browser's passkey autofill in the name field (conditional
+// mediation, started on load, for discoverable passkeys), and the button — by name when one is
+// typed (works for every key), else nameless (discoverable passkeys only).
+async function finishSignIn(form, credential) {
   await api("/api/v1/auth/login/finish", assertionJSON(credential));
   window.location.assign(form.dataset.next || "/");
 }
 
-async function setupLogin(form) {
-  if (window.PublicKeyCredential?.isConditionalMediationAvailable && (await PublicKeyCredential.isConditionalMediationAvailable())) {
-    signIn(form, null, "conditional").catch((e) => {
-      if (e.name !== "AbortError") showError(form, explain(e));
-    });
-  }
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    conditional?.abort();
-    busy(form, true);
+// The autofill request runs in the background, so its own failures (aborted by the button, no
+// passkey here, not supported) are nothing the user did and stay silent; only a passkey the
+// user picked from the suggestions and the server refused gets a message.
+function startAutofill(form) {
+  const controller = new AbortController();
+  const started = (async () => {
+    const challenge = await api("/api/v1/auth/login/start", {});
+    if (controller.signal.aborted) return null;
+    return navigator.credentials.get({ publicKey: requestOptions(challenge), mediation: "conditional", signal: controller.signal });
+  })().catch(() => null);
+  started.then(async (credential) => {
+    if (!credential || controller.signal.aborted) return;
     try {
-      await signIn(form, form.elements.username.value.trim(), "optional");
+      await finishSignIn(form, credential);
     } catch (e) {
       showError(form, explain(e));
+    }
+  });
+  return { controller, started };
+}
+
+function setupLogin(form) {
+  const canAutofill = (async () => Boolean(await window.PublicKeyCredential?.isConditionalMediationAvailable?.()))().catch(() => false);
+  let autofill = canAutofill.then((yes) => (yes ? startAutofill(form) : null));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    const username = form.elements.username.value.trim();
+    try {
+      // One request at a time (the browser's rule) and one sign-in ceremony per session (the
+      // server's): stop the autofill and let its start settle before starting ours.
+      const running = await autofill;
+      running?.controller.abort();
+      await running?.started;
+      const challenge = await api("/api/v1/auth/login/start", username ? { username } : {});
+      let credential;
+      try {
+        credential = await navigator.credentials.get({ publicKey: requestOptions(challenge) });
+      } catch (e) {
+        // Without a name the browser can offer only discoverable passkeys: a security key that
+        // keeps none for this site offers nothing, which looks like a cancelled prompt.
+        if (!username && e.name === "NotAllowedError") {
+          throw new Error("No passkey was chosen. If yours was not offered, type your operator name above and try again.");
+        }
+        throw e;
+      }
+      await finishSignIn(form, credential);
+    } catch (e) {
+      showError(form, explain(e));
+      autofill = canAutofill.then((yes) => (yes ? startAutofill(form) : null));
     } finally {
       busy(form, false);
     }

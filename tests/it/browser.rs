@@ -86,7 +86,14 @@ fn start_chromedriver() -> (Killed, u16) {
     (Killed(child), port)
 }
 
-async fn browser(driver_port: u16) -> WebDriver {
+/// Only one browser at a time: on two shared cores, parallel browsers slow each other into
+/// timeouts.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A headless Chromium with one virtual authenticator that verifies the user. With
+/// `has_resident_key` it is a passkey provider (discoverable credentials); without, a security
+/// key that cannot store any, so its credentials are found only by a named sign-in.
+async fn browser(driver_port: u16, has_resident_key: bool) -> WebDriver {
     let mut caps = DesiredCapabilities::chrome();
     caps.set_binary("/usr/bin/chromium").unwrap();
     let profile = tempfile::tempdir().unwrap().keep();
@@ -114,7 +121,7 @@ async fn browser(driver_port: u16) -> WebDriver {
     cdp.send_raw(
         "WebAuthn.addVirtualAuthenticator",
         json!({ "options": {
-            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": has_resident_key,
             "hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true
         }}),
     )
@@ -163,23 +170,187 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
+/// Registers a passkey from an invite page and lands on the dashboard.
+async fn register(driver: &WebDriver, invite: &str) {
+    driver.goto(invite).await.unwrap();
+    wait_for(driver, "form[data-webauthn=register] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_text(driver, "h1", "Dashboard").await;
+}
+
+/// Signs out from the header and waits for the sign-in page.
+async fn sign_out(driver: &WebDriver) {
+    driver
+        .find(By::Css("header form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(driver, "h1", "Sign in").await;
+}
+
+/// Types `name` (may be empty) into the sign-in form and presses its button.
+async fn sign_in(driver: &WebDriver, name: &str) {
+    let field = wait_for(driver, "input[name=username]").await;
+    field.clear().await.unwrap();
+    if !name.is_empty() {
+        field.send_keys(name).await.unwrap();
+    }
+    driver
+        .find(By::Css("form[data-webauthn=login] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Makes pages load as in a browser without passkey autofill, until [`with_autofill`].
+///
+/// Chromium's virtual environment answers an autofill (conditional mediation) request at once
+/// with a discoverable credential, where a real browser waits for the user to pick it from the
+/// name field's suggestions: with autofill on, the sign-in page signs a discoverable passkey in
+/// by itself before the button can be pressed.
+async fn without_autofill(driver: &WebDriver) -> serde_json::Value {
+    let added = driver
+        .cdp()
+        .send_raw(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": "Object.defineProperty(PublicKeyCredential, 'isConditionalMediationAvailable', { value: async () => false });" }),
+        )
+        .await
+        .unwrap();
+    added["identifier"].clone()
+}
+
+async fn with_autofill(driver: &WebDriver, identifier: serde_json::Value) {
+    driver
+        .cdp()
+        .send_raw(
+            "Page.removeScriptToEvaluateOnNewDocument",
+            json!({ "identifier": identifier }),
+        )
+        .await
+        .unwrap();
+}
+
+/// The sign-in page shows no error while nobody touches it — in particular none from the
+/// passkey autofill request that starts by itself on load.
+async fn assert_no_error_unprompted(driver: &WebDriver) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let error = driver.find(By::Css("[data-error]")).await.unwrap();
+        assert!(
+            !error.is_displayed().await.unwrap(),
+            "an error nobody caused: {}",
+            error.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_signs_in_with_the_name_field_left_empty() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    let no_autofill = without_autofill(&driver).await;
+
+    // The button, name field empty: the browser finds the discoverable passkey.
+    register(&driver, &invite).await;
+    sign_out(&driver).await;
+    assert_no_error_unprompted(&driver).await;
+    sign_in(&driver, "").await;
+    wait_text(&driver, "h1", "Dashboard").await;
+
+    // Autofill: the sign-in page offers the passkey by itself (here: takes it at once, see
+    // `without_autofill`). A fresh dashboard document means signed out and in again.
+    with_autofill(&driver, no_autofill).await;
+    driver
+        .execute("window.beforeSignOut = true;", Vec::new())
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("header form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let fresh_dashboard = driver
+            .execute(
+                "return !window.beforeSignOut && location.pathname === '/' \
+                 && (document.querySelector('h1')?.textContent ?? '').includes('Dashboard');",
+                Vec::new(),
+            )
+            .await
+            .map(|r| r.json() == &json!(true))
+            .unwrap_or(false);
+        if fresh_dashboard {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "autofill did not sign in: {}",
+            driver.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_key_without_passkey_storage_is_told_to_type_the_name_and_then_signs_in() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, false).await;
+
+    // Registration asks for a discoverable credential but accepts the key's plain one.
+    register(&driver, &invite).await;
+    sign_out(&driver).await;
+    assert_no_error_unprompted(&driver).await;
+    sign_in(&driver, "").await;
+    wait_text(&driver, "[data-error]", "type your operator name").await;
+    let message = driver
+        .find(By::Css("[data-error]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!message.contains("cancelled"), "{message}");
+    shot(&driver, "sign-in-security-key-without-name").await;
+    sign_in(&driver, "admin").await;
+    wait_text(&driver, "h1", "Dashboard").await;
+    driver.quit().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
+    let _one = ONE_BROWSER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (_server, invite) = start_server(dir.path(), port);
     let base = format!("http://localhost:{port}");
     let (_chromedriver, driver_port) = start_chromedriver();
-    let driver = browser(driver_port).await;
+    let driver = browser(driver_port, true).await;
+    // The named sign-in below, not the autofill.
+    without_autofill(&driver).await;
 
     // Register the first admin's passkey from the printed invite.
-    driver.goto(&invite).await.unwrap();
-    wait_for(&driver, "form[data-webauthn=register] button")
-        .await
-        .click()
-        .await
-        .unwrap();
-    wait_text(&driver, "h1", "Dashboard").await;
+    register(&driver, &invite).await;
 
     // Grant myself provisioner and helpdesk (an admin holds no such rights by default).
     driver.goto(format!("{base}/operators")).await.unwrap();
@@ -205,27 +376,9 @@ async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
     wait_text(&driver, ".flash", "Saved admin").await;
 
     // Sign out, then sign in with the passkey.
-    driver
-        .find(By::Css("header form[action='/logout'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&driver, "h1", "Sign in").await;
+    sign_out(&driver).await;
     shot(&driver, "sign-in").await;
-    wait_for(&driver, "input[name=username]")
-        .await
-        .send_keys("admin")
-        .await
-        .unwrap();
-    driver
-        .find(By::Css("form[data-webauthn=login] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&driver, "admin").await;
     wait_text(&driver, "h1", "Dashboard").await;
 
     // Capture a token.

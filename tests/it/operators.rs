@@ -442,6 +442,97 @@ async fn an_operator_adds_a_backup_passkey_and_cannot_remove_the_last_one() {
     srv.stop_and_check().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_asks_for_a_discoverable_passkey_and_still_accepts_a_key_without_room() {
+    let srv = TestServer::start().await;
+    let token = srv.invite("nadia", "helpdesk").await;
+    let scout = srv.operator("scout", "helpdesk").await;
+    let (status, invite_options) = scout
+        .post("/api/v1/auth/register/start", json!({ "invite": token }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{invite_options}");
+    let (status, backup_options) = scout
+        .post("/api/v1/me/credentials/start", json!({ "label": "backup" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{backup_options}");
+    for options in [&invite_options, &backup_options] {
+        let selection = &options["publicKey"]["authenticatorSelection"];
+        assert_eq!(selection["residentKey"], "preferred", "{options}");
+        assert_eq!(selection["requireResidentKey"], false, "{options}");
+        assert_eq!(selection["userVerification"], "required", "{options}");
+    }
+    // The software key makes non-discoverable credentials only, like a security key that is
+    // full: registration succeeds and the named sign-in works.
+    let mut nadia = Operator::register(&srv, "nadia", &token).await.unwrap();
+    let (status, body) = nadia.sign_in_fresh().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_signs_in_without_a_name_through_the_user_handle_it_was_registered_with() {
+    use base64::Engine as _;
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("nina", "helpdesk").await;
+    let handle = seedvault::operators::by_name(&srv.state.store, "nina")
+        .await
+        .unwrap()
+        .unwrap()
+        .user_handle;
+    let handle = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(handle.as_bytes());
+    let (_, named) = op.login_start().await;
+    let own_credential = named["publicKey"]["allowCredentials"].clone();
+
+    // The software key cannot search for a discoverable credential by itself: hand it its own
+    // credential id and put the user handle a discoverable credential returns into its answer.
+    let nameless_answer = |op: &mut Operator, challenge: serde_json::Value| {
+        let mut challenge = challenge;
+        assert_eq!(
+            challenge["publicKey"]["allowCredentials"],
+            json!([]),
+            "a nameless sign-in names no credential: {challenge}"
+        );
+        challenge["publicKey"]["allowCredentials"] = own_credential.clone();
+        op.assert(challenge)
+    };
+    op.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let (status, challenge) = op.post("/api/v1/auth/login/start", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    let mut assertion = nameless_answer(&mut op, challenge);
+    assertion["response"]["userHandle"] = json!(handle);
+    let (status, body) = op.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "nina");
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::OK);
+
+    // Without a user handle (a key holding no discoverable credential) nobody is signed in.
+    op.http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let (_, challenge) = op.post("/api/v1/auth/login/start", json!({})).await;
+    let assertion = nameless_answer(&mut op, challenge);
+    let (status, body) = op.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(op.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    let sign_ins: Vec<String> = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "auth.sign_in")
+        .map(|(_, t, o)| format!("{t} {o}"))
+        .collect();
+    assert_eq!(
+        sign_ins,
+        ["operator:nina success", "operator:unknown denied"],
+        "{sign_ins:?}"
+    );
+    srv.stop_and_check().await;
+}
+
 /// What each role may do on each route. Every route of the OpenAPI document must appear here,
 /// so a route added without deciding who may call it fails this test.
 fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'static str])> {

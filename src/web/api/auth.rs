@@ -11,9 +11,11 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
 };
+use webauthn_rs::Webauthn;
+use webauthn_rs_proto::ResidentKeyRequirement;
 
 use crate::audit::{NewEvent, Outcome};
 use crate::operators::{self, Operator, PendingInvite, Role};
@@ -65,7 +67,8 @@ impl From<&Operator> for SignedInOperator {
 
 #[derive(Deserialize, ToSchema, Default)]
 pub struct SignInStart {
-    /// Operator name; omit for a discoverable-credential (passkey autofill) sign-in.
+    /// Operator name; omit for a discoverable-credential sign-in (passkey autofill, or the
+    /// button with the name left empty), which only credentials registered as discoverable answer.
     #[serde(default)]
     username: Option<String>,
 }
@@ -88,9 +91,7 @@ pub async fn register_start(
     .await?;
     let user_handle = Uuid::new_v4();
     let (challenge, ceremony) =
-        state
-            .webauthn
-            .start_passkey_registration(user_handle, &invite.name, &invite.name, None)?;
+        start_registration(&state.webauthn, user_handle, &invite.name, None)?;
     session
         .insert(
             REGISTRATION,
@@ -103,6 +104,31 @@ pub async fn register_start(
         .await
         .map_err(session_error)?;
     Ok(Json(to_json(&challenge)?))
+}
+
+/// Starts registering a passkey, asking for a discoverable credential where the authenticator
+/// has room for one, so that its operator can sign in without typing a name.
+///
+/// webauthn-rs asks for `residentKey: "discouraged"` (security keys hold few discoverable
+/// credentials); with that, a security key makes a credential that a nameless sign-in (empty
+/// `allowCredentials`) cannot find. `preferred` still lets a full or older key fall back to a
+/// non-discoverable credential, which the named sign-in keeps working for; verification at
+/// finish does not depend on it. <https://www.w3.org/TR/webauthn-3/#enum-residentKeyRequirement>
+pub fn start_registration(
+    webauthn: &Webauthn,
+    user_handle: Uuid,
+    name: &str,
+    exclude: Option<Vec<CredentialID>>,
+) -> Result<(CreationChallengeResponse, PasskeyRegistration), AppError> {
+    let (mut challenge, ceremony) =
+        webauthn.start_passkey_registration(user_handle, name, name, exclude)?;
+    // webauthn-rs always fills the selection in (user verification required).
+    if let Some(selection) = challenge.public_key.authenticator_selection.as_mut() {
+        selection.resident_key = Some(ResidentKeyRequirement::Preferred);
+        // Level 1 clients read only this flag; `true` would refuse keys without room.
+        selection.require_resident_key = false;
+    }
+    Ok((challenge, ceremony))
 }
 
 /// Finish registration: the operator is created, the invite consumed, and the session signed in.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
-use super::auth::{passkey_json, passkeys_of, to_json};
+use super::auth::{passkey_json, passkeys_of, start_registration, to_json};
 use crate::operators::{self, Role};
 use crate::web::session::{session_error, CurrentOperator};
 use crate::web::{AppError, AppState};
@@ -81,12 +81,8 @@ pub async fn add_credential_start(
         .into_iter()
         .map(|(_, p)| p.cred_id().clone())
         .collect();
-    let (challenge, ceremony) = state.webauthn.start_passkey_registration(
-        op.user_handle,
-        &op.name,
-        &op.name,
-        Some(existing),
-    )?;
+    let (challenge, ceremony) =
+        start_registration(&state.webauthn, op.user_handle, &op.name, Some(existing))?;
     let label = body
         .and_then(|axum::Json(b)| b.label)
         .unwrap_or_else(|| "backup passkey".into());

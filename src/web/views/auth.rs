@@ -26,7 +26,7 @@ pub async fn login(State(state): State<AppState>) -> Response {
             p.muted { "seedvault has no passwords. Use the passkey or security key you registered from your invite." }
             form.stack data-webauthn="login" data-next="/" {
                 label {
-                    "Operator name " span.hint { "(optional: your browser can offer your passkey)" }
+                    "Operator name " span.hint { "(optional with a passkey your browser offers; a security key may need it)" }
                     input type="text" name="username" autocomplete="username webauthn" autocapitalize="none" spellcheck="false";
                 }
                 p.error-box data-error hidden tabindex="-1" role="alert" {}
