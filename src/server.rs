@@ -1,8 +1,20 @@
 //! Running the HTTP server: bind, serve the router, stop gracefully on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::web::{app, AppState};
 
@@ -28,16 +40,125 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     })
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish.
+/// Limits that keep slow or hostile clients from holding the server: every connection costs a
+/// file descriptor and a task, so an attacker who opens many and sends nothing (slowloris) must
+/// not exhaust either.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A request's header must arrive within this time, counted from the connection's first
+    /// byte or from the end of the previous response; it also closes idle keep-alive
+    /// connections.
+    pub header_read: Duration,
+    /// A request body must arrive in full within this time: a client that sends half a body
+    /// and goes silent gets an error answer and loses the connection.
+    pub body_read: Duration,
+    /// At most this many connections are served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// After a shutdown signal, requests in flight get this long before the process exits.
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionLimits {
+    /// Header and idle timeout 10 s (hyper's default is 30 s; a browser sends its headers in
+    /// one packet), 60 s for a body (a large seed file over a slow link still fits), a
+    /// connection cap below the open-file limit (see [`raise_open_file_limit`]), and 10 s of
+    /// grace at shutdown.
+    pub fn for_open_file_limit(open_files: u64) -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
+            max_connections: connection_cap(open_files),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// File descriptors kept free for the database (the file, its WAL and shm, per pooled
+/// connection), the listener, logs and the CLI-like work inside the server.
+const RESERVED_FILES: u64 = 128;
+
+/// Connections served at once for an open-file limit: the limit less [`RESERVED_FILES`], at
+/// least 16.
+pub fn connection_cap(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX)
+}
+
+/// Raises the soft open-file limit to the hard limit (systemd's default soft limit of 1,024 is
+/// far below what a server may need) and returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; keeping the current one");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish for at most
+/// `limits.shutdown_grace`.
+///
+/// A loop of our own rather than `axum::serve`, for the limits it does not offer: a header
+/// read timeout (a client that trickles its header, or opens a connection and stays silent, is
+/// disconnected), a cap on concurrent connections, and a bounded graceful shutdown.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
 ) -> Result<(), ServeError> {
-    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let router = app(state).layer(RequestBodyTimeoutLayer::new(limits.body_read));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    // HTTP/1.1 only: browsers reach the vault through a TLS proxy (or on localhost), and
+    // HTTP/2 would add the h2 crate for no gain here.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.as_mut() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: the error is about this one connection attempt (or a
+                    // momentary shortage), never a reason to stop serving the others.
+                    tracing::warn!(error = %e, "cannot accept a connection; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.as_mut() => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(Body::new))
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight at the end of the shutdown grace period; closing them");
+        }
+    }
     Ok(())
 }
 

@@ -248,12 +248,17 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     let store = open_existing(data_dir).await?;
     let vault = unlock_vault(&store, &args.unlock).await?;
     let mut out: Box<dyn Write + Send> = match &args.output {
-        Some(path) => Box::new(std::fs::File::create(path).with_context(|| {
-            format!(
-                "cannot create {} — check the directory exists and is writable",
-                path.display()
-            )
-        })?),
+        // 0600: an export names operators, owners and tickets; it is not for every local user.
+        Some(path) => Box::new(
+            crate::store::private_file_options()
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "cannot create {} — check the directory exists and is writable",
+                        path.display()
+                    )
+                })?,
+        ),
         None => Box::new(std::io::stdout()),
     };
     let plan = export::begin(

@@ -66,6 +66,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = crate::server::shutdown_signal();
+    let limits = crate::server::ConnectionLimits::for_open_file_limit(
+        crate::server::raise_open_file_limit(),
+    );
     let listener = crate::server::bind(config.bind).await?;
     let state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
     tracing::info!(vault_id = state.vault.id(), "vault unsealed");
@@ -99,7 +102,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.origin_header()
     );
-    crate::server::run(state, listener, shutdown).await?;
+    crate::server::run(state, listener, shutdown, limits).await?;
     store.close().await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use age::secrecy::SecretString;
 use anyhow::Context;
@@ -15,6 +16,28 @@ use crate::vault::{SlotKind, Unlocker, Vault, VaultError};
 
 /// Environment variable holding the vault passphrase (for service managers).
 pub const PASSPHRASE_ENV: &str = "SEEDVAULT_PASSPHRASE";
+
+/// The passphrase the binary took out of its environment at start ([`keep_env_passphrase`]).
+static ENV_PASSPHRASE: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
+
+/// Keeps the passphrase the binary read from [`PASSPHRASE_ENV`] before it removed the variable
+/// from its environment (so that it is not in `/proc/PID/environ` for the life of the server).
+/// Called once by `main`; later calls are ignored.
+pub fn keep_env_passphrase(passphrase: Option<Zeroizing<String>>) {
+    let _ = ENV_PASSPHRASE.set(passphrase.filter(|p| !p.is_empty()));
+}
+
+/// The passphrase from the environment: the one `main` kept, or (for library callers that did
+/// not go through `main`) the variable itself.
+fn env_passphrase() -> Option<Zeroizing<String>> {
+    match ENV_PASSPHRASE.get() {
+        Some(kept) => kept.clone(),
+        None => std::env::var(PASSPHRASE_ENV)
+            .ok()
+            .map(Zeroizing::new)
+            .filter(|p| !p.is_empty()),
+    }
+}
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct UnlockArgs {
@@ -35,13 +58,10 @@ impl UnlockArgs {
         if let Some(path) = &self.passphrase_file {
             return Ok(Some(Unlocker::Passphrase(read_passphrase_file(path)?)));
         }
-        if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
-            let value = Zeroizing::new(value);
-            if !value.is_empty() {
-                return Ok(Some(Unlocker::Passphrase(SecretString::from(
-                    value.to_string(),
-                ))));
-            }
+        if let Some(value) = env_passphrase() {
+            return Ok(Some(Unlocker::Passphrase(SecretString::from(
+                value.to_string(),
+            ))));
         }
         Ok(None)
     }

@@ -87,6 +87,10 @@ impl Store {
             reason: e.to_string(),
         })?;
         let path = data_dir.join(DATABASE_FILE);
+        restrict_database_files(&path).map_err(|e| StoreError::DataDir {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
             .create_if_missing(true)
@@ -169,6 +173,88 @@ impl Store {
         self.pool.close().await;
         self.writer.close().await;
     }
+}
+
+/// Name of the file, beside the database, that remembers which vault this data directory holds.
+pub const VAULT_ID_FILE: &str = "vault-id";
+
+/// The data directory's record of its vault, kept outside the database so that losing the
+/// database (or its WAL) cannot also lose the knowledge that a vault was here.
+impl Store {
+    /// Path of the vault id marker.
+    pub fn vault_id_marker(&self) -> PathBuf {
+        self.path.with_file_name(VAULT_ID_FILE)
+    }
+
+    /// The vault id this data directory recorded, if any.
+    pub fn recorded_vault_id(&self) -> Result<Option<String>, StoreError> {
+        let path = self.vault_id_marker();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|id| !id.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::DataDir {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Records `vault_id` as this data directory's vault (mode 0600).
+    pub fn record_vault_id(&self, vault_id: &str) -> Result<(), StoreError> {
+        let path = self.vault_id_marker();
+        write_private(&path, format!("{vault_id}\n").as_bytes()).map_err(|e| StoreError::DataDir {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Writes `bytes` to a new or truncated file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = private_file_options().open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Options that create a file with mode 0600 (on unix), truncating an existing one.
+pub fn private_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Makes the database file (and its WAL and shm, if present) readable by the owner only.
+/// SQLite gives a new WAL and shm the database file's mode, so creating the database 0600 is
+/// what keeps all three private.
+#[cfg(unix)]
+fn restrict_database_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.exists() {
+        private_file_options().open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_database_files(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -41,6 +41,8 @@ pub enum VaultError {
     NotInitialised,
     #[error("a vault already exists in this data directory (vault id {0}) — use `seedvault key add` to add an unlock method")]
     AlreadyInitialised(String),
+    #[error("this data directory held vault {vault_id} ({marker}), but its database holds no vault: the database file or its WAL was lost or replaced — restore the vault from a backup into an empty data directory; only if you mean to start over without it, move this data directory away (nothing is created here)")]
+    VaultLost { vault_id: String, marker: String },
     #[error("a slot labelled '{0}' already exists — choose another --label")]
     DuplicateLabel(String),
     #[error("no key slot is labelled '{0}' — `seedvault key list` shows the labels")]

@@ -70,6 +70,17 @@ pub async fn create(
     if requests.is_empty() {
         return Err(VaultError::ProductionNeedsSlot);
     }
+    // A data directory that once held a vault whose database now holds none (a deleted WAL, a
+    // replaced file) must not silently become a new, empty vault with a fresh admin invite.
+    if let Some(existing) = meta::get(store.pool()).await? {
+        return Err(VaultError::AlreadyInitialised(existing.vault_id));
+    }
+    if let Some(recorded) = store.recorded_vault_id()? {
+        return Err(VaultError::VaultLost {
+            vault_id: recorded,
+            marker: store.vault_id_marker().display().to_string(),
+        });
+    }
     let key = DataKey::generate();
     let vault_id = uuid::Uuid::new_v4().to_string();
     let material = super::new_material(&vault_id, &key)?;
@@ -117,6 +128,7 @@ pub async fn create(
         .details(json!({ "slots": kinds, "audit_public_key": data_encoding::HEXLOWER.encode(&material.public_key) }));
     append(&mut tx, &vault, now, event).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
+    store.record_vault_id(&vault_id)?;
     Ok(vault)
 }
 
@@ -180,6 +192,10 @@ pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultEr
             &SealedBlob::from_stored(meta.key_check.clone()),
             &SealedBlob::from_stored(meta.audit_signing_key.clone()),
         )?;
+        // Vaults made before the marker existed get it at their next unlock.
+        if store.recorded_vault_id()?.is_none() {
+            store.record_vault_id(&meta.vault_id)?;
+        }
         return Ok(Vault::new(meta.vault_id, key, signer, has_development_slot));
     }
     if !tried_any && matches!(unlocker, Unlocker::Development) {

@@ -142,7 +142,10 @@ pub fn app(state: AppState) -> Router {
             middleware::origin::require_same_origin,
         ))
         .layer(session_layer)
-        .layer(axum::middleware::from_fn(middleware::security_headers::add))
+        .layer(axum::middleware::from_fn_with_state(
+            middleware::security_headers::OriginIsHttps(state.config.origin_is_https()),
+            middleware::security_headers::add,
+        ))
         .layer(axum::middleware::from_fn(middleware::access_log::log))
         .with_state(state)
 }

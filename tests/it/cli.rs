@@ -280,6 +280,16 @@ fn a_passphrase_slot_unseals_from_the_environment_and_a_wrong_passphrase_exits_n
         &["--production"],
         &[("SEEDVAULT_PASSPHRASE", "correct horse battery staple")],
     );
+    // The running server no longer carries the passphrase in its environment, not even in the
+    // block the kernel shows other readers.
+    #[cfg(target_os = "linux")]
+    {
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&environ).contains("correct horse"),
+            "the passphrase is still in /proc/PID/environ"
+        );
+    }
     assert!(stop(child).status.success());
 }
 
@@ -773,4 +783,68 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
     assert!(missing.is_empty(), "commands never run: {missing:?}");
     let trail = std::fs::read_to_string(dir.path().join("trail.jsonl")).unwrap();
     assert!(!trail.contains(secret), "the export carries no seed");
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_the_vault_marker_and_an_audit_export_are_readable_by_the_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let data = dir.path().join("seedvault-data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&vault_db(dir.path())), 0o600);
+    assert_eq!(mode(&data.join("vault-id")), 0o600);
+    let export = dir.path().join("trail.jsonl");
+    let output = run(
+        dir.path(),
+        &[
+            "audit",
+            "export",
+            "--format",
+            "jsonl",
+            "-o",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(mode(&export), 0o600);
+    for suffix in ["-wal", "-shm"] {
+        let file = data.join(format!("seedvault.db{suffix}"));
+        if file.exists() {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+}
+
+#[test]
+fn a_data_directory_whose_database_was_lost_refuses_to_bootstrap_a_new_vault() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let data = dir.path().join("seedvault-data");
+    // A crash followed by a deleted WAL, or a replaced database file: the vault's rows are gone.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("seedvault.db{suffix}")));
+    }
+    let output = run(dir.path(), &["serve", "--bind", "127.0.0.1:0"]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("held vault"), "{stderr}");
+    assert!(stderr.contains("restore"), "{stderr}");
+    assert!(
+        !text(&output.stdout).contains("/invite/"),
+        "a new admin invite was printed"
+    );
+    let output = run(dir.path(), &["init"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("held vault"));
 }

@@ -29,11 +29,13 @@ impl Write for CaptureWriter {
     }
 }
 
-/// Routes all `tracing` output of this test binary, at TRACE level, into the capture buffer.
+/// Routes the `tracing` output of this test binary, at TRACE level, into the capture buffer:
+/// everything but the test's own browser driver (thirtyfour logs the keys a test types, such as
+/// a seed into the capture form: that is the simulated user, not the server).
 pub fn capture_logs() {
     INSTALL.call_once(|| {
         let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace,thirtyfour=off"))
             .with_writer(|| CaptureWriter)
             .with_ansi(false)
             .try_init();

@@ -3,7 +3,6 @@
 
 pub mod canary;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,6 +36,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(seedvault::server::ConnectionLimits::for_open_file_limit(
+            1024,
+        ))
+        .await
+    }
+
+    /// [`TestServer::start`] with the connection limits of the test's choosing.
+    pub async fn start_with(limits: seedvault::server::ConnectionLimits) -> Self {
         let canary = Arc::new(Canary::new());
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -62,15 +69,17 @@ impl TestServer {
             .await
             .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router =
-            seedvault::web::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // The server's own accept loop, as `seedvault serve` runs it.
+        let serving = seedvault::server::run(
+            state.clone(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+            limits,
+        );
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
+            serving.await.unwrap();
         });
         let client = reqwest::Client::builder()
             .cookie_store(true)

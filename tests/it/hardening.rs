@@ -1,0 +1,158 @@
+//! Slow and hostile clients, and what a data directory keeps private (issue #21): connections
+//! that trickle or stall are cut off, a full house of them does not stop the server answering,
+//! shutdown is bounded, files are the owner's alone, and a lost database never bootstraps a new
+//! vault in its place.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::TestServer;
+use seedvault::server::ConnectionLimits;
+
+fn tight_limits() -> ConnectionLimits {
+    ConnectionLimits {
+        header_read: Duration::from_millis(800),
+        body_read: Duration::from_millis(800),
+        max_connections: 4,
+        shutdown_grace: Duration::from_millis(800),
+    }
+}
+
+fn connect(srv: &TestServer) -> TcpStream {
+    let addr = srv.base.trim_start_matches("http://localhost:");
+    let stream = TcpStream::connect(("127.0.0.1", addr.parse::<u16>().unwrap())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (or the read timeout of 10 s passes, which
+/// fails the test): returns what it sent.
+fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&received).into_owned()
+            }
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_header_is_disconnected() {
+    let srv = TestServer::start_with(tight_limits()).await;
+    let mut stream = connect(&srv);
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        // One header line every 200 ms, for at most 10 s: a slowloris client.
+        for i in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            if stream
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .is_err()
+            {
+                return true;
+            }
+            let mut probe = [0u8; 1];
+            stream.set_nonblocking(true).unwrap();
+            let eof = matches!(stream.read(&mut probe), Ok(0));
+            stream.set_nonblocking(false).unwrap();
+            if eof {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(closed, "a trickled header kept its connection for 10 s");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let srv = TestServer::start_with(tight_limits()).await;
+    let mut stream = connect(&srv);
+    let received = tokio::task::spawn_blocking(move || read_until_closed(&mut stream))
+        .await
+        .unwrap();
+    // hyper answers a header that never came with 408 or simply closes; either frees the slot.
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received}"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_body_is_cut_off() {
+    let srv = TestServer::start_with(tight_limits()).await;
+    let mut stream = connect(&srv);
+    let received = tokio::task::spawn_blocking(move || {
+        stream
+            .write_all(
+                b"POST /api/v1/auth/login/start HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":",
+            )
+            .unwrap();
+        read_until_closed(&mut stream)
+    })
+    .await
+    .unwrap();
+    let status_line = received.lines().next().unwrap_or_default();
+    assert!(
+        status_line.starts_with("HTTP/1.1 4"),
+        "a stalled body got {status_line:?}"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_still_answers_when_silent_clients_hold_every_connection_slot() {
+    let srv = TestServer::start_with(tight_limits()).await;
+    // Twice the cap of silent connections: the first four take every slot, the rest wait in
+    // the backlog; each is dropped after the header timeout, so a real request gets through.
+    let hogs: Vec<TcpStream> = (0..8).map(|_| connect(&srv)).collect();
+    let started = Instant::now();
+    let (status, _) = srv.get("/healthz").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "healthz waited {:?} behind silent connections",
+        started.elapsed()
+    );
+    drop(hogs);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_even_with_a_half_sent_request() {
+    let srv = TestServer::start_with(ConnectionLimits {
+        header_read: Duration::from_secs(60),
+        body_read: Duration::from_secs(60),
+        max_connections: 16,
+        shutdown_grace: Duration::from_millis(500),
+    })
+    .await;
+    let mut stream = connect(&srv);
+    stream
+        .write_all(b"POST /api/v1/auth/login/start HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    srv.stop_and_check().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}
