@@ -32,8 +32,7 @@ pub struct Cli {
     /// Config file (default: ./seedvault.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (default ./seedvault-data; env SEEDVAULT_DATA_DIR).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help = crate::config::flag_help("data_dir"))]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
