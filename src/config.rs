@@ -277,7 +277,7 @@ pub fn flag_help(name: &str) -> String {
     match setting(name) {
         Some(s) => format!(
             "{} (default {}; env {})",
-            s.help(),
+            s.help().trim_end_matches('.').replace('`', ""),
             s.default.replace('`', ""),
             s.env
         ),

@@ -166,7 +166,13 @@ mod tests {
                 .find(|(long, _)| long == flag)
                 .unwrap_or_else(|| panic!("no --{flag} flag for setting {}", setting.name));
             assert!(
-                help.contains(setting.help()) && help.contains(setting.env),
+                help.contains(
+                    setting
+                        .help()
+                        .trim_end_matches('.')
+                        .replace('`', "")
+                        .as_str()
+                ) && help.contains(setting.env),
                 "--{flag}: {help}"
             );
         }
