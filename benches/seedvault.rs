@@ -26,9 +26,9 @@ use seedvault::clock::{Clock, SystemClock};
 use seedvault::config::{Config, Overrides};
 use seedvault::operators::{self, NewInvite, Roles};
 use seedvault::otp::{self, TotpSpec};
-use seedvault::secret::{Algorithm, SecretFormat, Seed};
+use seedvault::secret::{Algorithm, Seed};
 use seedvault::store::Store;
-use seedvault::tokens::{self, CaptureInput, Env};
+use seedvault::tokens::{self, CaptureRequest, Env};
 use seedvault::vault::open::{self, SlotRequest};
 use seedvault::web::AppState;
 use serde_json::{json, Value};
@@ -654,13 +654,13 @@ fn p50_p99(latencies: &mut Latencies) -> String {
     )
 }
 
-fn capture_input(serial: &str) -> CaptureInput {
+fn capture_input(serial: &str) -> CaptureRequest {
     let seed: [u8; 20] = rand::random();
-    CaptureInput {
+    CaptureRequest {
         owner: Some(format!("{}@example.org", serial.to_lowercase())),
         serial: serial.to_owned(),
         secret: Zeroizing::new(data_encoding::HEXLOWER.encode(&seed)),
-        format: SecretFormat::Hex,
+        format: Some("hex".into()),
         display_name: None,
         manufacturer: None,
         model: None,

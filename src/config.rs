@@ -1,6 +1,12 @@
 //! Configuration: defaults, then an optional `seedvault.toml`, then `SEEDVAULT_*` environment
 //! variables, then command-line flags — each overriding the one before. The result is
 //! validated once; a bad value stops start-up with the setting's name and the fix.
+//!
+//! Every setting is declared once, in the [`settings!`] table below: its name (the key in
+//! `seedvault.toml`), the type read from file/env/flag and the validated type, the environment
+//! variable, the flag (where one exists), the default, the check, and the help text. The file
+//! reader, the environment reader, the clap flags' help ([`flag_help`]), [`SETTINGS`] and the
+//! README's table (checked by a test) all come from it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,86 +31,309 @@ pub enum ConfigError {
     },
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    pub bind: SocketAddr,
-    /// The public origin browsers use; WebAuthn and the `Origin` check are bound to it.
-    pub origin: Url,
-    /// A `tracing` filter such as `info` or `seedvault=debug`.
-    pub log: String,
-    /// Days an escrowed seed may wait for delivery before it is purged.
-    pub retention_days: u32,
-    /// Hours an operator invite stays valid.
-    pub invite_ttl_hours: u32,
-    /// Minutes of inactivity after which a session ends.
-    pub session_idle_minutes: u32,
-    /// Hours after sign-in after which a session ends regardless of activity.
-    pub session_absolute_hours: u32,
-    /// Directory of policy files.
-    pub policies_dir: PathBuf,
+/// One setting as declared in the table: what the README, `--help` and error messages say.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The key in `seedvault.toml` (and the name in error messages).
+    pub name: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The long flag without dashes, where the command line has one.
+    pub flag: Option<&'static str>,
+    /// The default as the README's table shows it.
+    pub default: &'static str,
+    help: &'static str,
 }
 
-/// Settings as they appear in the file, the environment or flags: all optional.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Overrides {
-    pub data_dir: Option<PathBuf>,
-    pub bind: Option<String>,
-    pub origin: Option<String>,
-    pub log: Option<String>,
-    pub retention_days: Option<u32>,
-    pub invite_ttl_hours: Option<u32>,
-    pub session_idle_minutes: Option<u32>,
-    pub session_absolute_hours: Option<u32>,
-    pub policies_dir: Option<PathBuf>,
+impl Setting {
+    /// What the setting is for, one sentence.
+    pub fn help(&self) -> &'static str {
+        self.help.trim()
+    }
+}
+
+/// A value read from the environment (file values come through serde, flags through clap).
+trait FromEnv: Sized {
+    fn from_env(var: &'static str, text: &str) -> Result<Self, ConfigError>;
+}
+
+impl FromEnv for String {
+    fn from_env(_: &'static str, text: &str) -> Result<Self, ConfigError> {
+        Ok(text.to_owned())
+    }
+}
+
+impl FromEnv for PathBuf {
+    fn from_env(_: &'static str, text: &str) -> Result<Self, ConfigError> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl FromEnv for u32 {
+    fn from_env(var: &'static str, text: &str) -> Result<Self, ConfigError> {
+        text.trim().parse().map_err(|_| ConfigError::Invalid {
+            setting: var,
+            value: text.to_owned(),
+            fix: "expected a whole number",
+        })
+    }
+}
+
+/// Declares every setting once; see the module documentation.
+macro_rules! settings {
+    ($(
+        $(#[doc = $help:literal])+
+        $name:ident: $raw:ty => $final:ty {
+            env: $env:literal,
+            flag: $flag:expr,
+            default($o:pat): $default:expr,
+            shown: $shown:literal,
+            check: $check:expr $(,)?
+        }
+    )*) => {
+        /// The validated configuration.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $help])+ pub $name: $final, )*
+        }
+
+        /// Settings as they appear in the file, the environment or flags: all optional.
+        #[derive(Debug, Default, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Overrides {
+            $( pub $name: Option<$raw>, )*
+        }
+
+        /// Every setting, in the order of the README's table.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting {
+                name: stringify!($name),
+                env: $env,
+                flag: $flag,
+                default: $shown,
+                help: concat!($($help),+),
+            }, )*
+        ];
+
+        impl Overrides {
+            fn apply(&mut self, other: Overrides) {
+                $( if other.$name.is_some() { self.$name = other.$name; } )*
+            }
+
+            /// Reads `SEEDVAULT_*` variables through `get` (the process environment in production).
+            pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+                Ok(Self {
+                    $( $name: get($env).map(|v| <$raw as FromEnv>::from_env($env, &v)).transpose()?, )*
+                })
+            }
+        }
+
+        impl Config {
+            /// Defaults with the given overrides, validated in table order.
+            pub fn validate(o: Overrides) -> Result<Self, ConfigError> {
+                $(
+                    let $name: $final = {
+                        let $o = &o;
+                        let raw: $raw = o.$name.clone().unwrap_or_else(|| $default);
+                        ($check)(stringify!($name), raw)?
+                    };
+                )*
+                Ok(Self { $( $name, )* })
+            }
+        }
+    };
+}
+
+settings! {
+    /// Directory holding the vault database.
+    data_dir: PathBuf => PathBuf {
+        env: "SEEDVAULT_DATA_DIR",
+        flag: Some("data-dir"),
+        default(_): PathBuf::from("seedvault-data"),
+        shown: "`./seedvault-data`",
+        check: not_empty("give a directory path"),
+    }
+    /// Address to listen on.
+    bind: String => SocketAddr {
+        env: "SEEDVAULT_BIND",
+        flag: Some("bind"),
+        default(_): "127.0.0.1:8080".to_owned(),
+        shown: "`127.0.0.1:8080`",
+        check: socket_addr,
+    }
+    /// The public origin browsers use; WebAuthn and the `Origin` check are bound to it.
+    origin: String => Url {
+        env: "SEEDVAULT_ORIGIN",
+        flag: Some("origin"),
+        default(o): default_origin(o.bind.as_deref()),
+        shown: "`http://localhost:PORT`, PORT from `bind`",
+        check: parse_origin,
+    }
+    /// A `tracing` filter such as `info` or `seedvault=debug`.
+    log: String => String {
+        env: "SEEDVAULT_LOG",
+        flag: None,
+        default(_): "info".to_owned(),
+        shown: "`info`",
+        check: |_, v| Ok(v),
+    }
+    /// Days an escrowed seed may wait for delivery before it is purged.
+    retention_days: u32 => u32 {
+        env: "SEEDVAULT_RETENTION_DAYS",
+        flag: None,
+        default(_): 30,
+        shown: "`30` (a policy may set fewer)",
+        check: at_least_one("expected at least 1 day"),
+    }
+    /// Hours an operator invite stays valid.
+    invite_ttl_hours: u32 => u32 {
+        env: "SEEDVAULT_INVITE_TTL_HOURS",
+        flag: None,
+        default(_): 24,
+        shown: "`24`",
+        check: at_least_one("expected at least 1 hour"),
+    }
+    /// Minutes of inactivity after which a session ends.
+    session_idle_minutes: u32 => u32 {
+        env: "SEEDVAULT_SESSION_IDLE_MINUTES",
+        flag: None,
+        default(_): 15,
+        shown: "`15`",
+        check: at_least_one("expected at least 1 minute"),
+    }
+    /// Hours after sign-in after which a session ends regardless of activity.
+    session_absolute_hours: u32 => u32 {
+        env: "SEEDVAULT_SESSION_ABSOLUTE_HOURS",
+        flag: None,
+        default(_): 8,
+        shown: "`8`",
+        check: at_least_one("expected at least 1 hour"),
+    }
+    /// Directory of policy files.
+    policies_dir: PathBuf => PathBuf {
+        env: "SEEDVAULT_POLICIES_DIR",
+        flag: None,
+        default(_): PathBuf::from("policies"),
+        shown: "`./policies` (built-in copies when absent)",
+        check: not_empty("give a directory path"),
+    }
+    /// Failed sign-ins allowed per operator name within `sign_in_name_window_minutes`.
+    sign_in_attempts_per_name: u32 => u32 {
+        env: "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_NAME",
+        flag: None,
+        default(_): 5,
+        shown: "`5`",
+        check: at_least_one("expected at least 1 attempt"),
+    }
+    /// Minutes over which failed sign-ins per operator name are counted.
+    sign_in_name_window_minutes: u32 => u32 {
+        env: "SEEDVAULT_SIGN_IN_NAME_WINDOW_MINUTES",
+        flag: None,
+        default(_): 15,
+        shown: "`15`",
+        check: at_least_one("expected at least 1 minute"),
+    }
+    /// Failed sign-ins allowed per client address within `sign_in_address_window_minutes`.
+    sign_in_attempts_per_address: u32 => u32 {
+        env: "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_ADDRESS",
+        flag: None,
+        default(_): 20,
+        shown: "`20`",
+        check: at_least_one("expected at least 1 attempt"),
+    }
+    /// Minutes over which failed sign-ins per client address are counted.
+    sign_in_address_window_minutes: u32 => u32 {
+        env: "SEEDVAULT_SIGN_IN_ADDRESS_WINDOW_MINUTES",
+        flag: None,
+        default(_): 15,
+        shown: "`15`",
+        check: at_least_one("expected at least 1 minute"),
+    }
+    /// Hours over which a policy's `reveals_per_token_per_day` is counted.
+    reveal_token_window_hours: u32 => u32 {
+        env: "SEEDVAULT_REVEAL_TOKEN_WINDOW_HOURS",
+        flag: None,
+        default(_): 24,
+        shown: "`24`",
+        check: at_least_one("expected at least 1 hour"),
+    }
+    /// Minutes over which a policy's `reveals_per_operator_per_hour` is counted.
+    reveal_operator_window_minutes: u32 => u32 {
+        env: "SEEDVAULT_REVEAL_OPERATOR_WINDOW_MINUTES",
+        flag: None,
+        default(_): 60,
+        shown: "`60`",
+        check: at_least_one("expected at least 1 minute"),
+    }
+}
+
+/// The declared setting called `name`.
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// The help of the flag for setting `name`: its purpose, default and environment variable.
+pub fn flag_help(name: &str) -> String {
+    match setting(name) {
+        Some(s) => format!(
+            "{} (default {}; env {})",
+            s.help().trim_end_matches('.').replace('`', ""),
+            s.default.replace('`', ""),
+            s.env
+        ),
+        None => String::new(),
+    }
+}
+
+fn not_empty(fix: &'static str) -> impl Fn(&'static str, PathBuf) -> Result<PathBuf, ConfigError> {
+    move |setting, path| {
+        if path.as_os_str().is_empty() {
+            Err(ConfigError::Invalid {
+                setting,
+                value: String::new(),
+                fix,
+            })
+        } else {
+            Ok(path)
+        }
+    }
+}
+
+fn at_least_one(fix: &'static str) -> impl Fn(&'static str, u32) -> Result<u32, ConfigError> {
+    move |setting, value| {
+        if value == 0 {
+            Err(ConfigError::Invalid {
+                setting,
+                value: value.to_string(),
+                fix,
+            })
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+fn socket_addr(setting: &'static str, text: String) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| ConfigError::Invalid {
+        setting,
+        value: text.clone(),
+        fix: "expected IP:PORT, for example 127.0.0.1:8080",
+    })
+}
+
+/// Without an explicit origin, browsers on this machine reach the server at the bound port:
+/// an invite printed for another port would fail WebAuthn's origin check.
+fn default_origin(bind: Option<&str>) -> String {
+    let port = bind
+        .and_then(|b| b.parse::<SocketAddr>().ok())
+        .map_or(8080, |a| a.port());
+    match port {
+        0 => "http://localhost:8080".into(),
+        port => format!("http://localhost:{port}"),
+    }
 }
 
 impl Overrides {
-    fn apply(&mut self, other: Overrides) {
-        macro_rules! take {
-            ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field; } )* };
-        }
-        take!(
-            data_dir,
-            bind,
-            origin,
-            log,
-            retention_days,
-            invite_ttl_hours,
-            session_idle_minutes,
-            session_absolute_hours,
-            policies_dir
-        );
-    }
-
-    /// Reads `SEEDVAULT_*` variables through `get` (the process environment in production).
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let number = |name: &'static str| -> Result<Option<u32>, ConfigError> {
-            get(name)
-                .map(|v| {
-                    v.trim().parse::<u32>().map_err(|_| ConfigError::Invalid {
-                        setting: name,
-                        value: v.clone(),
-                        fix: "expected a whole number",
-                    })
-                })
-                .transpose()
-        };
-        Ok(Self {
-            data_dir: get("SEEDVAULT_DATA_DIR").map(PathBuf::from),
-            bind: get("SEEDVAULT_BIND"),
-            origin: get("SEEDVAULT_ORIGIN"),
-            log: get("SEEDVAULT_LOG"),
-            retention_days: number("SEEDVAULT_RETENTION_DAYS")?,
-            invite_ttl_hours: number("SEEDVAULT_INVITE_TTL_HOURS")?,
-            session_idle_minutes: number("SEEDVAULT_SESSION_IDLE_MINUTES")?,
-            session_absolute_hours: number("SEEDVAULT_SESSION_ABSOLUTE_HOURS")?,
-            policies_dir: get("SEEDVAULT_POLICIES_DIR").map(PathBuf::from),
-        })
-    }
-
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -140,76 +369,17 @@ impl Config {
         Self::validate(merged)
     }
 
-    /// Defaults with the given overrides, validated.
-    pub fn validate(o: Overrides) -> Result<Self, ConfigError> {
-        let bind_text = o.bind.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let bind = bind_text
-            .parse::<SocketAddr>()
-            .map_err(|_| ConfigError::Invalid {
-                setting: "bind",
-                value: bind_text.clone(),
-                fix: "expected IP:PORT, for example 127.0.0.1:8080",
-            })?;
-        // Without an explicit origin, browsers on this machine reach the server at the bound
-        // port: an invite printed for another port would fail WebAuthn's origin check.
-        let origin_text = o.origin.unwrap_or_else(|| match bind.port() {
-            0 => "http://localhost:8080".into(),
-            port => format!("http://localhost:{port}"),
-        });
-        let origin = parse_origin(&origin_text)?;
-        let positive = |setting: &'static str, value: u32, fix: &'static str| {
-            if value == 0 {
-                Err(ConfigError::Invalid {
-                    setting,
-                    value: value.to_string(),
-                    fix,
-                })
-            } else {
-                Ok(value)
-            }
-        };
-        let data_dir = o
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("seedvault-data"));
-        if data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid {
-                setting: "data_dir",
-                value: String::new(),
-                fix: "give a directory path",
-            });
-        }
-        Ok(Self {
-            data_dir,
-            bind,
-            origin,
-            log: o.log.unwrap_or_else(|| "info".into()),
-            retention_days: positive(
-                "retention_days",
-                o.retention_days.unwrap_or(30),
-                "expected at least 1 day",
-            )?,
-            invite_ttl_hours: positive(
-                "invite_ttl_hours",
-                o.invite_ttl_hours.unwrap_or(24),
-                "expected at least 1 hour",
-            )?,
-            session_idle_minutes: positive(
-                "session_idle_minutes",
-                o.session_idle_minutes.unwrap_or(15),
-                "expected at least 1 minute",
-            )?,
-            session_absolute_hours: positive(
-                "session_absolute_hours",
-                o.session_absolute_hours.unwrap_or(8),
-                "expected at least 1 hour",
-            )?,
-            policies_dir: o.policies_dir.unwrap_or_else(|| PathBuf::from("policies")),
-        })
-    }
-
     /// Whether the origin is https (cookies are then marked `Secure`).
     pub fn origin_is_https(&self) -> bool {
         self.origin.scheme() == "https"
+    }
+
+    /// The spans of the policies' reveal limits.
+    pub fn reveal_windows(&self) -> crate::tokens::reveal::RevealWindows {
+        crate::tokens::reveal::RevealWindows {
+            token_seconds: i64::from(self.reveal_token_window_hours) * 3_600,
+            operator_seconds: i64::from(self.reveal_operator_window_minutes) * 60,
+        }
     }
 
     /// The origin as browsers send it in the `Origin` header: scheme://host[:port].
@@ -218,13 +388,13 @@ impl Config {
     }
 }
 
-fn parse_origin(text: &str) -> Result<Url, ConfigError> {
+fn parse_origin(setting: &'static str, text: String) -> Result<Url, ConfigError> {
     let invalid = |fix| ConfigError::Invalid {
-        setting: "origin",
-        value: text.to_owned(),
+        setting,
+        value: text.clone(),
         fix,
     };
-    let url = Url::parse(text).map_err(|_| {
+    let url = Url::parse(&text).map_err(|_| {
         invalid("expected a URL such as https://vault.example.org or http://localhost:8080")
     })?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -368,5 +538,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.toml") && err.contains("bnid"), "{err}");
+    }
+
+    /// The rows of the README's "## Configuration" table: (setting, env, default).
+    fn readme_rows() -> Vec<(String, String, String)> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a ## Configuration section");
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+                assert_eq!(cells.len(), 3, "README row {line}");
+                let bare = |c: &str| c.trim().trim_matches('`').to_owned();
+                (bare(cells[0]), bare(cells[1]), cells[2].trim().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_env_var_and_default_and_nothing_else() {
+        let declared: Vec<(String, String, String)> = SETTINGS
+            .iter()
+            .map(|s| (s.name.to_owned(), s.env.to_owned(), s.default.to_owned()))
+            .collect();
+        assert_eq!(readme_rows(), declared);
+    }
+
+    #[test]
+    fn every_environment_variable_is_the_setting_name_in_capitals_and_every_setting_has_help() {
+        for setting in SETTINGS {
+            assert_eq!(
+                setting.env,
+                format!("SEEDVAULT_{}", setting.name.to_ascii_uppercase()),
+                "{setting:?}"
+            );
+            assert!(!setting.help().is_empty(), "{} has no help", setting.name);
+        }
+    }
+
+    #[test]
+    fn flags_show_the_declared_help_default_and_environment_variable() {
+        let help = flag_help("bind");
+        assert!(help.contains("Address to listen on"), "{help}");
+        assert!(help.contains("127.0.0.1:8080"), "{help}");
+        assert!(help.contains("SEEDVAULT_BIND"), "{help}");
+    }
+
+    #[test]
+    fn security_limits_default_to_todays_values_and_can_be_configured() {
+        let config = Config::validate(Overrides::default()).unwrap();
+        assert_eq!(
+            (
+                config.sign_in_attempts_per_name,
+                config.sign_in_name_window_minutes,
+                config.sign_in_attempts_per_address,
+                config.sign_in_address_window_minutes,
+            ),
+            (5, 15, 20, 15)
+        );
+        assert_eq!(
+            config.reveal_windows(),
+            crate::tokens::reveal::RevealWindows::default()
+        );
+        let env = |name: &str| match name {
+            "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_NAME" => Some("3".to_owned()),
+            "SEEDVAULT_REVEAL_OPERATOR_WINDOW_MINUTES" => Some("30".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env, Overrides::default()).unwrap();
+        assert_eq!(config.sign_in_attempts_per_name, 3);
+        assert_eq!(config.reveal_windows().operator_seconds, 30 * 60);
+        let err = Config::validate(Overrides {
+            sign_in_attempts_per_address: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "sign_in_attempts_per_address = '0' is invalid: expected at least 1 attempt"
+        );
     }
 }

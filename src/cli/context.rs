@@ -38,6 +38,7 @@ impl Unsealed {
             vault: &self.vault,
             policies: &self.policies,
             retention_days: self.config.retention_days,
+            reveal_windows: self.config.reveal_windows(),
             now: SystemClock.now(),
         }
     }

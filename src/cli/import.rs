@@ -40,29 +40,26 @@ pub struct ImportArgs {
     unlock: UnlockArgs,
 }
 
-fn psk(args: &ImportArgs) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
-    let hex = match (&args.psk_hex, &args.psk_file) {
-        (Some(hex), _) => Zeroizing::new(hex.clone()),
-        (None, Some(path)) => Zeroizing::new(
+/// The PSKC key's hex text, from `--psk-hex` or `--psk-file`.
+fn psk_hex(args: &ImportArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
+    Ok(match (&args.psk_hex, &args.psk_file) {
+        (Some(hex), _) => Some(Zeroizing::new(hex.clone())),
+        (None, Some(path)) => Some(Zeroizing::new(
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read PSK file {}", path.display()))?,
-        ),
-        (None, None) => return Ok(None),
-    };
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.trim().as_bytes())
-        .map_err(|_| {
-            anyhow::anyhow!("the pre-shared key must be hex, e.g. 32 hex digits for AES-128")
-        })?;
-    Ok(Some(Zeroizing::new(bytes)))
+        )),
+        (None, None) => None,
+    })
 }
 
 pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
-    let options = ImportOptions {
-        format: args.format.parse()?,
-        secret_encoding: args.secret_encoding.parse()?,
-        psk: psk(args)?,
-    };
+    let psk_hex = psk_hex(args)?;
+    let options = ImportOptions::from_text(
+        Some(&args.format),
+        Some(&args.secret_encoding),
+        psk_hex.as_deref().map(String::as_str),
+    )?;
+    drop(psk_hex);
     let bytes = Zeroizing::new(
         std::fs::read(&args.file)
             .with_context(|| format!("cannot read {}", args.file.display()))?,

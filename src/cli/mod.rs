@@ -32,8 +32,7 @@ pub struct Cli {
     /// Config file (default: ./seedvault.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (default ./seedvault-data; env SEEDVAULT_DATA_DIR).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help = crate::config::flag_help("data_dir"))]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -133,4 +132,54 @@ pub fn development_warning(data_dir: &std::path::Path) -> String {
          this one (`seedvault key remove development`), or start over with `seedvault init --production`.",
         data_dir.display()
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+    use crate::config::{self, SETTINGS};
+
+    /// Every long flag in the command tree with its help text.
+    fn flags(command: &clap::Command, out: &mut Vec<(String, String)>) {
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                out.push((long.to_owned(), help));
+            }
+        }
+        for child in command.get_subcommands() {
+            flags(child, out);
+        }
+    }
+
+    #[test]
+    fn each_flag_that_sets_a_setting_is_declared_with_it_and_shows_its_help_and_env_var() {
+        let mut all = Vec::new();
+        flags(&Cli::command(), &mut all);
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag else { continue };
+            let (_, help) = all
+                .iter()
+                .find(|(long, _)| long == flag)
+                .unwrap_or_else(|| panic!("no --{flag} flag for setting {}", setting.name));
+            assert!(
+                help.contains(
+                    setting
+                        .help()
+                        .trim_end_matches('.')
+                        .replace('`', "")
+                        .as_str()
+                ) && help.contains(setting.env),
+                "--{flag}: {help}"
+            );
+        }
+        for (long, _) in &all {
+            if let Some(setting) = config::setting(&long.replace('-', "_")) {
+                assert_eq!(setting.flag, Some(long.as_str()), "--{long}");
+            }
+        }
+    }
 }

@@ -17,11 +17,9 @@ use crate::web::AppState;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (default 127.0.0.1:8080; env SEEDVAULT_BIND).
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", help = crate::config::flag_help("bind"))]
     bind: Option<String>,
-    /// Public origin browsers use (default http://localhost:PORT with the bound port; env SEEDVAULT_ORIGIN).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help = crate::config::flag_help("origin"))]
     origin: Option<String>,
     /// Refuse to run with a development key slot or without a vault.
     #[arg(long)]

@@ -10,9 +10,8 @@ use zeroize::Zeroizing;
 use super::context::Unsealed;
 use super::unlock::UnlockArgs;
 use super::{cli_actor, Cli};
-use crate::secret::{Algorithm, SecretFormat};
-use crate::tokens::lifecycle::{self, Confirmation};
-use crate::tokens::{self, CaptureInput, TokenChange};
+use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
+use crate::tokens::{self, CaptureRequest, TokenChange};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -58,7 +57,8 @@ pub struct AddArgs {
     /// The serial printed on the token.
     #[arg(long)]
     serial: String,
-    /// The user the token is for (UPN); may be assigned later.
+    /// The user the token is for (UPN). Optional: without one the token is escrowed
+    /// unassigned, and no code can be revealed until `token assign` names the owner.
     #[arg(long)]
     owner: Option<String>,
     /// How the secret is written: auto, base32, hex or otpauth.
@@ -105,23 +105,17 @@ fn read_secret() -> anyhow::Result<Zeroizing<String>> {
 pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Add(args) => {
-            let format: SecretFormat = args.format.parse()?;
-            let algorithm = args
-                .algorithm
-                .as_deref()
-                .map(Algorithm::parse)
-                .transpose()?;
             let secret = read_secret()?;
             let vault = Unsealed::open(cli, &args.unlock).await?;
-            let input = CaptureInput {
+            let input = CaptureRequest {
                 owner: args.owner.clone(),
                 serial: args.serial.clone(),
                 secret,
-                format,
+                format: Some(args.format.clone()),
                 display_name: args.display_name.clone(),
                 manufacturer: args.manufacturer.clone(),
                 model: args.model.clone(),
-                algorithm,
+                algorithm: args.algorithm.clone(),
                 digits: args.digits,
                 period: args.period,
                 policy: args.policy.clone(),
@@ -138,19 +132,17 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Deliver {
             serial,
             code,
-            unverified: _,
+            unverified,
             reason,
             unlock,
         } => {
+            let request = DeliveryRequest::new(
+                code.clone().map(Zeroizing::new),
+                *unverified,
+                reason.as_deref(),
+            )?;
             let vault = Unsealed::open(cli, unlock).await?;
-            let confirmation = match code {
-                Some(code) => Confirmation::Code(code),
-                None => Confirmation::Unverified {
-                    reason: reason.as_deref().unwrap_or_default(),
-                },
-            };
-            let purged =
-                lifecycle::deliver(&vault.env(), &cli_actor(), serial, confirmation).await?;
+            let purged = lifecycle::deliver(&vault.env(), &cli_actor(), serial, request).await?;
             match purged.drift_steps {
                 Some(drift) => println!(
                     "delivered {} (code verified, drift {drift} steps); the seed is destroyed",
@@ -167,8 +159,9 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             reason,
             unlock,
         } => {
+            let request = CancelRequest::new(reason)?;
             let vault = Unsealed::open(cli, unlock).await?;
-            let purged = lifecycle::cancel(&vault.env(), &cli_actor(), serial, reason).await?;
+            let purged = lifecycle::cancel(&vault.env(), &cli_actor(), serial, request).await?;
             println!("cancelled {}; the seed is destroyed", purged.serial);
         }
         TokenCommand::Assign {

@@ -153,13 +153,17 @@ impl FromStr for SecretEncoding {
     }
 }
 
-/// A `--format` or `--secret-encoding` value that is not one of the known names.
+/// An import option (`format`, `secret_encoding`, `psk_hex`) that cannot be read. The message
+/// starts with the option's name, as the API field, the page field and (with dashes) the CLI
+/// flag spell it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
-    #[error("unknown import format '{0}' — use auto, entra, vendor, privacyidea, pskc or otpauth")]
+    #[error("format: unknown import format '{0}' — use auto, entra, vendor, privacyidea, pskc or otpauth")]
     Format(String),
-    #[error("unknown secret encoding '{0}' — use auto, base32 or hex")]
+    #[error("secret_encoding: unknown secret encoding '{0}' — use auto, base32 or hex")]
     Encoding(String),
+    #[error("psk_hex: expected the pre-shared key as hex, e.g. 32 hex digits for AES-128")]
+    Psk,
 }
 
 /// What the caller knows about the file beyond its bytes.
@@ -169,6 +173,35 @@ pub struct ImportOptions {
     pub secret_encoding: SecretEncoding,
     /// The pre-shared key of an encrypted PSKC file (`--psk-hex` / `--psk-file`).
     pub psk: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl ImportOptions {
+    /// Reads the options as every front end receives them — API query or form fields, the
+    /// import page's form, the CLI's flags (`--psk-file` contents included) — so all three
+    /// accept and refuse the same values. A missing or blank value means the default; where
+    /// the key may come from is the front end's business (never a URL).
+    pub fn from_text(
+        format: Option<&str>,
+        secret_encoding: Option<&str>,
+        psk_hex: Option<&str>,
+    ) -> Result<Self, OptionError> {
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.map(str::trim).filter(|v| !v.is_empty())
+        }
+        let psk = given(psk_hex)
+            .map(|hex| {
+                data_encoding::HEXLOWER_PERMISSIVE
+                    .decode(hex.as_bytes())
+                    .map(Zeroizing::new)
+                    .map_err(|_| OptionError::Psk)
+            })
+            .transpose()?;
+        Ok(Self {
+            format: given(format).map_or(Ok(ImportFormat::Auto), str::parse)?,
+            secret_encoding: given(secret_encoding).map_or(Ok(SecretEncoding::Auto), str::parse)?,
+            psk,
+        })
+    }
 }
 
 impl fmt::Debug for ImportOptions {
@@ -509,5 +542,29 @@ mod tests {
             "{:?}",
             parsed.errors
         );
+    }
+
+    #[test]
+    fn import_options_read_blank_as_default_and_name_the_option_they_refuse() {
+        let options = ImportOptions::from_text(Some(" "), None, Some("")).unwrap();
+        assert_eq!(options.format, ImportFormat::Auto);
+        assert_eq!(options.secret_encoding, SecretEncoding::Auto);
+        assert!(options.psk.is_none());
+        let options = ImportOptions::from_text(Some("PSKC"), Some("hex"), Some("00ff")).unwrap();
+        assert_eq!(options.format, ImportFormat::Pskc);
+        assert_eq!(
+            options.psk.as_deref().map(Vec::as_slice),
+            Some(&[0, 255][..])
+        );
+        for (format, encoding, psk, starts) in [
+            (Some("xml"), None, None, "format: "),
+            (None, Some("b64"), None, "secret_encoding: "),
+            (None, None, Some("not hex"), "psk_hex: "),
+        ] {
+            let err = ImportOptions::from_text(format, encoding, psk)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(starts), "{err}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::otp;
 use crate::store::tokens::{self as rows, PurgeRow};
 use crate::store::StoreError;
 use crate::vault::SealedBlob;
+use zeroize::Zeroizing;
 
 /// Steps searched around the recorded drift for a delivery code. Entra accepts up to ±15
 /// steps of clock drift for hardware OATH tokens; the nearest match wins.
@@ -60,12 +61,61 @@ pub struct Purged {
     pub drift_steps: Option<i64>,
 }
 
-/// How delivery is confirmed.
-pub enum Confirmation<'a> {
+/// How delivery is confirmed — the one input of a delivery, whichever front end (API body,
+/// token page, `seedvault token deliver`) it came from. Build it with
+/// [`DeliveryRequest::new`], which holds the rule.
+pub enum DeliveryRequest {
     /// The code the user read from the physical token.
-    Code(&'a str),
+    Code(Zeroizing<String>),
     /// No code could be read; the reason is recorded.
-    Unverified { reason: &'a str },
+    Unverified { reason: String },
+}
+
+impl DeliveryRequest {
+    /// Exactly one of: a code, or `unverified` with a reason. A blank code or reason counts as
+    /// not given, so an empty code field is refused rather than taken for an unverified
+    /// delivery; a reason beside a code is refused rather than silently dropped.
+    pub fn new(
+        code: Option<Zeroizing<String>>,
+        unverified: bool,
+        reason: Option<&str>,
+    ) -> Result<Self, LifecycleError> {
+        let code = code.filter(|c| !c.trim().is_empty());
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        match (code, unverified) {
+            (Some(_), true) => Err(LifecycleError::Invalid(
+                "unverified: send either a code or unverified with a reason, not both".into(),
+            )),
+            (Some(_), false) if reason.is_some() => Err(LifecycleError::Invalid(
+                "reason: only a delivery confirmed without a code takes a reason — drop it, or \
+                 confirm unverified instead"
+                    .into(),
+            )),
+            (Some(code), false) => Ok(Self::Code(code)),
+            (None, true) => Ok(Self::Unverified {
+                reason: clean_reason(reason.unwrap_or_default())?,
+            }),
+            (None, false) => Err(LifecycleError::Invalid(
+                "code: enter the code the user reads from the token, or confirm unverified with \
+                 a reason"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Why a token is cancelled — the one input of a cancellation from any front end.
+pub struct CancelRequest {
+    reason: String,
+}
+
+impl CancelRequest {
+    /// A reason is required (it is recorded in the audit trail), at most 500 characters.
+    pub fn new(reason: &str) -> Result<Self, LifecycleError> {
+        Ok(Self {
+            reason: clean_reason(reason)?,
+        })
+    }
 }
 
 fn require_escrowed(token: &Token) -> Result<(), TokenError> {
@@ -128,7 +178,7 @@ pub async fn deliver(
     env: &Env<'_>,
     actor: &str,
     serial: &str,
-    confirmation: Confirmation<'_>,
+    request: DeliveryRequest,
 ) -> Result<Purged, LifecycleError> {
     let now = env.unix();
     let mut tx = env.store.begin_write().await?;
@@ -137,16 +187,13 @@ pub async fn deliver(
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
     require_escrowed(&token)?;
-    let (reason, drift, details) = match confirmation {
-        Confirmation::Unverified { reason } => {
-            let why = clean_reason(reason)?;
-            (
-                "delivered-unverified",
-                None,
-                json!({ "verified": false, "reason": why }),
-            )
-        }
-        Confirmation::Code(code) => {
+    let (reason, drift, details) = match request {
+        DeliveryRequest::Unverified { reason: why } => (
+            "delivered-unverified",
+            None,
+            json!({ "verified": false, "reason": why }),
+        ),
+        DeliveryRequest::Code(code) => {
             let attempts =
                 rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
             if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
@@ -176,7 +223,7 @@ pub async fn deliver(
                 &seed,
                 &token.spec()?,
                 now,
-                code,
+                &code,
                 token.drift_steps,
                 DELIVERY_WINDOW,
             );
@@ -223,9 +270,9 @@ pub async fn cancel(
     env: &Env<'_>,
     actor: &str,
     serial: &str,
-    reason: &str,
+    request: CancelRequest,
 ) -> Result<Purged, LifecycleError> {
-    let why = clean_reason(reason)?;
+    let why = request.reason;
     let mut tx = env.store.begin_write().await?;
     let row = rows::by_serial(&mut *tx, serial)
         .await?
@@ -286,4 +333,62 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
         scrub(env).await;
     }
     Ok(purged)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> Option<Zeroizing<String>> {
+        Some(Zeroizing::new(text.to_owned()))
+    }
+
+    fn refusal(result: Result<DeliveryRequest, LifecycleError>) -> String {
+        match result {
+            Ok(_) => panic!("the delivery request should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_confirmed_by_a_code_or_unverified_with_a_reason() {
+        assert!(matches!(
+            DeliveryRequest::new(code(" 123456 "), false, None).unwrap(),
+            DeliveryRequest::Code(_)
+        ));
+        let DeliveryRequest::Unverified { reason } =
+            DeliveryRequest::new(code(""), true, Some(" display broken ")).unwrap()
+        else {
+            panic!("expected an unverified delivery");
+        };
+        assert_eq!(reason, "display broken");
+    }
+
+    #[test]
+    fn a_blank_code_is_refused_instead_of_becoming_an_unverified_delivery() {
+        for blank in [None, code(""), code("   ")] {
+            let err = refusal(DeliveryRequest::new(blank, false, None));
+            assert!(err.starts_with("code: "), "{err}");
+        }
+        let err = refusal(DeliveryRequest::new(code(""), false, Some("no display")));
+        assert!(err.starts_with("code: "), "{err}");
+    }
+
+    #[test]
+    fn contradictory_delivery_input_names_the_field_to_drop() {
+        let err = refusal(DeliveryRequest::new(code("123456"), true, Some("x")));
+        assert!(err.starts_with("unverified: "), "{err}");
+        let err = refusal(DeliveryRequest::new(code("123456"), false, Some("x")));
+        assert!(err.starts_with("reason: "), "{err}");
+        let err = refusal(DeliveryRequest::new(None, true, Some("  ")));
+        assert!(err.starts_with("reason: "), "{err}");
+    }
+
+    #[test]
+    fn a_cancellation_needs_a_reason_of_at_most_500_characters() {
+        assert_eq!(CancelRequest::new(" lost ").unwrap().reason, "lost");
+        assert!(CancelRequest::new(" ").is_err());
+        assert!(CancelRequest::new(&"x".repeat(501)).is_err());
+    }
 }

@@ -31,6 +31,8 @@ pub struct Env<'a> {
     pub policies: &'a PolicySet,
     /// Configured retention in days (a policy may shorten it).
     pub retention_days: u32,
+    /// Configured spans of the policies' reveal limits.
+    pub reveal_windows: reveal::RevealWindows,
     pub now: OffsetDateTime,
 }
 
@@ -185,20 +187,46 @@ pub fn target(serial: &str) -> String {
     format!("token:{serial}")
 }
 
-/// One seed as a provisioner submits it.
-pub struct CaptureInput {
+/// One seed as a provisioner submits it — the one input of a capture, whichever front end
+/// (API body, capture page, `seedvault token add`) it came from. Options arrive as the text
+/// the user gave and [`CaptureRequest::validate`] holds every rule, so the front ends cannot
+/// disagree about what they accept:
+/// - `owner` is optional: a token may be escrowed unassigned (as import does for vendor files
+///   without an owner column) and assigned later (`token assign`, `PATCH`, …); no code can be
+///   revealed until it is, and capture warns.
+/// - a missing or blank `format`, `algorithm`, `digits`, `period` or `policy` means the default.
+pub struct CaptureRequest {
     pub owner: Option<String>,
     pub serial: String,
     /// base32, hex or an otpauth:// URI; zeroized on drop.
     pub secret: Zeroizing<String>,
-    pub format: SecretFormat,
+    /// auto (default), base32, hex or otpauth.
+    pub format: Option<String>,
     pub display_name: Option<String>,
     pub manufacturer: Option<String>,
     pub model: Option<String>,
-    pub algorithm: Option<Algorithm>,
+    /// SHA1 (default), SHA256 or SHA512; an otpauth URI brings its own.
+    pub algorithm: Option<String>,
+    /// 6 (default) or 8.
     pub digits: Option<u32>,
+    /// Seconds per step (default 30).
     pub period: Option<u32>,
     pub policy: Option<String>,
+}
+
+/// Reads a whole number typed into a form field; blank means "not given".
+pub fn number_field(field: &'static str, text: &str) -> Result<Option<u32>, TokenError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| TokenError::Invalid {
+        field,
+        reason: match field {
+            "digits" => "expected 6 or 8".into(),
+            _ => "expected a whole number, e.g. 30".into(),
+        },
+    })
 }
 
 /// What capture reports back: never the seed.
@@ -270,19 +298,41 @@ pub struct ValidToken {
     pub warnings: Vec<String>,
 }
 
-impl CaptureInput {
+impl CaptureRequest {
     /// Parses and checks every field; nothing is stored.
     pub fn validate(self, policies: &PolicySet) -> Result<ValidToken, TokenError> {
         let serial = clean_serial(&self.serial)?;
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let format = match given(&self.format) {
+            Some(text) => text
+                .parse::<SecretFormat>()
+                .map_err(|e| TokenError::Invalid {
+                    field: "format",
+                    reason: e.to_string(),
+                })?,
+            None => SecretFormat::Auto,
+        };
+        let chosen_algorithm = given(&self.algorithm)
+            .map(|text| Algorithm::parse(&text))
+            .transpose()
+            .map_err(|e| TokenError::Invalid {
+                field: "algorithm",
+                reason: e.to_string(),
+            })?;
         let parsed =
-            secret::parse_secret(&self.secret, self.format).map_err(|e| TokenError::Invalid {
+            secret::parse_secret(&self.secret, format).map_err(|e| TokenError::Invalid {
                 field: "secret",
                 reason: e.to_string(),
             })?;
         let from_uri = parsed.otpauth.as_ref();
         let algorithm = from_uri
             .map(|p| p.algorithm)
-            .or(self.algorithm)
+            .or(chosen_algorithm)
             .unwrap_or(Algorithm::Sha1);
         let digits = from_uri.map(|p| p.digits).or(self.digits).unwrap_or(6);
         let period = from_uri.map(|p| p.period).or(self.period).unwrap_or(30);
@@ -295,6 +345,14 @@ impl CaptureInput {
             reason: e.to_string(),
         })?;
         let owner = clean_field("owner", self.owner.as_deref())?;
+        let mut warnings = parsed.warnings;
+        if owner.is_none() {
+            warnings.push(
+                "no owner: the token is escrowed unassigned, and no code can be revealed until \
+                 it is assigned (`seedvault token assign`, PATCH /api/v1/tokens/{serial})"
+                    .into(),
+            );
+        }
         let display_name = clean_field("display_name", self.display_name.as_deref())?
             .or_else(|| from_uri.and_then(|p| p.account.clone()));
         let manufacturer = clean_field("manufacturer", self.manufacturer.as_deref())?
@@ -311,7 +369,7 @@ impl CaptureInput {
             spec,
             seed: parsed.seed,
             policy,
-            warnings: parsed.warnings,
+            warnings,
         })
     }
 }
@@ -356,7 +414,7 @@ pub async fn insert_sealed(
 pub async fn capture(
     env: &Env<'_>,
     actor: &str,
-    input: CaptureInput,
+    input: CaptureRequest,
 ) -> Result<Captured, TokenError> {
     let token = input.validate(env.policies)?;
     let mut tx = env.store.begin_write().await?;

@@ -119,35 +119,55 @@ async fn check_limits(
     operator: &Operator,
 ) -> Result<(), RevealError> {
     let now = env.unix();
+    let spans = env.reveal_windows;
     let windows = rows::reveal_windows(
         &mut *db,
         token.row_id,
-        now - 86_400,
+        now - spans.token_seconds,
         operator.id,
-        now - 3_600,
+        now - spans.operator_seconds,
     )
     .await?;
-    within_limits(policy, windows, now)
+    within_limits(policy, windows, spans, now)
 }
 
-/// Refuses once either window (this token's day, this operator's hour) is full.
+/// The spans over which a policy's reveal counts apply: `reveals_per_token_per_day` over the
+/// token window, `reveals_per_operator_per_hour` over the operator window. Configured
+/// (`reveal_token_window_hours`, `reveal_operator_window_minutes`); a day and an hour by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevealWindows {
+    pub token_seconds: i64,
+    pub operator_seconds: i64,
+}
+
+impl Default for RevealWindows {
+    fn default() -> Self {
+        Self {
+            token_seconds: 86_400,
+            operator_seconds: 3_600,
+        }
+    }
+}
+
+/// Refuses once either window (this token's day, this operator's hour by default) is full.
 fn within_limits(
     policy: &Policy,
     (by_token, by_operator): (rows::RevealWindow, rows::RevealWindow),
+    spans: RevealWindows,
     now: i64,
 ) -> Result<(), RevealError> {
     if by_token.count >= i64::from(policy.reveals_per_token_per_day) {
         return Err(RevealError::Limit {
             what: "this token's daily reveal",
             limit: policy.reveals_per_token_per_day,
-            retry_after_seconds: retry_after(by_token.oldest, 86_400, now),
+            retry_after_seconds: retry_after(by_token.oldest, spans.token_seconds, now),
         });
     }
     if by_operator.count >= i64::from(policy.reveals_per_operator_per_hour) {
         return Err(RevealError::Limit {
             what: "your hourly reveal",
             limit: policy.reveals_per_operator_per_hour,
-            retry_after_seconds: retry_after(by_operator.oldest, 3_600, now),
+            retry_after_seconds: retry_after(by_operator.oldest, spans.operator_seconds, now),
         });
     }
     Ok(())
@@ -323,9 +343,15 @@ fn grant_on(
         return Err(RevealError::Expired);
     }
     let now = env.unix();
-    let windows =
-        rows::reveal_windows_on(conn, token.row_id, now - 86_400, operator.id, now - 3_600)?;
-    within_limits(policy, windows, now)?;
+    let spans = env.reveal_windows;
+    let windows = rows::reveal_windows_on(
+        conn,
+        token.row_id,
+        now - spans.token_seconds,
+        operator.id,
+        now - spans.operator_seconds,
+    )?;
+    within_limits(policy, windows, spans, now)?;
     let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
         serial: token.serial.clone(),
         state: "purged".into(),

@@ -24,6 +24,8 @@ pub enum AppError {
     Gone(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -43,6 +45,7 @@ impl AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +62,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::Gone(_) => "gone",
             Self::Unprocessable(_) => "unprocessable",
+            Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }
@@ -118,6 +122,12 @@ impl From<crate::operators::OperatorError> for AppError {
 impl From<webauthn_rs::prelude::WebauthnError> for AppError {
     fn from(e: webauthn_rs::prelude::WebauthnError) -> Self {
         Self::BadRequest(format!("the passkey response was not accepted: {e}"))
+    }
+}
+
+impl From<crate::import::OptionError> for AppError {
+    fn from(e: crate::import::OptionError) -> Self {
+        Self::Unprocessable(e.to_string())
     }
 }
 

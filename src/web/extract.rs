@@ -1,9 +1,14 @@
 //! Request extractors whose rejections use the API's JSON error shape instead of axum's
-//! plain-text defaults.
+//! plain-text defaults. Every API route reads its input through one of these.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::FromRequest;
-use axum::extract::FromRequestParts;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::{header, StatusCode};
+use zeroize::Zeroizing;
 
 use super::AppError;
 
@@ -16,6 +21,38 @@ pub struct Json<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(AppError))]
 pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, with JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct Path<T>(pub T);
+
+/// An optional JSON body: an empty body is `None`; anything else must be valid JSON for `T`
+/// (a malformed body is refused, never silently read as absent).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(Some(value)))
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(rejection: PathRejection) -> Self {
+        body_error(
+            rejection.status(),
+            "the path is not valid",
+            rejection.body_text(),
+        )
+    }
+}
 
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
@@ -39,8 +76,121 @@ impl From<QueryRejection> for AppError {
     }
 }
 
+/// Keeps the status axum chose for a body it could not read (413 for a body over the limit).
+fn body_error(status: StatusCode, what: &str, text: String) -> AppError {
+    let message = format!("{what}: {text}");
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(message),
+        s if s.is_server_error() => AppError::Internal(message),
+        StatusCode::BAD_REQUEST => AppError::BadRequest(message),
+        _ => AppError::Unprocessable(message),
+    }
+}
+
+impl From<BytesRejection> for AppError {
+    fn from(rejection: BytesRejection) -> Self {
+        body_error(
+            rejection.status(),
+            "the body cannot be read",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<MultipartRejection> for AppError {
+    fn from(rejection: MultipartRejection) -> Self {
+        body_error(
+            rejection.status(),
+            "the multipart form cannot be read",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<MultipartError> for AppError {
+    fn from(error: MultipartError) -> Self {
+        body_error(error.status(), "upload", error.body_text())
+    }
+}
+
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// A file upload: either the raw request body, or a `multipart/form-data` form with the file
+/// in a part named `file` and options in the other fields. Held in memory only.
+pub struct Upload {
+    /// The uploaded file's name (from the form), if any.
+    pub file_name: Option<String>,
+    /// The file's bytes; `None` when a form had no `file` part.
+    pub file: Option<Zeroizing<Vec<u8>>>,
+    /// The form's other fields (empty for a raw body). Zeroized: one may hold a key.
+    pub fields: HashMap<String, Zeroizing<String>>,
+}
+
+impl Upload {
+    /// A form field's value, trimmed; `None` when absent or blank.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Upload {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
+        if !is_form {
+            let bytes = Bytes::from_request(request, state).await?;
+            return Ok(Self {
+                file_name: None,
+                file: Some(Zeroizing::new(bytes.to_vec())),
+                fields: HashMap::new(),
+            });
+        }
+        let mut multipart = Multipart::from_request(request, state).await?;
+        let mut upload = Self {
+            file_name: None,
+            file: None,
+            fields: HashMap::new(),
+        };
+        while let Some(field) = multipart.next_field().await? {
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "file" {
+                upload.file_name = field.file_name().map(str::to_owned);
+                upload.file = Some(Zeroizing::new(field.bytes().await?.to_vec()));
+            } else {
+                let value = Zeroizing::new(field.text().await?);
+                upload.fields.insert(name, value);
+            }
+        }
+        Ok(upload)
+    }
+}
+
+/// Names of parameters that carry a secret and so must never travel in a URL, where proxies,
+/// access logs and browser history keep them.
+const SECRET_PARAMETERS: &[&str] = &["psk_hex", "psk"];
+
+/// Refuses a query string that carries a secret parameter, naming where it belongs instead.
+pub fn refuse_secrets_in_query(query: Option<&str>) -> Result<(), AppError> {
+    let Some(query) = query else { return Ok(()) };
+    match url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| SECRET_PARAMETERS.contains(&key.as_ref()))
+    {
+        Some((key, _)) => Err(AppError::Unprocessable(format!(
+            "{key}: a pre-shared key is never accepted in the URL (URLs end up in logs and \
+             browser history) — send it as the form field psk_hex of a multipart/form-data upload"
+        ))),
+        None => Ok(()),
     }
 }

@@ -37,11 +37,21 @@ pub struct Limits {
     pub sign_in_by_addr: RateLimiter,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The configured sign-in limits (`sign_in_attempts_per_*`, `sign_in_*_window_minutes`).
+    pub fn new(config: &Config) -> Self {
+        let limiter = |attempts: u32, minutes: u32| {
+            RateLimiter::new(attempts as usize, i64::from(minutes) * 60)
+        };
         Self {
-            sign_in_by_name: RateLimiter::new(5, 15 * 60),
-            sign_in_by_addr: RateLimiter::new(20, 15 * 60),
+            sign_in_by_name: limiter(
+                config.sign_in_attempts_per_name,
+                config.sign_in_name_window_minutes,
+            ),
+            sign_in_by_addr: limiter(
+                config.sign_in_attempts_per_address,
+                config.sign_in_address_window_minutes,
+            ),
         }
     }
 }
@@ -97,13 +107,14 @@ impl AppState {
             .await
             .map_err(StateError::Sessions)?;
         let policies = crate::policy::load_configured(&config.policies_dir)?;
+        let limits = Arc::new(Limits::new(&config));
         Ok(Self {
             store,
             vault: Arc::new(vault),
             config: Arc::new(config),
             clock,
             webauthn: Arc::new(webauthn),
-            limits: Arc::new(Limits::default()),
+            limits,
             sessions,
             policies: Arc::new(policies),
             reveals: Arc::default(),
@@ -117,6 +128,7 @@ impl AppState {
             vault: &self.vault,
             policies: &self.policies,
             retention_days: self.config.retention_days,
+            reveal_windows: self.config.reveal_windows(),
             now: self.clock.now(),
         }
     }
@@ -148,4 +160,30 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(middleware::access_log::log))
         .with_state(state)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn configured_sign_in_limits_count_per_name_and_per_address_over_their_windows() {
+        let config = Config::validate(Overrides {
+            sign_in_attempts_per_name: Some(1),
+            sign_in_name_window_minutes: Some(2),
+            sign_in_attempts_per_address: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        let limits = Limits::new(&config);
+        limits.sign_in_by_name.record("alice", 1_000);
+        assert_eq!(limits.sign_in_by_name.check("alice", 1_000), Err(120));
+        assert_eq!(limits.sign_in_by_name.check("alice", 1_120), Ok(()));
+        limits.sign_in_by_addr.record("10.0.0.1", 1_000);
+        assert_eq!(limits.sign_in_by_addr.check("10.0.0.1", 1_000), Ok(()));
+        limits.sign_in_by_addr.record("10.0.0.1", 1_000);
+        assert_eq!(limits.sign_in_by_addr.check("10.0.0.1", 1_000), Err(900));
+    }
 }

@@ -604,6 +604,28 @@ async fn only_auditors_and_admins_may_export_or_verify() {
     srv.stop_and_check().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_audit_queries_are_answered_with_the_json_error_shape() {
+    let srv = TestServer::start().await;
+    let auditor = srv.operator("aq", "auditor").await;
+    for path in [
+        "/api/v1/audit?format=csv&format=jsonl",
+        "/api/v1/audit/verify?all_signatures=maybe",
+    ] {
+        let (status, body) = auditor.get(path).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert_eq!(body["error"], "unprocessable", "{path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the query string is not valid"),
+            "{path}: {body}"
+        );
+    }
+    srv.stop_and_check().await;
+}
+
 /// The Python verifier printed in docs/AUDIT.md, run against a real export.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_verifier_in_the_docs_accepts_an_export_and_rejects_an_edit() {

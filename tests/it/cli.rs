@@ -493,6 +493,61 @@ fn tokens_are_added_from_stdin_cancelled_and_delivered_from_the_command_line() {
     assert!(text(&output.stdout).contains("0 expired seed(s) purged"));
 }
 
+/// The same rules as the API and the pages (tests/delivery.rs, tests/pages.rs,
+/// tests/import.rs): an owner is optional, a blank code is not an unverified delivery, a
+/// cancellation needs a reason, import options are read alike — with the same messages.
+#[test]
+fn the_cli_reads_capture_delivery_cancel_and_import_input_by_the_same_rules_as_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let output = run_with_stdin(dir.path(), &["token", "add", "--serial", "R-1"], secret);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("no owner: the token is escrowed unassigned"),
+        "{}",
+        text(&output.stderr)
+    );
+    for (args, expected) in [
+        (
+            &[
+                "token",
+                "deliver",
+                "R-1",
+                "--code",
+                "",
+                "--reason",
+                "no display",
+            ][..],
+            "code: enter the code the user reads from the token",
+        ),
+        (
+            &[
+                "token", "deliver", "R-1", "--code", "123456", "--reason", "x",
+            ][..],
+            "reason: only a delivery confirmed without a code takes a reason",
+        ),
+        (
+            &["token", "cancel", "R-1", "--reason", "  "][..],
+            "reason: a reason is required",
+        ),
+        (
+            &["import", "seeds.csv", "--format", "xml"][..],
+            "format: unknown import format 'xml'",
+        ),
+    ] {
+        let output = run(dir.path(), args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let status = text(&run(dir.path(), &["status"]).stdout);
+    assert!(status.contains("escrowed   1"), "{status}");
+}
+
 #[test]
 fn policy_check_names_the_file_and_line_of_a_bad_policy() {
     let dir = tempfile::tempdir().unwrap();

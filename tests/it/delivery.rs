@@ -332,3 +332,91 @@ async fn a_failing_audit_append_leaves_the_token_unchanged() {
     );
     srv.stop_and_check().await;
 }
+
+/// A form post as the token page sends it; the client follows the redirect to the page that
+/// shows the outcome.
+async fn page_post(op: &Operator, srv: &TestServer, path: &str, form: &[(&str, &str)]) -> String {
+    let response = op
+        .http
+        .post(srv.url(path))
+        .header("Origin", &srv.base)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    let body = response.text().await.unwrap();
+    srv.canary.record_response(path, body.as_bytes());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_pages_refuse_the_same_delivery_and_cancel_input_with_the_same_message() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    capture(&provisioner, "D-9", json!({})).await;
+    // (API body, page form, who, action, the message both must show)
+    type Case<'a> = (
+        Value,
+        &'a [(&'a str, &'a str)],
+        &'a Operator,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            // A blank code is not an unverified delivery, even with a reason beside it.
+            json!({ "code": "", "reason": "no display" }),
+            &[("code", ""), ("reason", "no display")],
+            &helpdesk,
+            "delivery",
+            "code: enter the code the user reads from the token, or confirm unverified with a reason",
+        ),
+        (
+            json!({ "code": "123456", "unverified": true, "reason": "x" }),
+            &[("code", "123456"), ("unverified", "true"), ("reason", "x")],
+            &helpdesk,
+            "delivery",
+            "unverified: send either a code or unverified with a reason, not both",
+        ),
+        (
+            json!({ "unverified": true, "reason": "  " }),
+            &[("unverified", "true"), ("reason", "  ")],
+            &helpdesk,
+            "delivery",
+            "reason: a reason is required",
+        ),
+        (
+            json!({ "reason": " " }),
+            &[("reason", " ")],
+            &provisioner,
+            "cancel",
+            "reason: a reason is required",
+        ),
+    ];
+    for (body, form, op, action, message) in cases {
+        let path = format!("/api/v1/tokens/D-9/{action}");
+        let (status, reply) = op.post(&path, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().starts_with(message),
+            "{body}: {reply}"
+        );
+        let page = page_post(op, &srv, &format!("/tokens/D-9/{action}"), form).await;
+        assert!(page.contains(message), "{form:?}: {page}");
+    }
+    let (_, token) = helpdesk.get("/api/v1/tokens/D-9").await;
+    assert_eq!(token["state"], "escrowed", "{token}");
+    assert!(
+        !token["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "delivery.refused"),
+        "refused input is not a delivery attempt: {token}"
+    );
+    srv.stop_and_check().await;
+}

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::TestServer;
+use seedvault::config::Overrides;
 use seedvault::server::ConnectionLimits;
 
 fn tight_limits() -> ConnectionLimits {
@@ -47,7 +48,7 @@ fn read_until_closed(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_trickles_its_header_is_disconnected() {
-    let srv = TestServer::start_with(tight_limits()).await;
+    let srv = TestServer::start_with_limits(Overrides::default(), tight_limits()).await;
     let mut stream = connect(&srv);
     let started = Instant::now();
     let closed = tokio::task::spawn_blocking(move || {
@@ -80,7 +81,7 @@ async fn a_client_that_trickles_its_header_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
-    let srv = TestServer::start_with(tight_limits()).await;
+    let srv = TestServer::start_with_limits(Overrides::default(), tight_limits()).await;
     let mut stream = connect(&srv);
     let received = tokio::task::spawn_blocking(move || read_until_closed(&mut stream))
         .await
@@ -95,7 +96,7 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_body_is_cut_off() {
-    let srv = TestServer::start_with(tight_limits()).await;
+    let srv = TestServer::start_with_limits(Overrides::default(), tight_limits()).await;
     let mut stream = connect(&srv);
     let received = tokio::task::spawn_blocking(move || {
         stream
@@ -117,7 +118,7 @@ async fn a_half_sent_body_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_still_answers_when_silent_clients_hold_every_connection_slot() {
-    let srv = TestServer::start_with(tight_limits()).await;
+    let srv = TestServer::start_with_limits(Overrides::default(), tight_limits()).await;
     // Twice the cap of silent connections: the first four take every slot, the rest wait in
     // the backlog; each is dropped after the header timeout, so a real request gets through.
     let hogs: Vec<TcpStream> = (0..8).map(|_| connect(&srv)).collect();
@@ -135,12 +136,15 @@ async fn the_server_still_answers_when_silent_clients_hold_every_connection_slot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_even_with_a_half_sent_request() {
-    let srv = TestServer::start_with(ConnectionLimits {
-        header_read: Duration::from_secs(60),
-        body_read: Duration::from_secs(60),
-        max_connections: 16,
-        shutdown_grace: Duration::from_millis(500),
-    })
+    let srv = TestServer::start_with_limits(
+        Overrides::default(),
+        ConnectionLimits {
+            header_read: Duration::from_secs(60),
+            body_read: Duration::from_secs(60),
+            max_connections: 16,
+            shutdown_grace: Duration::from_millis(500),
+        },
+    )
     .await;
     let mut stream = connect(&srv);
     stream

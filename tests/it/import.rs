@@ -48,6 +48,49 @@ async fn upload(op: &Operator, query: &str, body: Vec<u8>) -> (StatusCode, Value
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
+/// A `multipart/form-data` body: the file in part `file`, then the given fields.
+fn multipart(file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "importboundary5mWq1vXk";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n");
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Posts a multipart form to `path` (the API or the import page); the reply as text.
+async fn post_form(
+    op: &Operator,
+    path: &str,
+    (content_type, body): (String, Vec<u8>),
+) -> (StatusCode, String) {
+    let response = op
+        .http
+        .post(format!("{}{path}", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    op.canary.record_response(path, &bytes);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// The code each stored token produces at T0, computed from its sealed seed.
 async fn stored_codes(srv: &TestServer) -> Vec<(String, Option<String>, String)> {
     let rows: Vec<(String, String, Option<String>, Vec<u8>, String, i64, i64)> = sqlx::query_as(
@@ -124,13 +167,17 @@ async fn every_sample_file_imports_and_each_token_produces_its_expected_code() {
         ),
         ("otpauth-uris.txt", String::new(), "otpauth-list"),
         ("pskc-plain.xml", String::new(), "pskc"),
-        (
-            "pskc-encrypted.xml",
-            format!("psk_hex={}", psk.trim()),
-            "pskc",
-        ),
+        ("pskc-encrypted.xml", String::new(), "pskc"),
     ] {
-        let (status, report) = upload(&op, &query, std::fs::read(testdata(file)).unwrap()).await;
+        let bytes = std::fs::read(testdata(file)).unwrap();
+        let (status, report) = if file == "pskc-encrypted.xml" {
+            // The key travels only in a form field, never in the URL.
+            let form = multipart(file, &bytes, &[("psk_hex", psk.trim())]);
+            let (status, text) = post_form(&op, "/api/v1/imports", form).await;
+            (status, serde_json::from_str(&text).unwrap())
+        } else {
+            upload(&op, &query, bytes).await
+        };
         assert_eq!(status, StatusCode::CREATED, "{file}: {report}");
         assert_eq!(report["format"], format, "{file}: {report}");
         assert_eq!(report["errors"], serde_json::json!([]), "{file}");
@@ -224,12 +271,13 @@ async fn duplicates_and_a_wrong_pskc_key_are_refused() {
         "{report}"
     );
 
-    let (status, report) = upload(
-        &op,
-        "psk_hex=00112233445566778899aabbccddeeff",
-        std::fs::read(testdata("pskc-encrypted.xml")).unwrap(),
-    )
-    .await;
+    let form = multipart(
+        "pskc-encrypted.xml",
+        &std::fs::read(testdata("pskc-encrypted.xml")).unwrap(),
+        &[("psk_hex", "00112233445566778899aabbccddeeff")],
+    );
+    let (status, text) = post_form(&op, "/api/v1/imports", form).await;
+    let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
     assert_eq!(report["imported"], 0);
     // Only provisioners import.
@@ -237,6 +285,79 @@ async fn duplicates_and_a_wrong_pskc_key_are_refused() {
     assert_eq!(
         upload(&helpdesk, "", b"x".to_vec()).await.0,
         StatusCode::FORBIDDEN
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_shared_key_in_the_url_is_refused_by_the_api_and_the_import_page() {
+    let srv = TestServer::start().await;
+    watch_sample_seeds(&srv);
+    let op = srv.operator("imq", "provisioner").await;
+    let psk = std::fs::read_to_string(testdata("pskc-encrypted.psk.hex")).unwrap();
+    let file = std::fs::read(testdata("pskc-encrypted.xml")).unwrap();
+    let (status, reply) = upload(&op, &format!("psk_hex={}", psk.trim()), file.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"], "unprocessable", "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("psk_hex: a pre-shared key is never accepted in the URL")
+            && message.contains("form field psk_hex"),
+        "{reply}"
+    );
+    // Refused even beside a correct form field, and on the page's form post too.
+    for path in [
+        format!("/api/v1/imports?psk_hex={}", psk.trim()),
+        format!("/import?psk_hex={}", psk.trim()),
+    ] {
+        let form = multipart(
+            "pskc-encrypted.xml",
+            &file,
+            &[("psk_hex", psk.trim()), ("dry_run", "false")],
+        );
+        let (status, text) = post_form(&op, &path, form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {text}");
+        assert!(text.contains("never accepted in the URL"), "{path}: {text}");
+    }
+    assert_eq!(op.get("/api/v1/tokens").await.1, serde_json::json!([]));
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_import_requests_are_answered_with_the_json_error_shape() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("imr", "provisioner").await;
+    let (status, reply) = upload(&op, "dry_run=maybe", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"], "unprocessable", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("query string"),
+        "{reply}"
+    );
+    let (status, reply) = upload(&op, "format=xml", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("format: unknown import format 'xml'"),
+        "{reply}"
+    );
+    // A multipart body that breaks off is a JSON error too, not axum's plain text.
+    let response = op
+        .http
+        .post(format!("{}/api/v1/imports", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", "multipart/form-data; boundary=cut")
+        .body("--cut\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let reply: Value = response.json().await.unwrap();
+    assert!(
+        reply["error"].is_string() && reply["message"].is_string(),
+        "{reply}"
     );
     srv.stop_and_check().await;
 }

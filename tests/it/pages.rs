@@ -163,3 +163,92 @@ async fn a_form_post_from_another_origin_is_refused_and_changes_nothing() {
     );
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_captured_without_an_owner_is_escrowed_unassigned_from_the_api_and_the_page_alike()
+{
+    let srv = TestServer::start().await;
+    srv.canary.watch_seed(
+        "page seed",
+        &data_encoding::BASE32_NOPAD
+            .decode(SEED_B32.as_bytes())
+            .unwrap(),
+    );
+    let provisioner = srv.operator("po", "provisioner").await;
+    let (status, body) = provisioner
+        .post(
+            "/api/v1/tokens",
+            json!({ "serial": "U-1", "secret": SEED_B32 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let warning = body["warnings"][0].as_str().unwrap().to_owned();
+    assert!(warning.starts_with("no owner: "), "{body}");
+    let response = provisioner
+        .http
+        .post(srv.url("/tokens/new"))
+        .header("Origin", &srv.base)
+        .form(&[
+            ("owner", " "),
+            ("serial", "U-2"),
+            ("secret", SEED_B32),
+            ("format", "auto"),
+            ("algorithm", "SHA1"),
+            ("digits", "6"),
+            ("period", ""),
+            ("policy", "standard"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    srv.canary.record_response("capture page", page.as_bytes());
+    assert!(page.contains(&warning), "{page}");
+    for serial in ["U-1", "U-2"] {
+        let (_, token) = provisioner.get(&format!("/api/v1/tokens/{serial}")).await;
+        assert_eq!(token["state"], "escrowed", "{token}");
+        assert_eq!(token["owner"], serde_json::Value::Null, "{token}");
+        assert_eq!(token["period"], 30, "a blank period means the default");
+    }
+    // An unassigned token's code cannot be revealed until it is assigned.
+    let helpdesk = srv.operator("ph", "helpdesk").await;
+    let (status, body) = helpdesk
+        .post(
+            "/api/v1/tokens/U-1/reveal/start",
+            json!({ "checks": [], "ticket": "T-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_post_without_the_pages_role_gets_the_403_page_and_changes_nothing() {
+    let srv = TestServer::start().await;
+    let helpdesk = srv.operator("pw", "helpdesk").await;
+    for (path, form) in [
+        (
+            "/tokens/new",
+            &[("serial", "W-1"), ("secret", SEED_B32)][..],
+        ),
+        ("/operators", &[("name", "mallory"), ("roles", "admin")][..]),
+    ] {
+        let response = helpdesk
+            .http
+            .post(srv.url(path))
+            .header("Origin", &srv.base)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        let page = response.text().await.unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>"), "{path}: {page}");
+        assert!(page.contains("Not allowed"), "{path}: {page}");
+        // The refusal page keeps the operator's navigation.
+        assert!(page.contains("pw"), "{path}: {page}");
+    }
+    assert_eq!(helpdesk.get("/api/v1/tokens").await.1, json!([]));
+    srv.stop_and_check().await;
+}

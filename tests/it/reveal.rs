@@ -308,6 +308,47 @@ async fn the_daily_reveal_limit_per_token_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_reveal_window_replaces_the_day_of_the_policys_per_token_limit() {
+    let srv = TestServer::start_with(seedvault::config::Overrides {
+        reveal_token_window_hours: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let provisioner = srv.operator("pat", "provisioner").await;
+    let mut helpdesk = srv.operator("hal", "helpdesk").await;
+    capture(&provisioner, SERIAL, SEED_B32, json!({})).await;
+    for _ in 0..3 {
+        let (status, _) = helpdesk
+            .reveal(SERIAL, &["callback", "video-id"], Some("INC-1"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        srv.clock.advance(time::Duration::minutes(10));
+    }
+    let response = helpdesk
+        .http
+        .post(srv.url(&format!("/api/v1/tokens/{SERIAL}/reveal/start")))
+        .header("Origin", &srv.base)
+        .json(&json!({ "checks": ["callback", "video-id"], "ticket": "INC-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.headers()["retry-after"],
+        "1800",
+        "an hour, not a day"
+    );
+    srv.finish("limited", response).await;
+    srv.clock.advance(time::Duration::minutes(31));
+    helpdesk.sign_in_fresh().await;
+    let (status, _) = helpdesk
+        .reveal(SERIAL, &["callback", "video-id"], Some("INC-1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_capture_input_is_refused_with_the_field_and_the_fix_and_nothing_is_stored() {
     let Desk {
         srv, provisioner, ..

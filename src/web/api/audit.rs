@@ -1,7 +1,8 @@
 //! `/api/v1/audit`: the streamed export and the chain check (roles auditor or admin).
 
+use crate::web::extract::Query;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

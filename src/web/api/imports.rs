@@ -1,19 +1,20 @@
 //! `POST /api/v1/imports`: a seed file as the request body (or a multipart upload), parsed,
 //! checked and — unless a dry run or any row is bad — escrowed atomically.
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use zeroize::Zeroizing;
 
-use crate::import::{self, ImportFormat, ImportOptions, SecretEncoding};
+use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
+use crate::web::extract::{refuse_secrets_in_query, Json, Query, Upload};
 use crate::web::session::{Authorized, ProvisionerOnly};
 use crate::web::{AppError, AppState};
 
+/// The options in the query string. A multipart upload may send the same names as form
+/// fields instead (a field wins over the query); the PSKC pre-shared key only ever as the
+/// form field `psk_hex` — a `psk_hex` in the query is refused.
 #[derive(Deserialize, IntoParams)]
 pub struct ImportQuery {
     /// auto (default), entra, vendor, privacyidea, pskc or otpauth.
@@ -24,71 +25,60 @@ pub struct ImportQuery {
     dry_run: Option<bool>,
     /// Policy for every imported token (default: the default policy).
     policy: Option<String>,
-    /// PSKC pre-shared key, hex.
-    psk_hex: Option<String>,
     /// File name to record in the audit trail.
     name: Option<String>,
 }
 
-/// Parses the query into parser options; errors name the parameter.
-pub fn options(
-    format: Option<&str>,
-    encoding: Option<&str>,
-    psk_hex: Option<&str>,
-) -> Result<ImportOptions, AppError> {
-    let format: ImportFormat = format
-        .unwrap_or("auto")
-        .parse()
-        .map_err(|e: import::OptionError| AppError::Unprocessable(format!("format: {e}")))?;
-    let secret_encoding: SecretEncoding =
-        encoding
-            .unwrap_or("auto")
-            .parse()
-            .map_err(|e: import::OptionError| {
-                AppError::Unprocessable(format!("secret_encoding: {e}"))
-            })?;
-    let psk = match psk_hex {
-        Some(hex) => Some(Zeroizing::new(
-            data_encoding::HEXLOWER_PERMISSIVE
-                .decode(hex.trim().as_bytes())
-                .map_err(|_| AppError::Unprocessable("psk_hex: expected the pre-shared key as hex, e.g. 32 hex digits for AES-128".into()))?,
-        )),
-        None => None,
-    };
-    Ok(ImportOptions {
-        format,
-        secret_encoding,
-        psk,
-    })
-}
-
-/// Import a seed file (provisioner). All rows or none.
-#[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+/// Import a seed file (provisioner). All rows or none. The body is the file itself, or a
+/// `multipart/form-data` form with the file in the part `file`, the options as fields, and an
+/// encrypted PSKC file's key in the field `psk_hex` (the only place a key is accepted).
+#[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the seed file; or multipart/form-data with parts file, psk_hex, format, secret_encoding, policy, dry_run, name"),
     responses((status = 201, description = "every row imported", body = ImportReport), (status = 200, description = "dry run: the preview", body = ImportReport),
               (status = 422, description = "bad rows: nothing imported; each error names line, column, reason and fix", body = ImportReport),
-              (status = 401), (status = 403)))]
+              (status = 401), (status = 403), (status = 413, description = "the file is over the upload limit")))]
 pub async fn import(
     State(state): State<AppState>,
     auth: Authorized<ProvisionerOnly>,
+    RawQuery(raw_query): RawQuery,
     Query(query): Query<ImportQuery>,
-    body: Bytes,
+    upload: Upload,
 ) -> Result<(StatusCode, Json<ImportReport>), AppError> {
-    let options = options(
-        query.format.as_deref(),
-        query.secret_encoding.as_deref(),
-        query.psk_hex.as_deref(),
+    refuse_secrets_in_query(raw_query.as_deref())?;
+    let pick = |field: &str, query: &Option<String>| -> Option<String> {
+        upload
+            .field(field)
+            .map(str::to_owned)
+            .or_else(|| query.clone())
+    };
+    let options = ImportOptions::from_text(
+        pick("format", &query.format).as_deref(),
+        pick("secret_encoding", &query.secret_encoding).as_deref(),
+        upload.field("psk_hex"),
     )?;
-    let dry_run = query.dry_run.unwrap_or(false);
-    let parsed = tokio::task::spawn_blocking(move || import::parse(&body, &options))
+    let dry_run = match upload.field("dry_run") {
+        Some(text) => parse_bool("dry_run", text)?,
+        None => query.dry_run.unwrap_or(false),
+    };
+    let policy = pick("policy", &query.policy);
+    let name = pick("name", &query.name)
+        .or_else(|| upload.file_name.clone())
+        .unwrap_or_else(|| "upload".into());
+    let Some(bytes) = upload.file else {
+        return Err(AppError::Unprocessable(
+            "file: the form has no file — send the seed file in a part named file".into(),
+        ));
+    };
+    let parsed = tokio::task::spawn_blocking(move || import::parse(&bytes, &options))
         .await
         .map_err(|e| AppError::Internal(format!("parser task: {e}")))?;
-    let name = query.name.as_deref().unwrap_or("upload");
     let report = store(
         &state.env(),
         &auth.operator().actor(),
-        name,
+        &name,
         parsed,
-        query.policy.as_deref(),
+        policy.as_deref(),
         dry_run,
         &|_, _| {},
     )
@@ -101,4 +91,14 @@ pub async fn import(
         StatusCode::CREATED
     };
     Ok((status, Json(report)))
+}
+
+fn parse_bool(field: &str, text: &str) -> Result<bool, AppError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(AppError::Unprocessable(format!(
+            "{field}: expected true or false"
+        ))),
+    }
 }

@@ -2,7 +2,8 @@
 //! that is not the last).
 
 use crate::web::extract::Json;
-use axum::extract::{Path, State};
+use crate::web::extract::{OptionalJson, Path};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -73,7 +74,7 @@ pub async fn me(
 pub async fn add_credential_start(
     State(state): State<AppState>,
     current: CurrentOperator,
-    body: Option<axum::Json<AddCredentialStart>>,
+    OptionalJson(body): OptionalJson<AddCredentialStart>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let op = &current.operator;
     let existing = passkeys_of(&state, op.id)
@@ -84,7 +85,7 @@ pub async fn add_credential_start(
     let (challenge, ceremony) =
         start_registration(&state.webauthn, op.user_handle, &op.name, Some(existing))?;
     let label = body
-        .and_then(|axum::Json(b)| b.label)
+        .and_then(|b| b.label)
         .unwrap_or_else(|| "backup passkey".into());
     current
         .session

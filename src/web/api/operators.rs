@@ -1,7 +1,8 @@
 //! `/api/v1/operators`: the admin's view: list, invite, change roles, disable.
 
 use crate::web::extract::Json;
-use axum::extract::{Path, State};
+use crate::web::extract::Path;
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

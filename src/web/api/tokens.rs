@@ -2,8 +2,9 @@
 //! ceremony (checklist → passkey assertion → code).
 
 use crate::web::extract::Json;
+use crate::web::extract::Path;
 use crate::web::extract::Query;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,11 +13,10 @@ use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::auth::{passkey_json, passkeys_of, to_json};
-use crate::secret::{Algorithm, SecretFormat};
 use crate::store::tokens::TokenFilter;
-use crate::tokens::lifecycle::{self, Confirmation, Purged};
+use crate::tokens::lifecycle::{self, Purged};
 use crate::tokens::reveal::{self, RevealRequest};
-use crate::tokens::{self, CaptureInput, Captured, Token, TokenChange, TokenState};
+use crate::tokens::{self, Captured, Token, TokenChange, TokenState};
 use crate::web::ceremony::RevealCeremony;
 use crate::web::session::{Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly};
 use crate::web::{AppError, AppState};
@@ -24,8 +24,11 @@ use crate::web::{AppError, AppState};
 /// A seed to escrow. The secret is accepted here and never returned by any route.
 #[derive(Deserialize, ToSchema)]
 pub struct CaptureRequest {
-    /// The user the token is for (UPN, e.g. user@example.org).
-    owner: String,
+    /// The user the token is for (UPN, e.g. user@example.org). Optional: without one the
+    /// token is escrowed unassigned (with a warning) and no code can be revealed until a
+    /// `PATCH` assigns it.
+    #[serde(default)]
+    owner: Option<String>,
     serial: String,
     /// base32, hex or an `otpauth://totp/…` URI.
     #[schema(value_type = String)]
@@ -124,33 +127,15 @@ pub async fn capture(
     auth: Authorized<ProvisionerOnly>,
     Json(body): Json<CaptureRequest>,
 ) -> Result<(StatusCode, Json<Captured>), AppError> {
-    let format = match body.format.as_deref() {
-        None => SecretFormat::Auto,
-        Some(f) => f
-            .parse()
-            .map_err(|e: crate::secret::SecretError| invalid("format", e.to_string()))?,
-    };
-    let algorithm = body
-        .algorithm
-        .as_deref()
-        .map(Algorithm::parse)
-        .transpose()
-        .map_err(|e| invalid("algorithm", e.to_string()))?;
-    if body.owner.trim().is_empty() {
-        return Err(invalid(
-            "owner",
-            "is required — give the user's UPN, e.g. user@example.org",
-        ));
-    }
-    let input = CaptureInput {
-        owner: Some(body.owner),
+    let input = tokens::CaptureRequest {
+        owner: body.owner,
         serial: body.serial,
         secret: body.secret,
-        format,
+        format: body.format,
         display_name: body.display_name,
         manufacturer: body.manufacturer,
         model: body.model,
-        algorithm,
+        algorithm: body.algorithm,
         digits: body.digits,
         period: body.period,
         policy: body.policy,
@@ -400,6 +385,8 @@ pub struct DeliveryRequest {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CancelRequest {
+    /// Why (recorded in the audit trail); required.
+    #[serde(default)]
     reason: String,
 }
 
@@ -413,31 +400,10 @@ pub async fn deliver(
     Path(serial): Path<String>,
     Json(body): Json<DeliveryRequest>,
 ) -> Result<Json<Purged>, AppError> {
-    let confirmation =
-        match (&body.code, body.unverified) {
-            (Some(code), false) => Confirmation::Code(code),
-            (None, true) => Confirmation::Unverified {
-                reason: body.reason.as_deref().unwrap_or_default(),
-            },
-            (Some(_), true) => {
-                return Err(invalid(
-                    "unverified",
-                    "send either a code or unverified with a reason, not both",
-                ))
-            }
-            (None, false) => return Err(invalid(
-                "code",
-                "enter the code the user reads from the token, or confirm unverified with a reason",
-            )),
-        };
+    let request =
+        lifecycle::DeliveryRequest::new(body.code, body.unverified, body.reason.as_deref())?;
     Ok(Json(
-        lifecycle::deliver(
-            &state.env(),
-            &auth.operator().actor(),
-            &serial,
-            confirmation,
-        )
-        .await?,
+        lifecycle::deliver(&state.env(), &auth.operator().actor(), &serial, request).await?,
     ))
 }
 
@@ -455,7 +421,7 @@ pub async fn cancel(
             &state.env(),
             &auth.operator().actor(),
             &serial,
-            &body.reason,
+            lifecycle::CancelRequest::new(&body.reason)?,
         )
         .await?,
     ))

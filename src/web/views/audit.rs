@@ -4,8 +4,8 @@ use axum::extract::{Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{page, PageError, PageOperator};
-use crate::operators::Role;
+use super::{page, PageAuthorized, PageError};
+use crate::web::session::AuditorOrAdmin;
 use crate::web::AppState;
 
 #[derive(Deserialize, Default)]
@@ -20,12 +20,9 @@ pub struct AuditQuery {
 
 pub async fn search(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<AuditorOrAdmin>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Markup, PageError> {
-    if !op.has(Role::Auditor) {
-        op.require(Role::Admin)?;
-    }
     let target = Some(q.token.trim())
         .filter(|t| !t.is_empty())
         .map(crate::tokens::target);

@@ -1,17 +1,16 @@
 //! The import page (provisioner): upload a seed file, preview it (dry run) with the row-level
 //! report, then import. The uploaded file is held in memory only.
 
-use axum::extract::{Multipart, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
-use zeroize::Zeroizing;
 
-use super::{page, PageError, PageOperator};
-use crate::import;
-use crate::operators::Role;
+use super::{page, PageAuthorized, PageError};
+use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
-use crate::web::api::imports::options;
+use crate::web::extract::{refuse_secrets_in_query, Upload};
+use crate::web::session::ProvisionerOnly;
 use crate::web::{AppError, AppState};
 
 fn form(state: &AppState) -> Markup {
@@ -68,62 +67,41 @@ fn report_view(report: &ImportReport) -> Markup {
 
 pub async fn page_get(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<ProvisionerOnly>,
 ) -> Result<Markup, PageError> {
-    op.require(Role::Provisioner)?;
     let body = html! { h1 { "Import a seed file" } p.lead { "All rows or none: a file with any bad row imports nothing and says which rows to fix." } (form(&state)) };
     Ok(page(&op.ctx, "Import", body))
 }
 
 pub async fn page_post(
     State(state): State<AppState>,
-    op: PageOperator,
-    mut multipart: Multipart,
+    op: PageAuthorized<ProvisionerOnly>,
+    RawQuery(raw_query): RawQuery,
+    upload: Result<Upload, AppError>,
 ) -> Result<Response, PageError> {
-    op.require(Role::Provisioner)?;
-    let mut file: Option<(String, Zeroizing<Vec<u8>>)> = None;
-    let mut fields: std::collections::HashMap<String, String> = Default::default();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| op.fail(AppError::BadRequest(format!("upload: {e}"))))?
-    {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "file" {
-            let file_name = field.file_name().unwrap_or("upload").to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| op.fail(AppError::BadRequest(format!("upload: {e}"))))?;
-            file = Some((file_name, Zeroizing::new(bytes.to_vec())));
-        } else {
-            let value = field
-                .text()
-                .await
-                .map_err(|e| op.fail(AppError::BadRequest(format!("upload: {e}"))))?;
-            fields.insert(name, value);
-        }
-    }
-    let Some((file_name, bytes)) = file else {
-        return Err(op.fail(AppError::Unprocessable("choose a file to import".into())));
+    refuse_secrets_in_query(raw_query.as_deref()).map_err(|e| op.fail(e))?;
+    let mut upload = upload.map_err(|e| op.fail(e))?;
+    let options = ImportOptions::from_text(
+        upload.field("format"),
+        upload.field("secret_encoding"),
+        upload.field("psk_hex"),
+    )
+    .map_err(|e| op.fail(e))?;
+    let dry_run = upload.field("dry_run") != Some("false");
+    let Some(bytes) = upload.file.take().filter(|b| !b.is_empty()) else {
+        return Err(op.fail(AppError::Unprocessable(
+            "file: choose a file to import".into(),
+        )));
     };
-    let text = |k: &str| {
-        fields
-            .get(k)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
-    };
-    let options = options(text("format"), text("secret_encoding"), text("psk_hex"))
-        .map_err(|e| op.fail(e))?;
-    let dry_run = text("dry_run") != Some("false");
     let parsed = import::parse(&bytes, &options);
     drop(bytes);
+    let file_name = upload.file_name.as_deref().unwrap_or("upload");
     let report = store(
         &state.env(),
         &op.current.operator.actor(),
-        &file_name,
+        file_name,
         parsed,
-        text("policy"),
+        upload.field("policy"),
         dry_run,
         &|_, _| {},
     )

@@ -21,7 +21,10 @@ use tower_sessions::Session;
 
 pub use layout::{page, PageCtx};
 
-use super::session::CurrentOperator;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use super::session::{CurrentOperator, RoleRule};
 use super::{AppError, AppState};
 use crate::operators::Role;
 
@@ -127,16 +130,6 @@ pub struct PageOperator {
 }
 
 impl PageOperator {
-    pub fn require(&self, role: Role) -> Result<(), PageError> {
-        self.current
-            .require(role)
-            .map(|_| ())
-            .map_err(|e| PageError {
-                error: e,
-                ctx: Some(Box::new(self.ctx.clone())),
-            })
-    }
-
     pub fn has(&self, role: Role) -> bool {
         self.current.operator.roles.contains(role)
     }
@@ -195,6 +188,40 @@ impl FromRequestParts<AppState> for PageOperator {
             path: parts.uri.path().to_owned(),
         };
         Ok(Self { current, ctx })
+    }
+}
+
+/// The signed-in operator on a page that admits only `R`'s roles (the same rules as the API's
+/// [`Authorized`](super::session::Authorized)): anyone else gets the 403 page, with their own navigation, before the
+/// handler runs or a form is read.
+pub struct PageAuthorized<R: RoleRule> {
+    op: PageOperator,
+    _rule: PhantomData<R>,
+}
+
+impl<R: RoleRule> Deref for PageAuthorized<R> {
+    type Target = PageOperator;
+
+    fn deref(&self) -> &PageOperator {
+        &self.op
+    }
+}
+
+impl<R: RoleRule + Send + Sync> FromRequestParts<AppState> for PageAuthorized<R> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let op = PageOperator::from_request_parts(parts, state).await?;
+        if let Err(refusal) = op.current.require_any(R::ROLES) {
+            return Err(op.fail(refusal));
+        }
+        Ok(Self {
+            op,
+            _rule: PhantomData,
+        })
     }
 }
 

@@ -7,8 +7,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{roles, when};
-use super::{page, PageError, PageOperator};
+use super::{page, PageAuthorized, PageError, PageOperator};
 use crate::operators::{self, NewInvite, OperatorChange, Role, Roles};
+use crate::web::session::AdminOnly;
 use crate::web::{AppError, AppState};
 
 fn operators_page(all: &[(operators::Operator, i64)], me: &str) -> Markup {
@@ -48,8 +49,10 @@ fn operators_page(all: &[(operators::Operator, i64)], me: &str) -> Markup {
     }
 }
 
-pub async fn list(State(state): State<AppState>, op: PageOperator) -> Result<Markup, PageError> {
-    op.require(Role::Admin)?;
+pub async fn list(
+    State(state): State<AppState>,
+    op: PageAuthorized<AdminOnly>,
+) -> Result<Markup, PageError> {
     let all = operators::list(&state.store)
         .await
         .map_err(|e| op.fail(e))?;
@@ -70,10 +73,9 @@ pub struct InviteForm {
 
 pub async fn invite(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<AdminOnly>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<InviteForm>,
 ) -> Result<Response, PageError> {
-    op.require(Role::Admin)?;
     let wanted = Roles::parse_list(&form.roles.join(","))
         .map_err(|e| op.fail(AppError::Unprocessable(e.to_string())))?;
     let issued = operators::create_invite(
@@ -119,11 +121,10 @@ pub struct UpdateForm {
 
 pub async fn update(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<AdminOnly>,
     Path(name): Path<String>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<UpdateForm>,
 ) -> Result<Redirect, PageError> {
-    op.require(Role::Admin)?;
     let roles = Roles::parse_list(&form.roles.join(","))
         .map_err(|e| op.fail(AppError::Unprocessable(e.to_string())))?;
     let change = OperatorChange {

@@ -8,12 +8,12 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::layout::when;
-use super::{page, set_flash, PageError, PageOperator};
+use super::{page, set_flash, PageAuthorized, PageError, PageOperator};
 use crate::operators::Role;
-use crate::secret::{Algorithm, SecretFormat};
 use crate::store::tokens::TokenFilter;
-use crate::tokens::lifecycle::{self, Confirmation};
-use crate::tokens::{self, CaptureInput, TokenState};
+use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
+use crate::tokens::{self, TokenState};
+use crate::web::session::{HelpdeskOnly, ProvisionerOnly};
 use crate::web::{AppError, AppState};
 
 #[derive(Deserialize, Default)]
@@ -160,7 +160,8 @@ fn capture_form(state: &AppState, error: Option<&str>, values: &CaptureForm) -> 
         p.lead { "The seed is sealed at once and never shown again — not here, not in any export. Only one-time codes leave the vault." }
         @if let Some(error) = error { p.error-box role="alert" { (error) } }
         form.stack.card method="post" action="/tokens/new" autocomplete="off" {
-            label { "Owner (UPN)" input type="text" name="owner" value=(values.owner) placeholder="user@example.org" required; }
+            label { "Owner (UPN)" span.hint { "leave empty to assign later; no code can be revealed until the token is assigned" }
+                input type="text" name="owner" value=(values.owner) placeholder="user@example.org"; }
             label { "Serial" span.hint { "as printed on the token" } input type="text" name="serial" value=(values.serial) required; }
             label { "Secret" span.hint { "base32, hex, or an otpauth:// URI (from the QR code)" }
                 textarea name="secret" required spellcheck="false" autocapitalize="none" {} }
@@ -216,9 +217,8 @@ pub struct CaptureForm {
 
 pub async fn new_form(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<ProvisionerOnly>,
 ) -> Result<Markup, PageError> {
-    op.require(Role::Provisioner)?;
     let defaults = CaptureForm {
         format: "auto".into(),
         algorithm: "SHA1".into(),
@@ -235,52 +235,34 @@ pub async fn new_form(
 
 pub async fn create(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<ProvisionerOnly>,
     axum_extra::extract::Form(mut form): axum_extra::extract::Form<CaptureForm>,
 ) -> Result<Response, PageError> {
-    op.require(Role::Provisioner)?;
     let secret = std::mem::take(&mut form.secret);
-    let parsed = (|| -> Result<CaptureInput, AppError> {
-        let format: SecretFormat =
-            form.format
-                .parse()
-                .map_err(|e: crate::secret::SecretError| {
-                    AppError::Unprocessable(format!("format: {e}"))
-                })?;
-        let algorithm = Algorithm::parse(&form.algorithm)
-            .map_err(|e| AppError::Unprocessable(format!("algorithm: {e}")))?;
-        let digits = form
-            .digits
-            .trim()
-            .parse()
-            .map_err(|_| AppError::Unprocessable("digits: choose 6 or 8".into()))?;
-        let period = form.period.trim().parse().map_err(|_| {
-            AppError::Unprocessable("period: a whole number of seconds, e.g. 30".into())
-        })?;
-        if form.owner.trim().is_empty() {
-            return Err(AppError::Unprocessable(
-                "owner: give the user's UPN, e.g. user@example.org".into(),
-            ));
+    let text = |v: &str| Some(v.to_owned());
+    let result = match (
+        tokens::number_field("digits", &form.digits),
+        tokens::number_field("period", &form.period),
+    ) {
+        (Ok(digits), Ok(period)) => {
+            let input = tokens::CaptureRequest {
+                owner: text(&form.owner),
+                serial: form.serial.clone(),
+                secret,
+                format: text(&form.format),
+                display_name: None,
+                manufacturer: text(&form.manufacturer),
+                model: text(&form.model),
+                algorithm: text(&form.algorithm),
+                digits,
+                period,
+                policy: text(&form.policy),
+            };
+            tokens::capture(&state.env(), &op.current.operator.actor(), input)
+                .await
+                .map_err(AppError::from)
         }
-        Ok(CaptureInput {
-            owner: Some(form.owner.clone()),
-            serial: form.serial.clone(),
-            secret,
-            format,
-            display_name: None,
-            manufacturer: Some(form.manufacturer.clone()),
-            model: Some(form.model.clone()),
-            algorithm: Some(algorithm),
-            digits: Some(digits),
-            period: Some(period),
-            policy: Some(form.policy.clone()),
-        })
-    })();
-    let result = match parsed {
-        Ok(input) => tokens::capture(&state.env(), &op.current.operator.actor(), input)
-            .await
-            .map_err(AppError::from),
-        Err(e) => Err(e),
+        (Err(e), _) | (_, Err(e)) => Err(AppError::from(e)),
     };
     match result {
         Ok(captured) => {
@@ -306,10 +288,9 @@ pub async fn create(
 
 pub async fn reveal(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<HelpdeskOnly>,
     Path(serial): Path<String>,
 ) -> Result<Response, PageError> {
-    op.require(Role::Helpdesk)?;
     let token = tokens::get(&state.store, &serial)
         .await
         .map_err(|e| op.fail(e))?;
@@ -372,24 +353,23 @@ pub struct DeliveryForm {
 
 pub async fn deliver(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<HelpdeskOnly>,
     Path(serial): Path<String>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<DeliveryForm>,
 ) -> Result<Redirect, PageError> {
-    op.require(Role::Helpdesk)?;
-    let confirmation = match (&form.code, form.unverified.is_some()) {
-        (Some(code), false) if !code.trim().is_empty() => Confirmation::Code(code),
-        _ => Confirmation::Unverified {
-            reason: form.reason.as_deref().unwrap_or_default(),
-        },
+    let unverified = form
+        .unverified
+        .as_deref()
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("false"));
+    let request = match DeliveryRequest::new(form.code, unverified, form.reason.as_deref()) {
+        Ok(request) => request,
+        Err(refusal) => {
+            op.flash_refusal(refusal).await?;
+            return Ok(Redirect::to(&format!("/tokens/{serial}")));
+        }
     };
-    let delivered = lifecycle::deliver(
-        &state.env(),
-        &op.current.operator.actor(),
-        &serial,
-        confirmation,
-    )
-    .await;
+    let delivered =
+        lifecycle::deliver(&state.env(), &op.current.operator.actor(), &serial, request).await;
     op.flash_outcome(delivered, |purged| {
         let how = match purged.drift_steps {
             Some(0) => "the code matched".to_owned(),
@@ -410,18 +390,16 @@ pub struct CancelForm {
 
 pub async fn cancel(
     State(state): State<AppState>,
-    op: PageOperator,
+    op: PageAuthorized<ProvisionerOnly>,
     Path(serial): Path<String>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<CancelForm>,
 ) -> Result<Redirect, PageError> {
-    op.require(Role::Provisioner)?;
-    let cancelled = lifecycle::cancel(
-        &state.env(),
-        &op.current.operator.actor(),
-        &serial,
-        &form.reason,
-    )
-    .await;
+    let cancelled = match CancelRequest::new(&form.reason) {
+        Ok(request) => {
+            lifecycle::cancel(&state.env(), &op.current.operator.actor(), &serial, request).await
+        }
+        Err(refusal) => Err(refusal),
+    };
     op.flash_outcome(cancelled, |_| "Cancelled. The seed is destroyed.".into())
         .await?;
     Ok(Redirect::to(&format!("/tokens/{serial}")))

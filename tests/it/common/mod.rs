@@ -36,14 +36,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(seedvault::server::ConnectionLimits::for_open_file_limit(
-            1024,
-        ))
+        Self::start_with(Overrides::default()).await
+    }
+
+    /// A server whose configuration has `settings` on top of the test defaults.
+    pub async fn start_with(settings: Overrides) -> Self {
+        Self::start_with_limits(
+            settings,
+            seedvault::server::ConnectionLimits::for_open_file_limit(1024),
+        )
         .await
     }
 
-    /// [`TestServer::start`] with the connection limits of the test's choosing.
-    pub async fn start_with(limits: seedvault::server::ConnectionLimits) -> Self {
+    /// [`TestServer::start_with`] with the connection limits of the test's choosing.
+    pub async fn start_with_limits(
+        settings: Overrides,
+        limits: seedvault::server::ConnectionLimits,
+    ) -> Self {
         let canary = Arc::new(Canary::new());
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,7 +61,7 @@ impl TestServer {
             data_dir: Some(dir.path().join("data")),
             origin: Some(format!("http://localhost:{port}")),
             policies_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
-            ..Default::default()
+            ..settings
         })
         .unwrap();
         let clock = ManualClock::at_unix(T0);
