@@ -3,7 +3,7 @@
 use crate::common;
 
 use common::totp::totp;
-use common::{Desk, Operator, T0};
+use common::{Desk, Operator, TestServer, T0};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Desk, Operator};
+use common::{Desk, Operator, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
