@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod export;
+#[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
 pub mod verify;
 

@@ -188,27 +188,6 @@ pub async fn count_matching(
     Ok(query.build_query_scalar().fetch_one(db).await?)
 }
 
-/// One keyset page: events with `after < seq <= through` matching `filter`, oldest first, at
-/// most `limit`. Page on by passing the last `seq` returned as `after`; each page is its own
-/// short read, so a slow reader never holds a snapshot open (which would stop WAL checkpoints).
-pub async fn page_matching(
-    db: impl SqliteExecutor<'_>,
-    filter: &AuditFilter,
-    after: i64,
-    through: i64,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE seq > "
-    ));
-    query.push_bind(after);
-    query.push(" AND seq <= ").push_bind(through);
-    push_filter(&mut query, filter);
-    query.push(" ORDER BY seq LIMIT ").push_bind(limit);
-    let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
-    Ok(rows.into_iter().map(from_tuple).collect())
-}
-
 /// An event borrowed from the bulk reader's current row: no allocation per event.
 pub struct AuditRowRef<'a> {
     pub seq: i64,
@@ -365,17 +344,6 @@ impl AuditReader {
         }
     }
 
-    /// How many events with `seq <= through` match `filter`.
-    pub fn count_matching(&self, filter: &AuditFilter, through: i64) -> Result<i64, StoreError> {
-        let (conditions, params) = filter_sql(filter);
-        let sql = format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}");
-        let mut values: Vec<rusqlite::types::Value> = vec![through.into()];
-        values.extend(params.into_iter().map(rusqlite::types::Value::from));
-        Ok(self
-            .conn
-            .query_row(&sql, rusqlite::params_from_iter(values), |row| row.get(0))?)
-    }
-
     /// Calls `each` for every event with `from <= seq <= through` that matches `filter`,
     /// oldest first, until it returns `false`. Reads in keyset pages (`seq > last LIMIT n`),
     /// each its own short read, so memory stays constant and a slow consumer never pins a
@@ -418,6 +386,7 @@ impl AuditReader {
 /// Inserts many events in one `BEGIN IMMEDIATE` transaction on a connection of its own
 /// (the bulk fixture; the product appends through [`insert`] inside each action's
 /// transaction).
+#[cfg(any(test, feature = "test-fixtures"))]
 pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), StoreError> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
