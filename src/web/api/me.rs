@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
-use super::auth::{passkey_json, passkeys_of, to_json};
+use super::auth::to_json;
 use crate::operators::{self, Role};
 use crate::web::session::{session_error, CurrentOperator};
 use crate::web::{AppError, AppState};
@@ -76,10 +76,10 @@ pub async fn add_credential_start(
     body: Option<axum::Json<AddCredentialStart>>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let op = &current.operator;
-    let existing = passkeys_of(&state, op.id)
+    let existing = operators::passkeys::of(&state.store, op.id)
         .await?
         .into_iter()
-        .map(|(_, p)| p.cred_id().clone())
+        .map(|stored| stored.passkey.cred_id().clone())
         .collect();
     let (challenge, ceremony) = state.webauthn.start_passkey_registration(
         op.user_handle,
@@ -125,9 +125,8 @@ pub async fn add_credential_finish(
         &state.vault,
         now,
         &current.operator,
-        passkey.cred_id().as_ref(),
         &pending.label,
-        &passkey_json(&passkey)?,
+        &passkey,
     )
     .await?;
     Ok((
