@@ -1,7 +1,7 @@
 //! `tokens`, `reveals` and `delivery_attempts`: token metadata, lifecycle state, the nullable
 //! sealed seed, and the counters behind the rate limits.
 //!
-//! Token rows are read through rusqlite (one column mapping, [`token_row`]) because the reveal
+//! Token rows are read through rusqlite (one column mapping, `token_row`) because the reveal
 //! grant reads them inline on the write connection ([`super::WriteTx::inline`]); the other
 //! readers share that mapping.
 

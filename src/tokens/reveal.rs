@@ -2,7 +2,7 @@
 //! policy's checklist is satisfied and the reveal is signed with a fresh passkey assertion.
 //!
 //! [`start`] runs before the passkey prompt: it checks the token, the checklist and the
-//! limits ([`authorize`]) and returns the WebAuthn challenge with a [`StartedReveal`] that the
+//! limits and returns the WebAuthn challenge with a [`StartedReveal`] that the
 //! web layer keeps until the assertion comes back. [`finish`] checks the assertion against the
 //! operator's own passkeys, then re-checks everything in one transaction that records the
 //! reveal, the passkey's counter and the audit event, and only then hands out the code. Every
@@ -158,7 +158,7 @@ fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> u64 {
 }
 
 /// Records a refused reveal.
-pub async fn record_denial(
+async fn record_denial(
     env: &Env<'_>,
     operator: &Operator,
     serial: &str,
@@ -201,7 +201,7 @@ async fn audit_refusal<T>(
 }
 
 /// Checks a reveal request before the passkey prompt; a refusal is audited.
-pub async fn authorize(
+async fn authorize(
     env: &Env<'_>,
     operator: &Operator,
     serial: &str,
@@ -272,7 +272,7 @@ fn authorize_on(
     })
 }
 
-/// Starts a reveal: [`authorize`]s the request, then challenges the operator's passkeys to
+/// Starts a reveal: checks the request (`authorize`), then challenges the operator's passkeys to
 /// sign it. The challenge goes to the browser; the [`StartedReveal`] waits for [`finish`].
 pub async fn start(
     env: &Env<'_>,
@@ -303,7 +303,7 @@ pub async fn start(
 }
 
 /// Finishes a reveal with the passkey's assertion: checks that it answers this reveal in
-/// time, comes from one of the operator's own passkeys and verifies, then [`grant`]s it.
+/// time, comes from one of the operator's own passkeys and verifies, then grants it (`grant`).
 /// Every refusal is audited.
 pub async fn finish(
     env: &Env<'_>,
