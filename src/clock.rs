@@ -36,12 +36,6 @@ impl ManualClock {
         Self(Arc::new(Mutex::new(start)))
     }
 
-    pub fn set_unix(&self, seconds: i64) {
-        if let Ok(at) = OffsetDateTime::from_unix_timestamp(seconds) {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = at;
-        }
-    }
-
     pub fn advance(&self, by: time::Duration) {
         let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         *now += by;

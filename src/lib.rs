@@ -20,6 +20,20 @@
 //! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
 //! - [`clock`]   injectable time, so tests cross TOTP steps and deadlines without sleeping.
+//!
+//! # Safety
+//!
+//! `unsafe` is denied crate-wide with one exception, `store::on_rusqlite`: it hands the SQLite
+//! handle of a connection sqlx opened to rusqlite, so that runs of statements and bulk writes
+//! execute on the calling thread (see `docs/ARCHITECTURE.md`, "Write path and group commit").
+//! That is sound only while sqlx's worker thread leaves the connection alone (sqlx's
+//! `lock_handle` guarantees it) and both crates link the same SQLite library; its SAFETY
+//! comment says how each holds, and a test in `store` fails if the two drivers ever see
+//! different libraries or different transactions. The binary (`src/main.rs`) has one more, in
+//! `wipe_environment_value`: it zeroes `SEEDVAULT_PASSPHRASE`'s value in the process's initial
+//! environment block before any thread starts, which no safe API can reach.
+
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod cli;

@@ -19,8 +19,8 @@ pub const DUE_SOON_SECONDS: i64 = 7 * 86_400;
 pub const TOKEN_STATES: [&str; 5] = ["escrowed", "delivered", "cancelled", "expired", "purged"];
 
 pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError> {
-    let vault_id = store::meta::get(store.pool()).await?.map(|m| m.vault_id);
-    let slots = store::key_slots::list(store.pool())
+    let vault_id = store::meta::get(store).await?.map(|m| m.vault_id);
+    let slots = store::key_slots::list(store)
         .await?
         .into_iter()
         .map(|r| SlotInfo {
@@ -30,7 +30,7 @@ pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError
             created_at: r.created_at,
         })
         .collect();
-    let counts = store::tokens::count_by_state(store.pool()).await?;
+    let counts = store::tokens::count_by_state(store).await?;
     let tokens_by_state = TOKEN_STATES
         .iter()
         .map(|state| {
@@ -48,7 +48,7 @@ pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError
         limit: 50,
         ..Default::default()
     };
-    let due_soon = store::tokens::search(store.pool(), &filter)
+    let due_soon = store::tokens::search(store, &filter)
         .await?
         .into_iter()
         .map(|t| (t.serial, t.owner, t.retention_deadline))
@@ -57,7 +57,7 @@ pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError
         vault_id,
         slots,
         tokens_by_state,
-        audit_events: store::audit::count(store.pool()).await?,
+        audit_events: store::audit::count(store).await?,
         due_soon,
     })
 }

@@ -113,11 +113,6 @@ pub fn signed_message(seq: i64, hash: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether `row`'s signature is valid for its `seq` and `hash`.
-pub fn signature_valid(key: &VerifyingKey, row: &AuditRow) -> bool {
-    signature_valid_for(key, row.seq, &row.hash, &row.sig)
-}
-
 /// Whether `sig` is the vault's signature over `seq || hash`.
 pub fn signature_valid_for(key: &VerifyingKey, seq: i64, hash: &[u8], sig: &[u8]) -> bool {
     let Ok(sig) = Signature::from_slice(sig) else {

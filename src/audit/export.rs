@@ -165,10 +165,10 @@ pub async fn begin(
     let store_filter = filter.to_store()?;
     let described = filter.describe()?;
     let mut tx = store.begin_write().await?;
-    let through = crate::store::audit::head(&mut *tx)
+    let through = crate::store::audit::head(&mut tx)
         .await?
         .map_or(0, |(seq, _)| seq);
-    let count = crate::store::audit::count_matching(&mut *tx, &store_filter, through).await?;
+    let count = crate::store::audit::count_matching(&mut tx, &store_filter, through).await?;
     let event = NewEvent::new(actor, "audit.exported", "audit").details(json!({
         "format": format.as_str(),
         "filters": described,
@@ -176,7 +176,7 @@ pub async fn begin(
         "count": count,
     }));
     let row = super::append(&mut tx, vault, now, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(ExportPlan {
         format,
         filter: store_filter,

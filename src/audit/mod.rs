@@ -6,13 +6,14 @@
 
 pub mod chain;
 pub mod export;
+#[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
 pub mod verify;
 
 use time::OffsetDateTime;
 
 use crate::store::audit::AuditRow;
-use crate::store::{StoreError, WriteTx};
+use crate::store::{Inline, StoreError, WriteTx};
 use crate::vault::Vault;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,24 +120,20 @@ pub async fn append(
     now: OffsetDateTime,
     event: NewEvent,
 ) -> Result<AuditRow, AuditError> {
-    let head = crate::store::audit::head(&mut **tx).await?;
-    let row = next_row(head, vault, now, event)?;
-    crate::store::audit::insert(&mut **tx, &row).await?;
-    Ok(row)
+    tx.inline(|c| append_on(c, vault, now, event)).await?
 }
 
-/// [`append`] on the write transaction's own connection, borrowed with
-/// [`crate::store::with_rusqlite`] by a caller that runs several statements without handing
-/// each to sqlx's worker thread (the reveal grant).
+/// [`append`] for a caller that already holds its transaction's connection for a run of
+/// statements (the reveal grant, see [`WriteTx::inline`]).
 pub fn append_on(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     vault: &Vault,
     now: OffsetDateTime,
     event: NewEvent,
 ) -> Result<AuditRow, AuditError> {
-    let head = crate::store::audit::head_on(conn)?;
+    let head = crate::store::audit::head_on(c)?;
     let row = next_row(head, vault, now, event)?;
-    crate::store::audit::insert_on(conn, &row)?;
+    crate::store::audit::insert_on(c, &row)?;
     Ok(row)
 }
 
@@ -207,7 +204,7 @@ mod tests {
     }
 
     async fn all(store: &Store) -> Vec<AuditRow> {
-        crate::store::audit::page_after(store.pool(), 0, 1000)
+        crate::store::audit::page_after(store, 0, 1000)
             .await
             .unwrap()
     }
@@ -283,13 +280,9 @@ mod tests {
     #[tokio::test]
     async fn the_trail_refuses_updates_and_deletes() {
         let (_dir, store, _vault) = vault().await;
-        let update = sqlx::query("UPDATE audit_events SET actor = 'x'")
-            .execute(store.pool())
-            .await;
+        let update = crate::store::execute(&store, "UPDATE audit_events SET actor = 'x'").await;
         assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = sqlx::query("DELETE FROM audit_events")
-            .execute(store.pool())
-            .await;
+        let delete = crate::store::execute(&store, "DELETE FROM audit_events").await;
         assert!(delete.unwrap_err().to_string().contains("append-only"));
     }
 }

@@ -518,41 +518,31 @@ mod tests {
 
     /// Runs SQL with the append-only triggers dropped, as a tamperer with the file would.
     async fn tamper(store: &Store, sql: &[&str]) {
-        let mut conn = store.pool().acquire().await.unwrap();
-        sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_update")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        sqlx::query("DROP TRIGGER IF EXISTS audit_events_no_delete")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        for statement in sql {
-            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        let drop_triggers = [
+            "DROP TRIGGER IF EXISTS audit_events_no_update",
+            "DROP TRIGGER IF EXISTS audit_events_no_delete",
+        ];
+        for statement in drop_triggers.iter().chain(sql) {
+            crate::store::execute(store, statement).await.unwrap();
         }
     }
 
     /// Rewrites events `from..` with recomputed hashes and links, keeping the old signatures
     /// (what someone without the signing key can do).
     async fn rehash_from(store: &Store, from: i64) {
-        let rows = crate::store::audit::page_after(store.pool(), from - 1, 1_000_000)
+        let rows = crate::store::audit::page_after(store, from - 1, 1_000_000)
             .await
             .unwrap();
-        let mut prev = crate::store::audit::page_after(store.pool(), from - 2, 1)
+        let mut prev = crate::store::audit::page_after(store, from - 2, 1)
             .await
             .unwrap()[0]
             .hash
             .clone();
-        let mut conn = store.pool().acquire().await.unwrap();
         for row in rows {
             let mut row = row;
             row.prev_hash = prev;
             row.hash = EventFields::of(&row).hash(&row.prev_hash).to_vec();
-            sqlx::query("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?")
-                .bind(&row.prev_hash)
-                .bind(&row.hash)
-                .bind(row.seq)
-                .execute(&mut *conn)
+            crate::store::audit::set_hashes(store, row.seq, &row.prev_hash, &row.hash)
                 .await
                 .unwrap();
             prev = row.hash;

@@ -118,7 +118,7 @@ async fn open_existing(data_dir: &Path) -> anyhow::Result<Store> {
 }
 
 async fn vault_meta(store: &Store) -> anyhow::Result<meta::VaultMetaRow> {
-    meta::get(store.pool()).await?.context(
+    meta::get(store).await?.context(
         "this data directory has no vault yet — run `seedvault init` or point --data-dir at the vault",
     )
 }

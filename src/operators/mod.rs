@@ -1,7 +1,9 @@
 //! Operators (DESIGN §4): invites, registration, roles, credentials and sign-in records.
-//! Ceremonies themselves (WebAuthn) run in the web layer; this module owns the rules and
-//! writes each change in one transaction with its audit event.
+//! Sign-in and registration ceremonies (WebAuthn) run in the web layer; this module owns the
+//! rules, the stored passkeys ([`passkeys`]), and writes each change in one transaction with
+//! its audit event.
 
+pub mod passkeys;
 mod roles;
 
 use data_encoding::BASE64URL_NOPAD;
@@ -10,13 +12,15 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use webauthn_rs::prelude::Passkey;
 use zeroize::Zeroizing;
 
+pub use passkeys::{StoredPasskey, UsedPasskey};
 pub use roles::{Role, Roles, UnknownRole};
 
 use crate::audit::{self, NewEvent, Outcome};
 use crate::store::operators::{self as rows, CredentialRow, OperatorRow};
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{Inline, Store, StoreError, WriteTx};
 use crate::vault::Vault;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,8 @@ pub enum OperatorError {
     CredentialExists,
     #[error("you cannot remove your own admin role or disable yourself; ask another admin")]
     SelfLockout,
+    #[error("cannot store the passkey: {0}")]
+    Passkey(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -155,30 +161,30 @@ async fn append(
 }
 
 async fn commit(tx: WriteTx) -> Result<(), OperatorError> {
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 
 pub async fn count(store: &Store) -> Result<i64, OperatorError> {
-    Ok(rows::count_operators(store.pool()).await?)
+    Ok(rows::count_operators(store).await?)
 }
 
 pub async fn by_id(store: &Store, id: i64) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_id(store.pool(), id)
+    rows::operator_by_id(store, id)
         .await?
         .map(Operator::from_row)
         .transpose()
 }
 
 pub async fn by_name(store: &Store, name: &str) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_name(store.pool(), name)
+    rows::operator_by_name(store, name)
         .await?
         .map(Operator::from_row)
         .transpose()
 }
 
 pub async fn by_handle(store: &Store, handle: &Uuid) -> Result<Option<Operator>, OperatorError> {
-    rows::operator_by_handle(store.pool(), &handle.to_string())
+    rows::operator_by_handle(store, &handle.to_string())
         .await?
         .map(Operator::from_row)
         .transpose()
@@ -186,8 +192,8 @@ pub async fn by_handle(store: &Store, handle: &Uuid) -> Result<Option<Operator>,
 
 /// Every operator with the number of credentials they hold.
 pub async fn list(store: &Store) -> Result<Vec<(Operator, i64)>, OperatorError> {
-    let counts = rows::credential_counts(store.pool()).await?;
-    rows::list_operators(store.pool())
+    let counts = rows::credential_counts(store).await?;
+    rows::list_operators(store)
         .await?
         .into_iter()
         .map(|row| {
@@ -204,7 +210,7 @@ pub async fn credentials(
     store: &Store,
     operator_id: i64,
 ) -> Result<Vec<CredentialRow>, OperatorError> {
-    Ok(rows::credentials_of(store.pool(), operator_id).await?)
+    Ok(rows::credentials_of(store, operator_id).await?)
 }
 
 /// What an invite is for.
@@ -238,17 +244,17 @@ pub async fn create_invite(
     let token = InviteToken::generate();
     let expires_at = now.unix_timestamp() + i64::from(ttl_hours) * 3600;
     let mut tx = store.begin_write().await?;
-    if rows::operator_by_name(&mut *tx, name).await?.is_some() {
+    if rows::operator_by_name(&mut tx, name).await?.is_some() {
         return Err(OperatorError::NameTaken(name.to_owned()));
     }
     if replace_pending {
         // The bootstrap invite is reprinted at every start until used; older ones stop working.
-        rows::expire_open_invites(&mut *tx, name, now.unix_timestamp()).await?;
-    } else if rows::open_invite_for(&mut *tx, name, now.unix_timestamp()).await? {
+        rows::expire_open_invites(&mut tx, name, now.unix_timestamp()).await?;
+    } else if rows::open_invite_for(&mut tx, name, now.unix_timestamp()).await? {
         return Err(OperatorError::InvitePending(name.to_owned()));
     }
     rows::insert_invite(
-        &mut *tx,
+        &mut tx,
         &invite_hash(token.expose()),
         name,
         &roles.to_stored(),
@@ -276,7 +282,7 @@ pub async fn open_invite(
     now: OffsetDateTime,
     token: &str,
 ) -> Result<PendingInvite, OperatorError> {
-    let found = rows::invite_by_hash(store.pool(), &invite_hash(token)).await?;
+    let found = rows::invite_by_hash(store, &invite_hash(token)).await?;
     let verdict = match &found {
         None => Err(OperatorError::InviteUnknown),
         Some(invite) if invite.used_at.is_some() => Err(OperatorError::InviteUsed),
@@ -314,35 +320,34 @@ pub async fn register(
     now: OffsetDateTime,
     invite: &PendingInvite,
     user_handle: Uuid,
-    credential_id: &[u8],
-    passkey_json: &str,
+    passkey: &Passkey,
 ) -> Result<Operator, OperatorError> {
     let at = now.unix_timestamp();
     let roles = Roles::new(invite.roles.iter().copied());
     let mut tx = store.begin_write().await?;
-    if rows::operator_by_name(&mut *tx, &invite.name)
+    if rows::operator_by_name(&mut tx, &invite.name)
         .await?
         .is_some()
     {
         return Err(OperatorError::NameTaken(invite.name.clone()));
     }
     let id = rows::insert_operator(
-        &mut *tx,
+        &mut tx,
         &invite.name,
         &user_handle.to_string(),
         &roles.to_stored(),
         at,
     )
     .await?;
-    if !rows::consume_invite(&mut *tx, invite.invite_id, id, at).await? {
+    if !rows::consume_invite(&mut tx, invite.invite_id, id, at).await? {
         return Err(OperatorError::InviteUsed);
     }
     rows::insert_credential(
-        &mut *tx,
+        &mut tx,
         id,
-        credential_id,
+        passkey.cred_id().as_ref(),
         "first passkey",
-        passkey_json,
+        &passkeys::to_stored(passkey)?,
         at,
     )
     .await
@@ -370,11 +375,10 @@ pub async fn register(
 }
 
 fn unique_credential(e: StoreError) -> OperatorError {
-    match &e {
-        StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            OperatorError::CredentialExists
-        }
-        _ => OperatorError::Store(e),
+    if e.is_unique_violation() {
+        OperatorError::CredentialExists
+    } else {
+        OperatorError::Store(e)
     }
 }
 
@@ -384,29 +388,26 @@ pub async fn record_sign_in(
     vault: &Vault,
     now: OffsetDateTime,
     operator: &Operator,
-    credential_row: i64,
-    passkey_json: &str,
+    used: &UsedPasskey,
     discoverable: bool,
 ) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
-    rows::update_credential_use(&mut *tx, credential_row, passkey_json, now.unix_timestamp())
-        .await?;
+    rows::update_credential_use(&mut tx, used.row, &used.stored, now.unix_timestamp()).await?;
     let event = NewEvent::new(operator.actor(), "auth.sign_in", operator.actor())
-        .details(json!({ "credential": credential_row, "discoverable": discoverable }));
+        .details(json!({ "credential": used.row, "discoverable": discoverable }));
     append(&mut tx, vault, now, event).await?;
     commit(tx).await
 }
 
 /// Updates a credential's counter after a step-up assertion (no event of its own: the action
-/// it authorised records it), on the write transaction's own connection (see
-/// [`crate::store::with_rusqlite_brief`]), as part of that action's transaction.
+/// it authorised records it), inside that action's transaction, on its held connection (see
+/// [`crate::store::WriteTx::inline`]).
 pub fn record_credential_use_on(
-    conn: &rusqlite::Connection,
-    credential_row: i64,
-    passkey_json: &str,
+    c: &Inline<'_>,
+    used: &UsedPasskey,
     now: OffsetDateTime,
 ) -> Result<(), OperatorError> {
-    rows::update_credential_use_on(conn, credential_row, passkey_json, now.unix_timestamp())?;
+    rows::update_credential_use_on(c, used.row, &used.stored, now.unix_timestamp())?;
     Ok(())
 }
 
@@ -428,20 +429,20 @@ pub async fn add_credential(
     vault: &Vault,
     now: OffsetDateTime,
     operator: &Operator,
-    credential_id: &[u8],
     label: &str,
-    passkey_json: &str,
+    passkey: &Passkey,
 ) -> Result<i64, OperatorError> {
     let label = label.trim();
     let label = if label.is_empty() { "passkey" } else { label };
     let label: String = label.chars().take(64).collect();
+    let stored = passkeys::to_stored(passkey)?;
     let mut tx = store.begin_write().await?;
     let id = rows::insert_credential(
-        &mut *tx,
+        &mut tx,
         operator.id,
-        credential_id,
+        passkey.cred_id().as_ref(),
         &label,
-        passkey_json,
+        &stored,
         now.unix_timestamp(),
     )
     .await
@@ -462,14 +463,14 @@ pub async fn remove_credential(
     credential_row: i64,
 ) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
-    let creds = rows::credentials_of(&mut *tx, operator.id).await?;
+    let creds = rows::credentials_of(&mut tx, operator.id).await?;
     if !creds.iter().any(|c| c.id == credential_row) {
         return Err(OperatorError::UnknownCredential(credential_row));
     }
     if creds.len() == 1 {
         return Err(OperatorError::LastCredential);
     }
-    rows::delete_credential(&mut *tx, operator.id, credential_row).await?;
+    rows::delete_credential(&mut tx, operator.id, credential_row).await?;
     let event = NewEvent::new(operator.actor(), "credential.removed", operator.actor())
         .details(json!({ "credential": credential_row }));
     append(&mut tx, vault, now, event).await?;
@@ -494,7 +495,7 @@ pub async fn update(
     change: OperatorChange,
 ) -> Result<Operator, OperatorError> {
     let mut tx = store.begin_write().await?;
-    let row = rows::operator_by_name(&mut *tx, name)
+    let row = rows::operator_by_name(&mut tx, name)
         .await?
         .ok_or_else(|| OperatorError::UnknownOperator(name.to_owned()))?;
     let mut operator = Operator::from_row(row)?;
@@ -507,7 +508,7 @@ pub async fn update(
             return Err(OperatorError::SelfLockout);
         }
         if roles != operator.roles {
-            rows::set_roles(&mut *tx, operator.id, &roles.to_stored()).await?;
+            rows::set_roles(&mut tx, operator.id, &roles.to_stored()).await?;
             let event = NewEvent::new(actor, "operator.roles_changed", target.clone())
                 .details(json!({ "from": operator.roles.to_vec(), "to": roles.to_vec() }));
             append(&mut tx, vault, now, event).await?;
@@ -519,7 +520,7 @@ pub async fn update(
             return Err(OperatorError::SelfLockout);
         }
         if disabled != operator.disabled {
-            rows::set_disabled(&mut *tx, operator.id, disabled).await?;
+            rows::set_disabled(&mut tx, operator.id, disabled).await?;
             let action = if disabled {
                 "operator.disabled"
             } else {

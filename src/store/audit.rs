@@ -1,9 +1,10 @@
 //! `audit_events`: append and read the hash-chained trail. Rows are never updated or deleted
 //! (triggers enforce it).
 
-use sqlx::SqliteExecutor;
+use rusqlite::types::Value;
+use rusqlite::OptionalExtension;
 
-use super::StoreError;
+use super::{conn, inline, Db, Inline, StoreError};
 
 /// One stored audit event.
 #[derive(Clone)]
@@ -20,76 +21,37 @@ pub struct AuditRow {
     pub sig: Vec<u8>,
 }
 
-type Tuple = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-    Vec<u8>,
-);
-
-fn from_tuple(t: Tuple) -> AuditRow {
-    AuditRow {
-        seq: t.0,
-        time: t.1,
-        actor: t.2,
-        action: t.3,
-        target: t.4,
-        outcome: t.5,
-        details: t.6,
-        prev_hash: t.7,
-        hash: t.8,
-        sig: t.9,
-    }
-}
-
 const COLUMNS: &str = "seq, time, actor, action, target, outcome, details, prev_hash, hash, sig";
 
 /// The newest event's `seq` and `hash`, if any.
-pub async fn head(db: impl SqliteExecutor<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(db)
-            .await?,
-    )
+pub async fn head(db: impl Into<Db<'_>>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    inline(db, head_on).await?
 }
 
-pub async fn insert(db: impl SqliteExecutor<'_>, row: &AuditRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(row.seq)
-    .bind(&row.time)
-    .bind(&row.actor)
-    .bind(&row.action)
-    .bind(&row.target)
-    .bind(&row.outcome)
-    .bind(&row.details)
-    .bind(&row.prev_hash)
-    .bind(&row.hash)
-    .bind(&row.sig)
-    .execute(db)
-    .await?;
-    Ok(())
+/// [`head`] on a held connection.
+pub fn head_on(c: &Inline<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    select_head(c.conn)
 }
 
-/// [`head`] on a borrowed connection (see [`super::with_rusqlite`]).
-pub fn head_on(conn: &rusqlite::Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    use rusqlite::OptionalExtension;
+fn select_head(conn: &rusqlite::Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
-/// [`insert`] on a borrowed connection (see [`super::with_rusqlite`]).
-pub fn insert_on(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), StoreError> {
+/// Stores an event as given (the product appends through `audit::append`, which links and
+/// signs it; tests forge events with this).
+pub async fn insert(db: impl Into<Db<'_>>, row: &AuditRow) -> Result<(), StoreError> {
+    inline(db, |c| insert_on(c, row)).await?
+}
+
+/// [`insert`] on a held connection.
+pub fn insert_on(c: &Inline<'_>, row: &AuditRow) -> Result<(), StoreError> {
+    insert_row(c.conn, row)
+}
+
+fn insert_row(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -109,40 +71,54 @@ pub fn insert_on(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), Stor
     Ok(())
 }
 
-/// Events with `seq > after`, oldest first, at most `limit` of them (for paging through the
-/// chain with constant memory).
+/// Events selected by `conditions` (SQL after `WHERE`, with `?` parameters).
+fn select(
+    conn: &rusqlite::Connection,
+    conditions: &str,
+    params: &[Value],
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE {conditions}"
+    ))?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(row_ref(row)?.to_row());
+    }
+    Ok(events)
+}
+
+/// Events with `seq > after`, oldest first, at most `limit` of them.
 pub async fn page_after(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     after: i64,
     limit: i64,
 ) -> Result<Vec<AuditRow>, StoreError> {
-    let rows: Vec<Tuple> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
-    ))
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(from_tuple).collect())
+    inline(db, |c| {
+        select(
+            c.conn,
+            "seq > ? ORDER BY seq LIMIT ?",
+            &[after.into(), limit.into()],
+        )
+    })
+    .await?
 }
 
 /// Events about one target, oldest first (a token's timeline).
-pub async fn for_target(
-    db: impl SqliteExecutor<'_>,
-    target: &str,
-) -> Result<Vec<AuditRow>, StoreError> {
-    let rows: Vec<Tuple> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE target = ? ORDER BY seq"
-    ))
-    .bind(target)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(from_tuple).collect())
+pub async fn for_target(db: impl Into<Db<'_>>, target: &str) -> Result<Vec<AuditRow>, StoreError> {
+    inline(db, |c| {
+        select(
+            c.conn,
+            "target = ? ORDER BY seq",
+            &[target.to_owned().into()],
+        )
+    })
+    .await?
 }
 
-pub async fn count(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
+pub async fn count(db: impl Into<Db<'_>>) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(db)
+        .fetch_one(&mut *conn(db).await?)
         .await?)
 }
 
@@ -157,56 +133,40 @@ pub struct AuditFilter {
     pub until: Option<String>,
 }
 
-fn push_filter(query: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, filter: &AuditFilter) {
-    if let Some(actor) = &filter.actor {
-        query.push(" AND actor = ").push_bind(actor.clone());
-    }
-    if let Some(target) = &filter.target {
-        query.push(" AND target = ").push_bind(target.clone());
-    }
-    if let Some(action) = &filter.action {
-        query.push(" AND action = ").push_bind(action.clone());
-    }
-    if let Some(since) = &filter.since {
-        query.push(" AND time >= ").push_bind(since.clone());
-    }
-    if let Some(until) = &filter.until {
-        query.push(" AND time < ").push_bind(until.clone());
-    }
+/// Overwrites an event's hashes in place (tests of tamper detection; the triggers must be
+/// dropped first).
+#[cfg(test)]
+pub(crate) async fn set_hashes(
+    db: impl Into<Db<'_>>,
+    seq: i64,
+    prev_hash: &[u8],
+    hash: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?")
+        .bind(prev_hash)
+        .bind(hash)
+        .bind(seq)
+        .execute(&mut *conn(db).await?)
+        .await?;
+    Ok(())
 }
 
 /// How many events with `seq <= through` match `filter`.
 pub async fn count_matching(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     filter: &AuditFilter,
     through: i64,
 ) -> Result<i64, StoreError> {
-    let mut query =
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) FROM audit_events WHERE seq <= ");
-    query.push_bind(through);
-    push_filter(&mut query, filter);
-    Ok(query.build_query_scalar().fetch_one(db).await?)
-}
-
-/// One keyset page: events with `after < seq <= through` matching `filter`, oldest first, at
-/// most `limit`. Page on by passing the last `seq` returned as `after`; each page is its own
-/// short read, so a slow reader never holds a snapshot open (which would stop WAL checkpoints).
-pub async fn page_matching(
-    db: impl SqliteExecutor<'_>,
-    filter: &AuditFilter,
-    after: i64,
-    through: i64,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE seq > "
-    ));
-    query.push_bind(after);
-    query.push(" AND seq <= ").push_bind(through);
-    push_filter(&mut query, filter);
-    query.push(" ORDER BY seq LIMIT ").push_bind(limit);
-    let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
-    Ok(rows.into_iter().map(from_tuple).collect())
+    let (conditions, mut params) = filter_sql(filter);
+    params.insert(0, through.into());
+    inline(db, |c| -> Result<i64, StoreError> {
+        Ok(c.conn.query_row(
+            &format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}"),
+            rusqlite::params_from_iter(&params),
+            |row| row.get(0),
+        )?)
+    })
+    .await?
 }
 
 /// An event borrowed from the bulk reader's current row: no allocation per event.
@@ -297,8 +257,9 @@ fn row_ref<'a>(row: &'a rusqlite::Row<'_>) -> Result<AuditRowRef<'a>, StoreError
     })
 }
 
-/// The filter as SQL conditions (appended after a `WHERE …`) and their parameters.
-fn filter_sql(filter: &AuditFilter) -> (String, Vec<String>) {
+/// The filter as SQL conditions (appended after a `WHERE …`) and their parameters: the one
+/// translation of an [`AuditFilter`] into SQL.
+fn filter_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
     let mut sql = String::new();
     let mut params = Vec::new();
     for (column, op, value) in [
@@ -310,7 +271,7 @@ fn filter_sql(filter: &AuditFilter) -> (String, Vec<String>) {
     ] {
         if let Some(value) = value {
             sql.push_str(&format!(" AND {column} {op} ?"));
-            params.push(value.clone());
+            params.push(Value::from(value.clone()));
         }
     }
     (sql, params)
@@ -342,15 +303,7 @@ impl AuditReader {
 
     /// The newest event's `seq` and `hash`, if any.
     pub fn head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        use rusqlite::OptionalExtension;
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?)
+        select_head(&self.conn)
     }
 
     /// The event at `seq`, if stored.
@@ -363,17 +316,6 @@ impl AuditReader {
             Some(row) => Ok(Some(row_ref(row)?.to_row())),
             None => Ok(None),
         }
-    }
-
-    /// How many events with `seq <= through` match `filter`.
-    pub fn count_matching(&self, filter: &AuditFilter, through: i64) -> Result<i64, StoreError> {
-        let (conditions, params) = filter_sql(filter);
-        let sql = format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}");
-        let mut values: Vec<rusqlite::types::Value> = vec![through.into()];
-        values.extend(params.into_iter().map(rusqlite::types::Value::from));
-        Ok(self
-            .conn
-            .query_row(&sql, rusqlite::params_from_iter(values), |row| row.get(0))?)
     }
 
     /// Calls `each` for every event with `from <= seq <= through` that matches `filter`,
@@ -395,8 +337,8 @@ impl AuditReader {
         let mut after = from.saturating_sub(1);
         let mut visited = 0;
         loop {
-            let mut values: Vec<rusqlite::types::Value> = vec![after.into(), through.into()];
-            values.extend(params.iter().cloned().map(rusqlite::types::Value::from));
+            let mut values: Vec<Value> = vec![after.into(), through.into()];
+            values.extend(params.iter().cloned());
             let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
             let mut in_page = 0;
             while let Some(row) = rows.next()? {
@@ -418,13 +360,14 @@ impl AuditReader {
 /// Inserts many events in one `BEGIN IMMEDIATE` transaction on a connection of its own
 /// (the bulk fixture; the product appends through [`insert`] inside each action's
 /// transaction).
+#[cfg(any(test, feature = "test-fixtures"))]
 pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), StoreError> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for row in rows {
-        // `insert_on` prepares through the connection's statement cache: compiled once.
-        insert_on(&tx, row)?;
+        // `insert_row` prepares through the connection's statement cache: compiled once.
+        insert_row(&tx, row)?;
     }
     tx.commit()?;
     Ok(())
@@ -432,15 +375,18 @@ pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), Stor
 
 /// The newest `limit` events matching `filter`, newest first (the audit page).
 pub async fn recent(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     filter: &AuditFilter,
     limit: i64,
 ) -> Result<Vec<AuditRow>, StoreError> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"
-    ));
-    push_filter(&mut query, filter);
-    query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
-    let rows: Vec<Tuple> = query.build_query_as().fetch_all(db).await?;
-    Ok(rows.into_iter().map(from_tuple).collect())
+    let (conditions, mut params) = filter_sql(filter);
+    params.push(limit.into());
+    inline(db, |c| {
+        select(
+            c.conn,
+            &format!("1 = 1{conditions} ORDER BY seq DESC LIMIT ?"),
+            &params,
+        )
+    })
+    .await?
 }

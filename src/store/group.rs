@@ -45,8 +45,8 @@ impl Batch {
 pub(super) type Group = Arc<Mutex<Batch>>;
 
 /// One job's part of a shared write transaction. Dereferences to the [`WriteTx`], so domain
-/// code runs unchanged on it; end it with [`commit`](Self::commit) or
-/// [`rollback`](Self::rollback).
+/// code runs on it exactly as on a transaction of its own (`&mut *tx`, `tx.inline(…)`); end
+/// it with [`commit`](Self::commit) or [`rollback`](Self::rollback).
 pub struct GroupTx {
     group: Group,
     batch: Option<OwnedMutexGuard<Batch>>,
@@ -58,7 +58,7 @@ const RELEASE: &str = "RELEASE grouped_job";
 const ROLLBACK_TO: &str = "ROLLBACK TO grouped_job";
 
 async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
-    sqlx::query(sql).execute(&mut **tx).await?;
+    sqlx::query(sql).execute(&mut *tx.tx).await?;
     Ok(())
 }
 
@@ -71,7 +71,9 @@ impl GroupTx {
         let mut batch = group.clone().lock_owned().await;
         let mut tx = match batch.tx.take() {
             Some(tx) => tx,
-            None => writer.begin_with("BEGIN IMMEDIATE").await?,
+            None => WriteTx {
+                tx: writer.begin_with("BEGIN IMMEDIATE").await?,
+            },
         };
         if let Err(e) = exec(&mut tx, SAVEPOINT).await {
             batch.abort("the shared write transaction failed");
@@ -121,7 +123,7 @@ impl GroupTx {
             batch.abort("the shared write transaction failed");
         } else if batch.waiting.is_empty() {
             // Nothing of anyone else's is in it: end it now and free the write connection.
-            let _ = tx.rollback().await;
+            let _ = tx.tx.rollback().await;
         } else {
             batch.tx = Some(tx);
         }
@@ -179,7 +181,7 @@ async fn flush(group: Group) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use crate::store::Store;
+    use crate::store::{Store, WriteTx};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -193,9 +195,10 @@ mod tests {
 
     async fn insert(store: &Store, n: i64, keep: bool) -> bool {
         let mut tx = store.begin_grouped().await.unwrap();
+        let job: &mut WriteTx = &mut tx;
         sqlx::query("INSERT INTO scratch (n) VALUES (?)")
             .bind(n)
-            .execute(&mut **tx)
+            .execute(&mut *job.tx)
             .await
             .unwrap();
         if keep {
@@ -227,8 +230,9 @@ mod tests {
     async fn a_job_dropped_half_way_commits_nothing_and_later_jobs_still_commit() {
         let (_dir, store) = store().await;
         let mut tx = store.begin_grouped().await.unwrap();
+        let job: &mut WriteTx = &mut tx;
         sqlx::query("INSERT INTO scratch (n) VALUES (1)")
-            .execute(&mut **tx)
+            .execute(&mut *job.tx)
             .await
             .unwrap();
         drop(tx);
@@ -242,7 +246,7 @@ mod tests {
         assert!(!insert(&store, 1, false).await);
         let mut tx = store.begin_write().await.unwrap();
         sqlx::query("INSERT INTO scratch (n) VALUES (3)")
-            .execute(&mut *tx)
+            .execute(&mut *tx.tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();

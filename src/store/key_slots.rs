@@ -1,8 +1,6 @@
 //! `key_slots`: the data key wrapped once per unlock method.
 
-use sqlx::SqliteExecutor;
-
-use super::StoreError;
+use super::{conn, Db, StoreError};
 
 pub struct KeySlotRow {
     pub id: i64,
@@ -36,11 +34,11 @@ fn from_tuple(t: Tuple) -> KeySlotRow {
     }
 }
 
-pub async fn list(db: impl SqliteExecutor<'_>) -> Result<Vec<KeySlotRow>, StoreError> {
+pub async fn list(db: impl Into<Db<'_>>) -> Result<Vec<KeySlotRow>, StoreError> {
     let rows: Vec<Tuple> = sqlx::query_as(
         "SELECT id, kind, label, recipient, wrapped_key, development_identity, created_at FROM key_slots ORDER BY id",
     )
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?;
     Ok(rows.into_iter().map(from_tuple).collect())
 }
@@ -54,7 +52,7 @@ pub struct NewKeySlot<'a> {
     pub created_at: i64,
 }
 
-pub async fn insert(db: impl SqliteExecutor<'_>, slot: &NewKeySlot<'_>) -> Result<i64, StoreError> {
+pub async fn insert(db: impl Into<Db<'_>>, slot: &NewKeySlot<'_>) -> Result<i64, StoreError> {
     let done = sqlx::query(
         "INSERT INTO key_slots (kind, label, recipient, wrapped_key, development_identity, created_at)
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -65,23 +63,23 @@ pub async fn insert(db: impl SqliteExecutor<'_>, slot: &NewKeySlot<'_>) -> Resul
     .bind(slot.wrapped_key)
     .bind(slot.development_identity)
     .bind(slot.created_at)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(done.last_insert_rowid())
 }
 
-pub async fn label_exists(db: impl SqliteExecutor<'_>, label: &str) -> Result<bool, StoreError> {
+pub async fn label_exists(db: impl Into<Db<'_>>, label: &str) -> Result<bool, StoreError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT id FROM key_slots WHERE label = ?")
         .bind(label)
-        .fetch_optional(db)
+        .fetch_optional(&mut *conn(db).await?)
         .await?;
     Ok(found.is_some())
 }
 
-pub async fn delete(db: impl SqliteExecutor<'_>, label: &str) -> Result<bool, StoreError> {
+pub async fn delete(db: impl Into<Db<'_>>, label: &str) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM key_slots WHERE label = ?")
         .bind(label)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -1,8 +1,6 @@
 //! `vault_meta`: the vault's id, key check and sealed audit signing key.
 
-use sqlx::SqliteExecutor;
-
-use super::StoreError;
+use super::{conn, Db, StoreError};
 
 #[derive(sqlx::FromRow)]
 pub struct VaultMetaRow {
@@ -13,15 +11,15 @@ pub struct VaultMetaRow {
     pub audit_public_key: Vec<u8>,
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>) -> Result<Option<VaultMetaRow>, StoreError> {
+pub async fn get(db: impl Into<Db<'_>>) -> Result<Option<VaultMetaRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT vault_id, created_at, key_check, audit_signing_key, audit_public_key FROM vault_meta WHERE id = 1",
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?)
 }
 
-pub async fn insert(db: impl SqliteExecutor<'_>, row: &VaultMetaRow) -> Result<(), StoreError> {
+pub async fn insert(db: impl Into<Db<'_>>, row: &VaultMetaRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO vault_meta (id, vault_id, created_at, key_check, audit_signing_key, audit_public_key)
          VALUES (1, ?, ?, ?, ?, ?)",
@@ -31,7 +29,7 @@ pub async fn insert(db: impl SqliteExecutor<'_>, row: &VaultMetaRow) -> Result<(
     .bind(&row.key_check)
     .bind(&row.audit_signing_key)
     .bind(&row.audit_public_key)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(())
 }

@@ -12,13 +12,146 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 /// A write transaction, opened with `BEGIN IMMEDIATE` so that it holds SQLite's write lock from
 /// the start (a deferred transaction that reads and then writes can fail with `SQLITE_BUSY`
-/// when the CLI writes beside a running server).
-pub type WriteTx = Transaction<'static, Sqlite>;
+/// when the CLI writes beside a running server). Pass `&mut tx` to the store's functions; it
+/// rolls back when dropped without [`commit`](Self::commit).
+///
+/// Statements run through sqlx, or through rusqlite on the same connection ([`Self::inline`],
+/// bulk inserts); which one is the store's choice per query, never the caller's.
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl WriteTx {
+    /// Makes the transaction's writes durable.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Runs `work` on this transaction's connection, held on the calling thread: a run of
+    /// short statements (the `_on` functions of the table modules) with one hand-off from
+    /// sqlx's worker thread in all, instead of one each. The writes belong to the transaction.
+    pub async fn inline<R>(
+        &mut self,
+        work: impl FnOnce(&Inline<'_>) -> R,
+    ) -> Result<R, StoreError> {
+        on_rusqlite(&mut self.tx, work, false).await
+    }
+
+    /// [`Self::inline`] for long work (bulk inserts): on a multi-threaded runtime the worker
+    /// thread's other tasks move elsewhere meanwhile (`block_in_place`).
+    async fn inline_long<R>(
+        &mut self,
+        work: impl FnOnce(&Inline<'_>) -> R,
+    ) -> Result<R, StoreError> {
+        on_rusqlite(&mut self.tx, work, true).await
+    }
+}
+
+/// Where a store function runs its query: on the read pool (`&Store`, or a raw pool in tests)
+/// or inside a write transaction (`&mut WriteTx`). Every function of the table modules takes
+/// `impl Into<Db>`.
+pub struct Db<'c>(Source<'c>);
+
+enum Source<'c> {
+    Pool(&'c SqlitePool),
+    Tx(&'c mut SqliteConnection),
+}
+
+impl<'c> From<&'c Store> for Db<'c> {
+    fn from(store: &'c Store) -> Self {
+        Self(Source::Pool(&store.pool))
+    }
+}
+
+impl<'c> From<&'c SqlitePool> for Db<'c> {
+    fn from(pool: &'c SqlitePool) -> Self {
+        Self(Source::Pool(pool))
+    }
+}
+
+impl<'c> From<&'c mut WriteTx> for Db<'c> {
+    fn from(tx: &'c mut WriteTx) -> Self {
+        Self(Source::Tx(&mut tx.tx))
+    }
+}
+
+impl<'c> Db<'c> {
+    /// The connection to run on: one checked out of the pool, or the transaction's.
+    async fn conn(self) -> Result<Conn<'c>, StoreError> {
+        Ok(match self.0 {
+            Source::Pool(pool) => Conn::Pooled(pool.acquire().await?),
+            Source::Tx(conn) => Conn::Borrowed(conn),
+        })
+    }
+
+    /// Runs `work` through rusqlite on that connection, on the calling thread.
+    async fn inline<R>(self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
+        let mut conn = self.conn().await?;
+        on_rusqlite(&mut conn, work, false).await
+    }
+}
+
+/// The connection a table module's function runs its sqlx query on.
+async fn conn<'c>(db: impl Into<Db<'c>>) -> Result<Conn<'c>, StoreError> {
+    db.into().conn().await
+}
+
+/// Runs a table module's rusqlite statements on `db`'s connection, on the calling thread.
+async fn inline<'c, R>(
+    db: impl Into<Db<'c>>,
+    work: impl FnOnce(&Inline<'_>) -> R,
+) -> Result<R, StoreError> {
+    db.into().inline(work).await
+}
+
+/// Runs one SQL statement as given: for tests elsewhere in the crate that set up or damage
+/// what the product's queries never would (raw SQL stays inside `store`).
+#[cfg(test)]
+pub(crate) async fn execute(db: impl Into<Db<'_>>, sql: &str) -> Result<u64, StoreError> {
+    Ok(sqlx::query(sql)
+        .execute(&mut *conn(db).await?)
+        .await?
+        .rows_affected())
+}
+
+/// A connection for one store function: checked out of the pool, or borrowed from a
+/// transaction.
+enum Conn<'c> {
+    Pooled(PoolConnection<Sqlite>),
+    Borrowed(&'c mut SqliteConnection),
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+/// A connection held on the calling thread for a run of statements ([`WriteTx::inline`],
+/// [`Store::inline`]); the table modules' `_on` functions run on it.
+pub struct Inline<'c> {
+    conn: &'c rusqlite::Connection,
+}
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "seedvault.db";
@@ -42,7 +175,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether a `UNIQUE` (or primary key) constraint refused the write, through either driver.
+    /// Whether a `UNIQUE` (or primary key) constraint refused the write, through either driver:
+    /// the one place that knows how each driver reports it.
     pub fn is_unique_violation(&self) -> bool {
         match self {
             Self::Sqlx(sqlx::Error::Database(db)) => db.is_unique_violation(),
@@ -133,7 +267,7 @@ impl Store {
         })
     }
 
-    /// The pool for reads.
+    /// The pool for reads, for what runs its own SQL on it (the session store, tests).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -150,7 +284,21 @@ impl Store {
 
     /// Starts a write transaction that holds the write lock.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(WriteTx {
+            tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    /// Runs `work` on a pooled read connection held on the calling thread: several short reads
+    /// with one hand-off in all (see [`WriteTx::inline`]).
+    pub async fn inline<R>(&self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
+        Db::from(self).inline(work).await
+    }
+
+    /// A trivial query: proves the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Starts a write that shares its transaction, and so its `fsync`, with concurrent
@@ -273,61 +421,120 @@ fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `work` on the write transaction's own SQLite connection through rusqlite, on the
-/// calling thread, and hands back what it returns. For bulk writes inside a [`WriteTx`]: sqlx
-/// copies every bound value into an owned argument list and ships it to its worker thread,
-/// which for 100,000 rows costs more than SQLite's own work; rusqlite binds borrowed values
-/// straight into a reused prepared statement. The writes belong to `tx` and commit or roll
-/// back with it.
+/// Runs `work` through rusqlite on the connection sqlx opened, on the calling thread, and hands
+/// back what it returns: for runs of statements and for bulk writes, where sqlx would copy every
+/// bound value into an owned argument list and ship it to its worker thread (for 100,000 rows
+/// that costs more than SQLite's own work); rusqlite binds borrowed values straight into a
+/// reused prepared statement and reads rows in place. What `work` writes belongs to whatever
+/// transaction is open on the connection.
 ///
 /// `work` runs synchronously (no `.await` while the handle is out, so a cancelled caller cannot
-/// leave the connection in use): inside `tokio::task::block_in_place` on a multi-threaded
-/// runtime, so the worker's other tasks move elsewhere meanwhile, and inline otherwise.
-pub(crate) async fn with_rusqlite<R>(
-    tx: &mut WriteTx,
-    work: impl FnOnce(&rusqlite::Connection) -> R,
-) -> Result<R, StoreError> {
-    on_rusqlite(tx, work, true).await
-}
-
-/// [`with_rusqlite`] for work of a few indexed statements (tens of microseconds, no disk
-/// wait: nothing commits inside it): runs `work` inline on the calling thread, because moving
-/// the runtime's worker to another thread (`block_in_place`) costs more than the work.
-pub(crate) async fn with_rusqlite_brief<R>(
-    tx: &mut WriteTx,
-    work: impl FnOnce(&rusqlite::Connection) -> R,
-) -> Result<R, StoreError> {
-    on_rusqlite(tx, work, false).await
-}
-
+/// leave the connection in use): inline on the calling thread, or, when `may_block`, inside
+/// `tokio::task::block_in_place` on a multi-threaded runtime so that the worker's other tasks
+/// move elsewhere meanwhile.
+///
+/// The crate's one `unsafe` (see the crate documentation, "Safety").
+#[allow(unsafe_code)]
 async fn on_rusqlite<R>(
-    tx: &mut WriteTx,
-    work: impl FnOnce(&rusqlite::Connection) -> R,
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&Inline<'_>) -> R,
     may_block: bool,
 ) -> Result<R, StoreError> {
-    let mut handle = tx.lock_handle().await?;
+    let mut handle = conn.lock_handle().await?;
     // SAFETY: `lock_handle` guarantees that sqlx's worker thread makes no call on this
     // connection (or its statements) while `handle` lives, and `conn` is dropped before
     // `handle`. `from_handle` does not take ownership: dropping `conn` finalizes only the
     // statements `work` prepared and leaves the connection open (rusqlite is built without its
     // `hooks` features, so it does not touch any hook sqlx may have set). sqlx and rusqlite
-    // link the same libsqlite3-sys, so this is the library that opened the handle.
+    // link the same libsqlite3-sys, so this is the library that opened the handle (checked by
+    // `tests::rusqlite_and_sqlx_share_one_sqlite_and_one_transaction`).
     let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr())? };
+    let inline = Inline { conn: &conn };
     let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) if may_block => {
-            tokio::task::block_in_place(|| work(&conn))
+            tokio::task::block_in_place(|| work(&inline))
         }
-        _ => work(&conn),
+        _ => work(&inline),
     };
     drop(conn);
     drop(handle);
     Ok(result)
 }
 
-/// A trivial query: proves the database answers.
-pub async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1").execute(pool).await?;
-    Ok(())
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// `on_rusqlite` hands sqlx's handle to rusqlite: both must be the same SQLite library
+    /// (a second, differently built copy linked in would corrupt memory), and what rusqlite
+    /// sees must be the transaction sqlx opened.
+    #[tokio::test]
+    async fn rusqlite_and_sqlx_share_one_sqlite_and_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let through_sqlx: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(through_sqlx, rusqlite::version());
+        let through_handle: String = store
+            .inline(|c| {
+                c.conn
+                    .query_row("SELECT sqlite_version()", [], |r| r.get(0))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(through_handle, rusqlite::version());
+        // Same version but built differently (bundled beside a system library) shows in the
+        // compile options: those of a connection rusqlite opens itself, against sqlx's.
+        let sqlx_options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        let own = rusqlite::Connection::open_in_memory().unwrap();
+        let rusqlite_options: Vec<String> = own
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(sqlx_options, rusqlite_options);
+
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("CREATE TABLE scratch (n INTEGER NOT NULL)")
+            .execute(&mut *tx.tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO scratch (n) VALUES (41)")
+            .execute(&mut *tx.tx)
+            .await
+            .unwrap();
+        let seen: i64 = tx
+            .inline(|c| {
+                c.conn.execute("UPDATE scratch SET n = n + 1", [])?;
+                c.conn.query_row("SELECT n FROM scratch", [], |r| r.get(0))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, 42, "rusqlite sees sqlx's uncommitted row");
+        let after: i64 = sqlx::query_scalar("SELECT n FROM scratch")
+            .fetch_one(&mut *tx.tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            after, 42,
+            "sqlx sees rusqlite's write in the same transaction"
+        );
+        drop(tx);
+        let gone = sqlx::query("SELECT n FROM scratch")
+            .fetch_optional(store.pool())
+            .await;
+        assert!(gone.is_err(), "the rollback undid both drivers' work");
+    }
 }
 
 #[cfg(test)]

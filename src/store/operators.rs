@@ -1,8 +1,6 @@
 //! `operators`, `credentials` and `invites`.
 
-use sqlx::SqliteExecutor;
-
-use super::StoreError;
+use super::{conn, inline, Db, Inline, StoreError};
 
 #[derive(Clone)]
 pub struct OperatorRow {
@@ -29,62 +27,62 @@ fn operator(t: OperatorTuple) -> OperatorRow {
 
 const OPERATOR_COLUMNS: &str = "id, name, user_handle, roles, disabled, created_at";
 
-pub async fn count_operators(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
+pub async fn count_operators(db: impl Into<Db<'_>>) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operators")
-        .fetch_one(db)
+        .fetch_one(&mut *conn(db).await?)
         .await?)
 }
 
-pub async fn list_operators(db: impl SqliteExecutor<'_>) -> Result<Vec<OperatorRow>, StoreError> {
+pub async fn list_operators(db: impl Into<Db<'_>>) -> Result<Vec<OperatorRow>, StoreError> {
     let rows: Vec<OperatorTuple> = sqlx::query_as(&format!(
         "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"
     ))
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?;
     Ok(rows.into_iter().map(operator).collect())
 }
 
 pub async fn operator_by_id(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     id: i64,
 ) -> Result<Option<OperatorRow>, StoreError> {
     let row: Option<OperatorTuple> = sqlx::query_as(&format!(
         "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?"
     ))
     .bind(id)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?;
     Ok(row.map(operator))
 }
 
 pub async fn operator_by_name(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     name: &str,
 ) -> Result<Option<OperatorRow>, StoreError> {
     let row: Option<OperatorTuple> = sqlx::query_as(&format!(
         "SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = ?"
     ))
     .bind(name)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?;
     Ok(row.map(operator))
 }
 
 pub async fn operator_by_handle(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     handle: &str,
 ) -> Result<Option<OperatorRow>, StoreError> {
     let row: Option<OperatorTuple> = sqlx::query_as(&format!(
         "SELECT {OPERATOR_COLUMNS} FROM operators WHERE user_handle = ?"
     ))
     .bind(handle)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?;
     Ok(row.map(operator))
 }
 
 pub async fn insert_operator(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     name: &str,
     user_handle: &str,
     roles: &str,
@@ -97,33 +95,29 @@ pub async fn insert_operator(
     .bind(user_handle)
     .bind(roles)
     .bind(now)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(done.last_insert_rowid())
 }
 
-pub async fn set_roles(
-    db: impl SqliteExecutor<'_>,
-    id: i64,
-    roles: &str,
-) -> Result<(), StoreError> {
+pub async fn set_roles(db: impl Into<Db<'_>>, id: i64, roles: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE operators SET roles = ? WHERE id = ?")
         .bind(roles)
         .bind(id)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(())
 }
 
 pub async fn set_disabled(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     id: i64,
     disabled: bool,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE operators SET disabled = ? WHERE id = ?")
         .bind(i64::from(disabled))
         .bind(id)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(())
 }
@@ -157,28 +151,28 @@ const CREDENTIAL_COLUMNS: &str =
     "id, operator_id, credential_id, label, passkey, created_at, last_used_at";
 
 pub async fn credentials_of(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     operator_id: i64,
 ) -> Result<Vec<CredentialRow>, StoreError> {
     let rows: Vec<CredentialTuple> = sqlx::query_as(&format!(
         "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = ? ORDER BY id"
     ))
     .bind(operator_id)
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?;
     Ok(rows.into_iter().map(credential).collect())
 }
 
-pub async fn credential_counts(db: impl SqliteExecutor<'_>) -> Result<Vec<(i64, i64)>, StoreError> {
+pub async fn credential_counts(db: impl Into<Db<'_>>) -> Result<Vec<(i64, i64)>, StoreError> {
     Ok(
         sqlx::query_as("SELECT operator_id, COUNT(*) FROM credentials GROUP BY operator_id")
-            .fetch_all(db)
+            .fetch_all(&mut *conn(db).await?)
             .await?,
     )
 }
 
 pub async fn insert_credential(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     operator_id: i64,
     credential_id: &[u8],
     label: &str,
@@ -193,47 +187,43 @@ pub async fn insert_credential(
     .bind(label)
     .bind(passkey)
     .bind(now)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(done.last_insert_rowid())
 }
 
+/// Stores a credential's passkey after use (its new signature counter) and when it was used.
 pub async fn update_credential_use(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     id: i64,
     passkey: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE credentials SET passkey = ?, last_used_at = ? WHERE id = ?")
-        .bind(passkey)
-        .bind(now)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(())
+    inline(db, |c| update_credential_use_on(c, id, passkey, now)).await?
 }
 
-/// [`update_credential_use`] on a borrowed connection (see [`super::with_rusqlite`]).
+/// [`update_credential_use`] on a held connection.
 pub fn update_credential_use_on(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     id: i64,
     passkey: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE credentials SET passkey = ?1, last_used_at = ?2 WHERE id = ?3")?
+    c.conn
+        .prepare_cached("UPDATE credentials SET passkey = ?1, last_used_at = ?2 WHERE id = ?3")?
         .execute(rusqlite::params![passkey, now, id])?;
     Ok(())
 }
 
 pub async fn delete_credential(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     operator_id: i64,
     id: i64,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM credentials WHERE id = ? AND operator_id = ?")
         .bind(id)
         .bind(operator_id)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -247,7 +237,7 @@ pub struct InviteRow {
 }
 
 pub async fn insert_invite(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     token_hash: &[u8],
     name: &str,
     roles: &str,
@@ -264,20 +254,20 @@ pub async fn insert_invite(
     .bind(created_by)
     .bind(now)
     .bind(expires_at)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(done.last_insert_rowid())
 }
 
 pub async fn invite_by_hash(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     token_hash: &[u8],
 ) -> Result<Option<InviteRow>, StoreError> {
     let row: Option<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT id, name, roles, expires_at, used_at FROM invites WHERE token_hash = ?",
     )
     .bind(token_hash)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?;
     Ok(row.map(|(id, name, roles, expires_at, used_at)| InviteRow {
         id,
@@ -290,7 +280,7 @@ pub async fn invite_by_hash(
 
 /// Marks an invite used; false when it was used meanwhile (a concurrent registration).
 pub async fn consume_invite(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     id: i64,
     operator_id: i64,
     now: i64,
@@ -300,14 +290,14 @@ pub async fn consume_invite(
             .bind(now)
             .bind(operator_id)
             .bind(id)
-            .execute(db)
+            .execute(&mut *conn(db).await?)
             .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Whether an unused, unexpired invite exists for `name` (a second one would be confusing).
 pub async fn open_invite_for(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     name: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
@@ -316,14 +306,14 @@ pub async fn open_invite_for(
     )
     .bind(name)
     .bind(now)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn(db).await?)
     .await?;
     Ok(found.is_some())
 }
 
 /// Ends every open invite for `name` now.
 pub async fn expire_open_invites(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     name: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -333,7 +323,7 @@ pub async fn expire_open_invites(
     .bind(now)
     .bind(name)
     .bind(now)
-    .execute(db)
+    .execute(&mut *conn(db).await?)
     .await?;
     Ok(())
 }

@@ -1,13 +1,18 @@
 //! `tokens`, `reveals` and `delivery_attempts`: token metadata, lifecycle state, the nullable
 //! sealed seed, and the counters behind the rate limits.
+//!
+//! Token rows are read through rusqlite (one column mapping, `token_row`) because the reveal
+//! grant reads them inline on the write connection ([`super::WriteTx::inline`]); the other
+//! readers share that mapping.
 
-use sqlx::{QueryBuilder, Sqlite, SqliteExecutor};
+use rusqlite::types::Value;
+use rusqlite::OptionalExtension;
 
-use super::{StoreError, WriteTx};
+use super::{conn, inline, Db, Inline, StoreError, WriteTx};
 
 /// A token's stored metadata. Deliberately without the sealed seed: that is read only by
 /// [`sealed_seed`] and [`by_serial_with_seed_on`], on the reveal and delivery paths.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TokenRow {
     pub id: i64,
     pub token_id: String,
@@ -35,6 +40,47 @@ pub struct TokenRow {
 const COLUMNS: &str = "id, token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, t0, \
      drift_steps, policy, state, captured_by, captured_at, retention_deadline, delivered_at, delivered_by, purged_at, purge_reason";
 
+/// A row selected as [`COLUMNS`] (and possibly more columns after them).
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        token_id: r.get(1)?,
+        serial: r.get(2)?,
+        owner: r.get(3)?,
+        display_name: r.get(4)?,
+        manufacturer: r.get(5)?,
+        model: r.get(6)?,
+        algorithm: r.get(7)?,
+        digits: r.get(8)?,
+        period: r.get(9)?,
+        t0: r.get(10)?,
+        drift_steps: r.get(11)?,
+        policy: r.get(12)?,
+        state: r.get(13)?,
+        captured_by: r.get(14)?,
+        captured_at: r.get(15)?,
+        retention_deadline: r.get(16)?,
+        delivered_at: r.get(17)?,
+        delivered_by: r.get(18)?,
+        purged_at: r.get(19)?,
+        purge_reason: r.get(20)?,
+    })
+}
+
+/// Tokens selected by `conditions` (SQL after `WHERE`, with `?` parameters), as [`TokenRow`]s.
+fn select(
+    conn: &rusqlite::Connection,
+    conditions: &str,
+    params: &[Value],
+) -> Result<Vec<TokenRow>, StoreError> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE {conditions}"))?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(params), token_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 pub struct NewTokenRow<'a> {
     pub token_id: &'a str,
     pub serial: &'a str,
@@ -52,48 +98,62 @@ pub struct NewTokenRow<'a> {
     pub retention_deadline: i64,
 }
 
-pub async fn insert(db: impl SqliteExecutor<'_>, t: &NewTokenRow<'_>) -> Result<i64, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
-                             state, sealed_seed, captured_by, captured_at, retention_deadline)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)",
-    )
-    .bind(t.token_id)
-    .bind(t.serial)
-    .bind(t.owner)
-    .bind(t.display_name)
-    .bind(t.manufacturer)
-    .bind(t.model)
-    .bind(t.algorithm)
-    .bind(t.digits)
-    .bind(t.period)
-    .bind(t.policy)
-    .bind(t.sealed_seed)
-    .bind(t.captured_by)
-    .bind(t.captured_at)
-    .bind(t.retention_deadline)
-    .execute(db)
-    .await?;
-    Ok(done.last_insert_rowid())
+const INSERT: &str =
+    "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
+                         state, sealed_seed, captured_by, captured_at, retention_deadline)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)";
+
+fn insert_with(
+    statement: &mut rusqlite::Statement<'_>,
+    t: &NewTokenRow<'_>,
+) -> Result<(), StoreError> {
+    statement.execute(rusqlite::params![
+        t.token_id,
+        t.serial,
+        t.owner,
+        t.display_name,
+        t.manufacturer,
+        t.model,
+        t.algorithm,
+        t.digits,
+        t.period,
+        t.policy,
+        t.sealed_seed,
+        t.captured_by,
+        t.captured_at,
+        t.retention_deadline,
+    ])?;
+    Ok(())
 }
 
+/// Inserts one escrowed token; a duplicate serial is a unique violation
+/// ([`StoreError::is_unique_violation`]).
+pub async fn insert(db: impl Into<Db<'_>>, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
+    inline(db, |c| {
+        let mut statement = c.conn.prepare_cached(INSERT)?;
+        insert_with(&mut statement, t)
+    })
+    .await?
+}
+
+/// The token with `serial`, if any.
 pub async fn by_serial(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     serial: &str,
 ) -> Result<Option<TokenRow>, StoreError> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM tokens WHERE serial = ?"))
-            .bind(serial)
-            .fetch_optional(db)
-            .await?,
-    )
+    inline(db, |c| by_serial_on(c, serial)).await?
+}
+
+/// [`by_serial`] on a held connection.
+pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, StoreError> {
+    Ok(select(c.conn, "serial = ?", &[serial.to_owned().into()])?.pop())
 }
 
 /// Which of `serials` already exist (for import's duplicate check). One statement and one
 /// bound value however many serials: they travel as a JSON array that `json_each` unpacks
 /// inside SQLite, which then looks each one up in the `serial` index.
 pub async fn existing_serials(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     serials: &[&str],
 ) -> Result<Vec<String>, StoreError> {
     if serials.is_empty() {
@@ -104,28 +164,20 @@ pub async fn existing_serials(
         "SELECT serial FROM tokens WHERE serial IN (SELECT value FROM json_each(?))",
     )
     .bind(list)
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?)
 }
 
 /// The sealed seed of an escrowed token (`None` once purged).
-pub async fn sealed_seed(
-    db: impl SqliteExecutor<'_>,
-    id: i64,
-) -> Result<Option<Vec<u8>>, StoreError> {
+pub async fn sealed_seed(db: impl Into<Db<'_>>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE id = ?")
             .bind(id)
-            .fetch_optional(db)
+            .fetch_optional(&mut *conn(db).await?)
             .await?
             .flatten(),
     )
 }
-
-// The reveal grant's statements, on the write transaction's own connection (borrowed through
-// [`super::with_rusqlite`]). The grant holds the group-commit lock while it runs, so every
-// statement sent to sqlx's worker thread instead (two thread switches each) lengthened the
-// queue of every other reveal.
 
 /// A token's row and its sealed seed (`None` once purged).
 pub struct TokenWithSeed {
@@ -133,71 +185,49 @@ pub struct TokenWithSeed {
     pub sealed_seed: Option<Vec<u8>>,
 }
 
-/// A token's row together with its sealed seed, in one statement.
+/// A token's row together with its sealed seed, in one statement (the reveal grant).
 pub fn by_serial_with_seed_on(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     serial: &str,
 ) -> Result<Option<TokenWithSeed>, StoreError> {
-    use rusqlite::OptionalExtension;
-    let mut statement = conn.prepare_cached(&format!(
+    let mut statement = c.conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1"
     ))?;
     Ok(statement
         .query_row([serial], |r| {
-            let row = TokenRow {
-                id: r.get(0)?,
-                token_id: r.get(1)?,
-                serial: r.get(2)?,
-                owner: r.get(3)?,
-                display_name: r.get(4)?,
-                manufacturer: r.get(5)?,
-                model: r.get(6)?,
-                algorithm: r.get(7)?,
-                digits: r.get(8)?,
-                period: r.get(9)?,
-                t0: r.get(10)?,
-                drift_steps: r.get(11)?,
-                policy: r.get(12)?,
-                state: r.get(13)?,
-                captured_by: r.get(14)?,
-                captured_at: r.get(15)?,
-                retention_deadline: r.get(16)?,
-                delivered_at: r.get(17)?,
-                delivered_by: r.get(18)?,
-                purged_at: r.get(19)?,
-                purge_reason: r.get(20)?,
-            };
             Ok(TokenWithSeed {
-                row,
+                row: token_row(r)?,
                 sealed_seed: r.get(21)?,
             })
         })
         .optional()?)
 }
 
-/// [`reveal_windows`] on a borrowed connection.
+/// Both reveal-limit windows in one statement: a token's granted reveals since `token_since`
+/// and an operator's since `operator_since`, each counted in its index, not fetched.
 pub fn reveal_windows_on(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     token: i64,
     token_since: i64,
     operator: i64,
     operator_since: i64,
 ) -> Result<(RevealWindow, RevealWindow), StoreError> {
-    let mut statement = conn.prepare_cached(REVEAL_WINDOWS)?;
+    let mut statement = c.conn.prepare_cached(REVEAL_WINDOWS)?;
     let counted = statement.query_row([token, token_since, operator, operator_since], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
     Ok(windows(counted))
 }
 
-/// [`insert_reveal`] on a borrowed connection.
+/// Records a granted reveal (the limit windows count these).
 pub fn insert_reveal_on(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     token: i64,
     operator: i64,
     at: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)")?
+    c.conn
+        .prepare_cached("INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)")?
         .execute([token, operator, at])?;
     Ok(())
 }
@@ -215,11 +245,11 @@ pub struct TokenFilter {
 }
 
 pub async fn search(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     filter: &TokenFilter,
 ) -> Result<Vec<TokenRow>, StoreError> {
-    let mut query =
-        QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM tokens WHERE 1 = 1"));
+    let mut conditions = String::from("1 = 1");
+    let mut params: Vec<Value> = Vec::new();
     if let Some(q) = &filter.query {
         let pattern = format!(
             "%{}%",
@@ -227,39 +257,38 @@ pub async fn search(
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        query
-            .push(" AND (serial LIKE ")
-            .push_bind(pattern.clone())
-            .push(" ESCAPE '\\'");
-        query
-            .push(" OR owner LIKE ")
-            .push_bind(pattern.clone())
-            .push(" ESCAPE '\\'");
-        query
-            .push(" OR display_name LIKE ")
-            .push_bind(pattern)
-            .push(" ESCAPE '\\')");
+        conditions.push_str(
+            " AND (serial LIKE ? ESCAPE '\\' OR owner LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\')",
+        );
+        params.extend([
+            pattern.clone().into(),
+            pattern.clone().into(),
+            pattern.into(),
+        ]);
     }
     if let Some(state) = &filter.state {
-        query.push(" AND state = ").push_bind(state.clone());
+        conditions.push_str(" AND state = ?");
+        params.push(state.clone().into());
     }
     if let Some(owner) = &filter.owner {
-        query.push(" AND owner = ").push_bind(owner.clone());
+        conditions.push_str(" AND owner = ?");
+        params.push(owner.clone().into());
     }
     if let Some(due) = filter.due_before {
-        query
-            .push(" AND state = 'escrowed' AND retention_deadline <= ")
-            .push_bind(due);
-        query.push(" ORDER BY retention_deadline");
+        conditions.push_str(
+            " AND state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline",
+        );
+        params.push(due.into());
     } else {
-        query.push(" ORDER BY captured_at DESC, id DESC");
+        conditions.push_str(" ORDER BY captured_at DESC, id DESC");
     }
-    query.push(" LIMIT ").push_bind(filter.limit);
-    Ok(query.build_query_as().fetch_all(db).await?)
+    conditions.push_str(" LIMIT ?");
+    params.push(filter.limit.into());
+    inline(db, |c| select(c.conn, &conditions, &params)).await?
 }
 
 pub async fn update_fields(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     id: i64,
     owner: Option<&str>,
     display_name: Option<&str>,
@@ -270,13 +299,13 @@ pub async fn update_fields(
         .bind(display_name)
         .bind(policy)
         .bind(id)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(())
 }
 
 /// How many reveals a limit window holds, and when the oldest of them happened.
-#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RevealWindow {
     pub count: i64,
     pub oldest: Option<i64>,
@@ -285,26 +314,6 @@ pub struct RevealWindow {
 const REVEAL_WINDOWS: &str = "SELECT t.count, t.oldest, o.count, o.oldest FROM \
      (SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE token_id = ?1 AND at > ?2) AS t, \
      (SELECT COUNT(*) AS count, MIN(at) AS oldest FROM reveals WHERE operator_id = ?3 AND at > ?4) AS o";
-
-/// Both reveal-limit windows in one statement (one hand-off to the connection's worker
-/// thread instead of two): a token's granted reveals since `token_since` and an operator's
-/// since `operator_since`, each counted in its index, not fetched.
-pub async fn reveal_windows(
-    db: impl SqliteExecutor<'_>,
-    token: i64,
-    token_since: i64,
-    operator: i64,
-    operator_since: i64,
-) -> Result<(RevealWindow, RevealWindow), StoreError> {
-    let counted: WindowCounts = sqlx::query_as(REVEAL_WINDOWS)
-        .bind(token)
-        .bind(token_since)
-        .bind(operator)
-        .bind(operator_since)
-        .fetch_one(db)
-        .await?;
-    Ok(windows(counted))
-}
 
 /// A [`REVEAL_WINDOWS`] row: the token's count and oldest, then the operator's.
 type WindowCounts = (i64, Option<i64>, i64, Option<i64>);
@@ -325,10 +334,10 @@ fn windows(
 }
 
 /// Number of tokens in each state, for `status` and the dashboard.
-pub async fn count_by_state(db: impl SqliteExecutor<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn count_by_state(db: impl Into<Db<'_>>) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(
         sqlx::query_as("SELECT state, COUNT(*) FROM tokens GROUP BY state ORDER BY state")
-            .fetch_all(db)
+            .fetch_all(&mut *conn(db).await?)
             .await?,
     )
 }
@@ -346,10 +355,10 @@ pub struct PurgeRow<'a> {
 /// Destroys a token's seed: the sealed bytes are first overwritten with zeros in place, then
 /// removed (with `secure_delete` on, SQLite zeroes the freed space). Only escrowed tokens are
 /// touched; returns false if the token was no longer escrowed.
-pub async fn purge(db: &mut sqlx::SqliteConnection, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
+pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
     sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND state = 'escrowed'")
         .bind(p.id)
-        .execute(&mut *db)
+        .execute(&mut *tx.tx)
         .await?;
     let done = sqlx::query(
         "UPDATE tokens SET state = 'purged', sealed_seed = NULL, purged_at = ?, purge_reason = ?,
@@ -365,29 +374,30 @@ pub async fn purge(db: &mut sqlx::SqliteConnection, p: &PurgeRow<'_>) -> Result<
     .bind(p.delivered_by)
     .bind(p.drift_steps)
     .bind(p.id)
-    .execute(&mut *db)
+    .execute(&mut *tx.tx)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Escrowed tokens whose retention deadline has passed, oldest deadline first.
 pub async fn overdue(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     now: i64,
     limit: i64,
 ) -> Result<Vec<TokenRow>, StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tokens WHERE state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?"
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+    inline(db, |c| {
+        select(
+            c.conn,
+            "state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
+            &[now.into(), limit.into()],
+        )
+    })
+    .await?
 }
 
 /// Wrong delivery codes for a token since `since`, oldest first (their times).
 pub async fn delivery_attempts_since(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     token: i64,
     since: i64,
 ) -> Result<Vec<i64>, StoreError> {
@@ -396,26 +406,26 @@ pub async fn delivery_attempts_since(
     )
     .bind(token)
     .bind(since)
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?)
 }
 
 pub async fn insert_delivery_attempt(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     token: i64,
     at: i64,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO delivery_attempts (token_id, at) VALUES (?, ?)")
         .bind(token)
         .bind(at)
-        .execute(db)
+        .execute(&mut *conn(db).await?)
         .await?;
     Ok(())
 }
 
 /// Granted reveals, newest first, with token serial and operator name (dashboard).
 pub async fn recent_reveals(
-    db: impl SqliteExecutor<'_>,
+    db: impl Into<Db<'_>>,
     limit: i64,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
     Ok(sqlx::query_as(
@@ -423,12 +433,12 @@ pub async fn recent_reveals(
          ORDER BY r.at DESC, r.id DESC LIMIT ?",
     )
     .bind(limit)
-    .fetch_all(db)
+    .fetch_all(&mut *conn(db).await?)
     .await?)
 }
 
 /// Inserts escrowed tokens in bulk inside `tx`: `fill` runs on the calling thread (see
-/// [`super::with_rusqlite`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
+/// [`WriteTx::inline`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
 /// returns comes back. The rows commit or roll back with `tx`.
 ///
 /// Why one prepared single-row statement rather than multi-row `INSERT … VALUES (…), (…)`:
@@ -439,7 +449,8 @@ pub async fn insert_bulk<R>(
     tx: &mut WriteTx,
     fill: impl FnOnce(&mut TokenSink<'_>) -> R,
 ) -> Result<R, StoreError> {
-    super::with_rusqlite(tx, |conn| -> Result<R, StoreError> {
+    tx.inline_long(|c| -> Result<R, StoreError> {
+        let conn = c.conn;
         // Room for every page the transaction dirties, so that SQLite does not spill pages to
         // the WAL mid-transaction and read them back (100,000 tokens dirty ≈ 34 MB; the
         // default cache is 2 MB). The memory is taken only as pages are used, and given back
@@ -448,11 +459,7 @@ pub async fn insert_bulk<R>(
         conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
         let filled = (|| {
             let mut sink = TokenSink {
-                insert: conn.prepare(
-                    "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
-                                         state, sealed_seed, captured_by, captured_at, retention_deadline)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)",
-                )?,
+                insert: conn.prepare(INSERT)?,
             };
             Ok(fill(&mut sink))
         })();
@@ -472,23 +479,7 @@ pub struct TokenSink<'c> {
 
 impl TokenSink<'_> {
     pub fn insert(&mut self, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
-        self.insert.execute(rusqlite::params![
-            t.token_id,
-            t.serial,
-            t.owner,
-            t.display_name,
-            t.manufacturer,
-            t.model,
-            t.algorithm,
-            t.digits,
-            t.period,
-            t.policy,
-            t.sealed_seed,
-            t.captured_by,
-            t.captured_at,
-            t.retention_deadline,
-        ])?;
-        Ok(())
+        insert_with(&mut self.insert, t)
     }
 }
 
@@ -529,7 +520,7 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
         let usual: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *tx.tx)
             .await
             .unwrap();
         let inserted = insert_bulk(&mut tx, |sink| {
@@ -544,13 +535,13 @@ mod tests {
         assert_eq!(inserted, 2);
         // Visible inside the transaction through sqlx, and to nobody else before the commit.
         let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *tx.tx)
             .await
             .unwrap();
         assert_eq!(inside, 2);
         assert!(serials(&store).await.is_empty());
         let after: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *tx.tx)
             .await
             .unwrap();
         assert_eq!(after, usual);
@@ -600,8 +591,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
-        insert(&mut *tx, &row("t1", "S1")).await.unwrap();
-        insert(&mut *tx, &row("t2", "S\"2,")).await.unwrap();
+        insert(&mut tx, &row("t1", "S1")).await.unwrap();
+        insert(&mut tx, &row("t2", "S\"2,")).await.unwrap();
         tx.commit().await.unwrap();
         let mut found = existing_serials(store.pool(), &["S0", "S1", "S\"2,", "S3"])
             .await

@@ -14,7 +14,6 @@ use super::{resolve_policy, Env, TokenError};
 use crate::audit::{self, NewEvent};
 use crate::import::{ImportFormat, ImportRow, ParsedFile, RowError, RowWarning};
 use crate::store::tokens::{self as rows, NewTokenRow};
-use crate::store::StoreError;
 use crate::vault::{Vault, VaultError};
 
 /// Rows per step of the seal-and-insert pipeline, and per progress report.
@@ -71,7 +70,7 @@ pub async fn store(
 
     // Serials already in the vault.
     let serials: Vec<&str> = parsed_rows.iter().map(|r| r.serial.as_str()).collect();
-    let existing: HashSet<String> = rows::existing_serials(env.store.pool(), &serials)
+    let existing: HashSet<String> = rows::existing_serials(env.store, &serials)
         .await?
         .into_iter()
         .collect();
@@ -154,7 +153,7 @@ pub async fn store(
         "serials": parsed_rows.iter().map(|r| r.serial.as_str()).take(1000).collect::<Vec<_>>(),
     }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     report.imported = parsed_rows.len();
     Ok(report)
 }

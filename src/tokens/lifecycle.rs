@@ -182,7 +182,7 @@ pub async fn deliver(
 ) -> Result<Purged, LifecycleError> {
     let now = env.unix();
     let mut tx = env.store.begin_write().await?;
-    let row = rows::by_serial(&mut *tx, serial)
+    let row = rows::by_serial(&mut tx, serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
@@ -195,7 +195,7 @@ pub async fn deliver(
         ),
         DeliveryRequest::Code(code) => {
             let attempts =
-                rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
+                rows::delivery_attempts_since(&mut tx, token.row_id, now - 3_600).await?;
             if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
                 let oldest = attempts.first().copied().unwrap_or(now);
                 let retry_after_seconds = u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1);
@@ -203,12 +203,12 @@ pub async fn deliver(
                     .outcome(Outcome::Denied)
                     .details(json!({ "reason": "too many wrong codes in the last hour" }));
                 audit::append(&mut tx, env.vault, env.now, event).await?;
-                tx.commit().await.map_err(StoreError::from)?;
+                tx.commit().await?;
                 return Err(LifecycleError::TooManyAttempts {
                     retry_after_seconds,
                 });
             }
-            let sealed = rows::sealed_seed(&mut *tx, token.row_id)
+            let sealed = rows::sealed_seed(&mut tx, token.row_id)
                 .await?
                 .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
             let seed = env
@@ -229,14 +229,14 @@ pub async fn deliver(
             );
             drop(seed);
             let Some(verified) = verified else {
-                rows::insert_delivery_attempt(&mut *tx, token.row_id, now).await?;
+                rows::insert_delivery_attempt(&mut tx, token.row_id, now).await?;
                 let event = NewEvent::new(actor, "delivery.refused", token.target())
                     .outcome(Outcome::Denied)
                     .details(
                         json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }),
                     );
                 audit::append(&mut tx, env.vault, env.now, event).await?;
-                tx.commit().await.map_err(StoreError::from)?;
+                tx.commit().await?;
                 return Err(LifecycleError::WrongCode(token.serial));
             };
             (
@@ -255,7 +255,7 @@ pub async fn deliver(
         drift_steps: drift,
     };
     purge_in(env, &mut tx, &token, purge, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     scrub(env).await;
     Ok(Purged {
         serial: token.serial,
@@ -274,7 +274,7 @@ pub async fn cancel(
 ) -> Result<Purged, LifecycleError> {
     let why = request.reason;
     let mut tx = env.store.begin_write().await?;
-    let row = rows::by_serial(&mut *tx, serial)
+    let row = rows::by_serial(&mut tx, serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
@@ -289,7 +289,7 @@ pub async fn cancel(
         drift_steps: None,
     };
     purge_in(env, &mut tx, &token, purge, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     scrub(env).await;
     Ok(Purged {
         serial: token.serial,
@@ -305,7 +305,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
     let now = env.unix();
     let mut purged = Vec::new();
     loop {
-        let overdue = rows::overdue(env.store.pool(), now, SWEEP_BATCH).await?;
+        let overdue = rows::overdue(env.store, now, SWEEP_BATCH).await?;
         if overdue.is_empty() {
             break;
         }
@@ -327,7 +327,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
                 purged.push(token.serial);
             }
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
     }
     if !purged.is_empty() {
         scrub(env).await;

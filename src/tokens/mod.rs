@@ -401,11 +401,12 @@ pub async fn insert_sealed(
         captured_at: env.unix(),
         retention_deadline: env.deadline_for(policy),
     };
-    rows::insert(&mut **tx, &row).await.map_err(|e| match &e {
-        StoreError::Sqlx(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+    rows::insert(&mut *tx, &row).await.map_err(|e| {
+        if e.is_unique_violation() {
             TokenError::Duplicate(token.serial.clone())
+        } else {
+            TokenError::Store(e)
         }
-        _ => TokenError::Store(e),
     })?;
     Ok(())
 }
@@ -428,7 +429,7 @@ pub async fn capture(
         "seed_bits": token.seed.bits(),
     }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(Captured {
         serial: token.serial,
         state: TokenState::Escrowed,
@@ -437,14 +438,14 @@ pub async fn capture(
 }
 
 pub async fn get(store: &Store, serial: &str) -> Result<Token, TokenError> {
-    let row = rows::by_serial(store.pool(), serial)
+    let row = rows::by_serial(store, serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     Token::from_row(row)
 }
 
 pub async fn search(store: &Store, filter: &TokenFilter) -> Result<Vec<Token>, TokenError> {
-    rows::search(store.pool(), filter)
+    rows::search(store, filter)
         .await?
         .into_iter()
         .map(Token::from_row)
@@ -466,7 +467,7 @@ pub async fn update(
     change: TokenChange,
 ) -> Result<Token, TokenError> {
     let mut tx = env.store.begin_write().await?;
-    let row = rows::by_serial(&mut *tx, serial)
+    let row = rows::by_serial(&mut tx, serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let mut token = Token::from_row(row)?;
@@ -489,7 +490,7 @@ pub async fn update(
         token.policy = resolve_policy(env.policies, Some(&policy))?.name.clone();
     }
     rows::update_fields(
-        &mut *tx,
+        &mut tx,
         token.row_id,
         token.owner.as_deref(),
         token.display_name.as_deref(),
@@ -501,6 +502,6 @@ pub async fn update(
     let event = NewEvent::new(actor, "token.updated", token.target())
         .details(json!({ "from": before, "to": after }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(token)
 }

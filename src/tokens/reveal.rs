@@ -1,21 +1,26 @@
 //! Reveal (DESIGN §5, §6): a helpdesk operator gets a token's current code only after the
 //! policy's checklist is satisfied and the reveal is signed with a fresh passkey assertion.
 //!
-//! [`authorize`] runs before the passkey prompt: it checks the token, the checklist and the
-//! limits and returns a [`PendingReveal`] that the web layer binds to the WebAuthn challenge.
-//! [`grant`] runs after the assertion verified: it re-checks everything in one transaction,
-//! records the reveal and its audit event, and only then hands out the code.
+//! [`start`] runs before the passkey prompt: it checks the token, the checklist and the
+//! limits and returns the WebAuthn challenge with a [`StartedReveal`] that the
+//! web layer keeps until the assertion comes back. [`finish`] checks the assertion against the
+//! operator's own passkeys, then re-checks everything in one transaction that records the
+//! reveal, the passkey's counter and the audit event, and only then hands out the code. Every
+//! refusal on the way is audited (`reveal.denied`, with the reason).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use webauthn_rs::prelude::{
+    PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse, Webauthn,
+};
 
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
-use crate::operators::{self, Operator};
+use crate::operators::{self, Operator, UsedPasskey};
 use crate::otp::{self, OneTimeCode};
 use crate::policy::{Policy, Shortfall, Submission};
 use crate::store::tokens as rows;
-use crate::store::StoreError;
+use crate::store::{Inline, StoreError};
 use crate::vault::SealedBlob;
 
 /// How long a started reveal waits for its passkey assertion.
@@ -42,6 +47,14 @@ pub enum RevealError {
     WrongToken { started: String, requested: String },
     #[error("the reveal waited more than {PENDING_SECONDS} seconds for the passkey — start again")]
     Expired,
+    #[error("you have no passkey to sign a reveal with — add one under your account first")]
+    NoPasskey,
+    #[error("this passkey is not registered to you — sign with one of your own passkeys")]
+    ForeignPasskey,
+    #[error("the passkey assertion was not accepted: {0}")]
+    Assertion(String),
+    #[error("cannot start the passkey prompt: {0}")]
+    Challenge(String),
     #[error(transparent)]
     Operator(#[from] operators::OperatorError),
 }
@@ -87,6 +100,13 @@ pub struct PendingReveal {
     pub expires_at: i64,
 }
 
+/// A started reveal: what was checked, and the WebAuthn challenge state its passkey
+/// assertion must answer. Holds no secret; finish it once ([`finish`] consumes it).
+pub struct StartedReveal {
+    pub pending: PendingReveal,
+    challenge: PasskeyAuthentication,
+}
+
 /// The code handed out. No `Debug`; dropped (and zeroized) after the response is written.
 pub struct RevealedCode {
     pub code: OneTimeCode,
@@ -108,27 +128,6 @@ fn check_revealable(token: &Token) -> Result<(), RevealError> {
         return Err(RevealError::NoOwner(token.serial.clone()));
     }
     Ok(())
-}
-
-/// The reveal limits of `policy`, counted from granted reveals.
-async fn check_limits(
-    env: &Env<'_>,
-    db: &mut sqlx::SqliteConnection,
-    policy: &Policy,
-    token: &Token,
-    operator: &Operator,
-) -> Result<(), RevealError> {
-    let now = env.unix();
-    let spans = env.reveal_windows;
-    let windows = rows::reveal_windows(
-        &mut *db,
-        token.row_id,
-        now - spans.token_seconds,
-        operator.id,
-        now - spans.operator_seconds,
-    )
-    .await?;
-    within_limits(policy, windows, spans, now)
 }
 
 /// The spans over which a policy's reveal counts apply: `reveals_per_token_per_day` over the
@@ -178,7 +177,7 @@ fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> u64 {
 }
 
 /// Records a refused reveal.
-pub async fn record_denial(
+async fn record_denial(
     env: &Env<'_>,
     operator: &Operator,
     serial: &str,
@@ -191,37 +190,64 @@ pub async fn record_denial(
     Ok(())
 }
 
-/// Checks a reveal request before the passkey prompt; a refusal is audited.
-pub async fn authorize(
+/// Whether a refusal is recorded: everything but an unknown token (nothing to attach it to)
+/// and failures of the vault itself.
+fn audited(error: &RevealError) -> bool {
+    !matches!(
+        error,
+        RevealError::Token(
+            TokenError::NotFound(_)
+                | TokenError::Store(_)
+                | TokenError::Audit(_)
+                | TokenError::Vault(_)
+        ) | RevealError::Operator(_)
+    )
+}
+
+/// Records `outcome`'s refusal, if it is one to record, and hands it back.
+async fn audit_refusal<T>(
     env: &Env<'_>,
     operator: &Operator,
     serial: &str,
-    request: &RevealRequest<'_>,
-) -> Result<PendingReveal, RevealError> {
-    let outcome = authorize_inner(env, operator, serial, request).await;
+    outcome: Result<T, RevealError>,
+) -> Result<T, RevealError> {
     if let Err(error) = &outcome {
-        if !matches!(
-            error,
-            RevealError::Token(TokenError::NotFound(_)) | RevealError::Token(TokenError::Store(_))
-        ) {
+        if audited(error) {
             record_denial(env, operator, serial, &error.to_string()).await?;
         }
     }
     outcome
 }
 
-async fn authorize_inner(
+/// Checks a reveal request before the passkey prompt; a refusal is audited.
+async fn authorize(
     env: &Env<'_>,
     operator: &Operator,
     serial: &str,
     request: &RevealRequest<'_>,
 ) -> Result<PendingReveal, RevealError> {
-    // One pooled connection for the token and its limits: each acquisition costs hand-offs
-    // to the connection's worker thread (the release pings it).
-    let mut conn = env.store.pool().acquire().await.map_err(StoreError::from)?;
-    let row = rows::by_serial(&mut *conn, serial)
-        .await?
-        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+    // One pooled connection for the token and its limits, held on this thread: one hand-off
+    // to the connection's worker thread in all.
+    let outcome = match env
+        .store
+        .inline(|c| authorize_on(env, operator, serial, request, c))
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => Err(error.into()),
+    };
+    audit_refusal(env, operator, serial, outcome).await
+}
+
+fn authorize_on(
+    env: &Env<'_>,
+    operator: &Operator,
+    serial: &str,
+    request: &RevealRequest<'_>,
+    c: &Inline<'_>,
+) -> Result<PendingReveal, RevealError> {
+    let row =
+        rows::by_serial_on(c, serial)?.ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
     check_revealable(&token)?;
     let policy = env
@@ -239,7 +265,16 @@ async fn authorize_inner(
             shortfalls,
         });
     }
-    check_limits(env, &mut conn, policy, &token, operator).await?;
+    let now = env.unix();
+    let spans = env.reveal_windows;
+    let windows = rows::reveal_windows_on(
+        c,
+        token.row_id,
+        now - spans.token_seconds,
+        operator.id,
+        now - spans.operator_seconds,
+    )?;
+    within_limits(policy, windows, spans, now)?;
     let mut checks: Vec<String> = request.checks.to_vec();
     checks.sort();
     checks.dedup();
@@ -263,12 +298,80 @@ async fn authorize_inner(
     })
 }
 
-/// Checks that a finished assertion belongs to this pending reveal (right token, in time).
-pub fn check_pending(
+/// Starts a reveal: checks the request (`authorize`), then challenges the operator's passkeys to
+/// sign it. The challenge goes to the browser; the [`StartedReveal`] waits for [`finish`].
+pub async fn start(
     env: &Env<'_>,
-    pending: &PendingReveal,
+    webauthn: &Webauthn,
+    operator: &Operator,
     serial: &str,
-) -> Result<(), RevealError> {
+    request: &RevealRequest<'_>,
+) -> Result<(RequestChallengeResponse, StartedReveal), RevealError> {
+    let pending = authorize(env, operator, serial, request).await?;
+    let passkeys: Vec<_> = operators::passkeys::of(env.store, operator.id)
+        .await?
+        .into_iter()
+        .map(|stored| stored.passkey)
+        .collect();
+    if passkeys.is_empty() {
+        return audit_refusal(env, operator, serial, Err(RevealError::NoPasskey)).await;
+    }
+    let (challenge, state) = webauthn
+        .start_passkey_authentication(&passkeys)
+        .map_err(|e| RevealError::Challenge(e.to_string()))?;
+    Ok((
+        challenge,
+        StartedReveal {
+            pending,
+            challenge: state,
+        },
+    ))
+}
+
+/// Finishes a reveal with the passkey's assertion: checks that it answers this reveal in
+/// time, comes from one of the operator's own passkeys and verifies, then grants it (`grant`).
+/// Every refusal is audited.
+pub async fn finish(
+    env: &Env<'_>,
+    webauthn: &Webauthn,
+    operator: &Operator,
+    started: StartedReveal,
+    serial: &str,
+    assertion: &PublicKeyCredential,
+) -> Result<RevealedCode, RevealError> {
+    let outcome = async {
+        check_pending(env, &started.pending, serial)?;
+        let used = verify(env, webauthn, operator, &started.challenge, assertion).await?;
+        grant(env, operator, &started.pending, &used).await
+    }
+    .await;
+    audit_refusal(env, operator, serial, outcome).await
+}
+
+/// The operator's passkey that signed `assertion`, with its new counter, once the assertion
+/// verified against the challenge.
+async fn verify(
+    env: &Env<'_>,
+    webauthn: &Webauthn,
+    operator: &Operator,
+    challenge: &PasskeyAuthentication,
+    assertion: &PublicKeyCredential,
+) -> Result<UsedPasskey, RevealError> {
+    let Some(signer) = operators::passkeys::of(env.store, operator.id)
+        .await?
+        .into_iter()
+        .find(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice())
+    else {
+        return Err(RevealError::ForeignPasskey);
+    };
+    let result = webauthn
+        .finish_passkey_authentication(assertion, challenge)
+        .map_err(|e| RevealError::Assertion(e.to_string()))?;
+    Ok(signer.used(&result)?)
+}
+
+/// Checks that a finished assertion belongs to this pending reveal (right token, in time).
+fn check_pending(env: &Env<'_>, pending: &PendingReveal, serial: &str) -> Result<(), RevealError> {
     if pending.serial != serial {
         return Err(RevealError::WrongToken {
             started: pending.serial.clone(),
@@ -281,31 +384,23 @@ pub fn check_pending(
     Ok(())
 }
 
-/// The passkey that signed a reveal: its `credentials` row and its stored form with the new
-/// signature counter, recorded by [`grant`] in the reveal's transaction.
-pub struct CredentialUse {
-    pub row: i64,
-    pub passkey_json: String,
-}
-
 /// Grants a reveal whose passkey assertion has verified: re-checks state and limits, records
 /// the reveal and the credential's new counter with its audit event in one transaction, then
 /// returns the code — only once that transaction is durably committed. Concurrent reveals
 /// share the commit (group commit, [`crate::store::GroupTx`]); each stays atomic on its own.
-pub async fn grant(
+async fn grant(
     env: &Env<'_>,
     operator: &Operator,
     pending: &PendingReveal,
-    credential: &CredentialUse,
+    credential: &UsedPasskey,
 ) -> Result<RevealedCode, RevealError> {
     let mut tx = env.store.begin_grouped().await?;
     // The job holds the group-commit lock until it commits or rolls back, so its statements
     // run on the transaction's own connection, without a hand-off to sqlx's worker thread
     // each.
-    let outcome = match crate::store::with_rusqlite_brief(&mut tx, |conn| {
-        grant_on(env, operator, pending, conn, credential)
-    })
-    .await
+    let outcome = match tx
+        .inline(|c| grant_on(env, operator, pending, c, credential))
+        .await
     {
         Ok(outcome) => outcome,
         Err(error) => Err(error.into()),
@@ -326,11 +421,11 @@ fn grant_on(
     env: &Env<'_>,
     operator: &Operator,
     pending: &PendingReveal,
-    conn: &rusqlite::Connection,
-    credential: &CredentialUse,
+    c: &Inline<'_>,
+    credential: &UsedPasskey,
 ) -> Result<RevealedCode, RevealError> {
     let rows::TokenWithSeed { row, sealed_seed } =
-        rows::by_serial_with_seed_on(conn, &pending.serial)?
+        rows::by_serial_with_seed_on(c, &pending.serial)?
             .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
     let token = Token::from_row(row)?;
     check_revealable(&token)?;
@@ -345,7 +440,7 @@ fn grant_on(
     let now = env.unix();
     let spans = env.reveal_windows;
     let windows = rows::reveal_windows_on(
-        conn,
+        c,
         token.row_id,
         now - spans.token_seconds,
         operator.id,
@@ -375,8 +470,8 @@ fn grant_on(
         valid_for_seconds: spec.valid_for_seconds(now),
     };
     drop(seed);
-    rows::insert_reveal_on(conn, token.row_id, operator.id, now)?;
-    operators::record_credential_use_on(conn, credential.row, &credential.passkey_json, env.now)?;
+    rows::insert_reveal_on(c, token.row_id, operator.id, now)?;
+    operators::record_credential_use_on(c, credential, env.now)?;
     let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(json!({
         "owner": token.owner,
         "policy": policy.name,
@@ -386,6 +481,6 @@ fn grant_on(
         "note": pending.note,
         "next_code": revealed.next_code.is_some(),
     }));
-    audit::append_on(conn, env.vault, env.now, event)?;
+    audit::append_on(c, env.vault, env.now, event)?;
     Ok(revealed)
 }

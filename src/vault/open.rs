@@ -56,7 +56,7 @@ pub struct SlotInfo {
 
 /// The vault id, if this data directory holds a vault.
 pub async fn existing_vault_id(store: &Store) -> Result<Option<String>, VaultError> {
-    Ok(meta::get(store.pool()).await?.map(|m| m.vault_id))
+    Ok(meta::get(store).await?.map(|m| m.vault_id))
 }
 
 /// Makes a new vault with the given slots (at least one). `actor` is recorded in the audit
@@ -95,11 +95,11 @@ pub async fn create(
         .any(|(_, slot)| slot.kind == SlotKind::Development);
 
     let mut tx = store.begin_write().await?;
-    if let Some(existing) = meta::get(&mut *tx).await? {
+    if let Some(existing) = meta::get(&mut tx).await? {
         return Err(VaultError::AlreadyInitialised(existing.vault_id));
     }
     meta::insert(
-        &mut *tx,
+        &mut tx,
         &meta::VaultMetaRow {
             vault_id: vault_id.clone(),
             created_at: now.unix_timestamp(),
@@ -116,7 +116,7 @@ pub async fn create(
         &vault_id,
         &key,
         &SealedBlob::from_stored(
-            meta::get(&mut *tx)
+            meta::get(&mut tx)
                 .await?
                 .map(|m| m.key_check)
                 .unwrap_or_default(),
@@ -127,7 +127,7 @@ pub async fn create(
     let event = NewEvent::new(actor, "vault.init", format!("vault:{vault_id}"))
         .details(json!({ "slots": kinds, "audit_public_key": data_encoding::HEXLOWER.encode(&material.public_key) }));
     append(&mut tx, &vault, now, event).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    tx.commit().await?;
     store.record_vault_id(&vault_id)?;
     Ok(vault)
 }
@@ -138,11 +138,11 @@ async fn insert_slot(
     slot: &WrappedSlot,
     now: OffsetDateTime,
 ) -> Result<(), VaultError> {
-    if key_slots::label_exists(&mut **tx, label).await? {
+    if key_slots::label_exists(&mut *tx, label).await? {
         return Err(VaultError::DuplicateLabel(label.to_owned()));
     }
     key_slots::insert(
-        &mut **tx,
+        tx,
         &key_slots::NewKeySlot {
             kind: slot.kind.as_str(),
             label,
@@ -170,10 +170,8 @@ async fn append(
 
 /// Unseals the vault with whatever the operator supplied.
 pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultError> {
-    let meta = meta::get(store.pool())
-        .await?
-        .ok_or(VaultError::NotInitialised)?;
-    let rows = key_slots::list(store.pool()).await?;
+    let meta = meta::get(store).await?.ok_or(VaultError::NotInitialised)?;
+    let rows = key_slots::list(store).await?;
     let has_development_slot = rows
         .iter()
         .any(|r| r.kind == SlotKind::Development.as_str());
@@ -206,7 +204,7 @@ pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultEr
 
 /// The slots, for `key list` and `status`.
 pub async fn list_slots(store: &Store) -> Result<Vec<SlotInfo>, VaultError> {
-    Ok(key_slots::list(store.pool())
+    Ok(key_slots::list(store)
         .await?
         .into_iter()
         .map(|r| SlotInfo {
@@ -234,7 +232,7 @@ pub async fn add_slot(
     let event = NewEvent::new(actor, "key.slot_added", format!("key-slot:{label}"))
         .details(json!({ "kind": kind.as_str(), "recipient": slot.recipient }));
     append(&mut tx, vault, now, event).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -247,7 +245,7 @@ pub async fn remove_slot(
     label: &str,
 ) -> Result<(), VaultError> {
     let mut tx = store.begin_write().await?;
-    let rows = key_slots::list(&mut *tx).await?;
+    let rows = key_slots::list(&mut tx).await?;
     let Some(row) = rows.iter().find(|r| r.label == label) else {
         return Err(VaultError::UnknownSlot(label.to_owned()));
     };
@@ -255,11 +253,11 @@ pub async fn remove_slot(
         return Err(VaultError::LastSlot(label.to_owned()));
     }
     let kind = row.kind.clone();
-    key_slots::delete(&mut *tx, label).await?;
+    key_slots::delete(&mut tx, label).await?;
     let event = NewEvent::new(actor, "key.slot_removed", format!("key-slot:{label}"))
         .details(json!({ "kind": kind }));
     append(&mut tx, vault, now, event).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -16,30 +16,23 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use tower_sessions::session::Id;
-use webauthn_rs::prelude::PasskeyAuthentication;
 
-use crate::tokens::reveal::PendingReveal;
-
-/// A started reveal: what was checked, and the challenge the passkey must sign.
-pub struct RevealCeremony {
-    pub pending: PendingReveal,
-    pub ceremony: PasskeyAuthentication,
-}
+use crate::tokens::reveal::StartedReveal;
 
 /// Ceremonies in flight, at most one per session.
 #[derive(Default)]
-pub struct PendingReveals(Mutex<HashMap<Id, RevealCeremony>>);
+pub struct PendingReveals(Mutex<HashMap<Id, StartedReveal>>);
 
 impl PendingReveals {
     /// Stores the session's ceremony, replacing an earlier one, and forgets expired ones.
-    pub fn put(&self, session: Id, ceremony: RevealCeremony, now: i64) {
+    pub fn put(&self, session: Id, ceremony: StartedReveal, now: i64) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, c| c.pending.expires_at >= now);
         map.insert(session, ceremony);
     }
 
     /// Takes the session's ceremony out: it can be finished once.
-    pub fn take(&self, session: Id) -> Option<RevealCeremony> {
+    pub fn take(&self, session: Id) -> Option<StartedReveal> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

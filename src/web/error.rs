@@ -114,7 +114,7 @@ impl From<crate::operators::OperatorError> for AppError {
             | E::LastCredential
             | E::SelfLockout => Self::Conflict(message),
             E::InvalidName(_) | E::NoRoles | E::UnknownRole(_) => Self::Unprocessable(message),
-            E::Store(_) | E::Audit(_) => Self::Internal(message),
+            E::Store(_) | E::Audit(_) | E::Passkey(_) => Self::Internal(message),
         }
     }
 }
@@ -159,7 +159,10 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
                 message,
                 retry_after_seconds,
             },
-            E::WrongToken { .. } | E::Expired => Self::BadRequest(message),
+            E::WrongToken { .. } | E::Expired | E::NoPasskey | E::Challenge(_) => {
+                Self::BadRequest(message)
+            }
+            E::ForeignPasskey | E::Assertion(_) => Self::Unauthorized(message),
             E::Operator(inner) => inner.into(),
         }
     }

@@ -14,7 +14,7 @@ pub struct Health {
 
 /// 200 with `{"status":"ok","version":…}` when the database answers.
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
-    crate::store::ping(state.store.pool()).await?;
+    state.store.ping().await?;
     Ok(Json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),

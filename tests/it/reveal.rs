@@ -255,6 +255,54 @@ async fn a_replayed_assertion_and_one_started_for_another_token_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reveal_signed_with_another_operators_passkey_is_refused_audited_and_changes_nothing() {
+    let Desk {
+        srv,
+        provisioner,
+        helpdesk,
+    } = desk().await;
+    let mut other = srv.operator("bea", "helpdesk").await;
+    capture(&provisioner, SERIAL, SEED_B32, json!({})).await;
+    let (status, mut challenge) = helpdesk
+        .post(
+            &format!("/api/v1/tokens/{SERIAL}/reveal/start"),
+            json!({ "checks": ["callback", "video-id"], "ticket": "INC-9" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    // Bea's passkey signs hal's challenge: the browser would offer it if hal's session let
+    // someone else touch the key.
+    let (_, own) = other.login_start().await;
+    challenge["publicKey"]["allowCredentials"] = own["publicKey"]["allowCredentials"].clone();
+    let assertion = other.assert(challenge);
+    let (status, body) = helpdesk
+        .post(&format!("/api/v1/tokens/{SERIAL}/reveal/finish"), assertion)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.get("code").is_none(), "{body}");
+
+    let events =
+        seedvault::store::audit::for_target(srv.state.store.pool(), &format!("token:{SERIAL}"))
+            .await
+            .unwrap();
+    let denied = events
+        .iter()
+        .find(|e| e.action == "reveal.denied")
+        .expect("the refusal is in the audit trail");
+    assert_eq!(denied.actor, "operator:hal");
+    assert_eq!(denied.outcome, "denied");
+    assert!(
+        denied.details.contains("not registered to you"),
+        "{}",
+        denied.details
+    );
+    assert!(events.iter().all(|e| e.action != "reveal.granted"));
+    let (_, token) = helpdesk.get(&format!("/api/v1/tokens/{SERIAL}")).await;
+    assert_eq!(token["state"], "escrowed");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_reveal_limit_per_token_answers_429_with_retry_after() {
     let Desk {
         srv,

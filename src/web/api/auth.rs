@@ -11,7 +11,7 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
 };
 use webauthn_rs::Webauthn;
@@ -180,8 +180,7 @@ pub async fn register_finish(
         now,
         &pending.invite,
         pending.user_handle,
-        passkey.cred_id().as_ref(),
-        &passkey_json(&passkey)?,
+        &passkey,
     )
     .await?;
     sign_in_session(&session, &operator, now.unix_timestamp()).await?;
@@ -210,10 +209,10 @@ pub async fn login_start(
                 .await?
                 .filter(|op| !op.disabled);
             let passkeys = match &operator {
-                Some(op) => passkeys_of(&state, op.id)
+                Some(op) => operators::passkeys::of(&state.store, op.id)
                     .await?
                     .into_iter()
-                    .map(|(_, p)| p)
+                    .map(|stored| stored.passkey)
                     .collect(),
                 None => Vec::new(),
             };
@@ -302,7 +301,7 @@ pub async fn login_finish(
         ));
     };
     check_sign_in_limits(&state, Some(&operator.name), &addr, now.unix_timestamp())?;
-    let passkeys = passkeys_of(&state, operator.id).await?;
+    let passkeys = operators::passkeys::of(&state.store, operator.id).await?;
     let result = match pending {
         SignInState::Named { ceremony, .. } => state
             .webauthn
@@ -310,7 +309,7 @@ pub async fn login_finish(
         SignInState::Discoverable { ceremony } => {
             let keys: Vec<DiscoverableKey> = passkeys
                 .iter()
-                .map(|(_, p)| DiscoverableKey::from(p))
+                .map(|stored| DiscoverableKey::from(&stored.passkey))
                 .collect();
             state
                 .webauthn
@@ -326,9 +325,9 @@ pub async fn login_finish(
             )));
         }
     };
-    let Some((row, mut passkey)) = passkeys
+    let Some(signer) = passkeys
         .into_iter()
-        .find(|(_, p)| p.cred_id() == result.cred_id())
+        .find(|stored| stored.passkey.cred_id() == result.cred_id())
     else {
         sign_in_failed(
             &state,
@@ -341,15 +340,13 @@ pub async fn login_finish(
             "this passkey is not registered to the operator".into(),
         ));
     };
-    passkey.update_credential(&result);
     let discoverable = credential.get_user_unique_id().is_some();
     operators::record_sign_in(
         &state.store,
         &state.vault,
         now,
         &operator,
-        row,
-        &passkey_json(&passkey)?,
+        &signer.used(&result)?,
         discoverable,
     )
     .await?;
@@ -447,29 +444,6 @@ async fn sign_in_failed(
         .details(json!({ "reason": reason, "client": addr }));
     operators::record(&state.store, &state.vault, now, event).await?;
     Ok(())
-}
-
-/// An operator's stored passkeys with their row ids.
-pub async fn passkeys_of(
-    state: &AppState,
-    operator_id: i64,
-) -> Result<Vec<(i64, Passkey)>, AppError> {
-    operators::credentials(&state.store, operator_id)
-        .await?
-        .into_iter()
-        .map(|row| {
-            serde_json::from_str::<Passkey>(&row.passkey)
-                .map(|p| (row.id, p))
-                .map_err(|e| {
-                    AppError::Internal(format!("stored credential {} is unreadable: {e}", row.id))
-                })
-        })
-        .collect()
-}
-
-pub fn passkey_json(passkey: &Passkey) -> Result<String, AppError> {
-    serde_json::to_string(passkey)
-        .map_err(|e| AppError::Internal(format!("cannot store credential: {e}")))
 }
 
 pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {

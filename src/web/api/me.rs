@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
-use super::auth::{passkey_json, passkeys_of, start_registration, to_json};
+use super::auth::{start_registration, to_json};
 use crate::operators::{self, Role};
 use crate::web::session::{session_error, CurrentOperator};
 use crate::web::{AppError, AppState};
@@ -77,10 +77,10 @@ pub async fn add_credential_start(
     OptionalJson(body): OptionalJson<AddCredentialStart>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let op = &current.operator;
-    let existing = passkeys_of(&state, op.id)
+    let existing = operators::passkeys::of(&state.store, op.id)
         .await?
         .into_iter()
-        .map(|(_, p)| p.cred_id().clone())
+        .map(|stored| stored.passkey.cred_id().clone())
         .collect();
     let (challenge, ceremony) =
         start_registration(&state.webauthn, op.user_handle, &op.name, Some(existing))?;
@@ -122,9 +122,8 @@ pub async fn add_credential_finish(
         &state.vault,
         now,
         &current.operator,
-        passkey.cred_id().as_ref(),
         &pending.label,
-        &passkey_json(&passkey)?,
+        &passkey,
     )
     .await?;
     Ok((

@@ -12,12 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
-use super::auth::{passkey_json, passkeys_of, to_json};
+use super::auth::to_json;
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
-use crate::tokens::reveal::{self, RevealRequest};
+use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
 use crate::tokens::{self, Captured, Token, TokenChange, TokenState};
-use crate::web::ceremony::RevealCeremony;
 use crate::web::session::{Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly};
 use crate::web::{AppError, AppState};
 
@@ -104,14 +103,28 @@ pub struct RevealStart {
     note: Option<String>,
 }
 
-/// The one place a code leaves the vault.
+/// The one place a code leaves the vault. Borrows the zeroizing code, so the digits are
+/// written straight from it into the response body, with no copy left behind.
 #[derive(Serialize, ToSchema)]
-pub struct RevealedCodeView {
-    code: String,
+pub struct RevealedCodeView<'a> {
+    #[schema(value_type = String)]
+    code: &'a str,
     period: u32,
     valid_for_seconds: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    next_code: Option<String>,
+    #[schema(value_type = Option<String>)]
+    next_code: Option<&'a str>,
+}
+
+impl<'a> From<&'a RevealedCode> for RevealedCodeView<'a> {
+    fn from(revealed: &'a RevealedCode) -> Self {
+        Self {
+            code: revealed.code.expose(),
+            period: revealed.period,
+            valid_for_seconds: revealed.valid_for_seconds,
+            next_code: revealed.next_code.as_ref().map(|c| c.expose()),
+        }
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
@@ -223,7 +236,7 @@ pub async fn detail(
     Path(serial): Path<String>,
 ) -> Result<Json<TokenDetail>, AppError> {
     let token = tokens::get(&state.store, &serial).await?;
-    let timeline = crate::store::audit::for_target(state.store.pool(), &token.target())
+    let timeline = crate::store::audit::for_target(&state.store, &token.target())
         .await?
         .into_iter()
         .map(|e| TimelineEvent {
@@ -275,17 +288,10 @@ pub async fn reveal_start(
         ticket: body.ticket.as_deref(),
         note: body.note.as_deref(),
     };
-    let pending = reveal::authorize(&env, operator, &serial, &request).await?;
-    let passkeys: Vec<_> = passkeys_of(&state, operator.id)
-        .await?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
-    let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
+    let (challenge, started) =
+        reveal::start(&env, &state.webauthn, operator, &serial, &request).await?;
     let session = signed_in_session_id(&auth)?;
-    state
-        .reveals
-        .put(session, RevealCeremony { pending, ceremony }, env.unix());
+    state.reveals.put(session, started, env.unix());
     Ok(Json(to_json(&challenge)?))
 }
 
@@ -310,8 +316,7 @@ pub async fn reveal_finish(
     Json(credential): Json<PublicKeyCredential>,
 ) -> Result<Response, AppError> {
     let operator = auth.operator();
-    let env = state.env();
-    let Some(RevealCeremony { pending, ceremony }) = state
+    let Some(started) = state
         .reveals
         .take(signed_in_session_id(&auth)?)
         .filter(|c| c.pending.operator_id == operator.id)
@@ -320,50 +325,16 @@ pub async fn reveal_finish(
             "no reveal is in progress in this session — start it again".into(),
         ));
     };
-    if let Err(error) = reveal::check_pending(&env, &pending, &serial) {
-        reveal::record_denial(&env, operator, &serial, &error.to_string()).await?;
-        return Err(error.into());
-    }
-    let passkeys = passkeys_of(&state, operator.id).await?;
-    let result = match state
-        .webauthn
-        .finish_passkey_authentication(&credential, &ceremony)
-    {
-        Ok(result) => result,
-        Err(e) => {
-            reveal::record_denial(
-                &env,
-                operator,
-                &serial,
-                &format!("passkey assertion refused: {e}"),
-            )
-            .await?;
-            return Err(AppError::Unauthorized(format!(
-                "the passkey assertion was not accepted: {e}"
-            )));
-        }
-    };
-    let Some((row, mut passkey)) = passkeys
-        .into_iter()
-        .find(|(_, p)| p.cred_id() == result.cred_id())
-    else {
-        return Err(AppError::Unauthorized(
-            "this passkey is not registered to you".into(),
-        ));
-    };
-    passkey.update_credential(&result);
-    let credential = reveal::CredentialUse {
-        row,
-        passkey_json: passkey_json(&passkey)?,
-    };
-    let revealed = reveal::grant(&env, operator, &pending, &credential).await?;
-    let view = RevealedCodeView {
-        code: revealed.code.expose().to_owned(),
-        period: revealed.period,
-        valid_for_seconds: revealed.valid_for_seconds,
-        next_code: revealed.next_code.as_ref().map(|c| c.expose().to_owned()),
-    };
-    let mut response = Json(view).into_response();
+    let revealed = reveal::finish(
+        &state.env(),
+        &state.webauthn,
+        operator,
+        started,
+        &serial,
+        &credential,
+    )
+    .await?;
+    let mut response = Json(RevealedCodeView::from(&revealed)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

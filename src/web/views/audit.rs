@@ -32,7 +32,7 @@ pub async fn search(
         action: Some(q.action.trim().to_owned()).filter(|a| !a.is_empty()),
         ..Default::default()
     };
-    let events = crate::store::audit::recent(state.store.pool(), &filter, 200)
+    let events = crate::store::audit::recent(&state.store, &filter, 200)
         .await
         .map_err(|e| op.fail(e))?;
     let query = serde_urlencoded_query(&q);

@@ -20,7 +20,7 @@ pub async fn dashboard(
     let report = crate::status::collect(&state.store, now)
         .await
         .map_err(|e| op.fail(e))?;
-    let reveals = crate::store::tokens::recent_reveals(state.store.pool(), 10)
+    let reveals = crate::store::tokens::recent_reveals(&state.store, 10)
         .await
         .map_err(|e| op.fail(e))?;
     let body = html! {

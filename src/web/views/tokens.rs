@@ -86,7 +86,7 @@ pub async fn detail(
     let token = tokens::get(&state.store, &serial)
         .await
         .map_err(|e| op.fail(e))?;
-    let timeline = crate::store::audit::for_target(state.store.pool(), &token.target())
+    let timeline = crate::store::audit::for_target(&state.store, &token.target())
         .await
         .map_err(|e| op.fail(e))?;
     let escrowed = token.state == TokenState::Escrowed;

@@ -1,0 +1,59 @@
+//! An operator's passkeys as stored: webauthn-rs's `Passkey` (public key, signature counter)
+//! kept as its own JSON in the `credentials` table. The only place that reads or writes that
+//! JSON.
+
+use webauthn_rs::prelude::{AuthenticationResult, Passkey};
+
+use super::OperatorError;
+use crate::store::operators as rows;
+use crate::store::{Store, StoreError};
+
+/// One of an operator's passkeys and the `credentials` row that holds it.
+pub struct StoredPasskey {
+    pub row: i64,
+    pub passkey: Passkey,
+}
+
+impl StoredPasskey {
+    /// Takes a verified assertion's result (the new signature counter, backup state) into the
+    /// passkey and prepares it for storing; the action the assertion authorised stores it in
+    /// its own transaction.
+    pub fn used(mut self, result: &AuthenticationResult) -> Result<UsedPasskey, OperatorError> {
+        self.passkey.update_credential(result);
+        Ok(UsedPasskey {
+            row: self.row,
+            stored: to_stored(&self.passkey)?,
+        })
+    }
+}
+
+/// A passkey after a verified assertion, in its stored form (see [`StoredPasskey::used`]).
+pub struct UsedPasskey {
+    pub row: i64,
+    pub(super) stored: String,
+}
+
+/// The operator's passkeys, oldest first.
+pub async fn of(store: &Store, operator_id: i64) -> Result<Vec<StoredPasskey>, OperatorError> {
+    rows::credentials_of(store, operator_id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(StoredPasskey {
+                passkey: from_stored(row.id, &row.passkey)?,
+                row: row.id,
+            })
+        })
+        .collect()
+}
+
+/// The stored form of a passkey.
+pub(super) fn to_stored(passkey: &Passkey) -> Result<String, OperatorError> {
+    serde_json::to_string(passkey).map_err(|e| OperatorError::Passkey(e.to_string()))
+}
+
+fn from_stored(row: i64, json: &str) -> Result<Passkey, OperatorError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Corrupt(format!("stored credential {row} is unreadable: {e}")).into()
+    })
+}
