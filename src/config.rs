@@ -8,7 +8,7 @@
 //! reader, the environment reader, the clap flags' help ([`flag_help`]), [`SETTINGS`] and the
 //! README's table (checked by a test) all come from it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -217,23 +217,9 @@ settings! {
         shown: "`./policies` (built-in copies when absent)",
         check: not_empty("give a directory path"),
     }
-    /// Failed sign-ins allowed per operator name within `sign_in_name_window_minutes`.
-    sign_in_attempts_per_name: u32 => u32 {
-        env: "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_NAME",
-        flag: None,
-        default(_): 5,
-        shown: "`5`",
-        check: at_least_one("expected at least 1 attempt"),
-    }
-    /// Minutes over which failed sign-ins per operator name are counted.
-    sign_in_name_window_minutes: u32 => u32 {
-        env: "SEEDVAULT_SIGN_IN_NAME_WINDOW_MINUTES",
-        flag: None,
-        default(_): 15,
-        shown: "`15`",
-        check: at_least_one("expected at least 1 minute"),
-    }
-    /// Failed sign-ins allowed per client address within `sign_in_address_window_minutes`.
+    /// Failed sign-ins allowed per client within `sign_in_address_window_minutes`; past it that
+    /// client gets no new sign-in challenge until the window moves on. Never counted per
+    /// operator name: anyone could lock a named operator out.
     sign_in_attempts_per_address: u32 => u32 {
         env: "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_ADDRESS",
         flag: None,
@@ -248,6 +234,16 @@ settings! {
         default(_): 15,
         shown: "`15`",
         check: at_least_one("expected at least 1 minute"),
+    }
+    /// Reverse proxies (IP addresses or CIDR networks, comma-separated in the environment) whose
+    /// `X-Forwarded-For` / `Forwarded` header names the real client; from any other peer the
+    /// header is ignored and the peer's address is the client.
+    trusted_proxies: Vec<String> => Vec<IpNetwork> {
+        env: "SEEDVAULT_TRUSTED_PROXIES",
+        flag: None,
+        default(_): Vec::new(),
+        shown: "none: the peer address is the client",
+        check: ip_networks,
     }
     /// Hours over which a policy's `reveals_per_token_per_day` is counted.
     reveal_token_window_hours: u32 => u32 {
@@ -297,6 +293,87 @@ fn not_empty(fix: &'static str) -> impl Fn(&'static str, PathBuf) -> Result<Path
             Ok(path)
         }
     }
+}
+
+/// An IP network: an address and a prefix length (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if net[..full] != ip[..full] {
+        return false;
+    }
+    rest == 0 || (net[full] ^ ip[full]) >> (8 - rest) == 0
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| ())?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| ())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(());
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+impl FromEnv for Vec<String> {
+    fn from_env(_: &'static str, text: &str) -> Result<Self, ConfigError> {
+        Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+fn ip_networks(setting: &'static str, texts: Vec<String>) -> Result<Vec<IpNetwork>, ConfigError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse().map_err(|()| ConfigError::Invalid {
+                setting,
+                value: text.clone(),
+                fix: "expected IP addresses or CIDR networks such as 127.0.0.1 or 10.0.0.0/8",
+            })
+        })
+        .collect()
 }
 
 fn at_least_one(fix: &'static str) -> impl Fn(&'static str, u32) -> Result<u32, ConfigError> {
@@ -594,24 +671,25 @@ mod tests {
         let config = Config::validate(Overrides::default()).unwrap();
         assert_eq!(
             (
-                config.sign_in_attempts_per_name,
-                config.sign_in_name_window_minutes,
                 config.sign_in_attempts_per_address,
                 config.sign_in_address_window_minutes,
             ),
-            (5, 15, 20, 15)
+            (20, 15)
         );
+        assert!(config.trusted_proxies.is_empty());
         assert_eq!(
             config.reveal_windows(),
             crate::tokens::reveal::RevealWindows::default()
         );
         let env = |name: &str| match name {
-            "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_NAME" => Some("3".to_owned()),
+            "SEEDVAULT_SIGN_IN_ATTEMPTS_PER_ADDRESS" => Some("3".to_owned()),
+            "SEEDVAULT_TRUSTED_PROXIES" => Some("127.0.0.1, 10.0.0.0/8,::1".to_owned()),
             "SEEDVAULT_REVEAL_OPERATOR_WINDOW_MINUTES" => Some("30".to_owned()),
             _ => None,
         };
         let config = Config::load(None, env, Overrides::default()).unwrap();
-        assert_eq!(config.sign_in_attempts_per_name, 3);
+        assert_eq!(config.sign_in_attempts_per_address, 3);
+        assert_eq!(config.trusted_proxies.len(), 3);
         assert_eq!(config.reveal_windows().operator_seconds, 30 * 60);
         let err = Config::validate(Overrides {
             sign_in_attempts_per_address: Some(0),
@@ -622,6 +700,35 @@ mod tests {
         assert_eq!(
             err,
             "sign_in_attempts_per_address = '0' is invalid: expected at least 1 attempt"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks_and_a_bad_one_is_named() {
+        let net = |t: &str| t.parse::<IpNetwork>().unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("192.168.1.0/25").contains(ip("192.168.1.127")));
+        assert!(!net("192.168.1.0/25").contains(ip("192.168.1.128")));
+        assert!(net("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(net("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(!net("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")));
+        assert!(!net("fd00::/8").contains(ip("10.0.0.1")));
+        assert!(net("0.0.0.0/0").contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "proxy.example.org", "10.0.0/8", "::1/129"] {
+            assert!(bad.parse::<IpNetwork>().is_err(), "{bad}");
+        }
+        let err = Config::validate(Overrides {
+            trusted_proxies: Some(vec!["127.0.0.1".into(), "nginx".into()]),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("trusted_proxies = 'nginx' is invalid"),
+            "{err}"
         );
     }
 }

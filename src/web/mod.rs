@@ -33,25 +33,23 @@ pub const SESSION_COOKIE: &str = "seedvault_session";
 
 /// In-memory rate limits shared by all requests.
 pub struct Limits {
-    pub sign_in_by_name: RateLimiter,
+    /// Failed sign-ins per client (never per operator name: anyone could lock a name out).
     pub sign_in_by_addr: RateLimiter,
+    /// Keys the decoy credential ids `login/start` hands out for names that cannot sign in, so
+    /// that the same name gets the same decoy within this process (random per start).
+    pub decoy_key: [u8; 32],
 }
 
 impl Limits {
-    /// The configured sign-in limits (`sign_in_attempts_per_*`, `sign_in_*_window_minutes`).
+    /// The configured sign-in limit (`sign_in_attempts_per_address`,
+    /// `sign_in_address_window_minutes`).
     pub fn new(config: &Config) -> Self {
-        let limiter = |attempts: u32, minutes: u32| {
-            RateLimiter::new(attempts as usize, i64::from(minutes) * 60)
-        };
         Self {
-            sign_in_by_name: limiter(
-                config.sign_in_attempts_per_name,
-                config.sign_in_name_window_minutes,
+            sign_in_by_addr: RateLimiter::new(
+                config.sign_in_attempts_per_address as usize,
+                i64::from(config.sign_in_address_window_minutes) * 60,
             ),
-            sign_in_by_addr: limiter(
-                config.sign_in_attempts_per_address,
-                config.sign_in_address_window_minutes,
-            ),
+            decoy_key: rand::random(),
         }
     }
 }
@@ -169,18 +167,13 @@ mod tests {
     use crate::config::Overrides;
 
     #[test]
-    fn configured_sign_in_limits_count_per_name_and_per_address_over_their_windows() {
+    fn configured_sign_in_limits_count_per_address_over_their_window() {
         let config = Config::validate(Overrides {
-            sign_in_attempts_per_name: Some(1),
-            sign_in_name_window_minutes: Some(2),
             sign_in_attempts_per_address: Some(2),
             ..Default::default()
         })
         .unwrap();
         let limits = Limits::new(&config);
-        limits.sign_in_by_name.record("alice", 1_000);
-        assert_eq!(limits.sign_in_by_name.check("alice", 1_000), Err(120));
-        assert_eq!(limits.sign_in_by_name.check("alice", 1_120), Ok(()));
         limits.sign_in_by_addr.record("10.0.0.1", 1_000);
         assert_eq!(limits.sign_in_by_addr.check("10.0.0.1", 1_000), Ok(()));
         limits.sign_in_by_addr.record("10.0.0.1", 1_000);

@@ -5,7 +5,10 @@
 //! is re-read on every request, so a disabled operator or a role change takes effect at once.
 
 use axum::extract::FromRequestParts;
+use std::net::IpAddr;
+
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
@@ -13,6 +16,7 @@ use tower_sessions::Session;
 use tower_sessions_sqlx_store::SqliteStore;
 
 use super::{AppError, AppState};
+use crate::config::IpNetwork;
 use crate::operators::{self, Operator, Role};
 
 /// Session key of the signed-in marker.
@@ -109,19 +113,96 @@ impl FromRequestParts<AppState> for CurrentOperator {
     }
 }
 
-/// The client's address, for per-address rate limits ("unknown" without connect info).
+/// The client's address, for per-client rate limits and the audit trail ("unknown" without
+/// connect info). Behind a configured trusted proxy (`trusted_proxies`), the address that proxy
+/// reports in `X-Forwarded-For` (or RFC 7239 `Forwarded`); a header from any other peer is
+/// ignored, since a client can write whatever it likes there.
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
-        Ok(Self(addr))
+            .map(|info| info.0.ip());
+        let Some(peer) = peer else {
+            return Ok(Self("unknown".to_owned()));
+        };
+        Ok(Self(
+            client_behind(peer, &parts.headers, &state.config.trusted_proxies).to_string(),
+        ))
     }
+}
+
+/// The client's address: `peer` itself unless it is a trusted proxy, in which case the nearest
+/// address in the forwarding chain that is not a trusted proxy (walking from the right, since
+/// each proxy appends the address it received from; the left part is whatever the client sent).
+pub fn client_behind(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNetwork]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = forwarded_for(headers);
+    while let Some(hop) = chain.pop() {
+        if !is_trusted(hop) {
+            return hop;
+        }
+    }
+    peer
+}
+
+/// The addresses of `X-Forwarded-For` (all of its lines, in order), or else those of the
+/// `for=` parameters of `Forwarded`. Entries that are not IP addresses (`unknown`, obfuscated
+/// identifiers) end the chain there: nothing left of them can be trusted.
+fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let entries: Vec<&str> = if xff.is_empty() {
+        headers
+            .get_all(axum::http::header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then_some(value.trim())
+                })
+            })
+            .collect()
+    } else {
+        xff
+    };
+    let mut chain = Vec::new();
+    for entry in entries {
+        match parse_node(entry) {
+            Some(ip) => chain.push(ip),
+            None => chain.clear(),
+        }
+    }
+    chain
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `"[2001:db8::1]:443"`, `::1`.
+fn parse_node(text: &str) -> Option<IpAddr> {
+    let text = text.trim().trim_matches('"');
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    text.rsplit_once(':')?.0.parse().ok()
 }
 
 /// Which roles a route admits; see [`Authorized`].
@@ -222,5 +303,68 @@ impl SessionStore for SessionTable {
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.writes.delete(session_id).await
+    }
+}
+
+#[cfg(test)]
+mod client_addr_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_forwarded_header_counts_only_from_a_trusted_proxy() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let spoofed = headers(&[("x-forwarded-for", "1.1.1.1")]);
+        // Straight from the internet: the header is the client's own claim, ignored.
+        assert_eq!(
+            client_behind(ip("203.0.113.9"), &spoofed, &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the proxy: the address it appended.
+        let via_proxy = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]);
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), &via_proxy, &trusted),
+            ip("198.51.100.7")
+        );
+        // Two trusted hops: the first untrusted from the right.
+        let two_hops = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.1.1")]);
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), &two_hops, &trusted),
+            ip("198.51.100.7")
+        );
+        // RFC 7239 with ports and brackets.
+        let rfc = headers(&[(
+            "forwarded",
+            "for=\"[2001:db8::1]:443\";proto=https, for=198.51.100.8:1234",
+        )]);
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), &rfc, &trusted),
+            ip("198.51.100.8")
+        );
+        // A trusted proxy that sent no header: the proxy itself.
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
+        // Nothing trusted: the peer, whatever the headers say.
+        assert_eq!(
+            client_behind(ip("10.0.0.2"), &via_proxy, &[]),
+            ip("10.0.0.2")
+        );
     }
 }

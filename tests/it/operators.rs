@@ -6,7 +6,7 @@ use crate::common;
 use common::passkey::new_authenticator;
 use common::{Operator, TestServer};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_admin_registers_a_passkey_and_sees_themselves_at_me() {
@@ -266,30 +266,55 @@ async fn state_changing_requests_without_or_with_a_foreign_origin_are_refused() 
     srv.stop_and_check().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failed_sign_ins_are_rate_limited_with_retry_after() {
-    let srv = TestServer::start().await;
-    let op = srv.operator("kate", "helpdesk").await;
-    for _ in 0..5 {
-        let (status, _) = op.login_start().await;
-        assert_eq!(status, StatusCode::OK);
-        // A stranger's valid assertion, posted to kate's sign-in.
-        let mut stranger = srv
-            .operator(&format!("s{}", rand_suffix()), "auditor")
-            .await;
-        let (_, own) = stranger.login_start().await;
-        let foreign = stranger.assert(own);
-        let (status, _) = op.post("/api/v1/auth/login/finish", foreign).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
-    let response = op
-        .http
-        .post(srv.url("/api/v1/auth/login/start"))
+/// A sign-in request that arrives through the trusted proxy on behalf of `client`.
+async fn login_start_from(
+    srv: &TestServer,
+    http: &reqwest::Client,
+    client: &str,
+    name: &str,
+) -> reqwest::Response {
+    http.post(srv.url("/api/v1/auth/login/start"))
         .header("Origin", &srv.base)
-        .json(&json!({ "username": "kate" }))
+        .header("X-Forwarded-For", client)
+        .json(&json!({ "username": name }))
         .send()
         .await
+        .unwrap()
+}
+
+async fn behind_a_proxy() -> TestServer {
+    TestServer::start_with(seedvault::config::Overrides {
+        trusted_proxies: Some(vec!["127.0.0.1".into()]),
+        sign_in_attempts_per_address: Some(5),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_limit_the_failing_client_and_never_lock_the_named_operator_out() {
+    let srv = behind_a_proxy().await;
+    let mut kate = srv.operator("kate", "helpdesk").await;
+    let attacker = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
         .unwrap();
+    // An anonymous client fails five times against kate's name.
+    for _ in 0..5 {
+        let response = login_start_from(&srv, &attacker, "198.51.100.66", "kate").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = attacker
+            .post(srv.url("/api/v1/auth/login/finish"))
+            .header("Origin", &srv.base)
+            .header("X-Forwarded-For", "198.51.100.66")
+            .json(&json!({ "id": "forged" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error());
+    }
+    // That client is slowed down…
+    let response = login_start_from(&srv, &attacker, "198.51.100.66", "kate").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = response.headers()["retry-after"]
         .to_str()
@@ -298,9 +323,196 @@ async fn repeated_failed_sign_ins_are_rate_limited_with_retry_after() {
         .unwrap();
     assert!(retry > 0 && retry <= 900);
     srv.finish("rate limited", response).await;
-    // The window passes.
+    // …kate, from her own address, is not.
+    let response = login_start_from(&srv, &kate.http, "198.51.100.5", "kate").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let challenge: Value = response.json().await.unwrap();
+    let assertion = kate.assert(challenge);
+    let response = kate
+        .http
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .header("X-Forwarded-For", "198.51.100.5")
+        .json(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.finish("signed in", response).await;
+    // The window passes for the failing client too.
     srv.clock.advance(time::Duration::minutes(16));
-    assert_eq!(op.login_start().await.0, StatusCode::OK);
+    let response = login_start_from(&srv, &attacker, "198.51.100.66", "kate").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_assertion_signs_in_even_after_others_failed_from_the_same_client() {
+    let srv = behind_a_proxy().await;
+    let mut kate = srv.operator("kate", "helpdesk").await;
+    let shared = "203.0.113.40";
+    let response = login_start_from(&srv, &kate.http, shared, "kate").await;
+    let challenge: Value = response.json().await.unwrap();
+    // Meanwhile someone else behind the same address fails until the limit is reached.
+    let other = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let _ = login_start_from(&srv, &other, shared, "nobody").await;
+        let _ = other
+            .post(srv.url("/api/v1/auth/login/finish"))
+            .header("Origin", &srv.base)
+            .header("X-Forwarded-For", shared)
+            .json(&json!({ "id": "forged" }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let assertion = kate.assert(challenge);
+    let response = kate
+        .http
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .header("X-Forwarded-For", shared)
+        .json(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.finish("signed in", response).await;
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_header_from_an_untrusted_peer_does_not_escape_the_limit() {
+    let srv = TestServer::start_with(seedvault::config::Overrides {
+        sign_in_attempts_per_address: Some(3),
+        ..Default::default()
+    })
+    .await;
+    let _kate = srv.operator("kate", "helpdesk").await;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    // Each attempt claims another address; no proxy is trusted, so all count against the peer.
+    for i in 0..3 {
+        let _ = login_start_from(&srv, &client, &format!("198.51.100.{i}"), "kate").await;
+        let _ = client
+            .post(srv.url("/api/v1/auth/login/finish"))
+            .header("Origin", &srv.base)
+            .json(&json!({ "id": "forged" }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let response = login_start_from(&srv, &client, "198.51.100.99", "kate").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    srv.finish("rate limited", response).await;
+    srv.stop_and_check().await;
+}
+
+/// The keys of a JSON value, recursively (values left out): the shape a client sees.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        _ => Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_answers_do_not_tell_which_operator_names_exist() {
+    let srv = TestServer::start().await;
+    let mut kate = srv.operator("kate", "helpdesk").await;
+    let admin = srv.operator("leo", "admin").await;
+    let gone = srv.operator("gone", "helpdesk").await;
+    let (status, _) = admin
+        .request(
+            Method::PATCH,
+            "/api/v1/operators/gone",
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stranger = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let mut shapes = Vec::new();
+    for name in ["kate", "nobody", "gone"] {
+        let response = stranger
+            .post(srv.url("/api/v1/auth/login/start"))
+            .header("Origin", &srv.base)
+            .json(&json!({ "username": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["publicKey"]["allowCredentials"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "{name}: {body}"
+        );
+        shapes.push(shape(&body));
+    }
+    assert_eq!(
+        shapes[0], shapes[1],
+        "an unknown name is answered differently"
+    );
+    assert_eq!(
+        shapes[0], shapes[2],
+        "a disabled name is answered differently"
+    );
+    // The same unknown name gets the same decoy credential id twice.
+    let decoy = |body: &Value| body["publicKey"]["allowCredentials"][0]["id"].clone();
+    let again = |name: &'static str| {
+        let stranger = stranger.clone();
+        let srv_url = srv.url("/api/v1/auth/login/start");
+        let origin = srv.base.clone();
+        async move {
+            stranger
+                .post(srv_url)
+                .header("Origin", origin)
+                .json(&json!({ "username": name }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(decoy(&again("nobody").await), decoy(&again("nobody").await));
+    // Finishing: a wrong passkey for a real operator and any answer for an unknown name get the
+    // same status and message.
+    let (_, own) = admin.login_start().await;
+    let mut admin = admin;
+    let foreign = admin.assert(own);
+    let (_, _) = kate.login_start().await;
+    let (status_real, body_real) = kate
+        .post("/api/v1/auth/login/finish", foreign.clone())
+        .await;
+    let _ = again("nobody").await;
+    let response = stranger
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .json(&foreign)
+        .send()
+        .await
+        .unwrap();
+    let status_unknown = response.status();
+    let body_unknown: Value = response.json().await.unwrap();
+    assert_eq!(status_real, StatusCode::UNAUTHORIZED);
+    assert_eq!(status_unknown, StatusCode::UNAUTHORIZED);
+    assert_eq!(body_real, body_unknown);
+    drop(gone);
     srv.stop_and_check().await;
 }
 
@@ -332,7 +544,16 @@ async fn disabling_an_operator_ends_their_sessions_at_once_and_role_changes_appl
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(op.get("/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+    // A disabled operator gets a challenge like anyone (names are not enumerable) that no
+    // passkey can answer.
     let (status, _) = op.login_start().await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, challenge) = admin.login_start().await;
+    let mut admin_again = srv.operator("lea", "auditor").await;
+    let _ = challenge;
+    let (_, own) = admin_again.login_start().await;
+    let foreign = admin_again.assert(own);
+    let (status, _) = op.post("/api/v1/auth/login/finish", foreign).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // An admin cannot lock themselves out.
     let (status, _) = admin

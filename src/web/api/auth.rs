@@ -11,11 +11,11 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey,
+    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
 };
 use webauthn_rs::Webauthn;
-use webauthn_rs_proto::ResidentKeyRequirement;
+use webauthn_rs_proto::{AllowCredentials, RequestChallengeResponse, ResidentKeyRequirement};
 
 use crate::audit::{NewEvent, Outcome};
 use crate::operators::{self, Operator, PendingInvite, Role};
@@ -41,6 +41,10 @@ enum SignInState {
     Discoverable {
         ceremony: DiscoverableAuthentication,
     },
+    /// A name that cannot sign in (unknown, disabled, or without a passkey) got a challenge
+    /// that looks like a real one and can never succeed, so that answers do not tell which
+    /// operator names exist.
+    Decoy { name: String },
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -190,7 +194,7 @@ pub async fn register_finish(
 /// Start signing in: with a name, or without for a discoverable credential.
 #[utoipa::path(post, path = "/auth/login/start", tag = "auth", request_body = SignInStart,
     responses((status = 200, description = "WebAuthn request challenge (`{\"publicKey\": …}`)", body = serde_json::Value),
-              (status = 401, description = "no such enabled operator with a passkey"), (status = 429, description = "too many failed sign-ins")))]
+              (status = 429, description = "too many failed sign-ins from this client")))]
 pub async fn login_start(
     State(state): State<AppState>,
     session: Session,
@@ -202,13 +206,14 @@ pub async fn login_start(
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty());
     let now = state.clock.now();
-    check_sign_in_limits(&state, username.as_deref(), &addr, now.unix_timestamp())?;
+    // Per client only: a limit per operator name would let anyone lock that operator out.
+    check_sign_in_limit(&state, &addr, now.unix_timestamp())?;
     let (challenge, pending) = match &username {
         Some(name) => {
             let operator = operators::by_name(&state.store, name)
                 .await?
                 .filter(|op| !op.disabled);
-            let passkeys = match &operator {
+            let passkeys: Vec<Passkey> = match &operator {
                 Some(op) => operators::passkeys::of(&state.store, op.id)
                     .await?
                     .into_iter()
@@ -216,26 +221,20 @@ pub async fn login_start(
                     .collect(),
                 None => Vec::new(),
             };
-            let Some(operator) = operator.filter(|_| !passkeys.is_empty()) else {
-                sign_in_failed(
-                    &state,
-                    Some(name),
-                    &addr,
-                    "no enabled operator with a passkey has this name",
-                )
-                .await?;
-                return Err(AppError::Unauthorized(format!(
-                    "cannot sign in as '{name}': no enabled operator with a passkey has this name"
-                )));
-            };
-            let (challenge, ceremony) = state.webauthn.start_passkey_authentication(&passkeys)?;
-            (
-                challenge,
-                SignInState::Named {
-                    operator_id: operator.id,
-                    ceremony,
-                },
-            )
+            match operator.filter(|_| !passkeys.is_empty()) {
+                Some(operator) => {
+                    let (challenge, ceremony) =
+                        state.webauthn.start_passkey_authentication(&passkeys)?;
+                    (
+                        challenge,
+                        SignInState::Named {
+                            operator_id: operator.id,
+                            ceremony,
+                        },
+                    )
+                }
+                None => decoy_challenge(&state, name)?,
+            }
         }
         None => {
             let (challenge, ceremony) = state.webauthn.start_discoverable_authentication()?;
@@ -277,6 +276,16 @@ pub async fn login_finish(
     };
     let now = state.clock.now();
     let operator = match &pending {
+        SignInState::Decoy { name } => {
+            sign_in_failed(
+                &state,
+                Some(name),
+                &addr,
+                "no enabled operator with a passkey has this name",
+            )
+            .await?;
+            return Err(not_accepted());
+        }
         SignInState::Named { operator_id, .. } => {
             operators::by_id(&state.store, *operator_id).await?
         }
@@ -296,16 +305,16 @@ pub async fn login_finish(
             "the passkey belongs to no enabled operator",
         )
         .await?;
-        return Err(AppError::Unauthorized(
-            "this passkey belongs to no enabled operator".into(),
-        ));
+        return Err(not_accepted());
     };
-    check_sign_in_limits(&state, Some(&operator.name), &addr, now.unix_timestamp())?;
+    // No limit is checked here: a valid assertion signs in whatever others failed meanwhile;
+    // the per-client limit stops new challenges at `login/start`.
     let passkeys = operators::passkeys::of(&state.store, operator.id).await?;
     let result = match pending {
         SignInState::Named { ceremony, .. } => state
             .webauthn
             .finish_passkey_authentication(&credential, &ceremony),
+        SignInState::Decoy { .. } => return Err(not_accepted()),
         SignInState::Discoverable { ceremony } => {
             let keys: Vec<DiscoverableKey> = passkeys
                 .iter()
@@ -320,9 +329,7 @@ pub async fn login_finish(
         Ok(result) => result,
         Err(e) => {
             sign_in_failed(&state, Some(&operator.name), &addr, &e.to_string()).await?;
-            return Err(AppError::Unauthorized(format!(
-                "the passkey assertion was not accepted: {e}"
-            )));
+            return Err(not_accepted());
         }
     };
     let Some(signer) = passkeys
@@ -336,9 +343,7 @@ pub async fn login_finish(
             "credential not registered to this operator",
         )
         .await?;
-        return Err(AppError::Unauthorized(
-            "this passkey is not registered to the operator".into(),
-        ));
+        return Err(not_accepted());
     };
     let discoverable = credential.get_user_unique_id().is_some();
     operators::record_sign_in(
@@ -399,23 +404,54 @@ pub async fn sign_in_session(
         .map_err(session_error)
 }
 
-fn check_sign_in_limits(
+/// Every refused sign-in gets the same answer, so that it tells nothing about which names,
+/// operators or passkeys exist; the audit trail keeps the reason.
+fn not_accepted() -> AppError {
+    AppError::Unauthorized(
+        "the passkey was not accepted — check the operator name, or use a passkey registered for it".into(),
+    )
+}
+
+/// A challenge for a name that cannot sign in, shaped like a named one: one allowed
+/// credential whose id is derived from the name (the same name gets the same id, as a real
+/// operator's passkey would), which no authenticator holds.
+fn decoy_challenge(
     state: &AppState,
-    name: Option<&str>,
-    addr: &str,
-    now: i64,
-) -> Result<(), AppError> {
-    let by_name = name.map_or(Ok(()), |n| state.limits.sign_in_by_name.check(n, now));
-    let by_addr = state.limits.sign_in_by_addr.check(addr, now);
-    match by_name.and(by_addr) {
-        Ok(()) => Ok(()),
-        Err(retry_after_seconds) => Err(AppError::TooManyRequests {
+    name: &str,
+) -> Result<(RequestChallengeResponse, SignInState), AppError> {
+    use hmac::{Hmac, Mac};
+    let (mut challenge, _) = state.webauthn.start_discoverable_authentication()?;
+    // As a named challenge has them: no conditional mediation, no extensions.
+    challenge.mediation = None;
+    challenge.public_key.extensions = None;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&state.limits.decoy_key)
+        .map_err(|e| AppError::Internal(format!("decoy key: {e}")))?;
+    mac.update(name.as_bytes());
+    let id = mac.finalize().into_bytes()[..16].to_vec();
+    challenge.public_key.allow_credentials = vec![AllowCredentials {
+        type_: "public-key".into(),
+        id: id.into(),
+        transports: None,
+    }];
+    Ok((
+        challenge,
+        SignInState::Decoy {
+            name: name.to_owned(),
+        },
+    ))
+}
+
+fn check_sign_in_limit(state: &AppState, addr: &str, now: i64) -> Result<(), AppError> {
+    state
+        .limits
+        .sign_in_by_addr
+        .check(addr, now)
+        .map_err(|retry_after_seconds| AppError::TooManyRequests {
             message: format!(
-                "too many failed sign-ins; try again in {retry_after_seconds} seconds"
+                "too many failed sign-ins from this client; try again in {retry_after_seconds} seconds"
             ),
             retry_after_seconds,
-        }),
-    }
+        })
 }
 
 async fn sign_in_failed(
@@ -425,12 +461,6 @@ async fn sign_in_failed(
     reason: &str,
 ) -> Result<(), AppError> {
     let now = state.clock.now();
-    if let Some(name) = name {
-        state
-            .limits
-            .sign_in_by_name
-            .record(name, now.unix_timestamp());
-    }
     state
         .limits
         .sign_in_by_addr
