@@ -427,7 +427,7 @@ fn shape(value: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_answers_do_not_tell_which_operator_names_exist() {
     let srv = TestServer::start().await;
-    let mut kate = srv.operator("kate", "helpdesk").await;
+    let kate = srv.operator("kate", "helpdesk").await;
     let admin = srv.operator("leo", "admin").await;
     let gone = srv.operator("gone", "helpdesk").await;
     let (status, _) = admin
@@ -516,10 +516,6 @@ async fn sign_in_answers_do_not_tell_which_operator_names_exist() {
     srv.stop_and_check().await;
 }
 
-fn rand_suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_an_operator_ends_their_sessions_at_once_and_role_changes_apply_immediately() {
     let srv = TestServer::start().await;
@@ -548,11 +544,9 @@ async fn disabling_an_operator_ends_their_sessions_at_once_and_role_changes_appl
     // passkey can answer.
     let (status, _) = op.login_start().await;
     assert_eq!(status, StatusCode::OK);
-    let (_, challenge) = admin.login_start().await;
-    let mut admin_again = srv.operator("lea", "auditor").await;
-    let _ = challenge;
-    let (_, own) = admin_again.login_start().await;
-    let foreign = admin_again.assert(own);
+    let mut other = srv.operator("lea", "auditor").await;
+    let (_, own) = other.login_start().await;
+    let foreign = other.assert(own);
     let (status, _) = op.post("/api/v1/auth/login/finish", foreign).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // An admin cannot lock themselves out.
