@@ -7,7 +7,9 @@
 pub mod chain;
 pub mod export;
 pub mod fixture;
+pub mod trailer;
 pub mod verify;
+mod verify_file;
 
 use time::OffsetDateTime;
 
