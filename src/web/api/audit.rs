@@ -60,9 +60,9 @@ fn parse_filter(query: &ExportQuery) -> Result<(Format, ExportFilter), AppError>
 /// Export the trail, filtered, as JSON Lines or CSV (auditor or admin). Streamed with
 /// constant memory; each record carries `prev_hash`, `hash` and `sig`, and the last record is
 /// a signed trailer (filter, count, digest, head), so the file verifies offline and a record
-/// removed from it is noticed. The export is recorded in the trail (who, filters, count) before the first byte
-/// is sent; it covers every matching event up to the head at that moment
-/// (`X-Audit-Through-Seq`).
+/// removed from it is noticed. The export is recorded in the trail (who, filters, count)
+/// before the first byte is sent; it covers every matching event up to the head at that
+/// moment (`X-Audit-Through-Seq`).
 #[utoipa::path(get, path = "/audit", tag = "audit", params(ExportQuery),
     responses((status = 200, description = "one record per line (JSON Lines: ExportRecord objects, then one TrailerRecord; CSV: header row, then the same fields, then a row of type export-trailer whose details column holds the TrailerRecord)",
                content((export::ExportRecord = "application/x-ndjson"), (String = "text/csv"))),
