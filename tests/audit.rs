@@ -1111,8 +1111,20 @@ fn a_record_with_an_unknown_key_or_upper_case_hex_is_refused_by_both_verifiers()
             false,
         ),
         ("not JSON", format!("{{oops\n{good}"), false),
+        (
+            "not UTF-8",
+            good.replacen("cli:root", "cli:r\u{fffd}t", 1),
+            false,
+        ),
     ] {
-        let file = write_temp(files.path(), "one.jsonl", &text);
+        // The replacement character stands for a byte that is not UTF-8 at all.
+        let bytes = text.replacen('\u{fffd}', "\u{1}", 1).into_bytes();
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .map(|b| if b == 1 { 0xff } else { b })
+            .collect();
+        let file = files.path().join("one.jsonl");
+        std::fs::write(&file, bytes).unwrap();
         let cli = verify_file(&file, &key, vault_id, None);
         assert_eq!(
             cli.status.success(),

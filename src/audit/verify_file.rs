@@ -116,7 +116,9 @@ struct Records<R> {
     format: FileFormat,
     /// Lines consumed so far.
     line: u64,
-    text: String,
+    /// The current record's bytes (checked for UTF-8 per record, so that bad bytes are a
+    /// break at their line rather than a read error).
+    bytes: Vec<u8>,
 }
 
 const CSV_COLUMNS: usize = 11;
@@ -143,13 +145,14 @@ impl<R: BufRead> Records<R> {
             input,
             format,
             line: 0,
-            text: String::new(),
+            bytes: Vec::new(),
         };
         if format == FileFormat::Csv {
-            records.text.clear();
-            records.input.read_line(&mut records.text)?;
+            records.input.read_until(b'\n', &mut records.bytes)?;
             records.line = 1;
-            if records.text.trim_end_matches(['\r', '\n']) != CSV_HEADER.trim_end() {
+            let header = records.bytes.strip_suffix(b"\n").unwrap_or(&records.bytes);
+            let header = header.strip_suffix(b"\r").unwrap_or(header);
+            if header != CSV_HEADER.trim_end().as_bytes() {
                 return Ok(Err(found(
                     1,
                     None,
@@ -167,27 +170,31 @@ impl<R: BufRead> Records<R> {
     /// The next record and the line it starts on; blank lines are skipped.
     fn next(&mut self) -> Result<Option<NumberedRecord>, VerifyError> {
         loop {
-            self.text.clear();
-            if self.input.read_line(&mut self.text)? == 0 {
+            self.bytes.clear();
+            if self.input.read_until(b'\n', &mut self.bytes)? == 0 {
                 return Ok(None);
             }
             self.line += 1;
             let start = self.line;
-            if self.text.trim().is_empty() {
+            if self.bytes.trim_ascii().is_empty() {
                 continue;
             }
-            let parsed = match self.format {
-                FileFormat::Jsonl => parse_json(self.text.trim_end_matches(['\r', '\n'])),
-                FileFormat::Csv => {
-                    // A quoted field may hold line breaks: read on until the quotes balance.
-                    while self.text.bytes().filter(|&b| b == b'"').count() % 2 == 1 {
-                        if self.input.read_line(&mut self.text)? == 0 {
-                            break;
-                        }
-                        self.line += 1;
+            if self.format == FileFormat::Csv {
+                // A quoted field may hold line breaks: read on until the quotes balance.
+                while self.bytes.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+                    if self.input.read_until(b'\n', &mut self.bytes)? == 0 {
+                        break;
                     }
-                    split_csv(self.text.trim_end_matches(['\r', '\n'])).and_then(parse_csv_row)
+                    self.line += 1;
                 }
+            }
+            let Ok(text) = std::str::from_utf8(&self.bytes) else {
+                return Ok(Some((start, Err("it is not UTF-8 text".into()))));
+            };
+            let text = text.trim_end_matches(['\r', '\n']);
+            let parsed = match self.format {
+                FileFormat::Jsonl => parse_json(text),
+                FileFormat::Csv => split_csv(text).and_then(parse_csv_row),
             };
             return Ok(Some((start, parsed)));
         }
