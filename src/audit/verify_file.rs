@@ -715,10 +715,11 @@ mod tests {
                 let mut row = AuditRow {
                     seq,
                     time: "2026-11-22T09:30:00.000Z".into(),
-                    actor: if seq % 3 == 0 {
-                        "operator:bob"
-                    } else {
-                        "system"
+                    actor: match seq {
+                        // A line break inside a quoted CSV field: the record spans two lines.
+                        2 => "import:two\nlines",
+                        _ if seq % 3 == 0 => "operator:bob",
+                        _ => "system",
                     }
                     .into(),
                     action: "token.captured".into(),
@@ -835,6 +836,17 @@ mod tests {
             assert_eq!(broken.line, 3, "{why}: {broken}");
             assert!(broken.reason.contains(why), "{why}: {broken}");
         }
+    }
+
+    #[test]
+    fn a_csv_break_is_reported_at_the_physical_line_its_record_starts_on() {
+        let rows = chain(5);
+        let good = export(Format::Csv, &rows, &rows[4], EVERYTHING);
+        assert!(verify(&good, &ExportOptions::default()).ok());
+        // Header, event 1, event 2 over two lines: event 3 starts on line 5.
+        let edited = good.replacen("token:T,3", "token:T,9", 1);
+        let broken = verify(&edited, &ExportOptions::default()).broken.unwrap();
+        assert_eq!((broken.line, broken.seq), (5, Some(3)), "{broken}");
     }
 
     #[test]
