@@ -255,10 +255,13 @@ fn main() {
             let result = verify::verify_export(
                 std::io::BufReader::new(std::fs::File::open(&filtered).unwrap()),
                 &key,
-                Some(&vault_id),
+                &verify::ExportOptions {
+                    vault_id: Some(vault_id.clone()),
+                    expect_head: None,
+                },
             )
             .unwrap();
-            assert!(result.ok());
+            assert!(result.ok(), "{:?}", result.broken);
             println!(
                 "verify --file of that filtered export ({} records, every signature): {:.3} s",
                 result.events,

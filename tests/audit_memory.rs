@@ -12,6 +12,7 @@ use seedvault::audit::export::{self, ExportFilter, Format};
 use seedvault::store::audit::AuditFilter;
 use seedvault::store::Store;
 use seedvault::vault::open::{self, SlotRequest};
+use seedvault::vault::Vault;
 use time::OffsetDateTime;
 
 /// The system allocator, keeping the bytes live now and the most live at once.
@@ -41,13 +42,14 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Peak bytes allocated above the level when the export started, and bytes written.
-fn export_peak(store: &Store, plan: &export::ExportPlan) -> (usize, u64) {
+fn export_peak(store: &Store, vault: &Vault, plan: &export::ExportPlan) -> (usize, u64) {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let mut bytes = 0u64;
     let written = export::write(
         store.path(),
         plan,
+        vault,
         |chunk| {
             bytes += chunk.len() as u64;
             Ok(())
@@ -90,8 +92,8 @@ async fn a_100_000_event_export_uses_no_more_memory_than_a_10_000_event_one() {
         filter: AuditFilter::default(),
         ..plan.clone()
     };
-    let (small_peak, small_bytes) = export_peak(&store, &small);
-    let (large_peak, large_bytes) = export_peak(&store, &plan);
+    let (small_peak, small_bytes) = export_peak(&store, &vault, &small);
+    let (large_peak, large_bytes) = export_peak(&store, &vault, &plan);
     eprintln!(
         "export peak heap: 10,000 events {small_peak} B ({small_bytes} B out); \
          100,001 events {large_peak} B ({large_bytes} B out)"

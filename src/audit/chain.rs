@@ -259,6 +259,8 @@ mod tests {
 
     /// The worked example of docs/AUDIT.md: a fixed vault id, signing key and event.
     pub(super) struct Example {
+        canonical_len: usize,
+        details_len: usize,
         canonical: String,
         genesis: String,
         hash: String,
@@ -272,6 +274,10 @@ mod tests {
     fn example() -> Example {
         let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
         let key = SigningKey::from_bytes(&[7u8; 32]);
+        let details = crate::audit::canonical_json(&serde_json::json!({
+            "slots": [{ "label": "ops", "kind": "passphrase" }],
+            "audit_public_key": hex(key.verifying_key().as_bytes()),
+        }));
         let fields = EventFields {
             seq: 1,
             time: "2026-11-22T09:30:00.000Z",
@@ -279,12 +285,14 @@ mod tests {
             action: "vault.init",
             target: "vault:6f1c2d3e-0000-4000-8000-000000000001",
             outcome: "success",
-            details: r#"{"slots":[{"kind":"passphrase","label":"ops"}]}"#,
+            details: &details,
         };
         let genesis = genesis_hash(VAULT_ID);
         let hash = fields.hash(&genesis);
         let message = signed_message(1, &hash);
         Example {
+            canonical_len: fields.canonical_bytes().len(),
+            details_len: details.len(),
             canonical: hex(&fields.canonical_bytes()),
             genesis: hex(&genesis),
             hash: hex(&hash),
@@ -312,6 +320,12 @@ mod tests {
                 flat.contains(value.as_str()),
                 "docs/AUDIT.md lacks the {name}: {value}"
             );
+        }
+        for stated in [
+            format!("canonical (hex; {} bytes)", e.canonical_len),
+            format!("lp(details), {} bytes", e.details_len),
+        ] {
+            assert!(doc.contains(&stated), "docs/AUDIT.md should state {stated}");
         }
     }
 

@@ -3,11 +3,13 @@
 //! An export is two steps: [`begin`] records the export in the trail (who, format, filters,
 //! how many events, up to which seq) and fixes the snapshot — every event with
 //! `seq <= through` that matches — before a byte leaves, so a failed audit write means no
-//! export; then [`write`] streams exactly that snapshot, page by page. The export's own event
-//! (at `through + 1`) is not part of it; the next export carries it.
+//! export; then [`write`] streams exactly that snapshot, page by page, and ends it with a
+//! signed [trailer](super::trailer) (filter, count, digest, head) so that a record cut out of
+//! the file is noticed. The export's own event (at `through + 1`) is not part of it; the next
+//! export carries it.
 //!
-//! Each line carries every hashed field verbatim (`details` is the exact stored JSON text,
-//! as a string) plus `prev_hash`, `hash` and `sig` in hex, so it verifies offline
+//! Each event record carries every hashed field verbatim (`details` is the exact stored JSON
+//! text, as a string) plus `prev_hash`, `hash` and `sig` in hex, so it verifies offline
 //! (`seedvault audit verify --file`, or the script in docs/AUDIT.md).
 
 use std::str::FromStr;
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{format_time, AuditError, NewEvent};
+use super::chain::{genesis_hash, ChainHead};
+use super::trailer::{strict_hex, ExportDigest, Trailer, EVENT_TYPE, TRAILER_TYPE};
+use super::{canonical_json, format_time, AuditError, NewEvent};
 use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
@@ -126,7 +130,8 @@ impl ExportFilter {
         })
     }
 
-    /// The filters as recorded in the export's audit event.
+    /// The filters as recorded in the export's audit event and, as canonical JSON, in its
+    /// trailer.
     fn describe(&self) -> Result<serde_json::Value, ExportError> {
         let store = self.to_store()?;
         Ok(json!({
@@ -146,6 +151,10 @@ pub struct ExportPlan {
     pub filter: AuditFilter,
     /// The newest seq included (the head when the export began).
     pub through: i64,
+    /// The head when the export began (seq `through`), stated in the trailer.
+    pub head: ChainHead,
+    /// The filter as canonical JSON, stated in the trailer.
+    pub filter_text: String,
     /// How many events the export carries.
     pub count: u64,
     /// The seq of the event that records this export.
@@ -165,10 +174,21 @@ pub async fn begin(
     let store_filter = filter.to_store()?;
     let described = filter.describe()?;
     let mut tx = store.begin_write().await?;
-    let through = crate::store::audit::head(&mut tx)
-        .await?
-        .map_or(0, |(seq, _)| seq);
+    let head = match crate::store::audit::head(&mut tx).await? {
+        Some((seq, hash)) => ChainHead {
+            seq,
+            hash: hash.as_slice().try_into().map_err(|_| {
+                AuditError::CorruptHead(format!("event {seq} has a malformed hash"))
+            })?,
+        },
+        None => ChainHead {
+            seq: 0,
+            hash: genesis_hash(vault.id()),
+        },
+    };
+    let through = head.seq;
     let count = crate::store::audit::count_matching(&mut tx, &store_filter, through).await?;
+    let filter_text = canonical_json(&described);
     let event = NewEvent::new(actor, "audit.exported", "audit").details(json!({
         "format": format.as_str(),
         "filters": described,
@@ -181,18 +201,25 @@ pub async fn begin(
         format,
         filter: store_filter,
         through,
+        head,
+        filter_text,
         count: u64::try_from(count).unwrap_or(0),
         recorded_as: row.seq,
     })
 }
 
 /// The CSV header row (with its line ending).
-pub const CSV_HEADER: &str = "seq,time,actor,action,target,outcome,details,prev_hash,hash,sig\r\n";
+pub const CSV_HEADER: &str =
+    "type,seq,time,actor,action,target,outcome,details,prev_hash,hash,sig\r\n";
 
 /// One exported event, as it appears on a JSON line. The text fields are exactly the stored
-/// (hashed) text.
+/// (hashed) text. A reader refuses a record with any other key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExportRecord {
+    /// Always `event` (the last record of an export is the trailer, `export-trailer`).
+    #[serde(rename = "type")]
+    pub kind: String,
     pub seq: i64,
     /// RFC 3339, UTC.
     pub time: String,
@@ -221,6 +248,7 @@ impl ExportRecord {
     pub fn of(event: &AuditRowRef<'_>) -> Self {
         let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
         Self {
+            kind: EVENT_TYPE.to_owned(),
             seq: event.seq,
             time: event.time.to_owned(),
             actor: event.actor.to_owned(),
@@ -234,17 +262,19 @@ impl ExportRecord {
         }
     }
 
-    /// Decodes the hex fields; the error names the field.
+    /// Checks the record's form and decodes the hex fields (lower case only, exact lengths);
+    /// the error names the field.
     pub fn decode(&self) -> Result<DecodedHashes, String> {
-        let hex = |field: &str, text: &str| {
-            data_encoding::HEXLOWER_PERMISSIVE
-                .decode(text.as_bytes())
-                .map_err(|e| format!("{field} is not hex: {e}"))
-        };
+        if self.kind != EVENT_TYPE {
+            return Err(format!("type is '{}', not '{EVENT_TYPE}'", self.kind));
+        }
+        if self.seq < 1 {
+            return Err(format!("seq {} is not a position in the chain", self.seq));
+        }
         Ok(DecodedHashes {
-            prev_hash: hex("prev_hash", &self.prev_hash)?,
-            hash: hex("hash", &self.hash)?,
-            sig: hex("sig", &self.sig)?,
+            prev_hash: strict_hex("prev_hash", &self.prev_hash, 32)?,
+            hash: strict_hex("hash", &self.hash, 32)?,
+            sig: strict_hex("sig", &self.sig, 64)?,
         })
     }
 }
@@ -291,7 +321,7 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
 /// most of its time here; `a_jsonl_line_round_trips_to_the_same_record` holds it to serde's
 /// reading of the same line.
 pub fn write_jsonl(event: &AuditRowRef<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(b"{\"type\":\"event\",\"seq\":");
     out.extend_from_slice(event.seq.to_string().as_bytes());
     for (name, text) in [
         (&b",\"time\":"[..], event.time),
@@ -337,6 +367,7 @@ fn csv_field(text: &str, out: &mut Vec<u8>) {
 
 /// Appends one event as a CSV row (with `\r\n`, RFC 4180).
 pub fn write_csv(event: &AuditRowRef<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event,");
     out.extend_from_slice(event.seq.to_string().as_bytes());
     for field in [
         event.time,
@@ -359,13 +390,35 @@ pub fn write_csv(event: &AuditRowRef<'_>, out: &mut Vec<u8>) {
 /// Bytes buffered before each hand-over to the sink.
 const CHUNK: usize = 64 * 1024;
 
+/// Appends the trailer record: a JSON line, or a CSV row whose `type` column says
+/// `export-trailer` and whose `details` column holds the same JSON object (every other column
+/// empty).
+pub fn write_trailer(format: Format, trailer: &Trailer, sig: &[u8; 64], out: &mut Vec<u8>) {
+    // Serialising a struct of strings and integers into a Vec cannot fail.
+    let json = serde_json::to_string(&trailer.to_record(sig)).unwrap_or_default();
+    match format {
+        Format::Jsonl => {
+            out.extend_from_slice(json.as_bytes());
+            out.push(b'\n');
+        }
+        Format::Csv => {
+            out.extend_from_slice(TRAILER_TYPE.as_bytes());
+            out.extend_from_slice(b",,,,,,,");
+            csv_field(&json, out);
+            out.extend_from_slice(b",,,\r\n");
+        }
+    }
+}
+
 /// Streams `plan`'s events from the database at `db_path` to `sink` in chunks of about
-/// 64 KiB (handed over, not copied), calling `progress` with the number written so far after
-/// each chunk. Blocking; memory stays constant whatever the size of the trail. A sink error
-/// (a closed pipe, a client gone) stops the export.
+/// 64 KiB (handed over, not copied), then the trailer signed with `vault`'s audit key, calling
+/// `progress` with the number of events written so far after each chunk. Blocking; memory
+/// stays constant whatever the size of the trail. A sink error (a closed pipe, a client gone)
+/// stops the export, and a stopped export has no trailer, so it fails verification.
 pub fn write(
     db_path: &std::path::Path,
     plan: &ExportPlan,
+    vault: &Vault,
     mut sink: impl FnMut(Vec<u8>) -> std::io::Result<()>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ExportError> {
@@ -375,29 +428,39 @@ pub fn write(
     if plan.format == Format::Csv {
         buffer.extend_from_slice(CSV_HEADER.as_bytes());
     }
-    let mut written = 0u64;
+    let mut digest = ExportDigest::default();
     let mut failure: Option<std::io::Error> = None;
     reader.scan(&plan.filter, 1, plan.through, |event| {
         match plan.format {
             Format::Jsonl => write_jsonl(event, &mut buffer),
             Format::Csv => write_csv(event, &mut buffer),
         }
-        written += 1;
+        digest.push(event.seq, event.hash);
         if buffer.len() >= CHUNK {
             if let Err(e) = sink(std::mem::replace(&mut buffer, fresh())) {
                 failure = Some(e);
                 return false;
             }
-            progress(written);
+            progress(digest.count);
         }
         true
     })?;
     if let Some(e) = failure {
         return Err(e.into());
     }
-    if !buffer.is_empty() {
-        sink(buffer)?;
-    }
+    let written = digest.count;
+    let trailer = Trailer {
+        vault_id: vault.id().to_owned(),
+        filter: plan.filter_text.clone(),
+        first_seq: digest.first_seq,
+        last_seq: digest.last_seq,
+        count: written,
+        head: plan.head.clone(),
+        digest: digest.finish(),
+    };
+    let sig = vault.sign_audit(&trailer.canonical_bytes());
+    write_trailer(plan.format, &trailer, &sig, &mut buffer);
+    sink(buffer)?;
     progress(written);
     Ok(written)
 }

@@ -8,7 +8,9 @@ pub mod chain;
 pub mod export;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
+pub mod trailer;
 pub mod verify;
+mod verify_file;
 
 use time::OffsetDateTime;
 

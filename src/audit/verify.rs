@@ -1,5 +1,5 @@
-//! Verifying the trail: the live chain in the database ([`verify_live`]) and an exported
-//! JSON Lines file ([`verify_export`]). Both name the first broken `seq` and why.
+//! Verifying the trail: the live chain in the database ([`verify_live`]) and an export file
+//! ([`verify_export`], in `verify_file.rs`). Both name the first broken event and why.
 //!
 //! How the live check stays under a second for a million events (docs/AUDIT.md, "Verifying"):
 //!
@@ -19,7 +19,6 @@
 //! 3. **Truncation.** Deleting the newest events leaves a shorter, valid chain; only a head
 //!    anchored elsewhere ([`AnchoredHead`]) catches it.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -28,8 +27,8 @@ use ed25519_dalek::VerifyingKey;
 use super::chain::{
     check_event, genesis_hash, signature_valid_for, ChainBreak, ChainHead, BAD_SIGNATURE,
 };
-use super::export::ExportRecord;
-use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
+pub use super::verify_file::{verify_export, ExportBreak, ExportOptions, ExportVerification};
+use crate::store::audit::{AuditFilter, AuditReader};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +39,6 @@ pub enum VerifyError {
     BadHead(String),
     #[error("not an Ed25519 public key: {0} — pass the 64 hex digits printed by `seedvault audit public-key`")]
     BadPublicKey(String),
-    #[error("line {line} of the export is not an audit record: {reason} — verify the JSON Lines file exactly as exported (`seedvault audit export --format jsonl`)")]
-    Malformed { line: u64, reason: String },
     #[error("cannot read the export: {0}")]
     Io(#[from] std::io::Error),
     #[error("a verification thread failed: {0}")]
@@ -320,172 +317,6 @@ pub fn verify_live(
     })
 }
 
-/// The outcome of verifying an export file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportVerification {
-    /// Records in the file verified (before the first break, if any).
-    pub events: u64,
-    /// Whether the file starts at seq 1 and has no gaps (a complete, unfiltered export).
-    pub complete: bool,
-    /// Whether the first event's link to the genesis was checked (needs the vault id).
-    pub genesis_checked: bool,
-    /// The file's last event.
-    pub last: Option<ChainHead>,
-    pub broken: Option<ChainBreak>,
-}
-
-impl ExportVerification {
-    pub fn ok(&self) -> bool {
-        self.broken.is_none()
-    }
-}
-
-/// Signatures are checked in batches spread over the cores.
-const SIGNATURE_BATCH: usize = 4_096;
-
-type Signed = (i64, [u8; 32], Vec<u8>);
-
-/// The index of the first event in `batch` whose signature fails, checking on every core.
-fn first_bad_signature(key: &VerifyingKey, batch: &[Signed]) -> Option<usize> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = batch.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .enumerate()
-            .map(|(n, part)| {
-                scope.spawn(move || {
-                    part.iter()
-                        .position(|(seq, hash, sig)| !signature_valid_for(key, *seq, hash, sig))
-                        .map(|i| n * chunk + i)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().ok().flatten())
-            .min()
-    })
-}
-
-/// Verifies a JSON Lines export: every record's hash (recomputed from its fields and
-/// `prev_hash`) and signature; the link between every two records with consecutive seqs; and,
-/// when `vault_id` is given and the file starts at seq 1, the first link to the genesis. A
-/// filtered export has gaps between its records, which are expected; a complete export (from
-/// seq 1, no gaps) is thereby verified link by link. Reads line by line (constant memory).
-pub fn verify_export(
-    input: impl BufRead,
-    key: &VerifyingKey,
-    vault_id: Option<&str>,
-) -> Result<ExportVerification, VerifyError> {
-    let genesis = vault_id.map(genesis_hash);
-    let mut result = ExportVerification {
-        events: 0,
-        complete: true,
-        genesis_checked: false,
-        last: None,
-        broken: None,
-    };
-    let mut batch: Vec<Signed> = Vec::with_capacity(SIGNATURE_BATCH);
-    let mut structural: Option<ChainBreak> = None;
-    // (seq, records before it) of the first record whose signature fails.
-    let mut bad_signature: Option<(i64, u64)> = None;
-    let mut checked_before_batch = 0u64;
-    let check_batch = |batch: &mut Vec<Signed>, before: &mut u64| -> Option<(i64, u64)> {
-        let bad = first_bad_signature(key, batch).map(|i| (batch[i].0, *before + i as u64));
-        *before += batch.len() as u64;
-        batch.clear();
-        bad
-    };
-    for (index, line) in input.lines().enumerate() {
-        let line = line?;
-        let line_no = index as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: ExportRecord =
-            serde_json::from_str(&line).map_err(|e| VerifyError::Malformed {
-                line: line_no,
-                reason: e.to_string(),
-            })?;
-        let decoded = record.decode().map_err(|reason| VerifyError::Malformed {
-            line: line_no,
-            reason,
-        })?;
-        let event = AuditRowRef {
-            seq: record.seq,
-            time: &record.time,
-            actor: &record.actor,
-            action: &record.action,
-            target: &record.target,
-            outcome: &record.outcome,
-            details: &record.details,
-            prev_hash: &decoded.prev_hash,
-            hash: &decoded.hash,
-            sig: &decoded.sig,
-        };
-        let previous = result.last.clone();
-        let expected_prev: Option<&[u8]> = match &previous {
-            Some(last) if last.seq + 1 == event.seq => Some(&last.hash),
-            None if event.seq == 1 => genesis.as_ref().map(|g| g.as_slice()),
-            _ => None,
-        };
-        if previous.is_none() && event.seq == 1 {
-            result.genesis_checked = genesis.is_some();
-        }
-        if let Some(last) = previous.as_ref().filter(|last| event.seq <= last.seq) {
-            structural = Some(ChainBreak {
-                seq: event.seq,
-                reason: format!(
-                    "event {} comes after event {} (records reordered or duplicated)",
-                    event.seq, last.seq
-                ),
-            });
-            break;
-        }
-        match check_event(&event, event.seq, expected_prev) {
-            Ok(hash) => {
-                result.complete &= match &previous {
-                    Some(last) => last.seq + 1 == event.seq,
-                    None => event.seq == 1,
-                };
-                batch.push((event.seq, hash, event.sig.to_vec()));
-                result.last = Some(ChainHead {
-                    seq: event.seq,
-                    hash,
-                });
-            }
-            Err(broken) => {
-                structural = Some(broken);
-                break;
-            }
-        }
-        if batch.len() == SIGNATURE_BATCH {
-            bad_signature = check_batch(&mut batch, &mut checked_before_batch);
-            if bad_signature.is_some() {
-                break;
-            }
-        }
-    }
-    if bad_signature.is_none() && !batch.is_empty() {
-        bad_signature = check_batch(&mut batch, &mut checked_before_batch);
-    }
-    (result.events, result.broken) = match (bad_signature, structural) {
-        (Some((seq, before)), _) => (
-            before,
-            Some(ChainBreak {
-                seq,
-                reason: BAD_SIGNATURE.into(),
-            }),
-        ),
-        (None, structural) => (checked_before_batch, structural),
-    };
-    if result.last.is_none() {
-        result.complete = false;
-    }
-    Ok(result)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -657,90 +488,5 @@ mod tests {
         }
         let err = parse_public_key("abcd").unwrap_err().to_string();
         assert!(err.contains("audit public-key"), "{err}");
-    }
-
-    fn export_of(store: &Store, filter: &AuditFilter) -> Vec<String> {
-        let reader = AuditReader::open(store.path()).unwrap();
-        let mut lines = Vec::new();
-        reader
-            .scan(filter, 1, i64::MAX, |event| {
-                let mut out = Vec::new();
-                crate::audit::export::write_jsonl(event, &mut out);
-                lines.push(String::from_utf8(out).unwrap());
-                true
-            })
-            .unwrap();
-        lines
-    }
-
-    fn verify_lines(lines: &[String], vault: &Vault, id: Option<&str>) -> ExportVerification {
-        let text = lines.concat();
-        verify_export(text.as_bytes(), &vault.audit_public_key(), id).unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_export_verifies_whole_or_filtered_and_names_an_edited_record() {
-        // More records than one signature batch, so batching is exercised.
-        let (_dir, store, vault) = trail(5_000).await;
-        let all = export_of(&store, &AuditFilter::default());
-        let result = verify_lines(&all, &vault, Some(vault.id()));
-        assert!(result.ok(), "{:?}", result.broken);
-        assert!(result.complete && result.genesis_checked);
-        assert_eq!(result.events, 5_001);
-
-        let filtered = export_of(
-            &store,
-            &AuditFilter {
-                actor: Some("operator:bob".into()),
-                ..Default::default()
-            },
-        );
-        let result = verify_lines(&filtered, &vault, Some(vault.id()));
-        assert!(result.ok() && !result.complete, "{:?}", result.broken);
-        assert_eq!(result.events, filtered.len() as u64);
-
-        let mut edited = all.clone();
-        edited[4_500] = edited[4_500].replace("operator:", "operator:x");
-        let broken = verify_lines(&edited, &vault, None).broken.unwrap();
-        assert_eq!(broken.seq, 4_501);
-
-        // Rehashing the edited line leaves its signature wrong.
-        let mut record: ExportRecord = serde_json::from_str(&all[10]).unwrap();
-        record.details = "{}".into();
-        let decoded = record.decode().unwrap();
-        let row = crate::store::audit::AuditRowRef {
-            seq: record.seq,
-            time: &record.time,
-            actor: &record.actor,
-            action: &record.action,
-            target: &record.target,
-            outcome: &record.outcome,
-            details: &record.details,
-            prev_hash: &decoded.prev_hash,
-            hash: &decoded.hash,
-            sig: &decoded.sig,
-        };
-        record.hash =
-            data_encoding::HEXLOWER.encode(&EventFields::of_ref(&row).hash(&decoded.prev_hash));
-        let mut rehashed = filtered_copy(&all, 10, &record);
-        rehashed.truncate(11);
-        let broken = verify_lines(&rehashed, &vault, None).broken.unwrap();
-        assert_eq!(broken.seq, 11);
-        assert!(broken.reason.contains("signature"));
-
-        let mut swapped = all.clone();
-        swapped.swap(20, 21);
-        assert_eq!(verify_lines(&swapped, &vault, None).broken.unwrap().seq, 21);
-
-        let err = verify_export("{not json\n".as_bytes(), &vault.audit_public_key(), None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 1"), "{err}");
-    }
-
-    fn filtered_copy(lines: &[String], at: usize, record: &ExportRecord) -> Vec<String> {
-        let mut out = lines.to_vec();
-        out[at] = format!("{}\n", serde_json::to_string(record).unwrap());
-        out
     }
 }

@@ -35,17 +35,19 @@ pub struct VerifyArgs {
     /// Check every event's signature (default: the newest one, which vouches for the rest).
     #[arg(long)]
     all_signatures: bool,
-    /// Also fail unless this anchored head (from `audit head`) is still in the chain.
+    /// Also fail unless this anchored head (from `audit head`, or an earlier export's
+    /// trailer) is still in the chain; with --file, unless the export reaches it.
     #[arg(long, value_name = "SEQ:HASH")]
     expect_head: Option<String>,
-    /// Verify a JSON Lines export instead of the live chain.
-    #[arg(long, value_name = "EXPORT.jsonl")]
+    /// Verify an export (JSON Lines or CSV, with its signed trailer) instead of the live
+    /// chain. Records with unknown keys or upper-case hex are refused.
+    #[arg(long, value_name = "EXPORT")]
     file: Option<PathBuf>,
     /// With --file: the hex verification key (default: this data directory's vault).
     #[arg(long, value_name = "HEX", requires = "file")]
     public_key: Option<String>,
-    /// With --file: the vault id, to check the first event's link to the genesis (default:
-    /// this data directory's vault).
+    /// With --file: the vault the export must come from (default: this data directory's
+    /// vault; otherwise the vault its trailer names).
     #[arg(long, value_name = "ID", requires = "file")]
     vault_id: Option<String>,
 }
@@ -198,33 +200,46 @@ async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
         Some(bar) => Box::new(bar.wrap_read(input)),
         None => Box::new(input),
     };
+    let options = verify::ExportOptions {
+        vault_id,
+        expect_head: args
+            .expect_head
+            .as_deref()
+            .map(str::parse::<AnchoredHead>)
+            .transpose()?,
+    };
     let result = tokio::task::spawn_blocking(move || {
-        verify::verify_export(std::io::BufReader::new(reader), &key, vault_id.as_deref())
+        verify::verify_export(std::io::BufReader::new(reader), &key, &options)
     })
     .await??;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(broken) = &result.broken {
-        println!(
-            "BROKEN at seq {}: {} ({} records before it verified)",
-            broken.seq, broken.reason, result.events
-        );
-        bail!("{broken}");
-    }
-    let scope = if result.complete {
-        if result.genesis_checked {
-            "complete export: every hash, signature and link verified from the genesis"
-        } else {
-            "complete export: every hash, signature and link verified; the link to the genesis was not (pass --vault-id)"
+    let trailer = match (&result.broken, &result.trailer) {
+        (None, Some(trailer)) => trailer,
+        (broken, _) => {
+            let broken = broken
+                .clone()
+                .map_or_else(|| "no verdict".to_owned(), |b| b.to_string());
+            println!(
+                "BROKEN at {broken} ({} events before it verified)",
+                result.events
+            );
+            bail!("the export does not verify: {broken}");
         }
-    } else {
-        "filtered export: every hash and signature verified, and the links between consecutive events"
     };
-    match &result.last {
-        Some(last) => println!("ok: {} records; {scope}; last {last}", result.events),
-        None => println!("ok: the export is empty"),
-    }
+    let scope = if result.complete {
+        "complete export: every event from the genesis to the head at export time, each hash, link and signature verified".to_owned()
+    } else {
+        format!(
+            "filtered export ({}): every hash and signature verified, and the signed trailer's count and digest show nothing it selected was removed",
+            trailer.filter
+        )
+    };
+    println!(
+        "ok: {} events; {scope}; head at export {}",
+        result.events, trailer.head
+    );
     Ok(())
 }
 
@@ -270,7 +285,6 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
         &filter,
     )
     .await?;
-    drop(vault);
     let bar = std::io::stderr()
         .is_terminal()
         .then(|| progress_bar(plan.count));
@@ -291,6 +305,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
         export::write(
             &path,
             &job_plan,
+            &vault,
             |chunk| {
                 chunks.send(chunk).map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer stopped")
@@ -314,8 +329,9 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     eprintln!(
-        "exported {written} events (seq 1..={}, {}){}; recorded as audit event {}",
+        "exported {written} events (seq 1..={}, head {}, {}){}; recorded as audit event {}",
         plan.through,
+        plan.head,
         format.as_str(),
         args.output
             .as_ref()

@@ -1,6 +1,7 @@
 //! The audit trail as an auditor and a tamperer meet it: verify (live and from an export),
-//! tampering on a stopped vault caught at the exact seq, filtered and CSV exports, the API's
-//! role gate, and the third-party Python verifier of docs/AUDIT.md.
+//! tampering on a stopped vault caught at the exact seq, tampering with export files caught
+//! at the exact record by `audit verify --file` and by the third-party Python verifier of
+//! docs/AUDIT.md, filtered and CSV exports, and the API's role gate.
 
 use crate::common;
 
@@ -9,8 +10,10 @@ use std::process::{Command, Output, Stdio};
 
 use common::{TestServer, T0};
 use reqwest::StatusCode;
+use seedvault::audit::chain::signed_message;
 use seedvault::audit::chain::EventFields;
-use seedvault::audit::export::ExportRecord;
+use seedvault::audit::export::{ExportRecord, Format, CSV_HEADER};
+use seedvault::audit::trailer::TrailerRecord;
 use seedvault::store::audit::AuditRow;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -299,9 +302,16 @@ async fn api_export(
     (status, String::from_utf8(body.to_vec()).unwrap(), headers)
 }
 
+/// The event records of a JSON Lines export (every line but the trailer).
 fn records(jsonl: &str) -> Vec<ExportRecord> {
-    jsonl
-        .lines()
+    let lines: Vec<&str> = jsonl.lines().collect();
+    let (trailer, events) = lines.split_last().unwrap();
+    assert!(
+        trailer.starts_with(r#"{"type":"export-trailer""#),
+        "{trailer}"
+    );
+    events
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
@@ -388,7 +398,7 @@ async fn an_untouched_trail_verifies_live_and_from_its_exports_whole_or_filtered
         stderr(&output)
     );
     assert!(
-        stdout(&output).contains("verified from the genesis"),
+        stdout(&output).contains("complete export"),
         "{}",
         stdout(&output)
     );
@@ -488,9 +498,12 @@ async fn an_untouched_trail_verifies_live_and_from_its_exports_whole_or_filtered
         .starts_with("text/csv"));
     let (_, jsonl, _) = api_export(&auditor, "?format=jsonl&actor=operator:carol").await;
     let table = parse_csv(&csv);
+    let (trailer_row, table) = table.split_last().unwrap();
+    assert_eq!(trailer_row[0], "export-trailer");
     assert_eq!(
         table[0],
         [
+            "type",
             "seq",
             "time",
             "actor",
@@ -506,16 +519,17 @@ async fn an_untouched_trail_verifies_live_and_from_its_exports_whole_or_filtered
     let from_csv: Vec<ExportRecord> = table[1..]
         .iter()
         .map(|f| ExportRecord {
-            seq: f[0].parse().unwrap(),
-            time: f[1].clone(),
-            actor: f[2].clone(),
-            action: f[3].clone(),
-            target: f[4].clone(),
-            outcome: f[5].clone(),
-            details: f[6].clone(),
-            prev_hash: f[7].clone(),
-            hash: f[8].clone(),
-            sig: f[9].clone(),
+            kind: f[0].clone(),
+            seq: f[1].parse().unwrap(),
+            time: f[2].clone(),
+            actor: f[3].clone(),
+            action: f[4].clone(),
+            target: f[5].clone(),
+            outcome: f[6].clone(),
+            details: f[7].clone(),
+            prev_hash: f[8].clone(),
+            hash: f[9].clone(),
+            sig: f[10].clone(),
         })
         .collect();
     assert_eq!(from_csv, records(&jsonl));
@@ -626,12 +640,21 @@ async fn malformed_audit_queries_are_answered_with_the_json_error_shape() {
     srv.stop_and_check().await;
 }
 
-/// The Python verifier printed in docs/AUDIT.md, run against a real export.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_verifier_in_the_docs_accepts_an_export_and_rejects_an_edit() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 is not installed; skipping");
-        return;
+/// The Python verifier printed in docs/AUDIT.md, written to `dir` (None without python3 and
+/// its `cryptography` package).
+fn python_verifier(dir: &Path) -> Option<PathBuf> {
+    let ready = Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        // CI installs it (.ci/run); a developer machine without it still runs the Rust side.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with the cryptography package is missing on CI: .ci/run installs python3-cryptography"
+        );
+        eprintln!("python3 with the cryptography package is not installed; skipping its runs");
+        return None;
     }
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/AUDIT.md"))
         .unwrap();
@@ -640,37 +663,531 @@ async fn the_python_verifier_in_the_docs_accepts_an_export_and_rejects_an_edit()
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
         .expect("docs/AUDIT.md has a ```python block");
+    Some(write_temp(dir, "verify_export.py", script))
+}
+
+/// An export taken apart into its event records and its trailer, to tamper with and put back
+/// together in the same format (hashes and signatures as they were unless a case recomputes
+/// them).
+#[derive(Clone)]
+struct Parts {
+    format: Format,
+    events: Vec<ExportRecord>,
+    trailer: Option<TrailerRecord>,
+}
+
+impl Parts {
+    fn parse(format: Format, text: &str) -> Self {
+        let mut parts = Self {
+            format,
+            events: Vec::new(),
+            trailer: None,
+        };
+        match format {
+            Format::Jsonl => {
+                for line in text.lines() {
+                    if line.starts_with(r#"{"type":"export-trailer""#) {
+                        parts.trailer = Some(serde_json::from_str(line).unwrap());
+                    } else {
+                        parts.events.push(serde_json::from_str(line).unwrap());
+                    }
+                }
+            }
+            Format::Csv => {
+                for f in &parse_csv(text)[1..] {
+                    if f[0] == "export-trailer" {
+                        parts.trailer = Some(serde_json::from_str(&f[7]).unwrap());
+                        continue;
+                    }
+                    parts.events.push(ExportRecord {
+                        kind: f[0].clone(),
+                        seq: f[1].parse().unwrap(),
+                        time: f[2].clone(),
+                        actor: f[3].clone(),
+                        action: f[4].clone(),
+                        target: f[5].clone(),
+                        outcome: f[6].clone(),
+                        details: f[7].clone(),
+                        prev_hash: f[8].clone(),
+                        hash: f[9].clone(),
+                        sig: f[10].clone(),
+                    });
+                }
+            }
+        }
+        assert!(
+            parts.trailer.is_some(),
+            "every export ends with its trailer"
+        );
+        parts
+    }
+
+    fn render(&self) -> String {
+        let mut out = Vec::new();
+        if self.format == Format::Csv {
+            out.extend_from_slice(CSV_HEADER.as_bytes());
+        }
+        for record in &self.events {
+            let row = row_of(record);
+            match self.format {
+                Format::Jsonl => seedvault::audit::export::write_jsonl(&row.as_ref(), &mut out),
+                Format::Csv => seedvault::audit::export::write_csv(&row.as_ref(), &mut out),
+            }
+        }
+        if let Some(record) = &self.trailer {
+            let (trailer, sig) = record.decode().unwrap();
+            let sig: [u8; 64] = sig.try_into().unwrap();
+            seedvault::audit::export::write_trailer(self.format, &trailer, &sig, &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The line of the `index`th event (the CSV header is line 1).
+    fn line_of(&self, index: usize) -> u64 {
+        index as u64 + 1 + u64::from(self.format == Format::Csv)
+    }
+
+    /// The line after the last event: the trailer's, or where it is missing.
+    fn end_line(&self) -> u64 {
+        self.line_of(self.events.len())
+    }
+
+    /// Recomputes the hash of the `index`th event from its fields and `prev_hash`, as someone
+    /// without the signing key can.
+    fn rehash(&mut self, index: usize) {
+        let mut row = row_of(&self.events[index]);
+        row.hash = EventFields::of(&row).hash(&row.prev_hash).to_vec();
+        self.events[index].hash = data_encoding::HEXLOWER.encode(&row.hash);
+    }
+}
+
+fn row_of(record: &ExportRecord) -> AuditRow {
+    let hex = |text: &str| data_encoding::HEXLOWER.decode(text.as_bytes()).unwrap();
+    AuditRow {
+        seq: record.seq,
+        time: record.time.clone(),
+        actor: record.actor.clone(),
+        action: record.action.clone(),
+        target: record.target.clone(),
+        outcome: record.outcome.clone(),
+        details: record.details.clone(),
+        prev_hash: hex(&record.prev_hash),
+        hash: hex(&record.hash),
+        sig: hex(&record.sig),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FileTamper {
+    EditField,
+    DeleteFirst,
+    DeleteMiddle,
+    DeleteLast,
+    Swap,
+    InsertForged,
+    RecomputeWithoutKey,
+    TruncateTail,
+    DropTrailer,
+    AlterTrailer,
+    Empty,
+}
+
+impl FileTamper {
+    /// Tampers with `parts` (a complete export, or a filtered one for the deletions); returns
+    /// the file and where verification must report the break: line, and seq when the break
+    /// is at an event (for a removed one, the seq that is missing).
+    fn apply(self, mut parts: Parts, complete: bool) -> (String, u64, Option<i64>) {
+        let m = parts.events.len() / 2;
+        let seq_at = |parts: &Parts, i: usize| parts.events[i].seq;
+        let (line, seq) = match self {
+            Self::EditField => {
+                parts.events[m].actor = "operator:mallory".into();
+                (parts.line_of(m), Some(seq_at(&parts, m)))
+            }
+            Self::DeleteFirst => {
+                let removed = parts.events.remove(0);
+                (parts.line_of(0), Some(removed.seq))
+            }
+            Self::DeleteMiddle => {
+                let removed = parts.events.remove(m);
+                if complete {
+                    (parts.line_of(m), Some(removed.seq))
+                } else {
+                    // The gap is expected; only the trailer's count and digest tell.
+                    (parts.end_line(), None)
+                }
+            }
+            Self::DeleteLast => {
+                let removed = parts.events.pop().unwrap();
+                (parts.end_line(), Some(removed.seq))
+            }
+            Self::Swap => {
+                parts.events.swap(m, m + 1);
+                (parts.line_of(m), Some(seq_at(&parts, m + 1)))
+            }
+            Self::InsertForged => {
+                let mut forged = parts.events[m].clone();
+                forged.actor = "operator:mallory".into();
+                forged.action = "reveal.granted".into();
+                parts.events.insert(m, forged);
+                parts.rehash(m);
+                (parts.line_of(m), Some(seq_at(&parts, m)))
+            }
+            Self::RecomputeWithoutKey => {
+                parts.events[m].details = "{}".into();
+                for i in m..parts.events.len() {
+                    if i > m {
+                        parts.events[i].prev_hash = parts.events[i - 1].hash.clone();
+                    }
+                    parts.rehash(i);
+                }
+                (parts.line_of(m), Some(seq_at(&parts, m)))
+            }
+            Self::TruncateTail => {
+                parts.events.truncate(parts.events.len() - 10);
+                parts.trailer = None;
+                (parts.end_line(), None)
+            }
+            Self::DropTrailer => {
+                parts.trailer = None;
+                (parts.end_line(), None)
+            }
+            Self::AlterTrailer => {
+                if let Some(trailer) = parts.trailer.as_mut() {
+                    trailer.count -= 1;
+                }
+                (parts.end_line(), None)
+            }
+            Self::Empty => return (String::new(), 1, None),
+        };
+        (parts.render(), line, seq)
+    }
+}
+
+/// A tampered export file and where both verifiers must report its first break.
+struct FileCase {
+    name: String,
+    text: String,
+    line: u64,
+    seq: Option<i64>,
+    anchor: Option<String>,
+}
+
+fn verify_file(file: &Path, key: &str, vault_id: &str, expect_head: Option<&str>) -> Output {
+    let elsewhere = file.with_extension("no-vault");
+    let mut args = vec![
+        "audit",
+        "verify",
+        "--file",
+        file.to_str().unwrap(),
+        "--public-key",
+        key,
+        "--vault-id",
+        vault_id,
+    ];
+    args.extend(
+        expect_head
+            .map(|head| ["--expect-head", head])
+            .into_iter()
+            .flatten(),
+    );
+    seedvault(&elsewhere, &args)
+}
+
+fn verify_with_python(
+    script: &Path,
+    file: &Path,
+    key: &str,
+    vault_id: &str,
+    expect_head: Option<&str>,
+) -> Output {
+    Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .args(["--public-key", key, "--vault-id", vault_id])
+        .args(
+            expect_head
+                .map(|head| ["--expect-head", head])
+                .into_iter()
+                .flatten(),
+        )
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tampering_with_an_export_file_is_refused_at_its_record_by_both_verifiers() {
     let srv = server_with_trail().await;
     let auditor = srv.operator("alma", "auditor").await;
-    let (_, body, _) = api_export(&auditor, "").await;
     let key = data_encoding::HEXLOWER.encode(srv.state.vault.audit_public_key().as_bytes());
     let vault_id = srv.state.vault.id().to_owned();
     let files = tempfile::tempdir().unwrap();
-    let script_path = write_temp(files.path(), "verify_export.py", script);
-    let run = |file: &Path| {
-        Command::new("python3")
-            .arg(&script_path)
-            .arg(file)
-            .args(["--public-key", &key, "--vault-id", &vault_id])
-            .output()
-            .unwrap()
-    };
-    let good = write_temp(files.path(), "good.jsonl", &body);
-    let output = run(&good);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
+    let python = python_verifier(files.path());
+    let mut exports = Vec::new();
+    for (format, query) in [(Format::Jsonl, "jsonl"), (Format::Csv, "csv")] {
+        let (status, whole, _) = api_export(&auditor, &format!("?format={query}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, filtered, _) =
+            api_export(&auditor, &format!("?format={query}&actor=operator:bob")).await;
+        exports.push((format, whole, filtered));
+    }
+    // Each export was recorded, so the head now is newer than the one the exports reached.
+    let (_, verify) = auditor.get("/api/v1/audit/verify").await;
+    let newer = format!(
+        "{}:{}",
+        verify["head"]["seq"],
+        verify["head"]["hash"].as_str().unwrap()
     );
-    assert!(stdout(&output).contains("OK"), "{}", stdout(&output));
 
-    let mut lines: Vec<&str> = body.lines().collect();
-    let edited = lines[10].replace("operator:", "operator:x");
-    lines[10] = &edited;
-    let bad = write_temp(files.path(), "bad.jsonl", &(lines.join("\n") + "\n"));
-    let output = run(&bad);
-    assert!(!output.status.success());
-    assert!(stdout(&output).contains("seq 11"), "{}", stdout(&output));
+    let run = |name: &str, text: &str, expect_head: Option<&str>| {
+        let file = write_temp(files.path(), name, text);
+        let cli = verify_file(&file, &key, &vault_id, expect_head);
+        let py = python
+            .as_ref()
+            .map(|script| verify_with_python(script, &file, &key, &vault_id, expect_head));
+        (cli, py)
+    };
+    for (format, whole, filtered) in &exports {
+        let complete = Parts::parse(*format, whole);
+        let selected = Parts::parse(*format, filtered);
+        assert!(selected.events.iter().all(|r| r.actor == "operator:bob"));
+        assert!(selected.events.len() > 20);
+        // The round trip through Parts is exact, so the cases below change only what they say.
+        assert_eq!(&complete.render(), whole);
+        assert_eq!(&selected.render(), filtered);
+
+        for (name, text, expected) in [
+            ("complete", whole, "complete export"),
+            ("filtered", filtered, "filtered export"),
+        ] {
+            let (cli, py) = run(&format!("{name}.{}", format.as_str()), text, None);
+            assert!(
+                cli.status.success(),
+                "{format:?} {name}: {}{}",
+                stdout(&cli),
+                stderr(&cli)
+            );
+            assert!(stdout(&cli).contains(expected), "{}", stdout(&cli));
+            if let Some(py) = py {
+                assert!(
+                    py.status.success(),
+                    "python, {format:?} {name}: {}{}",
+                    stdout(&py),
+                    stderr(&py)
+                );
+                assert!(stdout(&py).contains(expected), "{}", stdout(&py));
+            }
+        }
+
+        let mut cases: Vec<FileCase> = Vec::new();
+        for tamper in [
+            FileTamper::EditField,
+            FileTamper::DeleteFirst,
+            FileTamper::DeleteMiddle,
+            FileTamper::DeleteLast,
+            FileTamper::Swap,
+            FileTamper::InsertForged,
+            FileTamper::RecomputeWithoutKey,
+            FileTamper::TruncateTail,
+            FileTamper::DropTrailer,
+            FileTamper::AlterTrailer,
+            FileTamper::Empty,
+        ] {
+            let (text, line, seq) = tamper.apply(complete.clone(), true);
+            cases.push(FileCase {
+                name: format!("{tamper:?}"),
+                text,
+                line,
+                seq,
+                anchor: None,
+            });
+        }
+        for tamper in [
+            FileTamper::DeleteFirst,
+            FileTamper::DeleteMiddle,
+            FileTamper::DeleteLast,
+        ] {
+            let (text, line, seq) = tamper.apply(selected.clone(), false);
+            cases.push(FileCase {
+                name: format!("filtered, {tamper:?}"),
+                text,
+                line,
+                seq,
+                anchor: None,
+            });
+        }
+        // An untouched export that does not reach a head anchored after it was taken.
+        let head_seq = complete.events.last().unwrap().seq;
+        cases.push(FileCase {
+            name: "older than the anchored head".into(),
+            text: whole.clone(),
+            line: complete.end_line(),
+            seq: Some(head_seq + 1),
+            anchor: Some(newer.clone()),
+        });
+
+        for FileCase {
+            name,
+            text,
+            line,
+            seq,
+            anchor,
+        } in &cases
+        {
+            let at = match seq {
+                Some(seq) => format!("BROKEN at line {line} (seq {seq}):"),
+                None => format!("BROKEN at line {line}:"),
+            };
+            let (cli, py) = run(
+                &format!("tampered.{}", format.as_str()),
+                text,
+                anchor.as_deref(),
+            );
+            assert!(
+                !cli.status.success(),
+                "{format:?} {name} went unnoticed: {}",
+                stdout(&cli)
+            );
+            assert!(
+                stdout(&cli).contains(&at),
+                "{format:?} {name}: expected {at}\n{}",
+                stdout(&cli)
+            );
+            if let Some(py) = py {
+                assert_eq!(
+                    py.status.code(),
+                    Some(1),
+                    "python, {format:?} {name}: {}{}",
+                    stdout(&py),
+                    stderr(&py)
+                );
+                assert!(
+                    stdout(&py).contains(&at),
+                    "python, {format:?} {name}: expected {at}\n{}{}",
+                    stdout(&py),
+                    stderr(&py)
+                );
+            }
+        }
+    }
     srv.stop_and_check().await;
+}
+
+#[test]
+fn a_record_with_an_unknown_key_or_upper_case_hex_is_refused_by_both_verifiers() {
+    // A one-event chain signed with a fixed key, exported whole.
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let key = data_encoding::HEXLOWER.encode(signer.verifying_key().as_bytes());
+    let vault_id = "6f1c2d3e-0000-4000-8000-000000000001";
+    let mut row = AuditRow {
+        seq: 1,
+        time: "2026-11-22T09:30:00.000Z".into(),
+        actor: "cli:root".into(),
+        action: "vault.init".into(),
+        target: format!("vault:{vault_id}"),
+        outcome: "success".into(),
+        details: "{}".into(),
+        prev_hash: seedvault::audit::chain::genesis_hash(vault_id).to_vec(),
+        hash: Vec::new(),
+        sig: Vec::new(),
+    };
+    row.hash = EventFields::of(&row).hash(&row.prev_hash).to_vec();
+    use ed25519_dalek::Signer;
+    row.sig = signer
+        .sign(&signed_message(1, &row.hash))
+        .to_bytes()
+        .to_vec();
+    let mut digest = seedvault::audit::trailer::ExportDigest::default();
+    digest.push(1, &row.hash);
+    let trailer = seedvault::audit::trailer::Trailer {
+        vault_id: vault_id.into(),
+        filter: r#"{"action":null,"actor":null,"since":null,"token":null,"until":null}"#.into(),
+        first_seq: 1,
+        last_seq: 1,
+        count: 1,
+        head: seedvault::audit::chain::ChainHead {
+            seq: 1,
+            hash: row.hash.as_slice().try_into().unwrap(),
+        },
+        digest: digest.finish(),
+    };
+    let trailer_sig = signer.sign(&trailer.canonical_bytes()).to_bytes();
+    let mut good = Vec::new();
+    seedvault::audit::export::write_jsonl(&row.as_ref(), &mut good);
+    seedvault::audit::export::write_trailer(Format::Jsonl, &trailer, &trailer_sig, &mut good);
+    let good = String::from_utf8(good).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let python = python_verifier(files.path());
+    let hash = data_encoding::HEXLOWER.encode(&row.hash);
+    for (name, text, ok) in [
+        ("untouched", good.clone(), true),
+        (
+            "unknown key",
+            good.replacen('{', r#"{"note":"","#, 1),
+            false,
+        ),
+        (
+            "upper-case hex",
+            good.replacen(&hash, &hash.to_uppercase(), 1),
+            false,
+        ),
+        (
+            "duplicate key",
+            good.replacen('{', r#"{"seq":1,"#, 1),
+            false,
+        ),
+        ("not JSON", format!("{{oops\n{good}"), false),
+        (
+            "not UTF-8",
+            good.replacen("cli:root", "cli:r\u{fffd}t", 1),
+            false,
+        ),
+    ] {
+        // The replacement character stands for a byte that is not UTF-8 at all.
+        let bytes = text.replacen('\u{fffd}', "\u{1}", 1).into_bytes();
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .map(|b| if b == 1 { 0xff } else { b })
+            .collect();
+        let file = files.path().join("one.jsonl");
+        std::fs::write(&file, bytes).unwrap();
+        let cli = verify_file(&file, &key, vault_id, None);
+        assert_eq!(
+            cli.status.success(),
+            ok,
+            "{name}: {}{}",
+            stdout(&cli),
+            stderr(&cli)
+        );
+        if !ok {
+            assert!(
+                stdout(&cli).contains("BROKEN at line 1:"),
+                "{name}: {}",
+                stdout(&cli)
+            );
+        }
+        if let Some(script) = &python {
+            let py = verify_with_python(script, &file, &key, vault_id, None);
+            assert_eq!(
+                py.status.success(),
+                ok,
+                "python, {name}: {}{}",
+                stdout(&py),
+                stderr(&py)
+            );
+            if !ok {
+                assert_eq!(
+                    py.status.code(),
+                    Some(1),
+                    "python, {name}: no traceback: {}",
+                    stderr(&py)
+                );
+                assert!(
+                    stdout(&py).contains("BROKEN at line 1:"),
+                    "python, {name}: {}",
+                    stdout(&py)
+                );
+            }
+        }
+    }
 }

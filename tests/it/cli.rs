@@ -109,6 +109,11 @@ fn serve_on_a_fresh_directory_creates_a_development_vault_warns_and_stops_on_sig
         out.contains("vault id: ") && out.contains("development") && out.contains("escrowed   0"),
         "{out}"
     );
+    assert_eq!(
+        out.matches("WARNING").count(),
+        1,
+        "status warns about the development slot once: {out}"
+    );
 }
 
 #[test]

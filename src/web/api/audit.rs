@@ -59,12 +59,13 @@ fn parse_filter(query: &ExportQuery) -> Result<(Format, ExportFilter), AppError>
 }
 
 /// Export the trail, filtered, as JSON Lines or CSV (auditor or admin). Streamed with
-/// constant memory; each record carries `prev_hash`, `hash` and `sig` so the file verifies
-/// offline. The export is recorded in the trail (who, filters, count) before the first byte
-/// is sent; it covers every matching event up to the head at that moment
-/// (`X-Audit-Through-Seq`).
+/// constant memory; each record carries `prev_hash`, `hash` and `sig`, and the last record is
+/// a signed trailer (filter, count, digest, head), so the file verifies offline and a record
+/// removed from it is noticed. The export is recorded in the trail (who, filters, count)
+/// before the first byte is sent; it covers every matching event up to the head at that
+/// moment (`X-Audit-Through-Seq`).
 #[utoipa::path(get, path = "/audit", tag = "audit", params(ExportQuery),
-    responses((status = 200, description = "one record per line (JSON Lines: ExportRecord objects; CSV: header row, then the same fields)",
+    responses((status = 200, description = "one record per line (JSON Lines: ExportRecord objects, then one TrailerRecord; CSV: header row, then the same fields, then a row of type export-trailer whose details column holds the TrailerRecord)",
                content((export::ExportRecord = "application/x-ndjson"), (String = "text/csv"))),
               (status = 401), (status = 403),
               (status = 422, description = "a filter or the format is invalid; the message names it")))]
@@ -86,11 +87,13 @@ pub async fn export(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
     let path = state.store.path().to_path_buf();
     let job = plan.clone();
+    let vault = state.vault.clone();
     tokio::task::spawn_blocking(move || {
         let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away");
         let result = export::write(
             &path,
             &job,
+            &vault,
             |chunk| tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| gone()),
             |_| {},
         );
