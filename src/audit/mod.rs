@@ -189,20 +189,10 @@ mod tests {
     use super::chain::{ChainVerifier, EventFields};
     use super::*;
     use crate::store::Store;
-    use crate::vault::open::{self, SlotRequest};
+    use crate::vault::open;
 
     async fn vault() -> (tempfile::TempDir, Store, Vault) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let vault = open::create(
-            &store,
-            OffsetDateTime::UNIX_EPOCH,
-            "test",
-            vec![("dev".into(), SlotRequest::Development)],
-        )
-        .await
-        .unwrap();
-        (dir, store, vault)
+        open::temporary().await
     }
 
     async fn all(store: &Store) -> Vec<AuditRow> {

@@ -323,21 +323,12 @@ mod tests {
     use super::*;
     use crate::audit::chain::EventFields;
     use crate::store::Store;
-    use crate::vault::open::{self, SlotRequest};
+    use crate::vault::open;
     use crate::vault::Vault;
     use time::OffsetDateTime;
 
     async fn trail(events: u64) -> (tempfile::TempDir, Store, Vault) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let vault = open::create(
-            &store,
-            OffsetDateTime::UNIX_EPOCH,
-            "test",
-            vec![("dev".into(), SlotRequest::Development)],
-        )
-        .await
-        .unwrap();
+        let (dir, store, vault) = open::temporary().await;
         crate::audit::fixture::fill(store.path(), &vault, events, OffsetDateTime::UNIX_EPOCH)
             .unwrap();
         (dir, store, vault)

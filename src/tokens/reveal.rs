@@ -172,6 +172,26 @@ fn within_limits(
     Ok(())
 }
 
+/// [`within_limits`] with both windows read in one statement on `c`.
+fn within_limits_on(
+    env: &Env<'_>,
+    c: &Inline<'_>,
+    policy: &Policy,
+    token: &Token,
+    operator: &Operator,
+) -> Result<(), RevealError> {
+    let now = env.unix();
+    let spans = env.reveal_windows;
+    let windows = rows::reveal_windows_on(
+        c,
+        token.row_id,
+        now - spans.token_seconds,
+        operator.id,
+        now - spans.operator_seconds,
+    )?;
+    within_limits(policy, windows, spans, now)
+}
+
 fn retry_after(oldest: Option<i64>, window: i64, now: i64) -> u64 {
     oldest.map_or(1, |t| u64::try_from(t + window - now).unwrap_or(1).max(1))
 }
@@ -265,16 +285,7 @@ fn authorize_on(
             shortfalls,
         });
     }
-    let now = env.unix();
-    let spans = env.reveal_windows;
-    let windows = rows::reveal_windows_on(
-        c,
-        token.row_id,
-        now - spans.token_seconds,
-        operator.id,
-        now - spans.operator_seconds,
-    )?;
-    within_limits(policy, windows, spans, now)?;
+    within_limits_on(env, c, policy, &token, operator)?;
     let mut checks: Vec<String> = request.checks.to_vec();
     checks.sort();
     checks.dedup();
@@ -438,15 +449,7 @@ fn grant_on(
         return Err(RevealError::Expired);
     }
     let now = env.unix();
-    let spans = env.reveal_windows;
-    let windows = rows::reveal_windows_on(
-        c,
-        token.row_id,
-        now - spans.token_seconds,
-        operator.id,
-        now - spans.operator_seconds,
-    )?;
-    within_limits(policy, windows, spans, now)?;
+    within_limits_on(env, c, policy, &token, operator)?;
     let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
         serial: token.serial.clone(),
         state: "purged".into(),

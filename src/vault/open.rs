@@ -261,6 +261,24 @@ pub async fn remove_slot(
     Ok(())
 }
 
+/// A development vault in a fresh temporary directory: the fixture of the unit tests that need
+/// a real store and vault.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn temporary() -> (tempfile::TempDir, Store, Vault) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let vault = create(
+        &store,
+        OffsetDateTime::UNIX_EPOCH,
+        "test",
+        vec![("dev".into(), SlotRequest::Development)],
+    )
+    .await
+    .unwrap();
+    (dir, store, vault)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
