@@ -23,6 +23,7 @@ fn options(format: usize, encoding: usize, psk: bool) -> ImportOptions {
         format: FORMATS[format % FORMATS.len()],
         secret_encoding: ENCODINGS[encoding % ENCODINGS.len()],
         psk: psk.then(sample_psk),
+        ..ImportOptions::default()
     }
 }
 

@@ -33,6 +33,8 @@ fn form(state: &AppState) -> Markup {
                 } }
             }
             label { "PSKC pre-shared key (hex)" span.hint { "only for encrypted PSKC files" } input type="text" name="psk_hex" autocomplete="off" spellcheck="false"; }
+            label { "PSKC password" span.hint { "only for PSKC files protected with a password" } input type="password" name="password" autocomplete="off"; }
+            label { input type="checkbox" name="skip_unsupported" value="true"; " Skip keys that are not TOTP" span.hint { "a PSKC file's HOTP, OCRA or vendor keys are listed as not escrowed; its TOTP keys are imported" } }
             div.actions {
                 button.secondary type="submit" name="dry_run" value="true" { "Preview (nothing is stored)" }
                 button type="submit" name="dry_run" value="false" { "Import all rows" }
@@ -57,6 +59,9 @@ fn report_view(report: &ImportReport) -> Markup {
             } @else {
                 h2 { "Imported " (report.imported) " token(s)" }
                 p { "Read as " (report.format.describe()) ". Their seeds are sealed; the file was never written to disk." }
+            }
+            @if report.skipped > 0 {
+                p { (report.skipped) " key(s) that are not TOTP were skipped and not escrowed; each is listed below." }
             }
             @if !report.warnings.is_empty() {
                 h2 { "Warnings" }
@@ -83,6 +88,7 @@ pub async fn page_post(
     op.require(Role::Provisioner)?;
     let mut file: Option<(String, Zeroizing<Vec<u8>>)> = None;
     let mut fields: std::collections::HashMap<String, String> = Default::default();
+    let mut password: Option<Zeroizing<String>> = None;
     while let Some(field) = multipart
         .next_field()
         .await
@@ -101,7 +107,11 @@ pub async fn page_post(
                 .text()
                 .await
                 .map_err(|e| op.fail(AppError::BadRequest(format!("upload: {e}"))))?;
-            fields.insert(name, value);
+            if name == "password" {
+                password = Some(Zeroizing::new(value)).filter(|p| !p.is_empty());
+            } else {
+                fields.insert(name, value);
+            }
         }
     }
     let Some((file_name, bytes)) = file else {
@@ -113,8 +123,10 @@ pub async fn page_post(
             .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
     };
-    let options = options(text("format"), text("secret_encoding"), text("psk_hex"))
+    let mut options = options(text("format"), text("secret_encoding"), text("psk_hex"))
         .map_err(|e| op.fail(e))?;
+    options.password = password;
+    options.skip_unsupported = text("skip_unsupported") == Some("true");
     let dry_run = text("dry_run") != Some("false");
     let parsed = import::parse(&bytes, &options);
     drop(bytes);
