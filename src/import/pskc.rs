@@ -595,49 +595,47 @@ impl Keys {
             }
             (Zeroizing::new(psk.to_vec()), KeySource::Psk)
         };
-        let mut keys = Keys {
-            key: Some(key),
-            source,
-            mac: None,
-        };
-        if let Some(method) = root.child("MACMethod") {
-            let uri = method.attr("Algorithm").unwrap_or("");
-            let Some(algorithm) = MacAlgorithm::from_uri(uri) else {
-                report.error(
-                    method.line,
-                    "MACMethod",
-                    format!("the MAC algorithm {} is not supported", show_uri(uri)),
-                    "seedvault checks HMAC-SHA1, HMAC-SHA224, HMAC-SHA256, HMAC-SHA384 and HMAC-SHA512 ValueMACs; ask the vendor for one of them",
-                );
-                return None;
-            };
-            let mac_key = match method.child("MACKey") {
-                Some(mac_key) => {
-                    let opened = sealed_value(mac_key).and_then(|(cipher, sealed)| {
-                        cipher
-                            .open(
-                                keys.key.as_deref().map_or(&[][..], |k| k.as_slice()),
-                                &sealed,
-                            )
-                            .map_err(Sealed::Open)
-                    });
-                    match opened {
-                        Ok(key) => key,
-                        Err(e) => {
-                            report.problem(
-                                mac_key.line,
-                                "MACKey",
-                                e.problem("the MAC key", source),
-                            );
-                            return None;
+        let mac = match root.child("MACMethod") {
+            None => None,
+            Some(method) => {
+                let uri = method.attr("Algorithm").unwrap_or("");
+                let Some(algorithm) = MacAlgorithm::from_uri(uri) else {
+                    report.error(
+                        method.line,
+                        "MACMethod",
+                        format!("the MAC algorithm {} is not supported", show_uri(uri)),
+                        "seedvault checks HMAC-SHA1, HMAC-SHA224, HMAC-SHA256, HMAC-SHA384 and HMAC-SHA512 ValueMACs; ask the vendor for one of them",
+                    );
+                    return None;
+                };
+                let mac_key = match method.child("MACKey") {
+                    // Older producers leave the MAC key out: the file's key is the MAC key.
+                    None => key.clone(),
+                    Some(mac_key) => {
+                        let opened = sealed_value(mac_key).and_then(|(cipher, sealed)| {
+                            cipher.open(&key, &sealed).map_err(Sealed::Open)
+                        });
+                        match opened {
+                            Ok(opened) => opened,
+                            Err(e) => {
+                                report.problem(
+                                    mac_key.line,
+                                    "MACKey",
+                                    e.problem("the MAC key", source),
+                                );
+                                return None;
+                            }
                         }
                     }
-                }
-                None => keys.key.clone().unwrap_or_default(),
-            };
-            keys.mac = Some((algorithm, mac_key));
-        }
-        Some(keys)
+                };
+                Some((algorithm, mac_key))
+            }
+        };
+        Some(Keys {
+            key: Some(key),
+            source,
+            mac,
+        })
     }
 
     /// Checks a `ValueMAC` over the `CipherValue` (IV || ciphertext, RFC 6030 §6.1.1).
@@ -712,19 +710,17 @@ impl Keys {
 
 /// The draft namespace the root declares, if it is not RFC 6030's.
 fn draft_namespace(root: &Node) -> Option<&str> {
-    let mut declared = root
+    let declared: Vec<&str> = root
         .attrs
         .iter()
         .map(|(_, v)| v.trim())
-        .filter(|v| v.starts_with("urn:ietf:params:xml:ns:keyprov:"));
-    let mut first = None;
-    for ns in declared.by_ref() {
-        if ns == PSKC_NAMESPACE {
-            return None;
-        }
-        first.get_or_insert(ns);
+        .filter(|v| v.starts_with("urn:ietf:params:xml:ns:keyprov:"))
+        .collect();
+    if declared.contains(&PSKC_NAMESPACE) {
+        None
+    } else {
+        declared.first().copied()
     }
-    first
 }
 
 pub(crate) fn parse(text: &str, options: &ImportOptions, report: &mut Report) {
