@@ -140,6 +140,30 @@ fn build(protection: Protection, keys: &[(&str, &str)]) -> String {
     )
 }
 
+/// A `multipart/form-data` body, built by hand: reqwest's multipart feature would add crates
+/// for a few tests. The part named `file` is sent as a file upload.
+fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "seedvault-pskc-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in parts {
+        let filename = if *name == "file" {
+            "; filename=\"vendor.xml\"\r\nContent-Type: application/xml"
+        } else {
+            ""
+        };
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 /// `POST /api/v1/imports`: the raw file, or multipart with a `password` part.
 async fn upload(
     op: &Operator,
@@ -156,20 +180,9 @@ async fn upload(
             .header("Content-Type", "application/octet-stream")
             .body(file.to_vec()),
         Some(password) => {
-            // Built by hand: reqwest's multipart feature would add crates for one test.
-            let boundary = "seedvault-pskc-test-boundary";
-            let mut body = format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{password}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"vendor.xml\"\r\nContent-Type: application/xml\r\n\r\n"
-            )
-            .into_bytes();
-            body.extend_from_slice(file);
-            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-            request
-                .header(
-                    "Content-Type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(body)
+            let (content_type, body) =
+                multipart(&[("password", password.as_bytes()), ("file", file)]);
+            request.header("Content-Type", content_type).body(body)
         }
     };
     let response = request.send().await.unwrap();
@@ -418,4 +431,70 @@ fn the_cli_reads_a_password_file_and_skips_unsupported_keys_on_request() {
     assert!(text(&output.stdout).contains("imported 1 token(s)"));
     let status = text(&run(&["status"]).stdout);
     assert!(status.contains("escrowed   2"), "{status}");
+}
+
+/// The import page as a browser posts it; returns the status and the page's HTML.
+async fn post_page(op: &Operator, parts: &[(&str, &[u8])]) -> (StatusCode, String) {
+    let (content_type, body) = multipart(parts);
+    let response = op
+        .http
+        .post(format!("{}/import", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let html = response.text().await.unwrap();
+    op.canary
+        .record_response("pskc import page", html.as_bytes());
+    (status, html)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_page_takes_a_password_and_the_skip_checkbox() {
+    let srv = TestServer::start().await;
+    srv.canary.watch_seed("pskc seed", SEED);
+    let op = srv.operator("imp", "provisioner").await;
+    let figure7 = std::fs::read(testdata("pskc-rfc6030-figure7.xml")).unwrap();
+    let (status, html) = post_page(&op, &[("file", &figure7), ("dry_run", b"false")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("Nothing was imported") && html.contains("password field"),
+        "{html}"
+    );
+    let (status, html) = post_page(
+        &op,
+        &[
+            ("file", &figure7),
+            ("password", b"qwerty"),
+            ("dry_run", b"false"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Imported 1 token(s)"), "{html}");
+
+    let psk = [0x55u8; 32];
+    let hex = data_encoding::HEXLOWER.encode(&psk);
+    let mixed = build(Protection::KeyWrap(psk), &[("PG-1", TOTP), ("PG-H", HOTP)]);
+    let (status, html) = post_page(
+        &op,
+        &[
+            ("file", mixed.as_bytes()),
+            ("psk_hex", hex.as_bytes()),
+            ("skip_unsupported", b"true"),
+            ("dry_run", b"false"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Imported 1 token(s)"), "{html}");
+    assert!(
+        html.contains("1 key(s) that are not TOTP were skipped"),
+        "{html}"
+    );
+    assert_eq!(stored(&srv).await, 2);
+    srv.stop_and_check().await;
 }
