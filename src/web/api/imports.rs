@@ -70,6 +70,17 @@ pub fn options(
     })
 }
 
+/// The multipart form, for the OpenAPI document only (the handler reads the parts itself).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The seed file.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The password of a password-protected (PBKDF2) PSKC file.
+    password: Option<String>,
+}
+
 /// The parts of a multipart upload: the file and the password of a PBKDF2-protected PSKC file.
 pub struct Upload {
     pub file_name: Option<String>,
@@ -136,7 +147,7 @@ fn refuse_password_in_query(raw: Option<&str>) -> Result<(), AppError> {
 ///
 /// The body is the file itself, or `multipart/form-data` with the file in `file` and, for a
 /// password-protected PSKC file, the password in `password`.
-#[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+#[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery), request_body(content((Vec<u8> = "application/octet-stream"), (UploadForm = "multipart/form-data"))),
     responses((status = 201, description = "every row imported", body = ImportReport), (status = 200, description = "dry run: the preview", body = ImportReport),
               (status = 422, description = "bad rows: nothing imported; each error names line, column, reason and fix", body = ImportReport),
               (status = 401), (status = 403)))]
