@@ -33,6 +33,14 @@ pub struct ImportArgs {
     /// File holding the PSKC pre-shared key as hex.
     #[arg(long, value_name = "FILE")]
     psk_file: Option<PathBuf>,
+    /// File holding the password of a password-protected PSKC file (PBKDF2); without it,
+    /// seedvault asks on a terminal.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Import the TOTP keys of a PSKC file that also holds HOTP, OCRA or vendor keys; the
+    /// others are listed as not escrowed.
+    #[arg(long)]
+    skip_unsupported: bool,
     /// Validate and report; store nothing.
     #[arg(long)]
     dry_run: bool,
@@ -52,9 +60,31 @@ fn psk_hex(args: &ImportArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
     })
 }
 
+/// The password from `--password-file` (its first line, as files end with a newline), or
+/// typed on a terminal when the file needs one; `None` otherwise.
+fn password(args: &ImportArgs, bytes: &[u8]) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Some(path) = &args.password_file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read password file {}", path.display()))?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Some(Zeroizing::new(line.to_owned())));
+    }
+    if !import::needs_password(bytes) || !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let typed = rpassword::prompt_password(format!(
+        "password for {} (the file's secrets are protected with one): ",
+        args.file.display()
+    ))
+    .context("cannot read the password from the terminal")?;
+    Ok(Some(Zeroizing::new(typed)))
+}
+
 pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
     let psk_hex = psk_hex(args)?;
-    let options = ImportOptions::from_text(
+    let mut options = ImportOptions::from_text(
         Some(&args.format),
         Some(&args.secret_encoding),
         psk_hex.as_deref().map(String::as_str),
@@ -64,6 +94,8 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
         std::fs::read(&args.file)
             .with_context(|| format!("cannot read {}", args.file.display()))?,
     );
+    options.password = password(args, &bytes)?;
+    options.skip_unsupported = args.skip_unsupported;
     let vault = Unsealed::open(cli, &args.unlock).await?;
     let parsed = import::parse(&bytes, &options);
     drop(bytes);
@@ -106,6 +138,12 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
     }
     for warning in &report.warnings {
         eprintln!("warning: {}", warning.to_line());
+    }
+    if report.skipped > 0 {
+        eprintln!(
+            "{} key(s) that are not TOTP were skipped (--skip-unsupported) and not escrowed",
+            report.skipped
+        );
     }
     if !report.ok() {
         for error in &report.errors {

@@ -33,6 +33,7 @@ mod rows;
 mod table;
 mod text;
 mod vendor_csv;
+mod xmlenc;
 
 #[cfg(test)]
 mod proptests;
@@ -173,6 +174,12 @@ pub struct ImportOptions {
     pub secret_encoding: SecretEncoding,
     /// The pre-shared key of an encrypted PSKC file (`--psk-hex` / `--psk-file`).
     pub psk: Option<Zeroizing<Vec<u8>>>,
+    /// The password of a PSKC file whose key is derived from one (PBKDF2, RFC 6030 §6.2):
+    /// `--password-file` or a prompt, the page's and the API's `password` field.
+    pub password: Option<Zeroizing<String>>,
+    /// Import the TOTP keys of a file that also holds HOTP, OCRA or vendor keys, listing the
+    /// others as not escrowed (`--skip-unsupported`); without it such a file is refused.
+    pub skip_unsupported: bool,
 }
 
 impl ImportOptions {
@@ -200,6 +207,7 @@ impl ImportOptions {
             format: given(format).map_or(Ok(ImportFormat::Auto), str::parse)?,
             secret_encoding: given(secret_encoding).map_or(Ok(SecretEncoding::Auto), str::parse)?,
             psk,
+            ..Self::default()
         })
     }
 }
@@ -210,6 +218,8 @@ impl fmt::Debug for ImportOptions {
             .field("format", &self.format)
             .field("secret_encoding", &self.secret_encoding)
             .field("psk", &self.psk.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("skip_unsupported", &self.skip_unsupported)
             .finish()
     }
 }
@@ -304,6 +314,8 @@ pub struct ParsedFile {
     pub warnings: Vec<RowWarning>,
     /// Every problem found, in file order (not just the first).
     pub errors: Vec<RowError>,
+    /// Keys left out on request ([`ImportOptions::skip_unsupported`]), each with a warning.
+    pub skipped: usize,
 }
 
 impl ParsedFile {
@@ -311,6 +323,12 @@ impl ParsedFile {
     pub fn is_importable(&self) -> bool {
         self.errors.is_empty() && !self.rows.is_empty()
     }
+}
+
+/// True when `bytes` are a PSKC file protected with a password (PBKDF2), so the CLI can prompt
+/// for one before importing.
+pub fn needs_password(bytes: &[u8]) -> bool {
+    text::decode(bytes).is_ok_and(|text| pskc::needs_password(&text))
 }
 
 /// Reads a seed file. Never panics; every problem is reported in [`ParsedFile::errors`] with
@@ -349,6 +367,12 @@ pub fn parse(bytes: &[u8], options: &ImportOptions) -> ParsedFile {
         report.warn(
             0,
             "a pre-shared key was given but only PSKC files use one; it was ignored",
+        );
+    }
+    if options.password.is_some() && format != ImportFormat::Pskc {
+        report.warn(
+            0,
+            "a password was given but only password-encrypted PSKC files use one; it was ignored",
         );
     }
     if options.secret_encoding != SecretEncoding::Auto

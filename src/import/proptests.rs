@@ -7,6 +7,9 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::testutil::*;
+use super::xmlenc::seal::seal;
+use super::xmlenc::tests::ALL as ALL_CIPHERS;
+use super::xmlenc::{Cipher, OpenError};
 use super::*;
 use crate::otp::TotpSpec;
 
@@ -23,6 +26,9 @@ fn options(format: usize, encoding: usize, psk: bool) -> ImportOptions {
         format: FORMATS[format % FORMATS.len()],
         secret_encoding: ENCODINGS[encoding % ENCODINGS.len()],
         psk: psk.then(sample_psk),
+        // The password of the RFC 6030 figure 7 sample.
+        password: psk.then(|| zeroize::Zeroizing::new("qwerty".to_owned())),
+        ..ImportOptions::default()
     }
 }
 
@@ -71,7 +77,11 @@ fn sample_secrets() -> Vec<String> {
             secrets.push(rest.split('&').next().unwrap_or("").to_owned());
         }
     }
-    for file in ["pskc-plain.xml", "pskc-encrypted.xml"] {
+    for file in [
+        "pskc-plain.xml",
+        "pskc-encrypted.xml",
+        "pskc-rfc6030-figure7.xml",
+    ] {
         let text = sample_text(file);
         for tag in ["PlainValue>", "CipherValue>"] {
             for piece in text.split(tag).skip(1) {
@@ -101,12 +111,13 @@ fn assert_no_sample_secret(parsed: &ParsedFile, secrets: &[String]) {
     }
 }
 
-const SAMPLES: [&str; 5] = [
+const SAMPLES: [&str; 6] = [
     "entra-oath.csv",
     "vendor-safeid.csv",
     "otpauth-uris.txt",
     "pskc-plain.xml",
     "pskc-encrypted.xml",
+    "pskc-rfc6030-figure7.xml",
 ];
 
 #[derive(Debug, Clone)]
@@ -258,5 +269,45 @@ proptest! {
         for row in &parsed.rows {
             prop_assert!(row.line >= 2 && row.line <= rows.len() + 1);
         }
+    }
+
+    #[test]
+    fn every_cipher_opens_any_seed_it_sealed_and_no_other_key_yields_it(
+        cipher in 0..ALL_CIPHERS.len(),
+        seed in prop::collection::vec(any::<u8>(), 10..64),
+        key_byte in any::<u8>(),
+        flip in any::<usize>(),
+    ) {
+        let cipher = ALL_CIPHERS[cipher];
+        // RFC 3394, RFC 3657 and RFC 3217 wrap whole 8-byte blocks only (at least two for
+        // RFC 3394); the padded wrap and CBC take any length.
+        let whole_blocks_only = !cipher.is_cbc()
+            && !matches!(cipher, Cipher::KwAes128Pad | Cipher::KwAes192Pad | Cipher::KwAes256Pad);
+        prop_assume!(!whole_blocks_only || (seed.len() % 8 == 0 && seed.len() >= 16));
+        let key = vec![key_byte; cipher.key_len()];
+        let sealed = seal(cipher, &key, &seed);
+        prop_assert_eq!(&*cipher.open(&key, &sealed).unwrap(), seed.as_slice());
+        let mut other = key.clone();
+        let at = flip % other.len();
+        other[at] ^= 0x01 << (flip % 7 + 1);
+        match cipher.open(&other, &sealed) {
+            // A key wrap always notices; CBC padding may pass by chance, never to the seed.
+            Ok(plain) => prop_assert!(cipher.is_cbc() && *plain != seed),
+            Err(e) => {
+                let wrong_length = matches!(e, OpenError::KeyLength { .. });
+                prop_assert!(!wrong_length);
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_ciphertext_never_panics_a_decryptor(
+        cipher in 0..ALL_CIPHERS.len(),
+        sealed in prop::collection::vec(any::<u8>(), 0..120),
+        key_len in 0usize..40,
+    ) {
+        let cipher = ALL_CIPHERS[cipher];
+        let _ = cipher.open(&vec![7u8; key_len], &sealed);
+        let _ = cipher.open(&vec![7u8; cipher.key_len()], &sealed);
     }
 }

@@ -36,6 +36,7 @@ pub(crate) struct Report {
     warnings: Vec<RowWarning>,
     errors: Vec<RowError>,
     seen: HashMap<String, usize>,
+    skipped: usize,
 }
 
 impl Report {
@@ -67,6 +68,16 @@ impl Report {
             line,
             message: message.into(),
         });
+    }
+
+    /// A record left out on the user's request: counted, and listed as a warning.
+    pub(crate) fn skip(&mut self, line: usize, message: impl Into<String>) {
+        self.skipped += 1;
+        self.warn(line, message);
+    }
+
+    pub(crate) fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// Neither a row nor an error so far.
@@ -101,6 +112,7 @@ impl Report {
             rows: self.rows,
             warnings: self.warnings,
             errors: self.errors,
+            skipped: self.skipped,
         }
     }
 }

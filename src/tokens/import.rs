@@ -32,6 +32,9 @@ pub struct ImportReport {
     /// Tokens escrowed (0 for a dry run or when any row is bad).
     pub imported: usize,
     pub dry_run: bool,
+    /// Keys left out on request (`skip_unsupported`: HOTP, OCRA or vendor keys in a PSKC
+    /// file), each listed in `warnings`.
+    pub skipped: usize,
     #[schema(value_type = Vec<Object>)]
     pub warnings: Vec<RowWarning>,
     #[schema(value_type = Vec<Object>)]
@@ -59,6 +62,7 @@ pub async fn store(
         rows: parsed_rows,
         warnings,
         mut errors,
+        skipped,
     } = parsed;
     let total = parsed_rows.len()
         + errors
@@ -90,6 +94,7 @@ pub async fn store(
         rows: total.max(parsed_rows.len()),
         imported: 0,
         dry_run,
+        skipped,
         warnings,
         errors,
     };
@@ -147,6 +152,7 @@ pub async fn store(
         "file": file_name,
         "format": format.as_str(),
         "imported": parsed_rows.len(),
+        "skipped": skipped,
         "unassigned": unassigned,
         "short_seeds": short,
         "policy": policy.name,

@@ -179,7 +179,7 @@ impl<S: Send + Sync> FromRequest<S> for Upload {
 
 /// Names of parameters that carry a secret and so must never travel in a URL, where proxies,
 /// access logs and browser history keep them.
-const SECRET_PARAMETERS: &[&str] = &["psk_hex", "psk"];
+const SECRET_PARAMETERS: &[&str] = &["psk_hex", "psk", "password"];
 
 /// Refuses a query string that carries a secret parameter, naming where it belongs instead.
 pub fn refuse_secrets_in_query(query: Option<&str>) -> Result<(), AppError> {
@@ -188,8 +188,9 @@ pub fn refuse_secrets_in_query(query: Option<&str>) -> Result<(), AppError> {
         .find(|(key, _)| SECRET_PARAMETERS.contains(&key.as_ref()))
     {
         Some((key, _)) => Err(AppError::Unprocessable(format!(
-            "{key}: a pre-shared key is never accepted in the URL (URLs end up in logs and \
-             browser history) — send it as the form field psk_hex of a multipart/form-data upload"
+            "{key}: a pre-shared key or password is never accepted in the URL (URLs end up in \
+             logs and browser history) — send it as the form field {key} of a \
+             multipart/form-data upload"
         ))),
         None => Ok(()),
     }

@@ -301,7 +301,7 @@ async fn a_pre_shared_key_in_the_url_is_refused_by_the_api_and_the_import_page()
     assert_eq!(reply["error"], "unprocessable", "{reply}");
     let message = reply["message"].as_str().unwrap();
     assert!(
-        message.starts_with("psk_hex: a pre-shared key is never accepted in the URL")
+        message.starts_with("psk_hex: a pre-shared key or password is never accepted in the URL")
             && message.contains("form field psk_hex"),
         "{reply}"
     );

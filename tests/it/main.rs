@@ -19,4 +19,5 @@ mod hardening;
 mod import;
 mod operators;
 mod pages;
+mod pskc;
 mod reveal;

@@ -1,10 +1,15 @@
 //! `POST /api/v1/imports`: a seed file as the request body (or a multipart upload), parsed,
 //! checked and — unless a dry run or any row is bad — escrowed atomically.
+//!
+//! An encrypted PSKC file's key (`psk_hex`) or password (`password`, for PBKDF2-protected
+//! files) travels only as a field of a multipart upload, never in the query string (URLs end up
+//! in logs and histories); one there is refused.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use zeroize::Zeroizing;
 
 use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
@@ -25,16 +30,20 @@ pub struct ImportQuery {
     dry_run: Option<bool>,
     /// Policy for every imported token (default: the default policy).
     policy: Option<String>,
+    /// true: import the TOTP keys of a PSKC file that also holds HOTP, OCRA or vendor keys,
+    /// listing the others in `warnings` and counting them in `skipped`.
+    skip_unsupported: Option<bool>,
     /// File name to record in the audit trail.
     name: Option<String>,
 }
 
 /// Import a seed file (provisioner). All rows or none. The body is the file itself, or a
 /// `multipart/form-data` form with the file in the part `file`, the options as fields, and an
-/// encrypted PSKC file's key in the field `psk_hex` (the only place a key is accepted).
+/// encrypted PSKC file's key in the field `psk_hex` or its password in the field `password`
+/// (the only places a key or password is accepted).
 #[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
-        description = "the seed file; or multipart/form-data with parts file, psk_hex, format, secret_encoding, policy, dry_run, name"),
+        description = "the seed file; or multipart/form-data with parts file, psk_hex, password, format, secret_encoding, policy, dry_run, skip_unsupported, name"),
     responses((status = 201, description = "every row imported", body = ImportReport), (status = 200, description = "dry run: the preview", body = ImportReport),
               (status = 422, description = "bad rows: nothing imported; each error names line, column, reason and fix", body = ImportReport),
               (status = 401), (status = 403), (status = 413, description = "the file is over the upload limit")))]
@@ -52,11 +61,21 @@ pub async fn import(
             .map(str::to_owned)
             .or_else(|| query.clone())
     };
-    let options = ImportOptions::from_text(
+    let mut options = ImportOptions::from_text(
         pick("format", &query.format).as_deref(),
         pick("secret_encoding", &query.secret_encoding).as_deref(),
         upload.field("psk_hex"),
     )?;
+    // Not trimmed: a password may begin or end with a space.
+    options.password = upload
+        .fields
+        .get("password")
+        .filter(|p| !p.is_empty())
+        .map(|p| Zeroizing::new(p.to_string()));
+    options.skip_unsupported = match upload.field("skip_unsupported") {
+        Some(text) => parse_bool("skip_unsupported", text)?,
+        None => query.skip_unsupported.unwrap_or(false),
+    };
     let dry_run = match upload.field("dry_run") {
         Some(text) => parse_bool("dry_run", text)?,
         None => query.dry_run.unwrap_or(false),

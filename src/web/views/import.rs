@@ -5,6 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
+use zeroize::Zeroizing;
 
 use super::{page, PageAuthorized, PageError};
 use crate::import::{self, ImportOptions};
@@ -32,6 +33,8 @@ fn form(state: &AppState) -> Markup {
                 } }
             }
             label { "PSKC pre-shared key (hex)" span.hint { "only for encrypted PSKC files" } input type="text" name="psk_hex" autocomplete="off" spellcheck="false"; }
+            label { "PSKC password" span.hint { "only for PSKC files protected with a password" } input type="password" name="password" autocomplete="off"; }
+            label { input type="checkbox" name="skip_unsupported" value="true"; " Skip keys that are not TOTP" span.hint { "a PSKC file's HOTP, OCRA or vendor keys are listed as not escrowed; its TOTP keys are imported" } }
             div.actions {
                 button.secondary type="submit" name="dry_run" value="true" { "Preview (nothing is stored)" }
                 button type="submit" name="dry_run" value="false" { "Import all rows" }
@@ -57,6 +60,9 @@ fn report_view(report: &ImportReport) -> Markup {
                 h2 { "Imported " (report.imported) " token(s)" }
                 p { "Read as " (report.format.describe()) ". Their seeds are sealed; the file was never written to disk." }
             }
+            @if report.skipped > 0 {
+                p { (report.skipped) " key(s) that are not TOTP were skipped and not escrowed; each is listed below." }
+            }
             @if !report.warnings.is_empty() {
                 h2 { "Warnings" }
                 ul { @for w in &report.warnings { li { "line " (w.line) ": " (w.message) } } }
@@ -81,12 +87,19 @@ pub async fn page_post(
 ) -> Result<Response, PageError> {
     refuse_secrets_in_query(raw_query.as_deref()).map_err(|e| op.fail(e))?;
     let mut upload = upload.map_err(|e| op.fail(e))?;
-    let options = ImportOptions::from_text(
+    let mut options = ImportOptions::from_text(
         upload.field("format"),
         upload.field("secret_encoding"),
         upload.field("psk_hex"),
     )
     .map_err(|e| op.fail(e))?;
+    // Not trimmed: a password may begin or end with a space.
+    options.password = upload
+        .fields
+        .get("password")
+        .filter(|p| !p.is_empty())
+        .map(|p| Zeroizing::new(p.to_string()));
+    options.skip_unsupported = upload.field("skip_unsupported") == Some("true");
     let dry_run = upload.field("dry_run") != Some("false");
     let Some(bytes) = upload.file.take().filter(|b| !b.is_empty()) else {
         return Err(op.fail(AppError::Unprocessable(
