@@ -39,5 +39,10 @@ fn the_canary_finds_a_secret_in_a_recorded_response_and_codes_only_as_whole_numb
     assert!(contains(b"code 123456.", b"123456", true));
     assert!(!contains(b"time 1764123456", b"123456", true));
     assert!(contains(b"time 1764123456", b"123456", false));
+    // A timing such as sqlx's `elapsed=1.091009ms` is not a leaked code; a code that ends a
+    // sentence still is.
+    assert!(!contains(b"elapsed=1.091009ms", b"091009", true));
+    assert!(!contains(b"took 091009.5 s", b"091009", true));
+    assert!(contains(b"your code is 091009.", b"091009", true));
     assert_eq!(Canary::new().watched(), 0);
 }

@@ -161,15 +161,25 @@ pub fn contains(haystack: &[u8], needle: &[u8], whole_number: bool) -> bool {
     if needle.len() > haystack.len() {
         return false;
     }
+    // A digit, or a decimal point joined to digits: `1.091009ms` (a timing in a trace line)
+    // holds the number 1.091009, not the code 091009.
+    let is_digit = |at: Option<&u8>| at.is_some_and(u8::is_ascii_digit);
+    let joins_number_before = |i: usize| {
+        i > 0
+            && (haystack[i - 1].is_ascii_digit()
+                || (haystack[i - 1] == b'.'
+                    && is_digit(i.checked_sub(2).and_then(|j| haystack.get(j)))))
+    };
+    let joins_number_after = |end: usize| {
+        is_digit(haystack.get(end))
+            || (haystack.get(end) == Some(&b'.') && is_digit(haystack.get(end + 1)))
+    };
     haystack
         .windows(needle.len())
         .enumerate()
         .any(|(i, window)| {
             window == needle
                 && (!whole_number
-                    || ((i == 0 || !haystack[i - 1].is_ascii_digit())
-                        && haystack
-                            .get(i + needle.len())
-                            .is_none_or(|b| !b.is_ascii_digit())))
+                    || (!joins_number_before(i) && !joins_number_after(i + needle.len())))
         })
 }
