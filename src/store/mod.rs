@@ -203,7 +203,7 @@ pub enum StoreError {
     DataDir { path: String, reason: String },
     #[error("the disk holding the data directory is full ({0}) — nothing was written; free space there and retry (no restart needed)")]
     DiskFull(String),
-    #[error("the database stayed locked by another writer past the busy timeout ({0}) — another seedvault command may be writing; retry shortly")]
+    #[error("the database stayed locked by another writer past the busy timeout ({0}) — another seedvault process (the server or a command) is writing; retry shortly")]
     Busy(String),
     #[error("database error: {0}")]
     Sqlx(sqlx::Error),
