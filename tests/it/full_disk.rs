@@ -167,3 +167,35 @@ async fn a_lock_held_past_the_busy_timeout_answers_503_with_retry_after_and_then
     assert_eq!(status, StatusCode::OK);
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_page_on_a_full_disk_says_so_and_works_once_space_is_freed() {
+    let srv = TestServer::start().await;
+    let provisioner = srv.operator("pat", "provisioner").await;
+    let post = || {
+        provisioner
+            .http
+            .post(srv.url("/tokens/new"))
+            .header("Origin", &srv.base)
+            .form(&[
+                ("owner", "u@example.org"),
+                ("serial", "FD-PAGE"),
+                ("secret", SEED_B32),
+                ("format", "auto"),
+            ])
+            .send()
+    };
+    srv.state.store.simulate_full_disk(true);
+    let response = post().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let (status, _) = provisioner.get("/api/v1/tokens/FD-PAGE").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+    let html = response.text().await.unwrap();
+    assert!(html.contains("The disk is full"), "{html}");
+    srv.state.store.simulate_full_disk(false);
+    let response = post().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let (status, token) = provisioner.get("/api/v1/tokens/FD-PAGE").await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    srv.stop_and_check().await;
+}
