@@ -129,6 +129,11 @@ macro_rules! settings {
         }
 
         impl Config {
+    /// `busy_timeout_seconds` as the store takes it.
+    pub fn busy_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.busy_timeout_seconds.into())
+    }
+
             /// Defaults with the given overrides, validated in table order.
             pub fn validate(o: Overrides) -> Result<Self, ConfigError> {
                 $(
@@ -176,6 +181,14 @@ settings! {
         default(_): "info".to_owned(),
         shown: "`info`",
         check: |_, v| Ok(v),
+    }
+    /// Seconds a write waits for another process's database lock (a CLI command writing beside the server) before it is refused with 503.
+    busy_timeout_seconds: u32 => u32 {
+        env: "SEEDVAULT_BUSY_TIMEOUT_SECONDS",
+        flag: None,
+        default(_): 10,
+        shown: "`10`",
+        check: at_least_one("expected at least 1 second"),
     }
     /// Days an escrowed seed may wait for delivery before it is purged.
     retention_days: u32 => u32 {

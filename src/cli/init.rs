@@ -30,7 +30,7 @@ pub struct InitArgs {
 
 pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
     if let Some(id) = open::existing_vault_id(&store).await? {
         return Err(VaultError::AlreadyInitialised(id).into());
     }

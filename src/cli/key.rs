@@ -59,7 +59,7 @@ enum AddKind {
 
 pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
     match command {
         KeyCommand::List => {
             let slots = open::list_slots(&store).await?;

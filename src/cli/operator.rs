@@ -33,7 +33,7 @@ pub enum OperatorCommand {
 
 pub async fn run(cli: &Cli, command: &OperatorCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
     match command {
         OperatorCommand::Invite { name, role, unlock } => {
             let roles = Roles::parse_list(role)?;

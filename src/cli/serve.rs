@@ -36,7 +36,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     })?;
     init_tracing(&config.log);
     let clock = Arc::new(SystemClock);
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
 
     if open::existing_vault_id(&store).await?.is_none() {
         if args.production {

@@ -8,7 +8,7 @@ use crate::store::Store;
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
     let report = crate::status::collect(&store, SystemClock.now().unix_timestamp()).await?;
     println!("data directory: {}", config.data_dir.display());
     let Some(vault_id) = report.vault_id else {

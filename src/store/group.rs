@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
-use super::{StoreError, WriteTx};
+use super::{Store, StoreError, WriteTx};
 
 /// The result a committed batch reports to each of its jobs.
-type Verdict = Result<(), String>;
+type Verdict = Result<(), StoreError>;
 
 /// The shared, not yet committed transaction and the jobs waiting for its commit.
 #[derive(Default)]
@@ -33,11 +33,12 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Abandons the shared transaction (dropping it rolls it back) and tells every job in it.
-    fn abort(&mut self, why: &str) {
+    /// Abandons the shared transaction (dropping it rolls it back, or replaces the write
+    /// connection if that fails) and tells every job in it.
+    fn abort(&mut self, cause: &StoreError) {
         self.tx = None;
         for job in self.waiting.drain(..) {
-            let _ = job.send(Err(why.to_owned()));
+            let _ = job.send(Err(cause.shared()));
         }
     }
 }
@@ -64,19 +65,14 @@ async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
 
 impl GroupTx {
     /// Waits for the batch, joins (or opens) its transaction and starts this job's savepoint.
-    pub(super) async fn begin(
-        group: &Group,
-        writer: &sqlx::SqlitePool,
-    ) -> Result<Self, StoreError> {
+    pub(super) async fn begin(group: &Group, store: &Store) -> Result<Self, StoreError> {
         let mut batch = group.clone().lock_owned().await;
         let mut tx = match batch.tx.take() {
             Some(tx) => tx,
-            None => WriteTx {
-                tx: writer.begin_with("BEGIN IMMEDIATE").await?,
-            },
+            None => store.begin_write().await?,
         };
         if let Err(e) = exec(&mut tx, SAVEPOINT).await {
-            batch.abort("the shared write transaction failed");
+            batch.abort(&e);
             return Err(e);
         }
         Ok(Self {
@@ -93,7 +89,7 @@ impl GroupTx {
             return Err(StoreError::Batch("the job was already ended".into()));
         };
         if let Err(e) = exec(&mut tx, RELEASE).await {
-            batch.abort("the shared write transaction failed");
+            batch.abort(&e);
             return Err(e);
         }
         let (done, verdict) = oneshot::channel();
@@ -104,8 +100,7 @@ impl GroupTx {
         // of its own, so a caller that goes away cannot leave the transaction open.
         tokio::spawn(flush(self.group.clone()));
         match verdict.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(StoreError::Batch(why)),
+            Ok(verdict) => verdict,
             Err(_) => Err(StoreError::Batch("the shared commit was abandoned".into())),
         }
     }
@@ -119,8 +114,8 @@ impl GroupTx {
             Ok(()) => exec(&mut tx, RELEASE).await,
             Err(e) => Err(e),
         };
-        if undone.is_err() {
-            batch.abort("the shared write transaction failed");
+        if let Err(e) = undone {
+            batch.abort(&e);
         } else if batch.waiting.is_empty() {
             // Nothing of anyone else's is in it: end it now and free the write connection.
             let _ = tx.tx.rollback().await;
@@ -160,7 +155,9 @@ impl Drop for GroupTx {
     fn drop(&mut self) {
         if let Some(mut batch) = self.batch.take() {
             self.tx = None;
-            batch.abort("another write sharing this transaction was cancelled");
+            batch.abort(&StoreError::Batch(
+                "another write sharing this transaction was cancelled".into(),
+            ));
         }
     }
 }
@@ -172,16 +169,21 @@ async fn flush(group: Group) {
         return;
     };
     let waiting = std::mem::take(&mut batch.waiting);
-    let verdict = tx.commit().await.map_err(|e| e.to_string());
+    // On failure every job hears it (none of their results may leave); the connection is
+    // cleaned up or replaced as the transaction is dropped, so the next batch starts afresh.
+    let verdict = tx.commit().await;
     for job in waiting {
-        let _ = job.send(verdict.clone());
+        let _ = job.send(match &verdict {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.shared()),
+        });
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use crate::store::{Store, WriteTx};
+    use crate::store::{Store, StoreError, WriteTx};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -252,5 +254,35 @@ mod tests {
         tx.commit().await.unwrap();
         assert!(insert(&store, 4, true).await);
         assert_eq!(rows(&store).await, vec![3, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_commit_finds_the_disk_full_fails_every_job_and_the_next_batch_commits() {
+        let (_dir, store) = store().await;
+        store.simulate_full_disk(true);
+        let jobs = (1..=8).map(|n| {
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin_grouped().await.unwrap();
+                let job: &mut WriteTx = &mut tx;
+                sqlx::query("INSERT INTO scratch (n) VALUES (?)")
+                    .bind(n)
+                    .execute(&mut *job.tx)
+                    .await
+                    .unwrap();
+                tx.commit().await
+            }
+        });
+        let verdicts = futures::future::join_all(jobs).await;
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| matches!(v, Err(StoreError::DiskFull(_)))),
+            "{verdicts:?}"
+        );
+        assert_eq!(rows(&store).await, Vec::<i64>::new());
+        store.simulate_full_disk(false);
+        assert!(insert(&store, 9, true).await);
+        assert_eq!(rows(&store).await, vec![9]);
     }
 }

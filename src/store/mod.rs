@@ -10,6 +10,8 @@ pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -23,14 +25,53 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 ///
 /// Statements run through sqlx, or through rusqlite on the same connection ([`Self::inline`],
 /// bulk inserts); which one is the store's choice per query, never the caller's.
+///
+/// A write that fails (a full disk, a refused `COMMIT`, a cancelled request) never leaves the
+/// write connection inside a transaction: see [`release_writer`].
 pub struct WriteTx {
     tx: Transaction<'static, Sqlite>,
+    simulated_full_disk: Arc<AtomicBool>,
 }
 
 impl WriteTx {
     /// Makes the transaction's writes durable.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.simulated_full_disk.load(Ordering::Relaxed) {
+            self.exhaust_space().await?;
+        }
         Ok(self.tx.commit().await?)
+    }
+
+    /// The test hook behind [`Store::simulate_full_disk`]: grows the database past a page limit
+    /// set at its current size, so that SQLite itself fails the transaction with `SQLITE_FULL`
+    /// and handles it as on a full disk (it may roll the whole transaction back on its own).
+    async fn exhaust_space(&mut self) -> Result<(), StoreError> {
+        let limit: i64 = sqlx::query_scalar("PRAGMA max_page_count")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        // A limit below the current size is raised to it: no page can be added.
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&mut *self.tx)
+            .await?;
+        let mut grown = Ok(());
+        for _ in 0..64 {
+            grown = sqlx::query("CREATE TABLE IF NOT EXISTS simulated_full_disk (b BLOB)")
+                .execute(&mut *self.tx)
+                .await
+                .and(
+                    sqlx::query("INSERT INTO simulated_full_disk (b) VALUES (zeroblob(1048576))")
+                        .execute(&mut *self.tx)
+                        .await,
+                )
+                .map(|_| ());
+            if grown.is_err() {
+                break;
+            }
+        }
+        sqlx::query(&format!("PRAGMA max_page_count = {limit}"))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(grown?)
     }
 
     /// Runs `work` on this transaction's connection, held on the calling thread: a run of
@@ -160,10 +201,14 @@ pub const DATABASE_FILE: &str = "seedvault.db";
 pub enum StoreError {
     #[error("cannot use data directory {path}: {reason} — check that it exists, is a directory and is writable by this user, or choose another with --data-dir / SEEDVAULT_DATA_DIR")]
     DataDir { path: String, reason: String },
+    #[error("the disk holding the data directory is full ({0}) — nothing was written; free space there and retry (no restart needed)")]
+    DiskFull(String),
+    #[error("the database stayed locked by another writer past the busy timeout ({0}) — another seedvault process (the server or a command) is writing; retry shortly")]
+    Busy(String),
     #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Sqlx(sqlx::Error),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error(
         "cannot migrate the database: {0} — the data directory may come from a newer seedvault"
     )]
@@ -174,7 +219,54 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    /// Sorts out the failures a caller can do something about: a full disk, a lock held by
+    /// another process past the busy timeout (or a queue for the write connection that long).
+    fn from(e: sqlx::Error) -> Self {
+        let code = match &e {
+            sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
+            sqlx::Error::PoolTimedOut => return Self::Busy(e.to_string()),
+            _ => None,
+        };
+        match code.map(|c| c & 0xff) {
+            Some(rusqlite::ffi::SQLITE_FULL) => Self::DiskFull(e.to_string()),
+            Some(rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED) => {
+                Self::Busy(e.to_string())
+            }
+            _ => Self::Sqlx(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+                Self::DiskFull(e.to_string())
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                Self::Busy(e.to_string())
+            }
+            _ => Self::Sqlite(e),
+        }
+    }
+}
+
 impl StoreError {
+    /// The same failure once more, for each job of a group-commit batch that shared it: a
+    /// full disk or a lock stays recognisable, anything else becomes [`StoreError::Batch`].
+    pub(crate) fn shared(&self) -> Self {
+        match self {
+            Self::DiskFull(detail) => Self::DiskFull(detail.clone()),
+            Self::Busy(detail) => Self::Busy(detail.clone()),
+            Self::Batch(why) => Self::Batch(why.clone()),
+            other => Self::Batch(other.to_string()),
+        }
+    }
+
     /// Whether a `UNIQUE` (or primary key) constraint refused the write, through either driver:
     /// the one place that knows how each driver reports it.
     pub fn is_unique_violation(&self) -> bool {
@@ -204,13 +296,24 @@ pub struct Store {
     writer: SqlitePool,
     group: group::Group,
     path: PathBuf,
+    simulated_full_disk: Arc<AtomicBool>,
 }
 
 pub use group::GroupTx;
 
+/// How long a write waits for another process's write lock (the CLI beside a running server)
+/// before it fails with [`StoreError::Busy`], unless the caller chooses
+/// ([`Store::open_with`]).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and runs migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// [`Store::open`] with the time a write waits for another process's lock.
+    pub async fn open_with(data_dir: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let shown = data_dir.display().to_string();
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: shown.clone(),
@@ -232,15 +335,14 @@ impl Store {
             // FULL: a commit (and so its audit event) survives power loss, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy_timeout)
             // Freed pages are zeroed, so a purged seed's bytes do not linger in the file.
             .pragma("secure_delete", "ON");
-        let connect = |connections: u32| {
+        let connect = |pool: SqlitePoolOptions| {
             let options = options.clone();
             let shown = shown.clone();
             async move {
-                SqlitePoolOptions::new()
-                    .max_connections(connections)
+                pool
                     // A local SQLite connection cannot go stale; the default ping before every
                     // acquisition is one more hand-off to the connection's worker thread per
                     // query, which on the reveal path costs more than the query itself.
@@ -252,19 +354,34 @@ impl Store {
                             path: shown,
                             reason: db.message().to_owned(),
                         },
-                        other => StoreError::Sqlx(other),
+                        other => other.into(),
                     })
             }
         };
-        let writer = connect(1).await?;
+        let writer = connect(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .after_release(|conn, _| Box::pin(async move { Ok(release_writer(conn).await) })),
+        )
+        .await?;
         sqlx::migrate!("./migrations").run(&writer).await?;
-        let pool = connect(8).await?;
+        let pool = connect(SqlitePoolOptions::new().max_connections(8)).await?;
         Ok(Self {
             pool,
             writer,
             group: Default::default(),
             path,
+            simulated_full_disk: Default::default(),
         })
+    }
+
+    /// Test hook: while `full`, every [`WriteTx`] (and so every group-commit batch) fails at
+    /// its commit with SQLite's own `SQLITE_FULL`, exactly as when the disk holding the data
+    /// directory has no room; `false` is the space freed again. Writes outside a `WriteTx`
+    /// (the session store) are not affected.
+    #[doc(hidden)]
+    pub fn simulate_full_disk(&self, full: bool) {
+        self.simulated_full_disk.store(full, Ordering::Relaxed);
     }
 
     /// The pool for reads, for what runs its own SQL on it (the session store, tests).
@@ -286,6 +403,7 @@ impl Store {
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         Ok(WriteTx {
             tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            simulated_full_disk: self.simulated_full_disk.clone(),
         })
     }
 
@@ -305,7 +423,7 @@ impl Store {
     /// writes of the same kind (group commit, see [`GroupTx`]). For hot paths where many
     /// small durable writes arrive at once; the job stays atomic on its own.
     pub async fn begin_grouped(&self) -> Result<GroupTx, StoreError> {
-        GroupTx::begin(&self.group, &self.writer).await
+        GroupTx::begin(&self.group, self).await
     }
 
     /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
@@ -421,6 +539,33 @@ fn restrict_permissions(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Decides, each time the write connection goes back to its pool, whether it may serve the
+/// next writer: only if no transaction is left open on it.
+///
+/// sqlx counts its transaction depth up on a successful `BEGIN` and down on a successful
+/// `COMMIT` or `ROLLBACK`. A `COMMIT` that fails (a full disk) leaves the count at one and
+/// queues a `ROLLBACK` when the transaction is dropped; but on `SQLITE_FULL` (or an I/O
+/// error) SQLite may already have rolled the whole transaction back by itself, so that
+/// `ROLLBACK` fails too ("no transaction is active") and the count stays at one for good:
+/// every later `begin_with` on that connection fails with "non-zero transaction depth" until
+/// a restart. Where the transaction is still open in SQLite and its rollback fails, SQLite
+/// also keeps the write lock, so the CLI beside the server gets "database is locked". Either
+/// way the connection is closed here instead of returned (closing rolls back whatever SQLite
+/// still holds), and the pool opens a fresh one for the next writer.
+async fn release_writer(conn: &mut SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    // The common case costs an atomic load, no hand-off to the connection's worker thread.
+    if !conn.is_in_transaction() {
+        return true;
+    }
+    // A transaction dropped just before queued its rollback on the worker: let it run first.
+    if conn.ping().await.is_ok() && !conn.is_in_transaction() {
+        return true;
+    }
+    tracing::warn!("a failed write left its transaction open; replacing the write connection");
+    false
+}
+
 /// Runs `work` through rusqlite on the connection sqlx opened, on the calling thread, and hands
 /// back what it returns: for runs of statements and for bulk writes, where sqlx would copy every
 /// bound value into an owned argument list and ship it to its worker thread (for 100,000 rows
@@ -534,6 +679,91 @@ mod tests {
             .fetch_optional(store.pool())
             .await;
         assert!(gone.is_err(), "the rollback undid both drivers' work");
+    }
+
+    async fn scratch_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), Duration::from_millis(200))
+            .await
+            .unwrap();
+        execute(store.writer(), "CREATE TABLE scratch (b BLOB NOT NULL)")
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    async fn write_row(store: &Store) -> Result<(), StoreError> {
+        let mut tx = store.begin_write().await?;
+        execute(&mut tx, "INSERT INTO scratch (b) VALUES (zeroblob(100))").await?;
+        tx.commit().await
+    }
+
+    async fn rows(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM scratch")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// What another process (the CLI) sees: it can take the write lock and write.
+    fn another_process_can_write(store: &Store) {
+        let other = rusqlite::Connection::open(store.path()).unwrap();
+        other.busy_timeout(Duration::from_secs(2)).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO scratch (b) VALUES (x'00'); COMMIT;")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_commit_on_a_full_disk_fails_as_disk_full_and_writes_resume_once_space_is_back() {
+        let (_dir, store) = scratch_store().await;
+        store.simulate_full_disk(true);
+        for _ in 0..3 {
+            let failed = write_row(&store).await;
+            assert!(matches!(failed, Err(StoreError::DiskFull(_))), "{failed:?}");
+        }
+        assert_eq!(rows(&store).await, 0, "nothing of a failed write is kept");
+        store.simulate_full_disk(false);
+        write_row(&store).await.unwrap();
+        write_row(&store).await.unwrap();
+        another_process_can_write(&store);
+        assert_eq!(rows(&store).await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_statement_on_a_full_disk_leaves_no_transaction_behind() {
+        let (_dir, store) = scratch_store().await;
+        // Caps the file at its current size on the write connection: no page can be added.
+        execute(store.writer(), "PRAGMA max_page_count = 1")
+            .await
+            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let failed = execute(
+            &mut tx,
+            "INSERT INTO scratch (b) VALUES (zeroblob(1048576))",
+        )
+        .await;
+        assert!(matches!(failed, Err(StoreError::DiskFull(_))), "{failed:?}");
+        drop(tx);
+        // Space back: on this connection if it survived, or on a fresh one with no limit.
+        execute(store.writer(), "PRAGMA max_page_count = 1073741823")
+            .await
+            .unwrap();
+        write_row(&store).await.unwrap();
+        another_process_can_write(&store);
+        assert_eq!(rows(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_past_the_busy_timeout_fails_as_busy_and_does_not_outlive_the_lock() {
+        let (_dir, store) = scratch_store().await;
+        let other = rusqlite::Connection::open(store.path()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let failed = write_row(&store).await;
+        assert!(matches!(failed, Err(StoreError::Busy(_))), "{failed:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        write_row(&store).await.unwrap();
+        assert_eq!(rows(&store).await, 1);
     }
 }
 

@@ -31,9 +31,24 @@ pub enum AppError {
         message: String,
         retry_after_seconds: u64,
     },
+    /// The data directory's disk is full: nothing was written, and writes resume by
+    /// themselves once there is room.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The database is locked by another writer (the CLI) past the busy timeout.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_seconds: u64,
+    },
     #[error("internal error")]
     Internal(String),
 }
+
+/// What a client is told when the disk is full; the database's own words go to the log.
+const DISK_FULL: &str = "the vault cannot write: the disk holding its data directory is full — nothing was changed; free space there and try again (no restart needed)";
+/// What a client is told when another writer holds the database past the busy timeout.
+const BUSY: &str = "the vault's database is locked by another writer (such as a seedvault command running beside the server) — nothing was changed; try again shortly";
 
 impl AppError {
     pub fn status(&self) -> StatusCode {
@@ -47,6 +62,9 @@ impl AppError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // RFC 4918 §11.5: the server cannot store what is needed to complete the request.
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +82,8 @@ impl AppError {
             Self::Unprocessable(_) => "unprocessable",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
+            Self::InsufficientStorage(_) => "disk_full",
+            Self::Unavailable { .. } => "database_busy",
             Self::Internal(_) => "internal",
         }
     }
@@ -78,12 +98,8 @@ impl IntoResponse for AppError {
         let status = self.status();
         let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
         let mut response = (status, body).into_response();
-        if let Self::TooManyRequests {
-            retry_after_seconds,
-            ..
-        } = self
-        {
-            if let Ok(value) = retry_after_seconds.to_string().parse() {
+        if let Some(seconds) = self.retry_after_seconds() {
+            if let Ok(value) = seconds.to_string().parse() {
                 response
                     .headers_mut()
                     .insert(axum::http::header::RETRY_AFTER, value);
@@ -93,9 +109,49 @@ impl IntoResponse for AppError {
     }
 }
 
+impl AppError {
+    /// The `Retry-After` a response carries (RFC 9110 §10.2.3), for a limit or a busy database.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests {
+                retry_after_seconds,
+                ..
+            }
+            | Self::Unavailable {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        use crate::store::StoreError as E;
+        match e {
+            E::DiskFull(detail) => {
+                tracing::error!(error = %detail, "a write failed: the disk is full");
+                Self::InsufficientStorage(DISK_FULL.to_owned())
+            }
+            E::Busy(detail) => {
+                tracing::warn!(error = %detail, "a write failed: the database is locked");
+                Self::Unavailable {
+                    message: BUSY.to_owned(),
+                    retry_after_seconds: 1,
+                }
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::AuditError> for AppError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::Store(inner) => inner.into(),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -114,7 +170,9 @@ impl From<crate::operators::OperatorError> for AppError {
             | E::LastCredential
             | E::SelfLockout => Self::Conflict(message),
             E::InvalidName(_) | E::NoRoles | E::UnknownRole(_) => Self::Unprocessable(message),
-            E::Store(_) | E::Audit(_) | E::Passkey(_) => Self::Internal(message),
+            E::Store(inner) => inner.into(),
+            E::Audit(inner) => inner.into(),
+            E::Passkey(_) => Self::Internal(message),
         }
     }
 }
@@ -139,7 +197,9 @@ impl From<crate::tokens::TokenError> for AppError {
             E::NotFound(_) => Self::NotFound(message),
             E::Duplicate(_) | E::WrongState { .. } => Self::Conflict(message),
             E::Invalid { .. } | E::UnknownPolicy(_) => Self::Unprocessable(message),
-            E::Store(_) | E::Audit(_) | E::Vault(_) => Self::Internal(message),
+            E::Store(inner) => inner.into(),
+            E::Audit(inner) => inner.into(),
+            E::Vault(_) => Self::Internal(message),
         }
     }
 }
@@ -191,7 +251,9 @@ impl From<crate::audit::export::ExportError> for AppError {
         let message = e.to_string();
         match e {
             E::UnknownFormat(_) | E::BadTime { .. } | E::EmptyRange => Self::Unprocessable(message),
-            E::Store(_) | E::Audit(_) | E::Write(_) => Self::Internal(message),
+            E::Store(inner) => inner.into(),
+            E::Audit(inner) => inner.into(),
+            E::Write(_) => Self::Internal(message),
         }
     }
 }

@@ -15,6 +15,7 @@ mod canary;
 mod cli;
 mod concurrency;
 mod delivery;
+mod full_disk;
 mod hardening;
 mod import;
 mod operators;

@@ -84,6 +84,14 @@ impl IntoResponse for PageError {
                 "Check the address, or search for the token by serial or owner.",
             ),
             StatusCode::TOO_MANY_REQUESTS => ("Too many attempts", "Wait before trying again."),
+            StatusCode::INSUFFICIENT_STORAGE => (
+                "The disk is full",
+                "Nothing was changed. Tell the admin to free space on the vault's disk, then try again.",
+            ),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "The vault is busy",
+                "Nothing was changed. Wait a moment and try again.",
+            ),
             StatusCode::INTERNAL_SERVER_ERROR => (
                 "Something went wrong",
                 "Nothing was changed. Try again; if it persists, tell the admin.",
@@ -110,12 +118,8 @@ impl IntoResponse for PageError {
             }
         };
         let mut response = (status, page(&ctx, title, body)).into_response();
-        if let AppError::TooManyRequests {
-            retry_after_seconds,
-            ..
-        } = self.error
-        {
-            if let Ok(v) = retry_after_seconds.to_string().parse() {
+        if let Some(seconds) = self.error.retry_after_seconds() {
+            if let Ok(v) = seconds.to_string().parse() {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
@@ -143,10 +147,11 @@ impl PageOperator {
     }
 
     /// A form post that was refused (bad input, a conflict, a limit) is told on the page it
-    /// redirects to, as a flash message; only an internal error becomes an error page.
+    /// redirects to, as a flash message; only a server-side failure (internal, disk full, busy) becomes
+    /// an error page.
     pub async fn flash_refusal(&self, error: impl Into<AppError>) -> Result<(), PageError> {
         let error = error.into();
-        if matches!(error, AppError::Internal(_)) {
+        if error.status().is_server_error() {
             return Err(self.fail(error));
         }
         set_flash(&self.current.session, false, error.to_string()).await;

@@ -273,7 +273,7 @@ pub async fn create(
             set_flash(&op.current.session, true, text).await;
             Ok(Redirect::to(&format!("/tokens/{}", captured.serial)).into_response())
         }
-        Err(AppError::Internal(detail)) => Err(op.fail(AppError::Internal(detail))),
+        Err(error) if error.status().is_server_error() => Err(op.fail(error)),
         Err(error) => {
             let status = error.status();
             let markup = page(

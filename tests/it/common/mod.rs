@@ -65,7 +65,9 @@ impl TestServer {
         })
         .unwrap();
         let clock = ManualClock::at_unix(T0);
-        let store = Store::open(&config.data_dir).await.unwrap();
+        let store = Store::open_with(&config.data_dir, config.busy_timeout())
+            .await
+            .unwrap();
         let vault = open::create(
             &store,
             clock_now(&clock),
