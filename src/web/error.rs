@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error a handler returns. The message is shown to the client, so it never holds a secret.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,17 @@ impl AppError {
     }
 }
 
+/// The body of every error reply.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code: `bad_request`, `unauthenticated`, `sign_in_failed`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `gone`, `unprocessable`,
+    /// `payload_too_large`, `rate_limited` or `internal`.
+    pub error: &'static str,
+    /// What went wrong and how to fix it, for a person.
+    pub message: String,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if let Self::Internal(detail) = &self {
@@ -76,7 +88,10 @@ impl IntoResponse for AppError {
             tracing::error!(error = %detail, "request failed");
         }
         let status = self.status();
-        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
+        let body = Json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        });
         let mut response = (status, body).into_response();
         if let Self::TooManyRequests {
             retry_after_seconds,

@@ -3,14 +3,25 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
 use crate::web::extract::{refuse_secrets_in_query, Json, Query, Upload};
 use crate::web::session::{Authorized, ProvisionerOnly};
-use crate::web::{AppError, AppState};
+use crate::web::{AppError, AppState, ErrorBody};
+
+/// The two bodies a 422 of `POST /imports` can have (for the document only): the report of
+/// a file with bad rows, or the error of an option or form that could not be used.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ImportRefused {
+    #[schema(title = "ImportReport")]
+    Report(ImportReport),
+    #[schema(title = "ErrorBody")]
+    Error(ErrorBody),
+}
 
 /// The options in the query string. A multipart upload may send the same names as form
 /// fields instead (a field wins over the query); the PSKC pre-shared key only ever as the
@@ -36,7 +47,7 @@ pub struct ImportQuery {
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "the seed file; or multipart/form-data with parts file, psk_hex, format, secret_encoding, policy, dry_run, name"),
     responses((status = 201, description = "every row imported", body = ImportReport), (status = 200, description = "dry run: the preview", body = ImportReport),
-              (status = 422, description = "bad rows: nothing imported; each error names line, column, reason and fix", body = ImportReport),
+              (status = 422, description = "bad rows (an ImportReport: nothing imported; each error names line, column, reason and fix), or a bad option (an ErrorBody)", body = ImportRefused),
               (status = 401), (status = 403), (status = 413, description = "the file is over the upload limit")))]
 pub async fn import(
     State(state): State<AppState>,
