@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, ErrorBody};
+use super::{AppError, AppState, ErrorBody};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -86,6 +86,15 @@ pub fn router() -> axum::Router<AppState> {
         "/api/v1/openapi.json",
         axum::routing::get(openapi_json).with_state(doc),
     )
+    // axum adds the `Allow` header to this reply.
+    .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::MethodNotAllowed(format!(
+        "{} does not support {method}; the Allow header lists what it does",
+        uri.path()
+    ))
 }
 
 /// utoipa 5.5 writes a link's fields in Rust's spelling (`operation_id`); OpenAPI spells them
