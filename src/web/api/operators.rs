@@ -35,6 +35,7 @@ impl OperatorView {
 #[derive(Deserialize, ToSchema)]
 pub struct InviteRequest {
     name: String,
+    #[schema(min_items = 1)]
     roles: Vec<Role>,
 }
 
@@ -50,6 +51,7 @@ pub struct InviteCreated {
 #[derive(Deserialize, ToSchema)]
 pub struct OperatorPatch {
     #[serde(default)]
+    #[schema(min_items = 1)]
     roles: Option<Vec<Role>>,
     #[serde(default)]
     disabled: Option<bool>,

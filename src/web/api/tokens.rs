@@ -60,8 +60,8 @@ pub struct CaptureRequest {
 pub struct ListQuery {
     /// Substring of serial, owner or display name.
     q: Option<String>,
-    /// escrowed, delivered, cancelled, expired or purged.
-    state: Option<String>,
+    /// Only tokens in this state.
+    state: Option<TokenState>,
     owner: Option<String>,
     /// Escrowed tokens whose retention deadline falls within this span, e.g. `7d` or `12h`.
     due_within: Option<String>,
@@ -199,25 +199,7 @@ pub async fn list(
     _current: CurrentOperator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<Token>>, AppError> {
-    let state_filter = match query
-        .state
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => Some(
-            TokenState::parse(s)
-                .ok_or_else(|| {
-                    invalid(
-                        "state",
-                        "expected escrowed, delivered, cancelled, expired or purged",
-                    )
-                })?
-                .as_str()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let state_filter = query.state.map(|s| s.as_str().to_owned());
     let due_before = query
         .due_within
         .as_deref()
