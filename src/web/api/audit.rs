@@ -20,6 +20,7 @@ const IN_FLIGHT: usize = 4;
 #[derive(Deserialize, IntoParams)]
 pub struct ExportQuery {
     /// jsonl (default) or csv.
+    #[param(inline)]
     format: Option<Format>,
     /// Events at or after this time (RFC 3339, or a date meaning midnight UTC).
     since: Option<String>,

@@ -61,6 +61,7 @@ pub struct ListQuery {
     /// Substring of serial, owner or display name.
     q: Option<String>,
     /// Only tokens in this state.
+    #[param(inline)]
     state: Option<TokenState>,
     owner: Option<String>,
     /// Escrowed tokens whose retention deadline falls within this span, e.g. `7d` or `12h`.
