@@ -234,3 +234,40 @@ pub fn refuse_secrets_in_query(query: Option<&str>) -> Result<(), AppError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[derive(serde::Deserialize)]
+    struct Patch {
+        owner: Option<String>,
+    }
+
+    #[test]
+    fn a_json_body_must_be_an_object_even_where_serde_would_read_a_struct_from_an_array() {
+        // serde_json reads a struct from an array of its fields in order.
+        assert!(serde_json::from_slice::<Patch>(b"[null]").is_ok());
+        let refused = object_from_bytes::<Patch>(b" [null]").err().unwrap();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let read = object_from_bytes::<Patch>(b" {\"owner\": \"ada@example.org\"}").unwrap();
+        assert_eq!(read.owner.as_deref(), Some("ada@example.org"));
+    }
+
+    #[test]
+    fn json_content_types_are_those_axum_json_accepts() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            json_content_type(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!json_content_type(&HeaderMap::new()));
+    }
+}
