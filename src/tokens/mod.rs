@@ -7,7 +7,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod reveal;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -75,7 +75,7 @@ pub enum TokenError {
 }
 
 /// Lifecycle state (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenState {
     Escrowed,

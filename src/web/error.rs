@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error a handler returns. The message is shown to the client, so it never holds a secret.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl AppError {
             Self::Unauthenticated | Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -77,6 +81,7 @@ impl AppError {
             Self::Unauthorized(_) => "sign_in_failed",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Gone(_) => "gone",
             Self::Unprocessable(_) => "unprocessable",
@@ -89,6 +94,17 @@ impl AppError {
     }
 }
 
+/// The body of every error reply.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code: `bad_request`, `unauthenticated`, `sign_in_failed`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `gone`, `unprocessable`,
+    /// `payload_too_large`, `rate_limited` or `internal`.
+    pub error: &'static str,
+    /// What went wrong and how to fix it, for a person.
+    pub message: String,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if let Self::Internal(detail) = &self {
@@ -96,7 +112,10 @@ impl IntoResponse for AppError {
             tracing::error!(error = %detail, "request failed");
         }
         let status = self.status();
-        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
+        let body = Json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        });
         let mut response = (status, body).into_response();
         if let Some(seconds) = self.retry_after_seconds() {
             if let Ok(value) = seconds.to_string().parse() {

@@ -12,10 +12,51 @@ use zeroize::Zeroizing;
 
 use super::AppError;
 
-/// `axum::Json`, but a malformed body is a JSON `{"error","message"}` reply.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
+/// `axum::Json`, but a malformed body is a JSON `{"error","message"}` reply, and the body must
+/// be a JSON object (serde would also read a struct from an array of its fields in order,
+/// which no client means and the API's document does not allow).
 pub struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !json_content_type(request.headers()) {
+            return Err(JsonRejection::from(
+                axum::extract::rejection::MissingJsonContentType::default(),
+            )
+            .into());
+        }
+        let bytes = Bytes::from_request(request, state).await?;
+        Ok(Self(object_from_bytes(&bytes)?))
+    }
+}
+
+/// `application/json`, or another `application/…+json` type, as `axum::Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a body that must be a JSON object.
+fn object_from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(AppError::Unprocessable(
+            "the JSON body is not valid: it must be a JSON object ({…})".into(),
+        ));
+    }
+    let axum::Json(value) = axum::Json::<T>::from_bytes(bytes)?;
+    Ok(value)
+}
 
 /// `axum::extract::Query`, with JSON errors.
 #[derive(FromRequestParts)]
@@ -39,8 +80,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Optional
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(Some(value)))
+        Ok(Self(Some(object_from_bytes(&bytes)?)))
     }
 }
 
@@ -193,5 +233,42 @@ pub fn refuse_secrets_in_query(query: Option<&str>) -> Result<(), AppError> {
              multipart/form-data upload"
         ))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[derive(serde::Deserialize)]
+    struct Patch {
+        owner: Option<String>,
+    }
+
+    #[test]
+    fn a_json_body_must_be_an_object_even_where_serde_would_read_a_struct_from_an_array() {
+        // serde_json reads a struct from an array of its fields in order.
+        assert!(serde_json::from_slice::<Patch>(b"[null]").is_ok());
+        let refused = object_from_bytes::<Patch>(b" [null]").err().unwrap();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let read = object_from_bytes::<Patch>(b" {\"owner\": \"ada@example.org\"}").unwrap();
+        assert_eq!(read.owner.as_deref(), Some("ada@example.org"));
+    }
+
+    #[test]
+    fn json_content_types_are_those_axum_json_accepts() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            json_content_type(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/json"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!json_content_type(&HeaderMap::new()));
     }
 }

@@ -19,7 +19,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use webauthn_rs::prelude::Webauthn;
 use webauthn_rs::WebauthnBuilder;
 
-pub use error::AppError;
+pub use error::{AppError, ErrorBody};
 
 use crate::clock::SharedClock;
 use crate::config::Config;

@@ -537,7 +537,13 @@ async fn an_untouched_trail_verifies_live_and_from_its_exports_whole_or_filtered
 
     let (status, body) = auditor.get("/api/v1/audit?format=xml").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("jsonl or csv"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("`jsonl` or `csv`"),
+        "{body}"
+    );
     let (status, body) = auditor.get("/api/v1/audit?since=yesterday").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 

@@ -20,7 +20,8 @@ const IN_FLIGHT: usize = 4;
 #[derive(Deserialize, IntoParams)]
 pub struct ExportQuery {
     /// jsonl (default) or csv.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<Format>,
     /// Events at or after this time (RFC 3339, or a date meaning midnight UTC).
     since: Option<String>,
     /// Events before this time.
@@ -34,10 +35,7 @@ pub struct ExportQuery {
 }
 
 fn parse_filter(query: &ExportQuery) -> Result<(Format, ExportFilter), AppError> {
-    let format = query
-        .format
-        .as_deref()
-        .map_or(Ok(Format::Jsonl), str::parse)?;
+    let format = query.format.unwrap_or(Format::Jsonl);
     let time = |field, value: &Option<String>| {
         value
             .as_deref()

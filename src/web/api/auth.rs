@@ -2,7 +2,10 @@
 //! sign-out. Ceremony state lives in the server-side session and is taken out (single use)
 //! by the matching `/finish`.
 
-use crate::web::extract::Json;
+use super::webauthn::{
+    AssertionCredential, CreationChallenge, RegistrationCredential, RequestChallenge,
+};
+use crate::web::extract::{Json, OptionalJson};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -79,8 +82,9 @@ pub struct SignInStart {
 
 /// Start registering a passkey for an invite.
 #[utoipa::path(post, path = "/auth/register/start", tag = "auth", request_body = RegisterStart,
-    responses((status = 200, description = "WebAuthn creation challenge (`{\"publicKey\": …}`)", body = serde_json::Value),
-              (status = 404, description = "unknown invite"), (status = 410, description = "invite expired or used")))]
+    responses((status = 200, description = "WebAuthn creation challenge", body = CreationChallenge),
+              (status = 404, description = "unknown invite"), (status = 409, description = "an operator with this name exists"),
+              (status = 410, description = "invite expired or used")))]
 pub async fn register_start(
     State(state): State<AppState>,
     session: Session,
@@ -136,8 +140,9 @@ pub fn start_registration(
 }
 
 /// Finish registration: the operator is created, the invite consumed, and the session signed in.
-#[utoipa::path(post, path = "/auth/register/finish", tag = "auth", request_body = serde_json::Value,
-    responses((status = 200, body = SignedInOperator), (status = 400, description = "no registration in progress or credential refused")))]
+#[utoipa::path(post, path = "/auth/register/finish", tag = "auth", request_body = RegistrationCredential,
+    responses((status = 200, body = SignedInOperator), (status = 400, description = "no registration in progress or credential refused"),
+              (status = 409, description = "the name was taken meanwhile, or the passkey is already registered")))]
 pub async fn register_finish(
     State(state): State<AppState>,
     session: Session,
@@ -192,17 +197,17 @@ pub async fn register_finish(
 }
 
 /// Start signing in: with a name, or without for a discoverable credential.
-#[utoipa::path(post, path = "/auth/login/start", tag = "auth", request_body = SignInStart,
-    responses((status = 200, description = "WebAuthn request challenge (`{\"publicKey\": …}`)", body = serde_json::Value),
+#[utoipa::path(post, path = "/auth/login/start", tag = "auth", request_body = Option<SignInStart>,
+    responses((status = 200, description = "WebAuthn request challenge; a name that cannot sign in gets one no passkey can answer", body = RequestChallenge),
               (status = 429, description = "too many failed sign-ins from this client")))]
 pub async fn login_start(
     State(state): State<AppState>,
     session: Session,
     ClientAddr(addr): ClientAddr,
-    body: Option<axum::Json<SignInStart>>,
+    OptionalJson(body): OptionalJson<SignInStart>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let username = body
-        .and_then(|axum::Json(b)| b.username)
+        .and_then(|b| b.username)
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty());
     let now = state.clock.now();
@@ -249,7 +254,7 @@ pub async fn login_start(
 }
 
 /// Finish signing in with the passkey's assertion.
-#[utoipa::path(post, path = "/auth/login/finish", tag = "auth", request_body = serde_json::Value,
+#[utoipa::path(post, path = "/auth/login/finish", tag = "auth", request_body = AssertionCredential,
     responses((status = 200, body = SignedInOperator), (status = 400, description = "no sign-in in progress"),
               (status = 401, description = "assertion refused"), (status = 429, description = "too many failed sign-ins")))]
 pub async fn login_finish(

@@ -7,15 +7,78 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
 use crate::web::extract::{refuse_secrets_in_query, Json, Query, Upload};
 use crate::web::session::{Authorized, ProvisionerOnly};
-use crate::web::{AppError, AppState};
+use crate::web::{AppError, AppState, ErrorBody};
+
+/// The form fields besides `file`.
+const FORM_FIELDS: &[&str] = &[
+    "psk_hex",
+    "password",
+    "format",
+    "secret_encoding",
+    "policy",
+    "dry_run",
+    "skip_unsupported",
+    "name",
+];
+
+/// A seed file as the raw request body (for the document only).
+pub struct SeedFile;
+
+impl utoipa::PartialSchema for SeedFile {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("the file's bytes: CSV, PSKC XML or otpauth:// lines"))
+            .into()
+    }
+}
+
+impl ToSchema for SeedFile {}
+
+/// The `multipart/form-data` form of an import (for the document only). A field wins over
+/// the query parameter of the same name; a field of another name is refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportForm {
+    /// The seed file.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// The key of an encrypted PSKC file, hex (accepted only here, never in the URL).
+    pub psk_hex: Option<String>,
+    /// The password of a password-protected (PBKDF2) PSKC file (accepted only here).
+    pub password: Option<String>,
+    /// auto (default), entra, vendor, privacyidea, pskc or otpauth.
+    pub format: Option<String>,
+    /// auto (default), base32 or hex.
+    pub secret_encoding: Option<String>,
+    /// Policy for every imported token.
+    pub policy: Option<String>,
+    /// true or false.
+    pub dry_run: Option<String>,
+    /// true or false: import the TOTP keys of a mixed PSKC file, skipping the others.
+    pub skip_unsupported: Option<String>,
+    /// File name to record in the audit trail (default: the part's file name).
+    pub name: Option<String>,
+}
+
+/// The two bodies a 422 of `POST /imports` can have (for the document only): the report of
+/// a file with bad rows, or the error of an option or form that could not be used.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ImportRefused {
+    Report(ImportReport),
+    Error(ErrorBody),
+}
 
 /// The options in the query string. A multipart upload may send the same names as form
 /// fields instead (a field wins over the query); the PSKC pre-shared key only ever as the
@@ -42,10 +105,10 @@ pub struct ImportQuery {
 /// encrypted PSKC file's key in the field `psk_hex` or its password in the field `password`
 /// (the only places a key or password is accepted).
 #[utoipa::path(post, path = "/imports", tag = "tokens", params(ImportQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream",
-        description = "the seed file; or multipart/form-data with parts file, psk_hex, password, format, secret_encoding, policy, dry_run, skip_unsupported, name"),
+    request_body(content((SeedFile = "application/octet-stream"), (ImportForm = "multipart/form-data")),
+        description = "the seed file itself (options in the query), or a form with the file and the options"),
     responses((status = 201, description = "every row imported", body = ImportReport), (status = 200, description = "dry run: the preview", body = ImportReport),
-              (status = 422, description = "bad rows: nothing imported; each error names line, column, reason and fix", body = ImportReport),
+              (status = 422, description = "bad rows (an ImportReport: nothing imported; each error names line, column, reason and fix), or a bad option (an ErrorBody)", body = ImportRefused),
               (status = 401), (status = 403), (status = 413, description = "the file is over the upload limit")))]
 pub async fn import(
     State(state): State<AppState>,
@@ -55,6 +118,17 @@ pub async fn import(
     upload: Upload,
 ) -> Result<(StatusCode, Json<ImportReport>), AppError> {
     refuse_secrets_in_query(raw_query.as_deref())?;
+    // A misspelt option (`pskhex`, `dryrun`) would otherwise be ignored without a word.
+    if let Some(unknown) = upload
+        .fields
+        .keys()
+        .find(|name| !FORM_FIELDS.contains(&name.as_str()))
+    {
+        return Err(AppError::Unprocessable(format!(
+            "{unknown}: not a field of the import form; the fields are file, {}",
+            FORM_FIELDS.join(", ")
+        )));
+    }
     let pick = |field: &str, query: &Option<String>| -> Option<String> {
         upload
             .field(field)

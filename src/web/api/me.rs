@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
 use super::auth::{start_registration, to_json};
+use super::webauthn::{CreationChallenge, RegistrationCredential};
 use crate::operators::{self, Role};
 use crate::web::session::{session_error, CurrentOperator};
 use crate::web::{AppError, AppState};
@@ -45,7 +46,10 @@ struct AddCredentialState {
 }
 
 /// The signed-in operator with their credentials (never key material).
-#[utoipa::path(get, path = "/me", tag = "operators", responses((status = 200, body = Me), (status = 401)))]
+#[utoipa::path(get, path = "/me", tag = "operators",
+    responses((status = 200, body = Me,
+               links(("remove_credential" = (operation_id = "remove_credential", parameters(("id" = "$response.body#/credentials/0/id")))))),
+              (status = 401)))]
 pub async fn me(
     State(state): State<AppState>,
     current: CurrentOperator,
@@ -69,8 +73,8 @@ pub async fn me(
 }
 
 /// Start adding another passkey (backup key).
-#[utoipa::path(post, path = "/me/credentials/start", tag = "operators", request_body = AddCredentialStart,
-    responses((status = 200, description = "WebAuthn creation challenge", body = serde_json::Value), (status = 401)))]
+#[utoipa::path(post, path = "/me/credentials/start", tag = "operators", request_body = Option<AddCredentialStart>,
+    responses((status = 200, description = "WebAuthn creation challenge", body = CreationChallenge), (status = 401)))]
 pub async fn add_credential_start(
     State(state): State<AppState>,
     current: CurrentOperator,
@@ -96,8 +100,11 @@ pub async fn add_credential_start(
 }
 
 /// Finish adding a passkey.
-#[utoipa::path(post, path = "/me/credentials/finish", tag = "operators", request_body = serde_json::Value,
-    responses((status = 201, body = CredentialView), (status = 400), (status = 401)))]
+#[utoipa::path(post, path = "/me/credentials/finish", tag = "operators", request_body = RegistrationCredential,
+    responses((status = 201, body = CredentialView,
+               links(("remove_credential" = (operation_id = "remove_credential", parameters(("id" = "$response.body#/id")))))),
+              (status = 400, description = "no registration in progress, or the credential was refused"), (status = 401),
+              (status = 409, description = "this passkey is already registered")))]
 pub async fn add_credential_finish(
     State(state): State<AppState>,
     current: CurrentOperator,
@@ -139,7 +146,7 @@ pub async fn add_credential_finish(
 
 /// Remove one of your passkeys (not the last).
 #[utoipa::path(delete, path = "/me/credentials/{id}", tag = "operators", params(("id" = i64, Path, description = "credential id from /me")),
-    responses((status = 204), (status = 404), (status = 409, description = "last passkey")))]
+    responses((status = 204, description = "removed"), (status = 401), (status = 404), (status = 409, description = "last passkey")))]
 pub async fn remove_credential(
     State(state): State<AppState>,
     current: CurrentOperator,

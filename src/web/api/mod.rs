@@ -8,13 +8,15 @@ pub mod me;
 pub mod operators;
 pub mod policies;
 pub mod tokens;
+pub mod webauthn;
 
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use super::{AppError, AppState, ErrorBody};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +27,8 @@ use super::AppState;
          (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code"),
          (name = "policies", description = "reveal policies"),
          (name = "audit", description = "export and verification of the signed audit trail"),
-         (name = "meta", description = "the API itself"))
+         (name = "meta", description = "the API itself")),
+    components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
@@ -76,9 +79,98 @@ pub fn router() -> axum::Router<AppState> {
         )
         .split_for_parts();
     doc.merge(self_doc);
-    let doc = std::sync::Arc::new(serde_json::to_value(&doc).unwrap_or_default());
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    declare_layer_errors(&mut doc);
+    let doc = std::sync::Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",
         axum::routing::get(openapi_json).with_state(doc),
     )
+    // axum adds the `Allow` header to this reply.
+    .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::MethodNotAllowed(format!(
+        "{} does not support {method}; the Allow header lists what it does",
+        uri.path()
+    ))
+}
+
+/// utoipa 5.5 writes a link's fields in Rust's spelling (`operation_id`); OpenAPI spells them
+/// `operationId`, `operationRef` and `requestBody`, and clients ignore links without them.
+fn fix_link_field_names(response: &mut Value) {
+    let Some(links) = response.get_mut("links").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for link in links.values_mut().filter_map(Value::as_object_mut) {
+        for (rust, openapi) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(rust) {
+                link.insert(openapi.into(), value);
+            }
+        }
+    }
+}
+
+/// Declares on every operation the errors that come from the layers around its handler rather
+/// than from the handler itself, so that each is declared once, here, for every route it can
+/// happen on: the extractors in `web::extract` (a body that is not JSON, over the size limit or
+/// not of the declared shape; a path or query parameter that does not parse) and the `Origin`
+/// check on state-changing methods. Every error response then gets the `ErrorBody` schema.
+fn declare_layer_errors(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in item.iter_mut() {
+            let mut layer = Vec::new();
+            if operation.get("requestBody").is_some() {
+                layer.extend([
+                    ("400", "the body cannot be read as the declared content type (e.g. JSON without `Content-Type: application/json`)"),
+                    ("413", "the body is over the size limit"),
+                    ("422", "the body does not have the declared shape; the message names the field"),
+                ]);
+            }
+            let located = |place: &str| {
+                operation["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["in"] == place))
+            };
+            if located("path") {
+                layer.push(("400", "a path parameter does not parse"));
+            }
+            if located("query") {
+                layer.push((
+                    "422",
+                    "a query parameter does not parse or is out of range; the message names it",
+                ));
+            }
+            if method != "get" {
+                layer.push(("403", "the `Origin` header is missing or not this vault's (state-changing requests must come from its pages)"));
+            }
+            let Some(responses) = operation["responses"].as_object_mut() else {
+                continue;
+            };
+            for (status, description) in layer {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| json!({ "description": description }));
+            }
+            for (status, response) in responses.iter_mut() {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                if is_error && response.get("content").is_none() {
+                    response["content"] = json!({ "application/json": {
+                        "schema": { "$ref": "#/components/schemas/ErrorBody" } } });
+                }
+                fix_link_field_names(response);
+            }
+        }
+    }
 }

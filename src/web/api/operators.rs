@@ -35,6 +35,7 @@ impl OperatorView {
 #[derive(Deserialize, ToSchema)]
 pub struct InviteRequest {
     name: String,
+    #[schema(min_items = 1)]
     roles: Vec<Role>,
 }
 
@@ -50,13 +51,17 @@ pub struct InviteCreated {
 #[derive(Deserialize, ToSchema)]
 pub struct OperatorPatch {
     #[serde(default)]
+    #[schema(min_items = 1)]
     roles: Option<Vec<Role>>,
     #[serde(default)]
     disabled: Option<bool>,
 }
 
 /// All operators (admin).
-#[utoipa::path(get, path = "/operators", tag = "operators", responses((status = 200, body = [OperatorView]), (status = 401), (status = 403)))]
+#[utoipa::path(get, path = "/operators", tag = "operators", operation_id = "list_operators",
+    responses((status = 200, body = [OperatorView],
+               links(("update_operator" = (operation_id = "update_operator", parameters(("name" = "$response.body#/0/name")))))),
+              (status = 401), (status = 403)))]
 pub async fn list(
     State(state): State<AppState>,
     _admin: Authorized<AdminOnly>,
@@ -70,7 +75,7 @@ pub async fn list(
 }
 
 /// Invite a new operator (admin); the response carries the one-time URL.
-#[utoipa::path(post, path = "/operators/invites", tag = "operators", request_body = InviteRequest,
+#[utoipa::path(post, path = "/operators/invites", tag = "operators", operation_id = "invite_operator", request_body = InviteRequest,
     responses((status = 201, body = InviteCreated), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn invite(
     State(state): State<AppState>,
@@ -104,8 +109,8 @@ pub async fn invite(
 }
 
 /// Change an operator's roles or disable them (admin). Disabling ends their sessions at once.
-#[utoipa::path(patch, path = "/operators/{name}", tag = "operators", request_body = OperatorPatch, params(("name" = String, Path)),
-    responses((status = 200, body = OperatorView), (status = 401), (status = 403), (status = 404), (status = 409)))]
+#[utoipa::path(patch, path = "/operators/{name}", tag = "operators", operation_id = "update_operator", request_body = OperatorPatch, params(("name" = String, Path)),
+    responses((status = 200, body = OperatorView), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub async fn update(
     State(state): State<AppState>,
     auth: Authorized<AdminOnly>,

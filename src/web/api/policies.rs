@@ -8,7 +8,7 @@ use crate::web::session::CurrentOperator;
 use crate::web::AppState;
 
 /// Every loaded policy (any signed-in role).
-#[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = [Policy]), (status = 401)))]
+#[utoipa::path(get, path = "/policies", tag = "policies", operation_id = "list_policies", responses((status = 200, body = [Policy]), (status = 401)))]
 pub async fn list(State(state): State<AppState>, _current: CurrentOperator) -> Json<Vec<Policy>> {
     Json(state.policies.all().to_vec())
 }

@@ -13,6 +13,7 @@ use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::auth::to_json;
+use super::webauthn::{AssertionCredential, RequestChallenge};
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
 use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
@@ -59,8 +60,9 @@ pub struct CaptureRequest {
 pub struct ListQuery {
     /// Substring of serial, owner or display name.
     q: Option<String>,
-    /// escrowed, delivered, cancelled, expired or purged.
-    state: Option<String>,
+    /// Only tokens in this state.
+    #[param(inline)]
+    state: Option<TokenState>,
     owner: Option<String>,
     /// Escrowed tokens whose retention deadline falls within this span, e.g. `7d` or `12h`.
     due_within: Option<String>,
@@ -132,8 +134,13 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
 }
 
 /// Escrow one seed (provisioner).
-#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = CaptureRequest,
-    responses((status = 201, body = Captured), (status = 401), (status = 403), (status = 409, description = "duplicate serial"),
+#[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "capture", request_body = CaptureRequest,
+    responses((status = 201, body = Captured,
+               links(("get_token" = (operation_id = "get_token", parameters(("serial" = "$response.body#/serial")))),
+                     ("update_token" = (operation_id = "update_token", parameters(("serial" = "$response.body#/serial")))),
+                     ("reveal_start" = (operation_id = "reveal_start", parameters(("serial" = "$response.body#/serial")))),
+                     ("deliver" = (operation_id = "deliver", parameters(("serial" = "$response.body#/serial")))),
+                     ("cancel" = (operation_id = "cancel", parameters(("serial" = "$response.body#/serial")))))), (status = 401), (status = 403), (status = 409, description = "duplicate serial"),
               (status = 422, description = "a field is invalid; the message names it and the fix")))]
 pub async fn capture(
     State(state): State<AppState>,
@@ -173,38 +180,27 @@ fn parse_span(text: &str) -> Result<i64, AppError> {
         'm' => 60,
         _ => return Err(invalid("due_within", "the unit must be d, h or m")),
     };
-    if !(0..=3650 * 86_400).contains(&(value * unit)) {
-        return Err(invalid("due_within", "out of range"));
+    match value.checked_mul(unit) {
+        Some(span) if (0..=3650 * 86_400).contains(&span) => Ok(span),
+        _ => Err(invalid("due_within", "out of range (at most 3650 days)")),
     }
-    Ok(value * unit)
 }
 
 /// Search tokens (any signed-in role). Never secret material.
-#[utoipa::path(get, path = "/tokens", tag = "tokens", params(ListQuery), responses((status = 200, body = [Token]), (status = 401)))]
+#[utoipa::path(get, path = "/tokens", tag = "tokens", operation_id = "list_tokens", params(ListQuery),
+    responses((status = 200, body = [Token],
+               links(("get_token" = (operation_id = "get_token", parameters(("serial" = "$response.body#/0/serial")))),
+                     ("update_token" = (operation_id = "update_token", parameters(("serial" = "$response.body#/0/serial")))),
+                     ("reveal_start" = (operation_id = "reveal_start", parameters(("serial" = "$response.body#/0/serial")))),
+                     ("deliver" = (operation_id = "deliver", parameters(("serial" = "$response.body#/0/serial")))),
+                     ("cancel" = (operation_id = "cancel", parameters(("serial" = "$response.body#/0/serial")))))),
+              (status = 401)))]
 pub async fn list(
     State(state): State<AppState>,
     _current: CurrentOperator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<Token>>, AppError> {
-    let state_filter = match query
-        .state
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => Some(
-            TokenState::parse(s)
-                .ok_or_else(|| {
-                    invalid(
-                        "state",
-                        "expected escrowed, delivered, cancelled, expired or purged",
-                    )
-                })?
-                .as_str()
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let state_filter = query.state.map(|s| s.as_str().to_owned());
     let due_before = query
         .due_within
         .as_deref()
@@ -228,7 +224,7 @@ pub async fn list(
 }
 
 /// One token with its audit timeline (any signed-in role).
-#[utoipa::path(get, path = "/tokens/{serial}", tag = "tokens", params(("serial" = String, Path)),
+#[utoipa::path(get, path = "/tokens/{serial}", tag = "tokens", operation_id = "get_token", params(("serial" = String, Path)),
     responses((status = 200, body = TokenDetail), (status = 401), (status = 404)))]
 pub async fn detail(
     State(state): State<AppState>,
@@ -252,7 +248,7 @@ pub async fn detail(
 }
 
 /// Reassign a token: owner, display name, policy (provisioner).
-#[utoipa::path(patch, path = "/tokens/{serial}", tag = "tokens", params(("serial" = String, Path)), request_body = TokenPatch,
+#[utoipa::path(patch, path = "/tokens/{serial}", tag = "tokens", operation_id = "update_token", params(("serial" = String, Path)), request_body = TokenPatch,
     responses((status = 200, body = Token), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -272,7 +268,7 @@ pub async fn update(
 
 /// Start a reveal (helpdesk): the checklist is checked and a passkey challenge returned.
 #[utoipa::path(post, path = "/tokens/{serial}/reveal/start", tag = "reveal", params(("serial" = String, Path)), request_body = RevealStart,
-    responses((status = 200, description = "WebAuthn request challenge signing this reveal", body = serde_json::Value),
+    responses((status = 200, description = "WebAuthn request challenge signing this reveal", body = RequestChallenge),
               (status = 401), (status = 403), (status = 404), (status = 409, description = "token not escrowed or without owner"),
               (status = 422, description = "checklist, ticket or note falls short of the policy"), (status = 429, description = "a reveal limit was hit")))]
 pub async fn reveal_start(
@@ -306,9 +302,9 @@ fn signed_in_session_id(
 }
 
 /// Finish a reveal with the passkey assertion: the code, once.
-#[utoipa::path(post, path = "/tokens/{serial}/reveal/finish", tag = "reveal", params(("serial" = String, Path)), request_body = serde_json::Value,
+#[utoipa::path(post, path = "/tokens/{serial}/reveal/finish", tag = "reveal", params(("serial" = String, Path)), request_body = AssertionCredential,
     responses((status = 200, body = RevealedCodeView), (status = 400, description = "no reveal in progress, or started for another token"),
-              (status = 401), (status = 403), (status = 409), (status = 429)))]
+              (status = 401, description = "not signed in, or the assertion was refused"), (status = 403), (status = 404), (status = 409), (status = 429)))]
 pub async fn reveal_finish(
     State(state): State<AppState>,
     auth: Authorized<HelpdeskOnly>,
