@@ -6,6 +6,7 @@
 //! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
 //! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
+//! - [`doctor`]  what is wrong with a deployment (`seedvault doctor`): read-only findings and fixes.
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
 //!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
@@ -20,11 +21,17 @@
 //! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
 //! - [`clock`]   injectable time, so tests cross TOTP steps and deadlines without sleeping.
+//! - [`timesync`] whether the kernel says the system clock is synchronised (`adjtimex`), injectable.
+//!
+//! `unsafe` appears in two functions, each with its SAFETY comment: `main.rs` wipes the
+//! passphrase in the initial environment block, and [`timesync`] asks the kernel for the
+//! clock's state (a read-only `adjtimex`).
 
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod import;
 pub mod operators;
 pub mod otp;
@@ -34,6 +41,7 @@ pub mod secret;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod timesync;
 pub mod tokens;
 pub mod vault;
 pub mod web;

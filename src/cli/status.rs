@@ -5,12 +5,15 @@ use super::{development_warning, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::store::Store;
+use crate::timesync::KernelTimeSync;
+use crate::timesync::TimeSyncSource;
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
     let store = Store::open(&config.data_dir).await?;
     let report = crate::status::collect(&store, SystemClock.now().unix_timestamp()).await?;
     println!("data directory: {}", config.data_dir.display());
+    println!("clock: {}", clock_line(&KernelTimeSync));
     let Some(vault_id) = report.vault_id else {
         println!("vault: none yet (run `seedvault init` or `seedvault serve`)");
         return Ok(());
@@ -46,6 +49,20 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!("{}", development_warning(&config.data_dir));
     }
     Ok(())
+}
+
+/// The clock's synchronisation state in a few words; codes are wrong when it is off.
+pub fn clock_line(source: &dyn TimeSyncSource) -> String {
+    match source.read() {
+        Ok(state) => match state.problem() {
+            None => format!(
+                "synchronised (estimated error {} ms)",
+                state.estimated_error.as_millis()
+            ),
+            Some(problem) => format!("WARNING: {problem} (see `seedvault doctor`)"),
+        },
+        Err(reason) => format!("unknown ({reason})"),
+    }
 }
 
 /// A unix time as RFC 3339 (UTC), for listings.

@@ -133,6 +133,32 @@ impl Store {
         })
     }
 
+    /// Opens an existing database for reading only: nothing is created, migrated or chmod-ed,
+    /// so an inspection (`doctor`) sees the directory as it is and changes none of it.
+    pub async fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                reason: format!("there is no {DATABASE_FILE} in it"),
+            });
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+            group: Default::default(),
+            path,
+        })
+    }
+
     /// The pool for reads.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

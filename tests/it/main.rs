@@ -15,6 +15,7 @@ mod canary;
 mod cli;
 mod concurrency;
 mod delivery;
+mod deploy;
 mod hardening;
 mod import;
 mod operators;
