@@ -338,6 +338,41 @@ fn serve_unseals_with_the_identity_systemd_hands_over_as_a_credential() {
     assert!(!output.status.success());
 }
 
+/// The exposure score docs/DEPLOY.md states is what `systemd-analyze security` computes for the
+/// unit (lower is better): a weakened unit, or a doc that claims too much, fails here.
+#[test]
+fn the_units_exposure_score_is_no_worse_than_deploy_md_states() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/seedvault.service");
+    let Ok(output) = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", unit])
+        .output()
+    else {
+        return eprintln!("SKIPPED the exposure score test: systemd-analyze is not installed");
+    };
+    let report = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    let Some(score) = report
+        .split("Overall exposure level for seedvault.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse::<f64>().ok())
+    else {
+        return eprintln!(
+            "SKIPPED the exposure score test: this systemd-analyze cannot rate a unit file offline: {report}"
+        );
+    };
+    let doc = include_str!("../../docs/DEPLOY.md");
+    let stated: f64 = doc
+        .split("rates the unit **")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .expect("docs/DEPLOY.md states the score as 'rates the unit **N.N OK**'");
+    assert!(
+        score <= stated,
+        "systemd-analyze security rates the unit {score}, DEPLOY.md says {stated}:\n{report}"
+    );
+}
+
 /// Installs `target/debian/seedvault_VERSION_ARCH.deb` (built by `.ci/run` with `cargo deb`)
 /// with dpkg, checks what it put where, and purges it again. Needs root and dpkg, and refuses
 /// to touch a machine where seedvault is already installed.
