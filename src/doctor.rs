@@ -1,8 +1,7 @@
 //! What is wrong with a deployment, for `seedvault doctor`: each finding names the problem and
-//! its fix. Reads only (the database is opened read-only, nothing is migrated or chmod-ed), so
-//! it runs beside a live server; SQLite may leave the database's `-wal` and `-shm` behind,
-//! with the database's own mode, as the server does. Every failure to look is itself a
-//! finding, never an error.
+//! its fix. Reads only (every write is refused, nothing is migrated or chmod-ed, see
+//! [`Store::open_read_only`]), so it runs beside a live server. Every failure to look is
+//! itself a finding, never an error.
 //!
 //! Not checked: backups (seedvault has none yet; docs/DEPLOY.md says what to copy meanwhile)
 //! and whether `origin` matches what the proxy serves (the proxy's configuration is not ours

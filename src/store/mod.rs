@@ -133,8 +133,14 @@ impl Store {
         })
     }
 
-    /// Opens an existing database for reading only: nothing is created, migrated or chmod-ed,
-    /// so an inspection (`doctor`) sees the directory as it is and changes none of it.
+    /// Opens an existing database for reading only: nothing is migrated or chmod-ed and every
+    /// write is refused, so an inspection (`doctor`) sees the directory as it is.
+    ///
+    /// Like [`audit::AuditReader`], the connection is read-write with `query_only` rather than
+    /// `SQLITE_OPEN_READONLY`: a read-only connection that had to create the WAL and shm files
+    /// (no server running) cannot remove them on close, and run as root it would leave
+    /// root-owned files that the service's user cannot open. After [`Store::close`] the
+    /// directory holds what it held before.
     pub async fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         if !path.is_file() {
@@ -145,8 +151,9 @@ impl Store {
         }
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10));
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("query_only", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)

@@ -143,10 +143,14 @@ async fn doctor_flags_a_data_directory_or_file_open_to_others_and_leaves_the_mod
         ],
         "{findings:?}"
     );
-    // Read-only: it reports and does not repair.
+    // Read-only: it reports and does not repair, and leaves no file behind (a WAL or shm
+    // made by root would lock the service's user out of its own database).
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&deployment.data), 0o755);
     assert_eq!(mode(&db), 0o644);
+    assert!(!deployment.data.join("seedvault.db-wal").exists());
+    assert!(!deployment.data.join("seedvault.db-shm").exists());
+    assert_eq!(deployment.findings_with(&synchronised()).await, findings);
 }
 
 #[tokio::test]
