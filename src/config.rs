@@ -182,6 +182,15 @@ settings! {
         shown: "`info`",
         check: |_, v| Ok(v),
     }
+    /// Largest seed file accepted by `POST /api/v1/imports` and the import page, in MiB (the
+    /// command line reads files of any size). Every other request body stays under axum's 2 MB.
+    max_upload_mb: u32 => u32 {
+        env: "SEEDVAULT_MAX_UPLOAD_MB",
+        flag: None,
+        default(_): 64,
+        shown: "`64`",
+        check: at_least_one("expected at least 1 MiB"),
+    }
     /// Seconds a write waits for another process's database lock (a CLI command writing beside the server) before it is refused with 503.
     busy_timeout_seconds: u32 => u32 {
         env: "SEEDVAULT_BUSY_TIMEOUT_SECONDS",

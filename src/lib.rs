@@ -6,6 +6,7 @@
 //! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
 //! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
+//! - [`doctor`]  what is wrong with a deployment (`seedvault doctor`): read-only findings and fixes.
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
 //!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
@@ -20,16 +21,18 @@
 //! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
 //! - [`clock`]   injectable time, so tests cross TOTP steps and deadlines without sleeping.
+//! - [`timesync`] whether the kernel says the system clock is synchronised (`adjtimex`), injectable.
 //!
 //! # Safety
 //!
-//! `unsafe` is denied crate-wide with one exception, `store::on_rusqlite`: it hands the SQLite
-//! handle of a connection sqlx opened to rusqlite, so that runs of statements and bulk writes
-//! execute on the calling thread (see `docs/ARCHITECTURE.md`, "Write path and group commit").
-//! That is sound only while sqlx's worker thread leaves the connection alone (sqlx's
-//! `lock_handle` guarantees it) and both crates link the same SQLite library; its SAFETY
-//! comment says how each holds, and a test in `store` fails if the two drivers ever see
-//! different libraries or different transactions. The binary (`src/main.rs`) has one more, in
+//! `unsafe` is denied crate-wide with two exceptions, each in one small function with its
+//! SAFETY comment. `store::on_rusqlite` hands the SQLite handle of a connection sqlx opened to
+//! rusqlite, so that runs of statements and bulk writes execute on the calling thread (see
+//! `docs/ARCHITECTURE.md`, "Write path and group commit"); that is sound only while sqlx's
+//! worker thread leaves the connection alone (sqlx's `lock_handle` guarantees it) and both
+//! crates link the same SQLite library, and a test in `store` fails if the two drivers ever see
+//! different libraries or different transactions. [`timesync`] asks the kernel for the clock's
+//! state with a read-only `adjtimex`. The binary (`src/main.rs`) has one more, in
 //! `wipe_environment_value`: it zeroes `SEEDVAULT_PASSPHRASE`'s value in the process's initial
 //! environment block before any thread starts, which no safe API can reach.
 
@@ -39,6 +42,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod import;
 pub mod operators;
 pub mod otp;
@@ -48,6 +52,7 @@ pub mod secret;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod timesync;
 pub mod tokens;
 pub mod vault;
 pub mod web;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod context;
+mod doctor;
 mod import;
 mod init;
 mod key;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Verify, anchor and export the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
+    /// chain, clock synchronisation): one line per finding and its fix; exit status 1 if any.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,
+        Command::Doctor => doctor::run(&cli).await,
     }
 }
 

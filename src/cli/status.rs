@@ -5,12 +5,14 @@ use super::{development_warning, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::store::Store;
+use crate::timesync::{KernelTimeSync, TimeSyncSource};
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
     let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
     let report = crate::status::collect(&store, SystemClock.now().unix_timestamp()).await?;
     println!("data directory: {}", config.data_dir.display());
+    println!("clock: {}", clock_line(&KernelTimeSync));
     let Some(vault_id) = report.vault_id else {
         println!("vault: none yet (run `seedvault init` or `seedvault serve`)");
         return Ok(());
@@ -48,6 +50,20 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The clock's synchronisation state in a few words; codes are wrong when it is off.
+pub fn clock_line(source: &dyn TimeSyncSource) -> String {
+    match source.read() {
+        Ok(state) => match state.problem() {
+            None => format!(
+                "synchronised (estimated error {} ms)",
+                state.estimated_error.as_millis()
+            ),
+            Some(problem) => format!("{problem} (see `seedvault doctor`)"),
+        },
+        Err(reason) => format!("unknown ({reason})"),
+    }
+}
+
 /// A unix time as RFC 3339 (UTC), for listings.
 pub fn format_unix(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
@@ -57,4 +73,30 @@ pub fn format_unix(seconds: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| seconds.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::timesync::{FixedTimeSync, SyncState};
+
+    #[test]
+    fn status_says_whether_the_clock_is_synchronised() {
+        let line = |synchronised, error_ms| {
+            clock_line(&FixedTimeSync(Ok(SyncState {
+                synchronised,
+                estimated_error: Duration::from_millis(error_ms),
+            })))
+        };
+        assert_eq!(line(true, 250), "synchronised (estimated error 250 ms)");
+        assert!(line(false, 0).starts_with("the system clock is not synchronised"));
+        assert!(line(true, 9_000).contains("estimated error is 9.0 s"));
+        assert_eq!(
+            clock_line(&FixedTimeSync(Err("no adjtimex".into()))),
+            "unknown (no adjtimex)"
+        );
+    }
 }

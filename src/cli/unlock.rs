@@ -1,5 +1,6 @@
 //! How the CLI gets a key to unseal the vault: `--identity FILE`, `--passphrase-file FILE`,
-//! `SEEDVAULT_PASSPHRASE`, the development slot, or a prompt on a terminal — never argv.
+//! `SEEDVAULT_PASSPHRASE`, a systemd credential, the development slot, or a prompt on a
+//! terminal — never argv.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,12 @@ use crate::vault::{SlotKind, Unlocker, Vault, VaultError};
 
 /// Environment variable holding the vault passphrase (for service managers).
 pub const PASSPHRASE_ENV: &str = "SEEDVAULT_PASSPHRASE";
+
+/// The systemd credential holding an age identity file (`LoadCredentialEncrypted=` in the
+/// packaged unit), read from `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_IDENTITY: &str = "seedvault.identity";
+/// The systemd credential holding the vault passphrase, read from `$CREDENTIALS_DIRECTORY`.
+pub const CREDENTIAL_PASSPHRASE: &str = "seedvault.passphrase";
 
 /// The passphrase the binary took out of its environment at start ([`keep_env_passphrase`]).
 static ENV_PASSPHRASE: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
@@ -63,8 +70,28 @@ impl UnlockArgs {
                 value.to_string(),
             ))));
         }
-        Ok(None)
+        credential_unlocker(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from))
     }
+}
+
+/// The key systemd passed as a credential (`$CREDENTIALS_DIRECTORY`, set only for a unit with
+/// `LoadCredential*=`): [`CREDENTIAL_IDENTITY`] if present, else [`CREDENTIAL_PASSPHRASE`].
+/// The identity wins when both are there because it unwraps without scrypt's second of work.
+pub fn credential_unlocker(directory: Option<PathBuf>) -> anyhow::Result<Option<Unlocker>> {
+    let Some(directory) = directory.filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let identity = directory.join(CREDENTIAL_IDENTITY);
+    if identity.is_file() {
+        return Ok(Some(Unlocker::from_identity_file(&identity)?));
+    }
+    let passphrase = directory.join(CREDENTIAL_PASSPHRASE);
+    if passphrase.is_file() {
+        return Ok(Some(Unlocker::Passphrase(read_passphrase_file(
+            &passphrase,
+        )?)));
+    }
+    Ok(None)
 }
 
 /// Reads a passphrase from a file (or stdin for "-"), dropping one trailing line ending.
@@ -120,4 +147,39 @@ pub async fn unlock_vault(store: &Store, args: &UnlockArgs) -> anyhow::Result<Va
         return Ok(open::unlock(store, &Unlocker::Passphrase(passphrase)).await?);
     }
     Err(VaultError::NoKeySupplied.into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+
+    #[test]
+    fn a_systemd_credential_unseals_identity_first_then_passphrase_and_nothing_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let unlocker = |d: &Path| credential_unlocker(Some(d.to_path_buf())).unwrap();
+        assert!(credential_unlocker(None).unwrap().is_none());
+        assert!(
+            unlocker(dir.path()).is_none(),
+            "an empty credentials directory"
+        );
+
+        std::fs::write(dir.path().join(CREDENTIAL_PASSPHRASE), "tr0ub4dor &3\n").unwrap();
+        match unlocker(dir.path()) {
+            Some(Unlocker::Passphrase(p)) => assert_eq!(p.expose_secret(), "tr0ub4dor &3"),
+            _ => panic!("the passphrase credential should be used"),
+        }
+
+        let identity = age::x25519::Identity::generate();
+        std::fs::write(
+            dir.path().join(CREDENTIAL_IDENTITY),
+            format!("{}\n", identity.to_string().expose_secret()),
+        )
+        .unwrap();
+        assert!(matches!(
+            unlocker(dir.path()),
+            Some(Unlocker::Identities(ids)) if ids.len() == 1
+        ));
+    }
 }

@@ -384,6 +384,40 @@ impl Store {
         self.simulated_full_disk.store(full, Ordering::Relaxed);
     }
 
+    /// Opens an existing database for reading only: nothing is migrated or chmod-ed and every
+    /// write is refused, so an inspection (`doctor`) sees the directory as it is.
+    ///
+    /// Like [`audit::AuditReader`], the connection is read-write with `query_only` rather than
+    /// `SQLITE_OPEN_READONLY`: a read-only connection that had to create the WAL and shm files
+    /// (no server running) cannot remove them on close, and run as root it would leave
+    /// root-owned files that the service's user cannot open. After [`Store::close`] the
+    /// directory holds what it held before.
+    pub async fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::DataDir {
+                path: data_dir.display().to_string(),
+                reason: format!("there is no {DATABASE_FILE} in it"),
+            });
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("query_only", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+            group: Default::default(),
+            path,
+            simulated_full_disk: Default::default(),
+        })
+    }
+
     /// The pool for reads, for what runs its own SQL on it (the session store, tests).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -35,7 +35,7 @@ pub enum VaultError {
     IdentityFile { path: String, reason: String },
     #[error("none of the key slots opens with the key supplied — check the passphrase or identity file (`seedvault key list` shows the slots)")]
     WrongKey,
-    #[error("the vault is sealed and no key was supplied — set SEEDVAULT_PASSPHRASE, pass --passphrase-file FILE or --identity FILE, or run on a terminal to be prompted")]
+    #[error("the vault is sealed and no key was supplied — set SEEDVAULT_PASSPHRASE, pass --passphrase-file FILE or --identity FILE, run on a terminal to be prompted, or (under systemd) provide the credential seedvault.identity or seedvault.passphrase (see docs/DEPLOY.md)")]
     NoKeySupplied,
     #[error("no vault exists in this data directory yet — run `seedvault init` (or `seedvault serve`, which creates a development vault)")]
     NotInitialised,

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request};
 use axum::http::{header, StatusCode};
 use zeroize::Zeroizing;
 
-use super::AppError;
+use super::{AppError, AppState};
 
 /// `axum::Json`, but a malformed body is a JSON `{"error","message"}` reply, and the body must
 /// be a JSON object (serde would also read a struct from an array of its fields in order,
@@ -180,10 +180,40 @@ impl Upload {
     }
 }
 
-impl<S: Send + Sync> FromRequest<S> for Upload {
+impl FromRequest<AppState> for Upload {
     type Rejection = AppError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    /// Reads at most `max_upload_mb` (the routes that take an upload switch axum's 2 MB
+    /// default off); a larger body is refused with 413 naming the limit, before or while it
+    /// arrives, and nothing of it is kept.
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit_mb = state.config.max_upload_mb;
+        let limit = usize::try_from(u64::from(limit_mb) * 1024 * 1024).unwrap_or(usize::MAX);
+        let too_large = || {
+            AppError::PayloadTooLarge(format!(
+                "file: the upload is larger than the limit of {limit_mb} MiB (max_upload_mb) — \
+                 split the file, import it with `seedvault import` on the server, or raise \
+                 max_upload_mb"
+            ))
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        Self::read(request, state).await.map_err(|e| match e {
+            AppError::PayloadTooLarge(_) => too_large(),
+            other => other,
+        })
+    }
+}
+
+impl Upload {
+    async fn read(request: Request, state: &AppState) -> Result<Self, AppError> {
         let is_form = request
             .headers()
             .get(header::CONTENT_TYPE)

@@ -404,3 +404,73 @@ fn the_cli_imports_a_file_and_prints_one_line_per_bad_row() {
     let status = String::from_utf8_lossy(&run(&["status"]).stdout).into_owned();
     assert!(status.contains("escrowed   5"), "{status}");
 }
+
+/// An Entra CSV of `rows` rows with distinct 160-bit secrets (about 80 bytes a row).
+fn large_entra_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("upn,serial number,secret key,time interval,manufacturer,model\n");
+    for i in 0..rows {
+        let mut seed = [0x5au8; 20];
+        seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let secret = data_encoding::BASE32_NOPAD.encode(&seed);
+        csv.push_str(&format!(
+            "u{i}@example.org,BULK-{i:06},{secret},30,Token2,C202\n"
+        ));
+    }
+    csv.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50000_row_file_goes_through_the_page_and_the_api_and_a_file_over_the_limit_gets_a_json_413(
+) {
+    let srv = TestServer::start_with(seedvault::config::Overrides {
+        max_upload_mb: Some(5),
+        ..Default::default()
+    })
+    .await;
+    let op = srv.operator("imbig", "provisioner").await;
+    let csv = large_entra_csv(50_000);
+    assert!(
+        csv.len() > 2 * 1024 * 1024,
+        "the file must exceed axum's 2 MB default"
+    );
+    // The page's preview (a dry run) reads all of it.
+    let (status, page) = post_form(&op, "/import", multipart("big.csv", &csv, &[])).await;
+    assert_eq!(status, StatusCode::OK, "{}", &page[..page.len().min(500)]);
+    assert!(
+        page.contains("50000") || page.contains("50,000"),
+        "the preview does not count the rows"
+    );
+    // The API stores all of it.
+    let (status, report) = upload(&op, "format=entra", csv.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", report["errors"]);
+    assert_eq!(report["imported"], 50_000);
+    // Beyond the configured limit: a JSON 413 that names the limit, through both doors.
+    let too_big = large_entra_csv(70_000);
+    assert!(too_big.len() > 5 * 1024 * 1024);
+    let (status, body) = upload(&op, "format=entra&dry_run=true", too_big.clone()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "payload_too_large");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("5 MiB") && message.contains("max_upload_mb"),
+        "{message}"
+    );
+    let (status, _) = post_form(&op, "/api/v1/imports", multipart("big.csv", &too_big, &[])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Other routes keep the small default: a 3 MB sign-in body is refused.
+    let response = op
+        .http
+        .post(format!("{}/api/v1/auth/login/start", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", "application/json")
+        .body(format!(
+            "{{\"username\":\"{}\"}}",
+            "x".repeat(3 * 1024 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    srv.finish("too large", response).await;
+    srv.stop_and_check().await;
+}

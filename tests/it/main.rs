@@ -16,6 +16,7 @@ mod canary;
 mod cli;
 mod concurrency;
 mod delivery;
+mod deploy;
 mod full_disk;
 mod hardening;
 mod import;

@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::UtoipaMethodRouterExt;
 use utoipa_axum::routes;
 
 use super::{AppError, AppState, ErrorBody};
@@ -62,7 +63,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::deliver))
         .routes(routes!(tokens::cancel))
         .routes(routes!(policies::list))
-        .routes(routes!(imports::import))
+        // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
+        .routes(routes!(imports::import).layer(axum::extract::DefaultBodyLimit::disable()))
         .routes(routes!(audit::export))
         .routes(routes!(audit::verify))
 }

@@ -297,6 +297,12 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
         .route("/audit", get(audit::search))
-        .route("/import", get(import::page_get).post(import::page_post))
+        // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
+        .route(
+            "/import",
+            get(import::page_get)
+                .post(import::page_post)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .fallback(not_found)
 }
