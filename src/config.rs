@@ -753,4 +753,20 @@ mod tests {
             "{err}"
         );
     }
+
+    /// The packaged service's configuration file shows every setting, so an administrator
+    /// finds each one where they look first.
+    #[test]
+    fn the_packaged_configuration_file_names_every_setting() {
+        let file = include_str!("../packaging/seedvault.toml");
+        let missing: Vec<&str> = SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .filter(|name| !file.contains(&format!("{name} =")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "add to packaging/seedvault.toml: {missing:?}"
+        );
+    }
 }
