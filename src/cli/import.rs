@@ -139,6 +139,9 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
     for warning in &report.warnings {
         eprintln!("warning: {}", warning.to_line());
     }
+    if report.warnings_omitted > 0 {
+        eprintln!("… and {} more warning(s)", report.warnings_omitted);
+    }
     if report.skipped > 0 {
         eprintln!(
             "{} key(s) that are not TOTP were skipped (--skip-unsupported) and not escrowed",
@@ -149,9 +152,12 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
         for error in &report.errors {
             eprintln!("{}", error.to_line());
         }
+        if report.errors_omitted > 0 {
+            eprintln!("… and {} more error(s), not listed", report.errors_omitted);
+        }
         anyhow::bail!(
-            "{} bad row(s) in {} — nothing was imported; fix them and run the import again",
-            report.errors.len(),
+            "{} problem(s) in {} — nothing was imported; fix them and run the import again",
+            report.errors.len() + report.errors_omitted,
             args.file.display()
         );
     }

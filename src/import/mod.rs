@@ -311,9 +311,16 @@ pub struct ParsedFile {
     /// The valid rows, in file order. Rows with errors are left out, so with errors present
     /// this is a partial list — a preview, never something to store.
     pub rows: Vec<ImportRow>,
+    /// The first [`MAX_LISTED`] warnings, in file order.
     pub warnings: Vec<RowWarning>,
-    /// Every problem found, in file order (not just the first).
+    /// The first [`MAX_LISTED`] problems found (not just the first one), in file order.
     pub errors: Vec<RowError>,
+    /// Warnings beyond [`MAX_LISTED`], counted only.
+    pub warnings_omitted: usize,
+    /// Errors beyond [`MAX_LISTED`], counted only.
+    pub errors_omitted: usize,
+    /// Lines with at least one error, listed or not.
+    pub error_lines: usize,
     /// Keys left out on request ([`ImportOptions::skip_unsupported`]), each with a warning.
     pub skipped: usize,
 }
@@ -334,6 +341,11 @@ pub fn needs_password(bytes: &[u8]) -> bool {
 /// Reads a seed file. Never panics; every problem is reported in [`ParsedFile::errors`] with
 /// its line, column, reason and fix. The bytes stay the caller's (nothing is written
 /// anywhere); plaintext copies made while parsing are zeroized.
+/// How many errors, and how many warnings, a report lists; beyond that it only counts them. A
+/// thousand is more than anyone fixes by reading, and keeps a hostile file's report (and the
+/// memory behind it) small.
+pub const MAX_LISTED: usize = 1_000;
+
 pub fn parse(bytes: &[u8], options: &ImportOptions) -> ParsedFile {
     let mut report = rows::Report::default();
     let text = match text::decode(bytes) {

@@ -29,12 +29,18 @@ impl Problem {
     }
 }
 
-/// Rows, warnings and errors as a parser finds them, plus the serials seen so far.
+/// Rows, warnings and errors as a parser finds them, plus the serials seen so far. At most
+/// [`super::MAX_LISTED`] errors and as many warnings are kept; the rest are only counted, so
+/// that a hostile file (a million unknown columns) cannot make a report of a million entries.
 #[derive(Default)]
 pub(crate) struct Report {
     rows: Vec<ImportRow>,
     warnings: Vec<RowWarning>,
     errors: Vec<RowError>,
+    errors_omitted: usize,
+    warnings_omitted: usize,
+    /// Lines with at least one error, listed or not.
+    error_lines: std::collections::HashSet<usize>,
     seen: HashMap<String, usize>,
     skipped: usize,
 }
@@ -47,7 +53,7 @@ impl Report {
         reason: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.errors.push(RowError {
+        self.push_error(RowError {
             line,
             column: column.to_owned(),
             reason: reason.into(),
@@ -60,14 +66,23 @@ impl Report {
     }
 
     pub(crate) fn push_error(&mut self, error: RowError) {
-        self.errors.push(error);
+        self.error_lines.insert(error.line);
+        if self.errors.len() < super::MAX_LISTED {
+            self.errors.push(error);
+        } else {
+            self.errors_omitted += 1;
+        }
     }
 
     pub(crate) fn warn(&mut self, line: usize, message: impl Into<String>) {
-        self.warnings.push(RowWarning {
-            line,
-            message: message.into(),
-        });
+        if self.warnings.len() < super::MAX_LISTED {
+            self.warnings.push(RowWarning {
+                line,
+                message: message.into(),
+            });
+        } else {
+            self.warnings_omitted += 1;
+        }
     }
 
     /// A record left out on the user's request: counted, and listed as a warning.
@@ -112,6 +127,9 @@ impl Report {
             rows: self.rows,
             warnings: self.warnings,
             errors: self.errors,
+            warnings_omitted: self.warnings_omitted,
+            errors_omitted: self.errors_omitted,
+            error_lines: self.error_lines.len(),
             skipped: self.skipped,
         }
     }

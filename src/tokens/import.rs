@@ -39,6 +39,10 @@ pub struct ImportReport {
     pub warnings: Vec<RowWarning>,
     #[schema(value_type = Vec<Object>)]
     pub errors: Vec<RowError>,
+    /// Warnings beyond the first 1,000, counted but not listed.
+    pub warnings_omitted: usize,
+    /// Errors beyond the first 1,000, counted but not listed.
+    pub errors_omitted: usize,
 }
 
 impl ImportReport {
@@ -62,14 +66,12 @@ pub async fn store(
         rows: parsed_rows,
         warnings,
         mut errors,
+        warnings_omitted,
+        mut errors_omitted,
+        error_lines,
         skipped,
     } = parsed;
-    let total = parsed_rows.len()
-        + errors
-            .iter()
-            .map(|e| e.line)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
+    let total = parsed_rows.len() + error_lines;
     let policy = resolve_policy(env.policies, policy)?;
 
     // Serials already in the vault.
@@ -89,6 +91,10 @@ pub async fn store(
         });
     }
     errors.sort_by_key(|e| e.line);
+    if errors.len() > crate::import::MAX_LISTED {
+        errors_omitted += errors.len() - crate::import::MAX_LISTED;
+        errors.truncate(crate::import::MAX_LISTED);
+    }
     let mut report = ImportReport {
         format,
         rows: total.max(parsed_rows.len()),
@@ -97,6 +103,8 @@ pub async fn store(
         skipped,
         warnings,
         errors,
+        warnings_omitted,
+        errors_omitted,
     };
     if dry_run || !report.errors.is_empty() {
         return Ok(report);

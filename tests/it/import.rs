@@ -474,3 +474,48 @@ async fn a_50000_row_file_goes_through_the_page_and_the_api_and_a_file_over_the_
     srv.finish("too large", response).await;
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_a_million_problems_gets_a_bounded_report() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("imhostile", "provisioner").await;
+    // 950,000 unknown header columns in 1.9 MB: one warning each, before this was bounded an
+    // 89 MB answer.
+    let mut csv = String::from("upn,serial number,secret key,time interval,manufacturer,model");
+    for _ in 0..950_000 {
+        csv.push_str(",x");
+    }
+    csv.push_str("\nu@example.org,HOSTILE-1,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,30,Token2,C202\n");
+    let response = op
+        .http
+        .post(format!(
+            "{}/api/v1/imports?format=entra&dry_run=true",
+            op.base
+        ))
+        .header("Origin", &op.base)
+        .header("Content-Type", "application/octet-stream")
+        .body(csv.into_bytes())
+        .send()
+        .await
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert!(
+        bytes.len() < 512 * 1024,
+        "the report is {} bytes",
+        bytes.len()
+    );
+    let report: Value = serde_json::from_slice(&bytes).unwrap();
+    let listed =
+        report["warnings"].as_array().unwrap().len() + report["errors"].as_array().unwrap().len();
+    let omitted =
+        report["warnings_omitted"].as_u64().unwrap() + report["errors_omitted"].as_u64().unwrap();
+    assert!(
+        listed <= 2 * seedvault::import::MAX_LISTED,
+        "{listed} entries listed"
+    );
+    assert!(
+        listed as u64 + omitted >= 950_000,
+        "the problems are not all counted: {listed} + {omitted}"
+    );
+    srv.stop_and_check().await;
+}

@@ -47,12 +47,15 @@ fn report_view(report: &ImportReport) -> Markup {
     html! {
         div.card {
             @if !report.ok() {
-                h2 { "Nothing was imported: " (report.errors.len()) " bad row(s)" }
+                h2 { "Nothing was imported: " (report.errors.len() + report.errors_omitted) " problem(s)" }
                 p { "Fix these rows in the file and upload it again. Every row must be valid before any is stored." }
                 div.table-wrap { table {
                     thead { tr { th { "Line" } th { "Column" } th { "Problem" } th { "Fix" } } }
                     tbody { @for e in &report.errors { tr { td { (e.line) } td { (e.column) } td { (e.reason) } td { (e.fix) } } } }
                 } }
+                @if report.errors_omitted > 0 {
+                    p { "… and " (report.errors_omitted) " more, not listed: fix these first and upload again." }
+                }
             } @else if report.dry_run {
                 h2 { "Preview: " (report.rows) " token(s) ready to import" }
                 p { "Read as " (report.format.describe()) ". Choose the file again and press " strong { "Import all rows" } "." }
@@ -66,6 +69,9 @@ fn report_view(report: &ImportReport) -> Markup {
             @if !report.warnings.is_empty() {
                 h2 { "Warnings" }
                 ul { @for w in &report.warnings { li { "line " (w.line) ": " (w.message) } } }
+                @if report.warnings_omitted > 0 {
+                    p { "… and " (report.warnings_omitted) " more warning(s)." }
+                }
             }
         }
     }
