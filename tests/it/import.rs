@@ -7,7 +7,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Operator, TestServer, T0};
+use common::{post_form, Operator, TestServer, T0};
 use reqwest::StatusCode;
 use seedvault::otp::{code_at, TotpSpec};
 use seedvault::secret::Algorithm;
@@ -50,45 +50,9 @@ async fn upload(op: &Operator, query: &str, body: Vec<u8>) -> (StatusCode, Value
 
 /// A `multipart/form-data` body: the file in part `file`, then the given fields.
 fn multipart(file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
-    let boundary = "importboundary5mWq1vXk";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(file);
-    body.extend_from_slice(b"\r\n");
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// Posts a multipart form to `path` (the API or the import page); the reply as text.
-async fn post_form(
-    op: &Operator,
-    path: &str,
-    (content_type, body): (String, Vec<u8>),
-) -> (StatusCode, String) {
-    let response = op
-        .http
-        .post(format!("{}{path}", op.base))
-        .header("Origin", &op.base)
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    op.canary.record_response(path, &bytes);
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    let mut parts: Vec<(&str, &[u8])> = vec![("file", file)];
+    parts.extend(fields.iter().map(|(name, value)| (*name, value.as_bytes())));
+    common::multipart(file_name, &parts)
 }
 
 /// The code each stored token produces at T0, computed from its sealed seed.

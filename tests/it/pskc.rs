@@ -140,30 +140,6 @@ fn build(protection: Protection, keys: &[(&str, &str)]) -> String {
     )
 }
 
-/// A `multipart/form-data` body, built by hand: reqwest's multipart feature would add crates
-/// for a few tests. The part named `file` is sent as a file upload.
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "seedvault-pskc-test-boundary";
-    let mut body = Vec::new();
-    for (name, value) in parts {
-        let filename = if *name == "file" {
-            "; filename=\"vendor.xml\"\r\nContent-Type: application/xml"
-        } else {
-            ""
-        };
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 /// `POST /api/v1/imports`: the raw file, or multipart when a key or password goes along (the
 /// only place either is accepted). `options` is a query string; a `psk_hex` in it is moved to a
 /// form field.
@@ -198,7 +174,7 @@ async fn upload(
             .body(file.to_vec())
     } else {
         parts.push(("file", file));
-        let (content_type, body) = multipart(&parts);
+        let (content_type, body) = common::multipart("vendor.xml", &parts);
         request.header("Content-Type", content_type).body(body)
     };
     let response = request.send().await.unwrap();
@@ -451,21 +427,7 @@ fn the_cli_reads_a_password_file_and_skips_unsupported_keys_on_request() {
 
 /// The import page as a browser posts it; returns the status and the page's HTML.
 async fn post_page(op: &Operator, parts: &[(&str, &[u8])]) -> (StatusCode, String) {
-    let (content_type, body) = multipart(parts);
-    let response = op
-        .http
-        .post(format!("{}/import", op.base))
-        .header("Origin", &op.base)
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let html = response.text().await.unwrap();
-    op.canary
-        .record_response("pskc import page", html.as_bytes());
-    (status, html)
+    common::post_form(op, "/import", common::multipart("vendor.xml", parts)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,3 +274,50 @@ pub async fn capture(
     }
     op.post("/api/v1/tokens", body).await
 }
+
+/// A `multipart/form-data` body as a browser builds it, by hand (reqwest's multipart feature
+/// would add crates for a few tests): the part named `file` is a file upload called
+/// `file_name`, the others are plain fields, in the given order. Returns the content type and
+/// the body.
+pub fn multipart(file_name: &str, parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "seedvault-test-boundary-5mWq1vXk";
+    let mut body = Vec::new();
+    for (name, value) in parts {
+        let disposition = if *name == "file" {
+            format!(
+                "form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream"
+            )
+        } else {
+            format!("form-data; name=\"{name}\"")
+        };
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Posts a body with its content type (e.g. from [`multipart`]) to `path` as `op`, with the
+/// vault's Origin; the status and the reply as text, recorded by the canary.
+pub async fn post_form(
+    op: &Operator,
+    path: &str,
+    (content_type, body): (String, Vec<u8>),
+) -> (reqwest::StatusCode, String) {
+    let response = op
+        .http
+        .post(format!("{}{path}", op.base))
+        .header("Origin", &op.base)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    op.canary.record_response(path, &bytes);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
