@@ -933,3 +933,27 @@ async fn malformed_ceremony_bodies_get_json_errors_and_are_audited() {
         .any(|(a, t, _)| a == "operator.registration_refused" && t == "operator:sam"));
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_backup_passkey_is_audited_and_attaches_nothing() {
+    let srv = TestServer::start().await;
+    let op = srv.operator("rita", "helpdesk").await;
+    let (status, _) = op
+        .post("/api/v1/me/credentials/start", json!({ "label": "backup" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = op
+        .post("/api/v1/me/credentials/finish", json!({ "id": "forged" }))
+        .await;
+    assert!(status.is_client_error(), "{status}: {body}");
+    let refused: Vec<_> = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "credential.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (_, me) = op.get("/api/v1/me").await;
+    assert_eq!(me["credentials"].as_array().map(Vec::len), Some(1), "{me}");
+    srv.stop_and_check().await;
+}

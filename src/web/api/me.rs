@@ -11,9 +11,11 @@ use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
 use super::auth::{start_registration, to_json};
 use super::webauthn::{CreationChallenge, RegistrationCredential};
+use crate::audit::{NewEvent, Outcome};
 use crate::operators::{self, Role};
 use crate::web::session::{session_error, CurrentOperator};
 use crate::web::{AppError, AppState};
+use serde_json::json;
 
 const ADD_CREDENTIAL: &str = "ceremony.add_credential";
 
@@ -108,7 +110,7 @@ pub async fn add_credential_start(
 pub async fn add_credential_finish(
     State(state): State<AppState>,
     current: CurrentOperator,
-    Json(credential): Json<RegisterPublicKeyCredential>,
+    credential: Result<Json<RegisterPublicKeyCredential>, AppError>,
 ) -> Result<(StatusCode, Json<CredentialView>), AppError> {
     let Some(pending) = current
         .session
@@ -120,10 +122,34 @@ pub async fn add_credential_finish(
             "no passkey registration is in progress — start again".into(),
         ));
     };
-    let passkey = state
-        .webauthn
-        .finish_passkey_registration(&credential, &pending.ceremony)?;
     let now = state.clock.now();
+    // A refused passkey is audited like a refused registration: someone tried to attach a key
+    // to this operator.
+    let refused = |reason: String| {
+        let actor = current.operator.actor();
+        NewEvent::new(actor.clone(), "credential.refused", actor)
+            .outcome(Outcome::Denied)
+            .details(json!({ "reason": reason, "label": pending.label }))
+    };
+    let credential = match credential {
+        Ok(Json(credential)) => credential,
+        Err(error) => {
+            let event = refused("malformed credential".into());
+            operators::record(&state.store, &state.vault, now, event).await?;
+            return Err(error);
+        }
+    };
+    let passkey = match state
+        .webauthn
+        .finish_passkey_registration(&credential, &pending.ceremony)
+    {
+        Ok(passkey) => passkey,
+        Err(e) => {
+            let event = refused(e.to_string());
+            operators::record(&state.store, &state.vault, now, event).await?;
+            return Err(e.into());
+        }
+    };
     let id = operators::add_credential(
         &state.store,
         &state.vault,
