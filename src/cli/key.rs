@@ -162,10 +162,8 @@ async fn free_label(store: &Store, base: &str) -> anyhow::Result<String> {
 pub fn write_new_identity(path: &Path) -> anyhow::Result<String> {
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut options = crate::store::private_file_options();
+    options.create_new(true);
     let mut file = options.open(path).with_context(|| {
         format!(
             "cannot create identity file {} (it must not exist yet)",

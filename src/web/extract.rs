@@ -178,6 +178,15 @@ impl Upload {
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
     }
+
+    /// The `password` field of a password-protected PSKC upload, as typed: not trimmed, since
+    /// a password may begin or end with a space; `None` when absent or empty.
+    pub fn password(&self) -> Option<Zeroizing<String>> {
+        self.fields
+            .get("password")
+            .filter(|p| !p.is_empty())
+            .map(|p| Zeroizing::new(p.to_string()))
+    }
 }
 
 impl FromRequest<AppState> for Upload {

@@ -9,7 +9,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use zeroize::Zeroizing;
 
 use crate::import::{self, ImportOptions};
 use crate::tokens::import::{store, ImportReport};
@@ -140,12 +139,7 @@ pub async fn import(
         pick("secret_encoding", &query.secret_encoding).as_deref(),
         upload.field("psk_hex"),
     )?;
-    // Not trimmed: a password may begin or end with a space.
-    options.password = upload
-        .fields
-        .get("password")
-        .filter(|p| !p.is_empty())
-        .map(|p| Zeroizing::new(p.to_string()));
+    options.password = upload.password();
     options.skip_unsupported = match upload.field("skip_unsupported") {
         Some(text) => parse_bool("skip_unsupported", text)?,
         None => query.skip_unsupported.unwrap_or(false),

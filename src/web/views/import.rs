@@ -5,7 +5,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
-use zeroize::Zeroizing;
 
 use super::{page, PageAuthorized, PageError};
 use crate::import::{self, ImportOptions};
@@ -99,12 +98,7 @@ pub async fn page_post(
         upload.field("psk_hex"),
     )
     .map_err(|e| op.fail(e))?;
-    // Not trimmed: a password may begin or end with a space.
-    options.password = upload
-        .fields
-        .get("password")
-        .filter(|p| !p.is_empty())
-        .map(|p| Zeroizing::new(p.to_string()));
+    options.password = upload.password();
     options.skip_unsupported = upload.field("skip_unsupported") == Some("true");
     let dry_run = upload.field("dry_run") != Some("false");
     let Some(bytes) = upload.file.take().filter(|b| !b.is_empty()) else {
