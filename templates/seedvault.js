@@ -212,17 +212,31 @@ function showCode(panel, result) {
   panel.hidden = false;
   const ends = Date.now() + result.valid_for_seconds * 1000;
   const finalEnd = ends + (result.next_code ? result.period * 1000 : 0);
+  // The visible countdown changes every second; screen readers hear only the moments that
+  // matter (shown, 10 s left, switch to the next code, expired), politely.
+  const announcer = panel.querySelector("[data-announce]");
+  let announced = "";
+  const announce = (text) => {
+    if (announcer && text !== announced) {
+      announced = text;
+      announcer.textContent = text;
+    }
+  };
+  announce(`Code shown, ${result.valid_for_seconds} seconds left.`);
   const tick = () => {
     const now = Date.now();
     const remaining = Math.max(0, Math.ceil((ends - now) / 1000));
     bar.value = remaining;
     bar.max = result.period;
     left.textContent = remaining > 0 ? `${remaining} s left` : result.next_code ? "now use the next code" : "expired";
+    if (remaining > 0 && remaining <= 10) announce("10 seconds left.");
+    if (remaining === 0 && result.next_code && now < finalEnd) announce("This code expired: now read the next code.");
     if (now >= finalEnd || (!result.next_code && remaining === 0)) {
       code.textContent = "expired";
       delete code.dataset.raw;
       next.textContent = "";
       panel.classList.add("expired");
+      announce("The code expired.");
       clearInterval(timer);
     }
   };

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use thirtyfour::prelude::*;
 
-const SEED_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+pub(crate) const SEED_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,14 +33,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Starts `seedvault serve` on a fresh data directory and returns the printed invite URL.
-fn start_server(dir: &std::path::Path, port: u16) -> (Killed, String) {
+pub(crate) fn start_server(dir: &std::path::Path, port: u16) -> (Killed, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_seedvault"))
         .current_dir(dir)
         .args([
@@ -70,7 +70,7 @@ fn start_server(dir: &std::path::Path, port: u16) -> (Killed, String) {
     (Killed(child), invite.expect("serve prints an admin invite"))
 }
 
-fn start_chromedriver() -> (Killed, u16) {
+pub(crate) fn start_chromedriver() -> (Killed, u16) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -88,12 +88,12 @@ fn start_chromedriver() -> (Killed, u16) {
 
 /// Only one browser at a time: on two shared cores, parallel browsers slow each other into
 /// timeouts.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A headless Chromium with one virtual authenticator that verifies the user. With
 /// `has_resident_key` it is a passkey provider (discoverable credentials); without, a security
 /// key that cannot store any, so its credentials are found only by a named sign-in.
-async fn browser(driver_port: u16, has_resident_key: bool) -> WebDriver {
+pub(crate) async fn browser(driver_port: u16, has_resident_key: bool) -> WebDriver {
     let mut caps = DesiredCapabilities::chrome();
     caps.set_binary("/usr/bin/chromium").unwrap();
     let profile = tempfile::tempdir().unwrap().keep();
@@ -130,7 +130,7 @@ async fn browser(driver_port: u16, has_resident_key: bool) -> WebDriver {
     driver
 }
 
-async fn wait_for(driver: &WebDriver, css: &str) -> WebElement {
+pub(crate) async fn wait_for(driver: &WebDriver, css: &str) -> WebElement {
     driver
         .query(By::Css(css))
         .wait(Duration::from_secs(15), Duration::from_millis(100))
@@ -139,7 +139,7 @@ async fn wait_for(driver: &WebDriver, css: &str) -> WebElement {
         .unwrap()
 }
 
-async fn wait_text(driver: &WebDriver, css: &str, expected: &str) {
+pub(crate) async fn wait_text(driver: &WebDriver, css: &str, expected: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(el) = driver.find(By::Css(css)).await {
@@ -156,14 +156,14 @@ async fn wait_text(driver: &WebDriver, css: &str, expected: &str) {
     }
 }
 
-async fn shot(driver: &WebDriver, name: &str) {
+pub(crate) async fn shot(driver: &WebDriver, name: &str) {
     driver
         .screenshot(&screenshots().join(format!("{name}.png")))
         .await
         .unwrap();
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -171,7 +171,7 @@ fn unix_now() -> i64 {
 }
 
 /// Registers a passkey from an invite page and lands on the dashboard.
-async fn register(driver: &WebDriver, invite: &str) {
+pub(crate) async fn register(driver: &WebDriver, invite: &str) {
     driver.goto(invite).await.unwrap();
     wait_for(driver, "form[data-webauthn=register] button")
         .await
@@ -182,7 +182,7 @@ async fn register(driver: &WebDriver, invite: &str) {
 }
 
 /// Signs out from the header and waits for the sign-in page.
-async fn sign_out(driver: &WebDriver) {
+pub(crate) async fn sign_out(driver: &WebDriver) {
     driver
         .find(By::Css("header form[action='/logout'] button"))
         .await
@@ -194,7 +194,7 @@ async fn sign_out(driver: &WebDriver) {
 }
 
 /// Types `name` (may be empty) into the sign-in form and presses its button.
-async fn sign_in(driver: &WebDriver, name: &str) {
+pub(crate) async fn sign_in(driver: &WebDriver, name: &str) {
     let field = wait_for(driver, "input[name=username]").await;
     field.clear().await.unwrap();
     if !name.is_empty() {
@@ -215,7 +215,7 @@ async fn sign_in(driver: &WebDriver, name: &str) {
 /// with a discoverable credential, where a real browser waits for the user to pick it from the
 /// name field's suggestions: with autofill on, the sign-in page signs a discoverable passkey in
 /// by itself before the button can be pressed.
-async fn without_autofill(driver: &WebDriver) -> serde_json::Value {
+pub(crate) async fn without_autofill(driver: &WebDriver) -> serde_json::Value {
     let added = driver
         .cdp()
         .send_raw(

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod accessibility;
 mod api_contract;
 mod audit;
 mod audit_completeness;

@@ -50,7 +50,7 @@ pub async fn search(
             a.button.secondary href="/api/v1/audit/verify" { "Verify the chain" }
         }
         p.muted { "Newest 200 matching events. Exports carry every matching event with its hash and signature." }
-        div.table-wrap { table {
+        div.table-wrap role="region" aria-label="Audit events" tabindex="0" { table {
             thead { tr { th { "#" } th { "When" } th { "Who" } th { "What" } th { "Target" } th.hide-narrow { "Details" } } }
             tbody { @for e in &events {
                 tr {

@@ -37,7 +37,7 @@ pub async fn dashboard(
         @if report.due_soon.is_empty() {
             p.muted { "None. Seeds past their deadline are purged automatically." }
         } @else {
-            div.table-wrap { table {
+            div.table-wrap role="region" aria-label="Seeds reaching their retention deadline" tabindex="0" { table {
                 thead { tr { th { "Serial" } th { "Owner" } th { "Purged at" } } }
                 tbody { @for (serial, owner, deadline) in &report.due_soon {
                     tr { td { a href={ "/tokens/" (serial) } { (serial) } } td { (owner.as_deref().unwrap_or("unassigned")) } td { (when(*deadline)) } }
@@ -48,7 +48,7 @@ pub async fn dashboard(
         @if reveals.is_empty() {
             p.muted { "No codes revealed yet." }
         } @else {
-            div.table-wrap { table {
+            div.table-wrap role="region" aria-label="Recent reveals" tabindex="0" { table {
                 thead { tr { th { "When" } th { "Token" } th { "Operator" } } }
                 tbody { @for (serial, operator, at) in &reveals {
                     tr { td { (when(*at)) } td { a href={ "/tokens/" (serial) } { (serial) } } td { (operator) } }

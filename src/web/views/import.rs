@@ -48,7 +48,7 @@ fn report_view(report: &ImportReport) -> Markup {
             @if !report.ok() {
                 h2 { "Nothing was imported: " (report.errors.len() + report.errors_omitted) " problem(s)" }
                 p { "Fix these rows in the file and upload it again. Every row must be valid before any is stored." }
-                div.table-wrap { table {
+                div.table-wrap role="region" aria-label="Problems in the file" tabindex="0" { table {
                     thead { tr { th { "Line" } th { "Column" } th { "Problem" } th { "Fix" } } }
                     tbody { @for e in &report.errors { tr { td { (e.line) } td { (e.column) } td { (e.reason) } td { (e.fix) } } } }
                 } }

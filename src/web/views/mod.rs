@@ -273,6 +273,24 @@ async fn not_found(
     .into_response()
 }
 
+/// Every page a browser can open (GET), as route templates. The accessibility test opens each
+/// for every role and runs axe-core over it; a unit test holds this list to [`router`], so a
+/// new page cannot skip the check.
+pub const PAGES: &[&str] = &[
+    "/login",
+    "/invite/{token}",
+    "/",
+    "/me",
+    "/operators",
+    "/policies",
+    "/tokens",
+    "/tokens/new",
+    "/tokens/{serial}",
+    "/tokens/{serial}/reveal",
+    "/audit",
+    "/import",
+];
+
 /// Every page route.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -305,4 +323,46 @@ pub fn router() -> Router<AppState> {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .fallback(not_found)
+}
+
+#[cfg(test)]
+mod page_list_tests {
+    /// The GET routes in `router()`'s source, static files aside.
+    fn get_routes() -> Vec<String> {
+        let source = include_str!("mod.rs");
+        let body = source
+            .split("pub fn router() -> Router<AppState> {")
+            .nth(1)
+            .and_then(|rest| rest.split(".fallback(").next())
+            .unwrap_or_default();
+        body.split(".route(")
+            .skip(1)
+            .filter(|route| route.contains("get("))
+            .filter_map(|route| route.split('"').nth(1))
+            .filter(|path| !path.starts_with("/static/"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_page_route_is_on_the_list_the_accessibility_test_walks() {
+        let routes = get_routes();
+        assert!(
+            routes.len() >= 10,
+            "the route scan found too few: {routes:?}"
+        );
+        let missing: Vec<&String> = routes
+            .iter()
+            .filter(|r| !super::PAGES.contains(&r.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "add to views::PAGES: {missing:?}");
+        let stale: Vec<&&str> = super::PAGES
+            .iter()
+            .filter(|p| !routes.iter().any(|r| r == *p))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "no longer routed, remove from views::PAGES: {stale:?}"
+        );
+    }
 }

@@ -25,7 +25,7 @@ fn operators_page(all: &[(operators::Operator, i64)], me: &str) -> Markup {
                 button type="submit" { "Make a one-time invite link" }
             }
         }
-        div.table-wrap { table {
+        div.table-wrap role="region" aria-label="Operators" tabindex="0" { table {
             thead { tr { th { "Name" } th { "Roles" } th { "Passkeys" } th { "State" } th { "Change" } } }
             tbody { @for (op, creds) in all {
                 tr {
@@ -156,8 +156,8 @@ pub async fn me(State(state): State<AppState>, op: PageOperator) -> Result<Marku
         h1 { (me.name) }
         p.lead { "Roles: " (roles(&me.roles)) }
         h2 { "Your passkeys" }
-        div.table-wrap { table {
-            thead { tr { th { "Name" } th { "Added" } th { "Last used" } th {} } }
+        div.table-wrap role="region" aria-label="Your passkeys" tabindex="0" { table {
+            thead { tr { th { "Name" } th { "Added" } th { "Last used" } th { span.visually-hidden { "Actions" } } } }
             tbody { @for c in &creds {
                 tr {
                     td { (c.label) } td { (when(c.created_at)) } td { (c.last_used_at.map(when).unwrap_or_else(|| "never".into())) }

@@ -61,7 +61,7 @@ pub async fn list(
         @if found.is_empty() {
             p.muted { "No token matches." }
         } @else {
-            div.table-wrap { table {
+            div.table-wrap role="region" aria-label="Tokens" tabindex="0" { table {
                 thead { tr { th { "Serial" } th { "Owner" } th { "State" } th.hide-narrow { "Policy" } th.hide-narrow { "Deadline" } } }
                 tbody { @for t in &found {
                     tr {
@@ -138,7 +138,7 @@ pub async fn detail(
             }
         }
         h2 { "Audit timeline" }
-        div.table-wrap { table {
+        div.table-wrap role="region" aria-label="Audit timeline" tabindex="0" { table {
             thead { tr { th { "#" } th { "When" } th { "Who" } th { "What" } th.hide-narrow { "Details" } } }
             tbody { @for e in &timeline {
                 tr {
@@ -322,11 +322,12 @@ pub async fn reveal(
                 p.error-box data-error hidden tabindex="-1" role="alert" {}
                 button type="submit" { "Sign with my passkey and show the code" }
             }
-            section.code-panel data-code-panel hidden aria-live="polite" {
-                p.muted { "Read this code to the caller:" }
+            section.code-panel data-code-panel hidden aria-labelledby="code-heading" {
+                p.muted id="code-heading" { "Read this code to the caller:" }
+                p.visually-hidden data-announce aria-live="polite" {}
                 div.code data-code {}
-                progress data-countdown max=(token.period) value="0" {}
-                p data-seconds-left {}
+                progress data-countdown max=(token.period) value="0" aria-label="Seconds this code stays valid" {}
+                p data-seconds-left aria-hidden="true" {}
                 p.next data-next hidden { "Next code: " span data-next-code {} }
                 div.actions { button.secondary type="button" data-copy { "Copy code" } span.muted data-copied hidden { "copied" } }
                 a href={ "/tokens/" (token.serial) } { "Back to the token" }
