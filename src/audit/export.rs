@@ -29,10 +29,12 @@ use crate::vault::Vault;
 pub enum ExportError {
     #[error("unknown export format '{0}' — use jsonl or csv")]
     UnknownFormat(String),
-    #[error("{field} = '{value}' is not a time — use RFC 3339 (2026-11-22T09:30:00Z) or a date (2026-11-22, meaning midnight UTC)")]
+    #[error("{field} = '{value}' is not a time — use RFC 3339 (2026-11-22T09:30:00Z), a UTC date and time (2026-11-22T09:30) or a date (2026-11-22, meaning midnight UTC)")]
     BadTime { field: &'static str, value: String },
     #[error("--since must be before --until")]
     EmptyRange,
+    #[error("outcome = '{0}' is not an outcome — use success, denied or failure")]
+    BadOutcome(String),
     #[error("cannot read the audit trail: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -93,6 +95,8 @@ pub struct ExportFilter {
     pub token: Option<String>,
     /// Exactly this action (`reveal.granted`, …).
     pub action: Option<String>,
+    /// Exactly this outcome (`success`, `denied`, `failure`).
+    pub outcome: Option<String>,
 }
 
 /// Parses a filter time: RFC 3339 (any offset) or a plain date meaning midnight UTC.
@@ -104,6 +108,15 @@ pub fn parse_time(field: &'static str, text: &str) -> Result<OffsetDateTime, Exp
     };
     if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
         return Ok(at);
+    }
+    // A browser's date-and-time field sends `2026-11-22T09:30` (no offset): UTC here.
+    for format in [
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+    ] {
+        if let Ok(at) = time::PrimitiveDateTime::parse(text, format) {
+            return Ok(at.assume_utc());
+        }
     }
     let date = time::Date::parse(
         text,
@@ -121,12 +134,18 @@ impl ExportFilter {
                 return Err(ExportError::EmptyRange);
             }
         }
+        if let Some(outcome) = &self.outcome {
+            if super::Outcome::parse(outcome).is_none() {
+                return Err(ExportError::BadOutcome(outcome.clone()));
+            }
+        }
         Ok(AuditFilter {
             actor: self.actor.clone(),
             target: self.token.as_ref().map(|serial| format!("token:{serial}")),
             action: self.action.clone(),
             since: self.since.map(format_time).transpose()?,
             until: self.until.map(format_time).transpose()?,
+            outcome: self.outcome.clone(),
         })
     }
 
@@ -134,13 +153,18 @@ impl ExportFilter {
     /// trailer.
     fn describe(&self) -> Result<serde_json::Value, ExportError> {
         let store = self.to_store()?;
-        Ok(json!({
+        let mut described = json!({
             "since": store.since,
             "until": store.until,
             "actor": store.actor,
             "token": self.token,
             "action": store.action,
-        }))
+        });
+        // Only when set: exports without it keep the filter text of earlier versions.
+        if let Some(outcome) = &store.outcome {
+            described["outcome"] = json!(outcome);
+        }
+        Ok(described)
     }
 }
 

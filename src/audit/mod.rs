@@ -37,6 +37,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 3] = [Self::Success, Self::Denied, Self::Failure];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text.trim())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",

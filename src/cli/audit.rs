@@ -72,6 +72,9 @@ pub struct ExportArgs {
     /// Only events with this action (e.g. reveal.granted).
     #[arg(long, value_name = "ACTION")]
     action: Option<String>,
+    /// Only events with this outcome: success, denied or failure.
+    #[arg(long, value_name = "OUTCOME")]
+    outcome: Option<String>,
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -259,6 +262,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
         actor: args.actor.clone(),
         token: args.token.clone(),
         action: args.action.clone(),
+        outcome: args.outcome.clone(),
     };
     let store = open_existing(data_dir).await?;
     let vault = unlock_vault(&store, &args.unlock).await?;

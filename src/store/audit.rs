@@ -131,6 +131,8 @@ pub struct AuditFilter {
     /// RFC 3339 bounds, compared as text (all times are stored in one UTC format).
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Exactly this outcome (`success`, `denied`, `failure`).
+    pub outcome: Option<String>,
 }
 
 /// Overwrites an event's hashes in place (tests of tamper detection; the triggers must be
@@ -266,6 +268,7 @@ fn filter_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
         ("actor", "=", &filter.actor),
         ("target", "=", &filter.target),
         ("action", "=", &filter.action),
+        ("outcome", "=", &filter.outcome),
         ("time", ">=", &filter.since),
         ("time", "<", &filter.until),
     ] {
@@ -389,4 +392,102 @@ pub async fn recent(
         )
     })
     .await?
+}
+
+/// Where an audit page starts: just older or just newer than this seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditCursor {
+    Older(i64),
+    Newer(i64),
+}
+
+/// A page of events, newest first, and whether more match on either side.
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    pub has_newer: bool,
+    pub has_older: bool,
+}
+
+/// One page of matching events, newest first (the audit page). Keyset paging on `seq` with
+/// the filters on indexes, so a page costs the same anywhere in a trail of 10,000,000 events.
+pub async fn page(
+    db: impl Into<Db<'_>>,
+    filter: &AuditFilter,
+    cursor: Option<AuditCursor>,
+    limit: i64,
+) -> Result<AuditPage, StoreError> {
+    inline(db, |c| page_on(c.conn, filter, cursor, limit)).await?
+}
+
+fn page_on(
+    conn: &rusqlite::Connection,
+    filter: &AuditFilter,
+    cursor: Option<AuditCursor>,
+    limit: i64,
+) -> Result<AuditPage, StoreError> {
+    let (mut low, mut high) = seq_range(conn, filter)?;
+    match cursor {
+        Some(AuditCursor::Older(seq)) => high = high.min(seq - 1),
+        Some(AuditCursor::Newer(seq)) => low = low.max(seq + 1),
+        None => {}
+    }
+    let newer = matches!(cursor, Some(AuditCursor::Newer(_)));
+    let (conditions, filter_params) = filter_sql(filter);
+    let mut params: Vec<Value> = vec![low.into(), high.into()];
+    params.extend(filter_params);
+    params.push((limit + 1).into());
+    let order = if newer { "ASC" } else { "DESC" };
+    let mut rows = select(
+        conn,
+        &format!("seq BETWEEN ? AND ?{conditions} ORDER BY seq {order} LIMIT ?"),
+        &params,
+    )?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    if newer {
+        rows.reverse();
+    }
+    let (has_newer, has_older) = match cursor {
+        None => (false, more),
+        Some(AuditCursor::Older(_)) => (true, more),
+        Some(AuditCursor::Newer(_)) => (more, true),
+    };
+    Ok(AuditPage {
+        rows,
+        has_newer,
+        has_older,
+    })
+}
+
+/// The seqs that can hold events of the filter's time range. Events are appended in time
+/// order, so each bound is a binary search over seq (about 24 primary-key reads for 10,000,000
+/// events) instead of a scan or another index on every append; the time conditions still
+/// apply to each row.
+fn seq_range(conn: &rusqlite::Connection, filter: &AuditFilter) -> Result<(i64, i64), StoreError> {
+    let Some((head, _)) = select_head(conn)? else {
+        return Ok((1, 0));
+    };
+    let mut time_at = conn.prepare_cached("SELECT time FROM audit_events WHERE seq = ?")?;
+    // The first seq whose time is >= `bound` (head + 1 when none).
+    let mut first_at_or_after = |bound: &str| -> Result<i64, StoreError> {
+        let (mut low, mut high) = (1, head + 1);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let time: Option<String> = time_at.query_row([middle], |r| r.get(0)).optional()?;
+            match time {
+                Some(time) if time.as_str() < bound => low = middle + 1,
+                _ => high = middle,
+            }
+        }
+        Ok(low)
+    };
+    let low = match &filter.since {
+        Some(since) => first_at_or_after(since)?,
+        None => 1,
+    };
+    let high = match &filter.until {
+        Some(until) => first_at_or_after(until)? - 1,
+        None => head,
+    };
+    Ok((low, high))
 }

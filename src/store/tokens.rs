@@ -68,7 +68,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
 }
 
 /// Tokens selected by `conditions` (SQL after `WHERE`, with `?` parameters), as [`TokenRow`]s.
-fn select(
+pub(super) fn select_rows(
     conn: &rusqlite::Connection,
     conditions: &str,
     params: &[Value],
@@ -146,7 +146,7 @@ pub async fn by_serial(
 
 /// [`by_serial`] on a held connection.
 pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, StoreError> {
-    Ok(select(c.conn, "serial = ?", &[serial.to_owned().into()])?.pop())
+    Ok(select_rows(c.conn, "serial = ?", &[serial.to_owned().into()])?.pop())
 }
 
 /// Which of `serials` already exist (for import's duplicate check). One statement and one
@@ -235,7 +235,7 @@ pub fn insert_reveal_on(
 /// Filters for the token list; all optional.
 #[derive(Debug, Default)]
 pub struct TokenFilter {
-    /// Substring of serial, owner or display name.
+    /// Prefix of a serial, owner or display name (case-insensitive; see `token_pages`).
     pub query: Option<String>,
     pub state: Option<String>,
     pub owner: Option<String>,
@@ -248,43 +248,35 @@ pub async fn search(
     db: impl Into<Db<'_>>,
     filter: &TokenFilter,
 ) -> Result<Vec<TokenRow>, StoreError> {
-    let mut conditions = String::from("1 = 1");
-    let mut params: Vec<Value> = Vec::new();
-    if let Some(q) = &filter.query {
-        let pattern = format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        conditions.push_str(
-            " AND (serial LIKE ? ESCAPE '\\' OR owner LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\')",
-        );
-        params.extend([
-            pattern.clone().into(),
-            pattern.clone().into(),
-            pattern.into(),
-        ]);
-    }
-    if let Some(state) = &filter.state {
-        conditions.push_str(" AND state = ?");
-        params.push(state.clone().into());
-    }
-    if let Some(owner) = &filter.owner {
-        conditions.push_str(" AND owner = ?");
-        params.push(owner.clone().into());
-    }
-    if let Some(due) = filter.due_before {
-        conditions.push_str(
-            " AND state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline",
-        );
-        params.push(due.into());
-    } else {
-        conditions.push_str(" ORDER BY captured_at DESC, id DESC");
-    }
-    conditions.push_str(" LIMIT ?");
-    params.push(filter.limit.into());
-    inline(db, |c| select(c.conn, &conditions, &params)).await?
+    inline(db, |c| {
+        let mut conditions = String::from("1 = 1");
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(q) = filter.query.as_deref().filter(|q| !q.is_empty()) {
+            let (sql, values) = super::token_pages::search_condition(c.conn, q)?;
+            conditions.push_str(&sql);
+            params.extend(values);
+        }
+        if let Some(state) = &filter.state {
+            conditions.push_str(" AND state = ?");
+            params.push(state.clone().into());
+        }
+        if let Some(owner) = &filter.owner {
+            conditions.push_str(" AND owner = ?");
+            params.push(owner.clone().into());
+        }
+        if let Some(due) = filter.due_before {
+            conditions.push_str(
+                " AND state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline",
+            );
+            params.push(due.into());
+        } else {
+            conditions.push_str(" ORDER BY captured_at DESC, id DESC");
+        }
+        conditions.push_str(" LIMIT ?");
+        params.push(filter.limit.into());
+        select_rows(c.conn, &conditions, &params)
+    })
+    .await?
 }
 
 pub async fn update_fields(
@@ -386,7 +378,7 @@ pub async fn overdue(
     limit: i64,
 ) -> Result<Vec<TokenRow>, StoreError> {
     inline(db, |c| {
-        select(
+        select_rows(
             c.conn,
             "state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
             &[now.into(), limit.into()],

@@ -86,6 +86,14 @@ pub enum TokenState {
 }
 
 impl TokenState {
+    pub const ALL: [TokenState; 5] = [
+        Self::Escrowed,
+        Self::Delivered,
+        Self::Cancelled,
+        Self::Expired,
+        Self::Purged,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Escrowed => "escrowed",
@@ -97,15 +105,9 @@ impl TokenState {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Escrowed,
-            Self::Delivered,
-            Self::Cancelled,
-            Self::Expired,
-            Self::Purged,
-        ]
-        .into_iter()
-        .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
     }
 }
 
@@ -450,6 +452,34 @@ pub async fn search(store: &Store, filter: &TokenFilter) -> Result<Vec<Token>, T
         .into_iter()
         .map(Token::from_row)
         .collect()
+}
+
+/// One page of the token list (see `store::token_pages`).
+pub struct TokenListPage {
+    pub tokens: Vec<Token>,
+    pub has_previous: bool,
+    pub has_next: bool,
+}
+
+pub async fn list_page(
+    store: &Store,
+    request: &crate::store::token_pages::PageRequest,
+) -> Result<TokenListPage, TokenError> {
+    let page = crate::store::token_pages::page(store, request).await?;
+    Ok(TokenListPage {
+        tokens: page
+            .rows
+            .into_iter()
+            .map(Token::from_row)
+            .collect::<Result<_, _>>()?,
+        has_previous: page.has_previous,
+        has_next: page.has_next,
+    })
+}
+
+/// Tokens per (state, policy).
+pub async fn counts(store: &Store) -> Result<Vec<(String, String, i64)>, TokenError> {
+    Ok(crate::store::token_pages::counts(store).await?)
 }
 
 /// Changes to a token's assignment (provisioner). `Some("")` clears a text field.

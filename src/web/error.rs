@@ -269,7 +269,9 @@ impl From<crate::audit::export::ExportError> for AppError {
         use crate::audit::export::ExportError as E;
         let message = e.to_string();
         match e {
-            E::UnknownFormat(_) | E::BadTime { .. } | E::EmptyRange => Self::Unprocessable(message),
+            E::UnknownFormat(_) | E::BadTime { .. } | E::EmptyRange | E::BadOutcome(_) => {
+                Self::Unprocessable(message)
+            }
             E::Store(inner) => inner.into(),
             E::Audit(inner) => inner.into(),
             E::Write(_) => Self::Internal(message),

@@ -32,6 +32,8 @@ pub struct ExportQuery {
     token: Option<String>,
     /// Exactly this action, e.g. `reveal.granted`.
     action: Option<String>,
+    /// Exactly this outcome: success, denied or failure.
+    outcome: Option<String>,
 }
 
 fn parse_filter(query: &ExportQuery) -> Result<(Format, ExportFilter), AppError> {
@@ -52,6 +54,7 @@ fn parse_filter(query: &ExportQuery) -> Result<(Format, ExportFilter), AppError>
             actor: text(&query.actor),
             token: text(&query.token),
             action: text(&query.action),
+            outcome: text(&query.outcome),
         },
     ))
 }

@@ -101,3 +101,15 @@ pub fn when(seconds: i64) -> String {
 pub fn roles(roles: &Roles) -> Markup {
     html! { (roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")) }
 }
+
+/// Previous/next links of a keyset-paged list (absent where there is no such page).
+pub fn pager(previous: Option<String>, next: Option<String>, label: &str) -> Markup {
+    html! {
+        @if previous.is_some() || next.is_some() {
+            nav.pager aria-label=(label) {
+                @if let Some(href) = previous { a.button.secondary href=(href) rel="prev" { "← Previous page" } }
+                @if let Some(href) = next { a.button.secondary href=(href) rel="next" { "Next page →" } }
+            }
+        }
+    }
+}

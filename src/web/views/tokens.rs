@@ -7,25 +7,107 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::layout::when;
+use super::layout::{pager, when};
 use super::{page, set_flash, PageAuthorized, PageError, PageOperator};
 use crate::operators::Role;
-use crate::store::tokens::TokenFilter;
+use crate::store::token_pages::{Cursor, PageRequest, TokenSort};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
 use crate::tokens::{self, TokenState};
 use crate::web::session::{HelpdeskOnly, ProvisionerOnly};
 use crate::web::{AppError, AppState};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct ListQuery {
     #[serde(default)]
     q: String,
     #[serde(default)]
     state: String,
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    sort: String,
+    /// `asc` or `desc`; each order has its natural default.
+    #[serde(default)]
+    dir: String,
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    before: String,
+}
+
+/// Tokens per page of the list.
+const LIST_PAGE: i64 = 50;
+
+impl ListQuery {
+    fn sort(&self) -> TokenSort {
+        TokenSort::parse(&self.sort).unwrap_or_default()
+    }
+
+    /// Newest first for capture time, A→Z (soonest first) for the others, unless `dir` says.
+    fn descending(&self) -> bool {
+        match self.dir.as_str() {
+            "asc" => false,
+            "desc" => true,
+            _ => self.sort() == TokenSort::Captured,
+        }
+    }
+
+    /// This view's address with some parameters replaced (`None` drops one); the filter
+    /// stays in the URL so a view can be shared.
+    fn href(&self, changes: &[(&str, Option<&str>)]) -> String {
+        let mut pairs: Vec<(&str, String)> = vec![
+            ("q", self.q.trim().to_owned()),
+            ("state", self.state.clone()),
+            ("policy", self.policy.clone()),
+            ("sort", self.sort.clone()),
+            ("dir", self.dir.clone()),
+        ];
+        for (key, value) in changes {
+            pairs.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                pairs.push((key, (*value).to_owned()));
+            }
+        }
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().filter(|(_, v)| !v.is_empty()))
+            .finish();
+        if query.is_empty() {
+            "/tokens".into()
+        } else {
+            format!("/tokens?{query}")
+        }
+    }
 }
 
 fn state_badge(state: TokenState) -> Markup {
     html! { span class={ "state " (state.as_str()) } { (state.as_str()) } }
+}
+
+/// A column header that sorts by `sort` (and flips the direction when already sorted by it).
+fn sort_header(query: &ListQuery, sort: TokenSort, label: &str, class: &str) -> Markup {
+    let current = query.sort() == sort;
+    let descending = query.descending();
+    let aria = match (current, descending) {
+        (false, _) => None,
+        (true, true) => Some("descending"),
+        (true, false) => Some("ascending"),
+    };
+    let next_dir = if current && !descending {
+        "desc"
+    } else {
+        "asc"
+    };
+    let href = query.href(&[
+        ("sort", Some(sort.as_str())),
+        ("dir", Some(next_dir)),
+        ("after", None),
+        ("before", None),
+    ]);
+    html! {
+        th scope="col" class=(class) aria-sort=[aria] {
+            a href=(href) { (label) @if let Some(a) = aria { span.visually-hidden { ", sorted " (a) } span aria-hidden="true" { @if a == "ascending" { " ▲" } @else { " ▼" } } } }
+        }
+    }
 }
 
 pub async fn list(
@@ -34,45 +116,119 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Markup, PageError> {
     let state_filter = TokenState::parse(&query.state).map(|s| s.as_str().to_owned());
-    let filter = TokenFilter {
+    let policy_filter = Some(query.policy.trim().to_owned()).filter(|p| !p.is_empty());
+    let cursor = match (query.after.trim(), query.before.trim()) {
+        ("", "") => None,
+        (after, "") => Some(Cursor::After(after.to_owned())),
+        (_, before) => Some(Cursor::Before(before.to_owned())),
+    };
+    let request = PageRequest {
         query: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),
         state: state_filter.clone(),
-        limit: 200,
-        ..Default::default()
+        policy: policy_filter.clone(),
+        sort: query.sort(),
+        descending: query.descending(),
+        cursor,
+        limit: LIST_PAGE,
     };
-    let found = tokens::search(&state.store, &filter)
+    let found = tokens::list_page(&state.store, &request)
         .await
         .map_err(|e| op.fail(e))?;
+    let counts = tokens::counts(&state.store).await.map_err(|e| op.fail(e))?;
+    let total: i64 = counts.iter().map(|(_, _, n)| n).sum();
+    let mut per_state: Vec<(&str, i64)> = Vec::new();
+    let mut per_policy: Vec<(&str, i64)> = Vec::new();
+    for (s, p, n) in &counts {
+        match per_state.iter_mut().find(|(k, _)| k == s) {
+            Some((_, sum)) => *sum += n,
+            None => per_state.push((s, *n)),
+        }
+        match per_policy.iter_mut().find(|(k, _)| k == p) {
+            Some((_, sum)) => *sum += n,
+            None => per_policy.push((p, *n)),
+        }
+    }
+    per_policy.sort();
     let body = html! {
         h1 { "Tokens" }
+        section.counts aria-label="Tokens per state and policy" {
+            p {
+                strong { (total) } " tokens. By state: "
+                @for (i, (s, n)) in per_state.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a href=(query.href(&[("state", Some(s)), ("after", None), ("before", None)])) { (s) } " " (n)
+                }
+                @if !per_policy.is_empty() { ". By policy: " }
+                @for (i, (p, n)) in per_policy.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a href=(query.href(&[("policy", Some(p)), ("after", None), ("before", None)])) { (p) } " " (n)
+                }
+                "."
+            }
+        }
         form.inline method="get" action="/tokens" role="search" {
-            label { "Owner or serial" input type="search" name="q" value=(query.q) placeholder="user@example.org or T2-…"; }
+            label { "Serial, owner or name starts with" input type="search" name="q" value=(query.q) placeholder="user@example.org or T2-…"; }
             label { "State"
                 select name="state" {
                     option value="" { "any" }
-                    @for s in ["escrowed", "purged"] {
-                        option value=(s) selected[state_filter.as_deref() == Some(s)] { (s) }
+                    @for s in TokenState::ALL {
+                        option value=(s.as_str()) selected[state_filter.as_deref() == Some(s.as_str())] { (s.as_str()) }
                     }
+                }
+            }
+            label { "Policy"
+                select name="policy" {
+                    option value="" { "any" }
+                    @for (p, _) in &per_policy {
+                        option value=(p) selected[policy_filter.as_deref() == Some(*p)] { (p) }
+                    }
+                }
+            }
+            label { "Sort by"
+                select name="sort" {
+                    @for s in TokenSort::ALL {
+                        option value=(s.as_str()) selected[query.sort() == s] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Order"
+                select name="dir" {
+                    option value="" selected[query.dir.is_empty()] { "default" }
+                    option value="asc" selected[query.dir == "asc"] { "ascending" }
+                    option value="desc" selected[query.dir == "desc"] { "descending" }
                 }
             }
             button type="submit" { "Search" }
             @if op.has(Role::Provisioner) { a.button.secondary href="/tokens/new" { "Capture a token" } }
         }
-        @if found.is_empty() {
+        @if found.tokens.is_empty() {
             p.muted { "No token matches." }
         } @else {
             div.table-wrap role="region" aria-label="Tokens" tabindex="0" { table {
-                thead { tr { th { "Serial" } th { "Owner" } th { "State" } th.hide-narrow { "Policy" } th.hide-narrow { "Deadline" } } }
-                tbody { @for t in &found {
+                thead { tr {
+                    (sort_header(&query, TokenSort::Serial, "Serial", ""))
+                    (sort_header(&query, TokenSort::Owner, "Owner", ""))
+                    (sort_header(&query, TokenSort::State, "State", ""))
+                    th.hide-narrow scope="col" { "Policy" }
+                    (sort_header(&query, TokenSort::Deadline, "Deadline", "hide-narrow"))
+                    (sort_header(&query, TokenSort::Captured, "Captured", "hide-narrow"))
+                } }
+                tbody { @for t in &found.tokens {
                     tr {
                         td { a href={ "/tokens/" (t.serial) } { (t.serial) } }
                         td { (t.owner.as_deref().unwrap_or("unassigned")) }
                         td { (state_badge(t.state)) @if let Some(r) = &t.purge_reason { " " span.muted { (r) } } }
                         td.hide-narrow { (t.policy) }
                         td.hide-narrow { @if t.state == TokenState::Escrowed { (when(t.retention_deadline)) } }
+                        td.hide-narrow { (when(t.captured_at)) }
                     }
                 } }
             } }
+            (pager(
+                found.has_previous.then(|| query.href(&[("before", found.tokens.first().map(|t| t.serial.as_str())), ("after", None)])),
+                found.has_next.then(|| query.href(&[("after", found.tokens.last().map(|t| t.serial.as_str())), ("before", None)])),
+                "Token pages",
+            ))
         }
     };
     Ok(page(&op.ctx, "Tokens", body))
