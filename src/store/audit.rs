@@ -376,24 +376,6 @@ pub fn insert_many(path: &std::path::Path, rows: &[AuditRow]) -> Result<(), Stor
     Ok(())
 }
 
-/// The newest `limit` events matching `filter`, newest first (the audit page).
-pub async fn recent(
-    db: impl Into<Db<'_>>,
-    filter: &AuditFilter,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
-    let (conditions, mut params) = filter_sql(filter);
-    params.push(limit.into());
-    inline(db, |c| {
-        select(
-            c.conn,
-            &format!("1 = 1{conditions} ORDER BY seq DESC LIMIT ?"),
-            &params,
-        )
-    })
-    .await?
-}
-
 /// Where an audit page starts: just older or just newer than this seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditCursor {
