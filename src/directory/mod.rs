@@ -170,22 +170,8 @@ pub async fn sync_csv(
     dry_run: bool,
 ) -> Result<SyncReport, DirectoryError> {
     let parsed = csv::parse(bytes);
-    let outcome = if parsed.errors.is_empty() {
-        apply(
-            env,
-            actor,
-            Source::Csv,
-            origin,
-            Incoming::Csv(parsed.rows),
-            dry_run,
-        )
-        .await
-    } else {
-        Err(DirectoryError::Rows {
-            origin: origin.to_owned(),
-            errors: parsed.errors,
-        })
-    };
+    let incoming = Incoming::Csv(parsed.rows, parsed.errors);
+    let outcome = apply(env, actor, Source::Csv, origin, incoming, dry_run).await;
     record_failure(env, actor, Source::Csv, origin, dry_run, outcome).await
 }
 
@@ -264,8 +250,9 @@ fn target(source: Source) -> String {
 
 /// The entries a sync brings.
 enum Incoming {
-    /// With their lines, for errors; managers still to resolve.
-    Csv(Vec<csv::CsvRow>),
+    /// With their lines, for errors, and the rows that did not parse; managers still to
+    /// resolve.
+    Csv(Vec<csv::CsvRow>, Vec<RowError>),
     /// Managers already resolved by the LDAP reader.
     Ldap(Vec<Entry>),
 }
@@ -283,7 +270,7 @@ async fn apply(
     let work = |c: &Inline<'_>| -> Result<SyncReport, DirectoryError> {
         let existing = rows::all_on(c)?;
         let entries = match incoming {
-            Incoming::Csv(rows) => resolve_csv(origin, rows, &existing)?,
+            Incoming::Csv(rows, errors) => resolve_csv(origin, rows, errors, &existing)?,
             Incoming::Ldap(entries) => entries,
         };
         let report = diff(source, origin, &entries, &existing, dry_run)?;
@@ -320,13 +307,13 @@ async fn apply(
 
 /// The CSV rows as entries: each manager must be in the file or already in the directory
 /// (its phone of record is taken from there unless the row gives one), and no row may name an
-/// owner that LDAP holds.
+/// owner that LDAP holds. `errors` (the rows that did not parse) come back with these, by line.
 fn resolve_csv(
     origin: &str,
     rows: Vec<csv::CsvRow>,
+    mut errors: Vec<RowError>,
     existing: &[EntryRow],
 ) -> Result<Vec<Entry>, DirectoryError> {
-    let mut errors = Vec::new();
     let in_file = |id: &str| {
         rows.iter()
             .find(|r| r.entry.owner.eq_ignore_ascii_case(id))
@@ -374,6 +361,7 @@ fn resolve_csv(
     if errors.is_empty() {
         Ok(entries)
     } else {
+        errors.sort_by_key(|e| e.line);
         Err(DirectoryError::Rows {
             origin: origin.to_owned(),
             errors,
