@@ -53,7 +53,7 @@ pub fn by_owner_on(c: &Inline<'_>, owner: &str) -> Result<Option<EntryRow>, Stor
 
 /// Every entry, by owner.
 pub async fn all(db: impl Into<Db<'_>>) -> Result<Vec<EntryRow>, StoreError> {
-    inline(db, |c| all_on(c)).await?
+    inline(db, all_on).await?
 }
 
 /// [`all`] on a held connection.

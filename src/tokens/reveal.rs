@@ -333,7 +333,7 @@ fn directory_checks(
 ) -> Result<(), RevealError> {
     for check in &policy.checks {
         let Some(needs) = check.needs else { continue };
-        let relied_on = check.required || ticked.iter().any(|t| *t == check.id);
+        let relied_on = check.required || ticked.contains(&check.id);
         if relied_on && !directory::satisfies(record, needs) {
             return Err(RevealError::DirectoryRecord {
                 check: check.id.clone(),

@@ -821,6 +821,21 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         &["directory", "sync", &path("people.csv")],
         None,
     );
+    let dry = run(
+        dir.path(),
+        &["directory", "sync", &path("people.csv"), "--dry-run"],
+    );
+    assert!(
+        text(&dry.stdout).contains("dry run: added 0, changed 0, removed 0, unchanged 2"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let status = run(dir.path(), &["status"]);
+    assert!(
+        text(&status.stdout).contains("csv: 2 entries; last sync ok"),
+        "{}",
+        text(&status.stdout)
+    );
     // CLI-3's retention deadline passes (edited in the file: the CLI runs on the real clock).
     rusqlite::Connection::open(vault_db(dir.path()))
         .unwrap()
