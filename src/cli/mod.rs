@@ -71,7 +71,7 @@ pub enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
-    /// chain, clock synchronisation): one line per finding and its fix; exit status 1 if any.
+    /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
 }
 

@@ -241,6 +241,18 @@ async fn bad_directory_rows_are_named_by_line_and_an_empty_file_keeps_the_old_da
         "{:?}",
         status.lines()
     );
+    let findings = seedvault::doctor::examine(
+        &srv.state.config,
+        &seedvault::timesync::FixedTimeSync(Err("not asked".into())),
+        srv.clock_unix(),
+    )
+    .await;
+    assert!(
+        findings.iter().any(|f| f.check == "directory"
+            && f.problem
+                .starts_with("the last csv sync of the directory of record failed")),
+        "{findings:?}"
+    );
     let failures = srv
         .audit_actions()
         .await
