@@ -457,7 +457,7 @@ async fn an_ldap_sync_reads_the_numbers_and_managers_of_record_and_a_failed_one_
         (&nobody, "holds no directory entries — refusing to remove all 2 ldap entries; the old data is kept"),
         (&refused, "refused the bind as cn=admin,dc=example,dc=org (invalid credentials)"),
         (&unreachable, "cannot reach the server"),
-        (&tls, "the last good directory data is kept"),
+        (&tls, "TLS failed"),
     ] {
         let err = directory::sync_ldap(&env(&srv), "test", settings, false)
             .await
