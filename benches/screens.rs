@@ -123,7 +123,11 @@ fn fill_events(path: &std::path::Path, count: usize) {
                         actor,
                         actions[seq % actions.len()],
                         format!("token:T2-{:08}", seq % 1_000_000),
-                        if seq % 1_000 == 0 { "denied" } else { "success" },
+                        if seq % 1_000 == 0 {
+                            "denied"
+                        } else {
+                            "success"
+                        },
                         r#"{"checks":["callback","video-id"],"ticket":"INC-1","next_code":true}"#,
                         &filler[..32],
                         &filler[32..64],

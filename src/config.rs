@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+use crate::directory::ldap::{AttributeMap, LdapSettings};
+
 /// Default file read from the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "seedvault.toml";
 
@@ -283,6 +285,17 @@ settings! {
         shown: "`60`",
         check: at_least_one("expected at least 1 minute"),
     }
+    /// The directory of record's LDAP source, the `[directory.ldap]` table (url, starttls, bind_dn,
+    /// bind_password_file, base_dn, filter, sync_interval_minutes, timeout_seconds,
+    /// `[directory.ldap.attributes]`; see docs/DIRECTORY.md); in the environment, the table's
+    /// body as TOML. The bind password never goes here: a file or `SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD`.
+    directory: DirectorySection => Option<LdapSettings> {
+        env: "SEEDVAULT_DIRECTORY",
+        flag: None,
+        default(_): DirectorySection::default(),
+        shown: "none: the directory comes from CSV only",
+        check: directory_settings,
+    }
 }
 
 /// The declared setting called `name`.
@@ -301,6 +314,133 @@ pub fn flag_help(name: &str) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// `[directory]` as written in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    pub ldap: Option<LdapSection>,
+}
+
+/// `[directory.ldap]` as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSection {
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub base_dn: String,
+    pub filter: Option<String>,
+    pub sync_interval_minutes: Option<u32>,
+    pub timeout_seconds: Option<u32>,
+    pub attributes: Option<AttributeSection>,
+}
+
+/// `[directory.ldap.attributes]`: which LDAP attribute fills which field.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeSection {
+    pub owner: Option<String>,
+    pub phones: Option<Vec<String>>,
+    pub manager: Option<String>,
+    pub mail: Option<String>,
+    pub display_name: Option<Vec<String>>,
+    pub department: Option<Vec<String>>,
+}
+
+impl FromEnv for DirectorySection {
+    fn from_env(var: &'static str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|_| ConfigError::Invalid {
+            setting: var,
+            value: text.to_owned(),
+            fix: "expected the [directory] table's body as TOML, e.g. ldap = { url = \"ldaps://ldap.example.org\", base_dn = \"ou=people,dc=example,dc=org\" }",
+        })
+    }
+}
+
+/// Default minutes between LDAP syncs in `serve`.
+const DEFAULT_SYNC_MINUTES: u32 = 60;
+
+fn directory_settings(
+    setting: &'static str,
+    section: DirectorySection,
+) -> Result<Option<LdapSettings>, ConfigError> {
+    let Some(ldap) = section.ldap else {
+        return Ok(None);
+    };
+    let invalid = |value: &str, fix| ConfigError::Invalid {
+        setting,
+        value: value.to_owned(),
+        fix,
+    };
+    let url = Url::parse(&ldap.url).map_err(|_| {
+        invalid(
+            &ldap.url,
+            "[directory.ldap] url must be a URL such as ldaps://ldap.example.org or ldap://ldap.example.org with starttls = true",
+        )
+    })?;
+    match url.scheme() {
+        "ldaps" if ldap.starttls => {
+            return Err(invalid(
+                &ldap.url,
+                "starttls = true is for ldap:// URLs; ldaps:// is already TLS — drop starttls",
+            ))
+        }
+        "ldap" | "ldaps" => {}
+        _ => {
+            return Err(invalid(
+                &ldap.url,
+                "[directory.ldap] url must start with ldap:// or ldaps://",
+            ))
+        }
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(&ldap.url, "[directory.ldap] url needs a host name"));
+    }
+    if ldap.base_dn.trim().is_empty() {
+        return Err(invalid(
+            "",
+            "[directory.ldap] base_dn is empty — give the subtree holding the people, e.g. ou=people,dc=example,dc=org",
+        ));
+    }
+    if ldap.timeout_seconds == Some(0) {
+        return Err(invalid(
+            "0",
+            "[directory.ldap] timeout_seconds must be at least 1",
+        ));
+    }
+    let defaults = AttributeMap::default();
+    let a = ldap.attributes.unwrap_or_default();
+    let one = |value: Option<String>, default: String| {
+        value.filter(|v| !v.trim().is_empty()).unwrap_or(default)
+    };
+    let list = |value: Option<Vec<String>>, default: Vec<String>| {
+        value.filter(|v| !v.is_empty()).unwrap_or(default)
+    };
+    Ok(Some(LdapSettings {
+        url,
+        starttls: ldap.starttls,
+        bind_dn: ldap.bind_dn.filter(|d| !d.trim().is_empty()),
+        bind_password_file: ldap.bind_password_file,
+        base_dn: ldap.base_dn,
+        filter: ldap
+            .filter
+            .filter(|f| !f.trim().is_empty())
+            .unwrap_or_else(|| "(objectClass=inetOrgPerson)".to_owned()),
+        attributes: AttributeMap {
+            owner: one(a.owner, defaults.owner),
+            phones: list(a.phones, defaults.phones),
+            manager: one(a.manager, defaults.manager),
+            mail: one(a.mail, defaults.mail),
+            display_name: list(a.display_name, defaults.display_name),
+            department: list(a.department, defaults.department),
+        },
+        sync_interval_minutes: ldap.sync_interval_minutes.unwrap_or(DEFAULT_SYNC_MINUTES),
+        timeout: std::time::Duration::from_secs(ldap.timeout_seconds.unwrap_or(10).into()),
+    }))
 }
 
 fn not_empty(fix: &'static str) -> impl Fn(&'static str, PathBuf) -> Result<PathBuf, ConfigError> {
@@ -752,6 +892,61 @@ mod tests {
             err.starts_with("trusted_proxies = 'nginx' is invalid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_ldap_directory_is_read_from_its_table_with_defaults_for_what_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("seedvault.toml");
+        std::fs::write(
+            &file,
+            "[directory.ldap]\nurl = \"ldap://ldap.example.org\"\nstarttls = true\nbase_dn = \"ou=people,dc=example,dc=org\"\n[directory.ldap.attributes]\nowner = \"uid\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), no_env, Overrides::default()).unwrap();
+        let ldap = config.directory.unwrap();
+        assert!(ldap.starttls);
+        assert_eq!(ldap.attributes.owner, "uid");
+        assert_eq!(ldap.attributes.phones, ["telephoneNumber", "mobile"]);
+        assert_eq!(ldap.filter, "(objectClass=inetOrgPerson)");
+        assert_eq!(ldap.sync_interval_minutes, 60);
+        assert!(Config::validate(Overrides::default())
+            .unwrap()
+            .directory
+            .is_none());
+    }
+
+    #[test]
+    fn a_bad_ldap_table_names_the_setting_and_the_fix() {
+        let table = [
+            (
+                "ldap = { url = \"http://x\", base_dn = \"dc=x\" }",
+                "must start with ldap:// or ldaps://",
+            ),
+            (
+                "ldap = { url = \"ldaps://x\", starttls = true, base_dn = \"dc=x\" }",
+                "drop starttls",
+            ),
+            (
+                "ldap = { url = \"ldaps://x\", base_dn = \" \" }",
+                "base_dn is empty",
+            ),
+            ("ldap = { url = \"ldaps://x\" }", "SEEDVAULT_DIRECTORY"),
+            (
+                "ldap = { url = \"ldaps://x\", base_dn = \"dc=x\", bind_password = \"s\" }",
+                "SEEDVAULT_DIRECTORY",
+            ),
+        ];
+        for (text, expected) in table {
+            let err = Config::load(
+                None,
+                |n| (n == "SEEDVAULT_DIRECTORY").then(|| text.to_owned()),
+                Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     /// The packaged service's configuration file shows every setting, so an administrator

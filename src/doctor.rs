@@ -23,7 +23,7 @@ pub const SWEEP_GRACE_SECONDS: i64 = 10 * 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Which check found it: `data-dir`, `vault`, `clock`, `origin`, `policies`,
-    /// `development-slot`, `break-glass`, `retention` or `audit`.
+    /// `development-slot`, `break-glass`, `retention`, `directory` or `audit`.
     pub check: &'static str,
     pub problem: String,
     pub fix: String,
@@ -212,6 +212,22 @@ async fn check_vault(
             ),
             "start the server (`systemctl start seedvault`), which sweeps every minute, or run `seedvault purge --expired`",
         ));
+    }
+
+    for sync in store::directory::syncs(store).await? {
+        if sync.outcome != "ok" {
+            findings.push(finding(
+                "directory",
+                format!(
+                    "the last {} sync of the directory of record failed: {} — operators see the last good data",
+                    sync.source, sync.message
+                ),
+                match sync.source.as_str() {
+                    "ldap" => "fix what the message names in [directory.ldap] or on the server, then run `seedvault directory sync --ldap`",
+                    _ => "fix the file as the message says and run `seedvault directory sync FILE.csv` (or upload it on the Directory page)",
+                },
+            ));
+        }
     }
 
     let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;

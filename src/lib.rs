@@ -10,6 +10,8 @@
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
 //!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
+//! - [`directory`] the directory of record: owners' phones and managers from CSV or LDAP, synced
+//!   atomically with a dry-run diff; what the reveal shows beside the checklist.
 //! - [`policy`]  reveal policies from `policies/*.toml`: checklists, limits, retention; evaluation.
 //! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
@@ -42,6 +44,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod doctor;
 pub mod import;
 pub mod operators;

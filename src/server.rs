@@ -212,3 +212,36 @@ pub fn spawn_sweeper(state: AppState) {
         }
     });
 }
+
+/// Syncs the directory from `[directory.ldap]` at start and every `sync_interval_minutes`
+/// (nothing when LDAP is not configured or the interval is 0). A failed sync is recorded
+/// (dashboard, `status`, audit) and the last good data kept; the next tick tries again.
+pub fn spawn_directory_sync(state: AppState) {
+    let Some(settings) = state.config.directory.clone() else {
+        return;
+    };
+    if settings.sync_interval_minutes == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(u64::from(settings.sync_interval_minutes) * 60);
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let env = crate::directory::SyncEnv {
+                store: &state.store,
+                vault: &state.vault,
+                now: state.clock.now(),
+            };
+            match crate::directory::sync_ldap(&env, "system", &settings, false).await {
+                Ok(report) => {
+                    tracing::info!(counts = %report.counts(), total = report.total, "directory synced from LDAP")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "directory sync from LDAP failed; the last good data is kept")
+                }
+            }
+        }
+    });
+}

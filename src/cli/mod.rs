@@ -4,6 +4,7 @@
 
 mod audit;
 mod context;
+mod directory;
 mod doctor;
 mod import;
 mod init;
@@ -58,6 +59,9 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Import a seed file (Entra/Azure MFA CSV, vendor CSV, privacyIDEA CSV, PSKC, otpauth list): all rows or none.
     Import(import::ImportArgs),
+    /// Sync the directory of record (owners' phone numbers and managers) from CSV or LDAP.
+    #[command(subcommand)]
+    Directory(directory::DirectoryCommand),
     /// Purge seeds past their retention deadline.
     Purge(purge::PurgeArgs),
     /// Validate policy files.
@@ -67,7 +71,7 @@ pub enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
-    /// chain, clock synchronisation): one line per finding and its fix; exit status 1 if any.
+    /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
 }
 
@@ -102,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator(command) => operator::run(&cli, command).await,
         Command::Token(command) => token::run(&cli, command).await,
         Command::Purge(args) => purge::run(&cli, args).await,
+        Command::Directory(command) => directory::run(&cli, command).await,
         Command::Import(args) => import::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,

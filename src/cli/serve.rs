@@ -92,6 +92,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         );
     }
     crate::server::spawn_sweeper(state.clone());
+    crate::server::spawn_directory_sync(state.clone());
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());

@@ -32,6 +32,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!("  {state:<10} {count}");
     }
     println!("audit events: {}", report.audit_events);
+    println!("directory of record:");
+    for line in crate::directory::status(&store).await?.lines() {
+        println!("  {line}");
+    }
     if !report.due_soon.is_empty() {
         println!(
             "seeds reaching their retention deadline within 7 days (purged automatically then):"

@@ -31,7 +31,7 @@ mod privacyidea_csv;
 mod pskc;
 mod rows;
 mod table;
-mod text;
+pub(crate) mod text;
 mod vendor_csv;
 mod xmlenc;
 

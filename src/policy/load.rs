@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Check, Policy, PolicySet};
+use super::{Check, DirectoryNeed, Policy, PolicySet};
 
 /// The policies shipped in `policies/`, used when the configured directory is the default and
 /// does not exist (for example after `cargo install`).
@@ -73,6 +73,9 @@ struct RawCheck {
     /// Why an admin accepted an unsafe check; mandatory when `unsafe = true`.
     #[serde(default)]
     exception: Option<String>,
+    /// `"directory"`: the check uses the directory of record.
+    #[serde(default)]
+    source: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +100,24 @@ struct RawLimits {
 struct RawApproval {
     #[serde(default)]
     second_operator: bool,
+}
+
+/// What a check with `source = …` needs from the directory: a callback check (id starting
+/// with `callback`) a phone, a manager check (id starting with `manager`) the manager's phone.
+fn directory_need(id: &str, source: &Spanned<String>) -> Result<DirectoryNeed, String> {
+    if source.get_ref() != "directory" {
+        return Err(format!(
+            "check '{id}': source = '{}' is unknown — the only source is \"directory\"",
+            source.get_ref()
+        ));
+    }
+    if id.starts_with("callback") {
+        Ok(DirectoryNeed::Phone)
+    } else if id.starts_with("manager") {
+        Ok(DirectoryNeed::ManagerPhone)
+    } else {
+        Err(format!("check '{id}': source = \"directory\" applies to a callback check (id callback…) or a manager check (id manager…) only"))
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -165,12 +186,21 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
                 format!("check '{id}' is marked unsafe = true without an `exception` explaining who accepted it and why"),
             ));
         }
+        let needs = match &raw_check.source {
+            None => None,
+            Some(source) => Some(
+                directory_need(id, source)
+                    .map_err(|reason| invalid(source.span().start, reason))?,
+            ),
+        };
         checks.push(Check {
             id: id.clone(),
             text: raw_check.text.get_ref().clone(),
             guidance: raw_check.guidance.clone(),
             required: raw_check.required,
             is_unsafe: raw_check.is_unsafe,
+            source: needs.map(|_| "directory".to_owned()),
+            needs,
         });
     }
     let require = raw.require.get_ref();
@@ -340,6 +370,38 @@ mod tests {
             let err = parse_policy("p.toml", &text).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}\nshould contain\n{expected}");
         }
+    }
+
+    #[test]
+    fn a_callback_or_manager_check_may_rely_on_the_directory_and_no_other_check_may() {
+        let with = |id: &str, source: &str| {
+            parse_policy(
+                "p.toml",
+                &GOOD
+                    .replace("id = \"a\"", &format!("id = \"{id}\""))
+                    .replace(
+                        "required = true",
+                        &format!("required = true\nsource = \"{source}\""),
+                    ),
+            )
+        };
+        assert_eq!(
+            with("callback", "directory").unwrap().checks[0].needs,
+            Some(DirectoryNeed::Phone)
+        );
+        assert_eq!(
+            with("manager", "directory").unwrap().checks[0].needs,
+            Some(DirectoryNeed::ManagerPhone)
+        );
+        let err = with("video-id", "directory").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "p.toml:8: check 'video-id': source = \"directory\" applies to a callback check"
+            ),
+            "{err}"
+        );
+        let err = with("callback", "hr").unwrap_err().to_string();
+        assert!(err.contains("source = 'hr' is unknown"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,33 @@ pub struct Check {
     /// A check an admin marked as a documented exception to the helpdesk guidance.
     #[serde(rename = "unsafe")]
     pub is_unsafe: bool,
+    /// `directory`: the check relies on the directory of record (`source = "directory"`), and a
+    /// reveal for an owner without the record it needs is refused.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What that record must hold; set exactly when `source` is `directory`.
+    #[serde(skip)]
+    pub needs: Option<DirectoryNeed>,
+}
+
+/// What a check with `source = "directory"` needs from the owner's directory record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryNeed {
+    /// A callback check (id `callback…`): a phone number of record.
+    Phone,
+    /// A manager check (id `manager…`): the manager and the manager's phone of record.
+    ManagerPhone,
+}
+
+impl DirectoryNeed {
+    /// What is missing when the record lacks it, for the refusal.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Phone => "a phone number of record",
+            Self::ManagerPhone => "a manager with a phone number of record",
+        }
+    }
 }
 
 /// A validated policy.

@@ -2,6 +2,7 @@
 //! No SQL lives outside this module.
 
 pub mod audit;
+pub mod directory;
 mod group;
 pub mod key_slots;
 pub mod meta;

@@ -16,9 +16,11 @@ use webauthn_rs::prelude::{
 
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
+use crate::directory::{self, OfRecord};
 use crate::operators::{self, Operator, UsedPasskey};
 use crate::otp::{self, OneTimeCode};
-use crate::policy::{Policy, Shortfall, Submission};
+use crate::policy::{DirectoryNeed, Policy, Shortfall, Submission};
+use crate::store::directory::{self as directory_rows, EntryRow};
 use crate::store::tokens as rows;
 use crate::store::{Inline, StoreError};
 use crate::vault::SealedBlob;
@@ -30,6 +32,12 @@ pub const PENDING_SECONDS: i64 = 120;
 pub enum RevealError {
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("check '{check}' relies on the directory of record, but {owner} has {} there — sync the directory (`seedvault directory sync`, or the Directory page) or add {owner} to its source (the HR export or LDAP), then start again; never use a number the caller gives", .needs.describe().replacen("a ", "no ", 1))]
+    DirectoryRecord {
+        check: String,
+        owner: String,
+        needs: DirectoryNeed,
+    },
     #[error("token '{0}' has no owner yet — assign it (PATCH /api/v1/tokens/{0} or `seedvault token assign`) before revealing a code")]
     NoOwner(String),
     #[error("the checklist does not satisfy policy '{policy}': {}", list(.shortfalls))]
@@ -104,6 +112,8 @@ pub struct PendingReveal {
 /// assertion must answer. Holds no secret; finish it once ([`finish`] consumes it).
 pub struct StartedReveal {
     pub pending: PendingReveal,
+    /// The owner's directory record, shown beside the checklist while the passkey signs.
+    pub of_record: OfRecord,
     challenge: PasskeyAuthentication,
 }
 
@@ -245,7 +255,7 @@ async fn authorize(
     operator: &Operator,
     serial: &str,
     request: &RevealRequest<'_>,
-) -> Result<PendingReveal, RevealError> {
+) -> Result<(PendingReveal, OfRecord), RevealError> {
     // One pooled connection for the token and its limits, held on this thread: one hand-off
     // to the connection's worker thread in all.
     let outcome = match env
@@ -265,7 +275,7 @@ fn authorize_on(
     serial: &str,
     request: &RevealRequest<'_>,
     c: &Inline<'_>,
-) -> Result<PendingReveal, RevealError> {
+) -> Result<(PendingReveal, OfRecord), RevealError> {
     let row =
         rows::by_serial_on(c, serial)?.ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
@@ -285,11 +295,14 @@ fn authorize_on(
             shortfalls,
         });
     }
+    let owner = token.owner.clone().unwrap_or_default();
+    let record = directory_rows::by_owner_on(c, &owner)?;
+    directory_checks(policy, request.checks, &owner, record.as_ref())?;
     within_limits_on(env, c, policy, &token, operator)?;
     let mut checks: Vec<String> = request.checks.to_vec();
     checks.sort();
     checks.dedup();
-    Ok(PendingReveal {
+    let pending = PendingReveal {
         serial: token.serial,
         operator_id: operator.id,
         policy: policy.name.clone(),
@@ -306,7 +319,30 @@ fn authorize_on(
             .filter(|n| !n.is_empty())
             .map(str::to_owned),
         expires_at: env.unix() + PENDING_SECONDS,
-    })
+    };
+    Ok((pending, OfRecord::new(&owner, record)))
+}
+
+/// Refuses a reveal whose policy relies on a directory record the owner lacks: for every
+/// check with `source = "directory"` that is required or ticked.
+fn directory_checks(
+    policy: &Policy,
+    ticked: &[String],
+    owner: &str,
+    record: Option<&EntryRow>,
+) -> Result<(), RevealError> {
+    for check in &policy.checks {
+        let Some(needs) = check.needs else { continue };
+        let relied_on = check.required || ticked.contains(&check.id);
+        if relied_on && !directory::satisfies(record, needs) {
+            return Err(RevealError::DirectoryRecord {
+                check: check.id.clone(),
+                owner: owner.to_owned(),
+                needs,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Starts a reveal: checks the request (`authorize`), then challenges the operator's passkeys to
@@ -318,7 +354,7 @@ pub async fn start(
     serial: &str,
     request: &RevealRequest<'_>,
 ) -> Result<(RequestChallengeResponse, StartedReveal), RevealError> {
-    let pending = authorize(env, operator, serial, request).await?;
+    let (pending, of_record) = authorize(env, operator, serial, request).await?;
     let passkeys: Vec<_> = operators::passkeys::of(env.store, operator.id)
         .await?
         .into_iter()
@@ -334,6 +370,7 @@ pub async fn start(
         challenge,
         StartedReveal {
             pending,
+            of_record,
             challenge: state,
         },
     ))
@@ -449,6 +486,11 @@ fn grant_on(
         return Err(RevealError::Expired);
     }
     let now = env.unix();
+    // The directory may have been synced since start: the record the checks relied on must
+    // still be there.
+    let owner = token.owner.clone().unwrap_or_default();
+    let record = directory_rows::by_owner_on(c, &owner)?;
+    directory_checks(policy, &pending.checks, &owner, record.as_ref())?;
     within_limits_on(env, c, policy, &token, operator)?;
     let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
         serial: token.serial.clone(),

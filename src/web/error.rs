@@ -229,7 +229,7 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
         let message = e.to_string();
         match e {
             E::Token(inner) => inner.into(),
-            E::NoOwner(_) => Self::Conflict(message),
+            E::NoOwner(_) | E::DirectoryRecord { .. } => Self::Conflict(message),
             E::Checklist { .. } => Self::Unprocessable(message),
             E::Limit {
                 retry_after_seconds,
@@ -243,6 +243,24 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
             }
             E::ForeignPasskey | E::Assertion(_) => Self::Unauthorized(message),
             E::Operator(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<crate::directory::DirectoryError> for AppError {
+    fn from(e: crate::directory::DirectoryError) -> Self {
+        use crate::directory::DirectoryError as E;
+        let message = e.to_string();
+        match e {
+            E::Rows { .. } | E::Empty { .. } => Self::Unprocessable(message),
+            E::LdapNotConfigured => Self::Conflict(message),
+            // The directory server, not this one, failed.
+            E::Ldap { .. } => Self::Unavailable {
+                message,
+                retry_after_seconds: 60,
+            },
+            E::Store(inner) => inner.into(),
+            E::Audit(inner) => inner.into(),
         }
     }
 }

@@ -485,6 +485,7 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/tokens/{serial}/delivery",
         "/tokens/{serial}/cancel",
         "/import",
+        "/directory",
         "/logout",
     ];
     for route in page_routes {
@@ -574,6 +575,23 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &format!("multipart/form-data; boundary={boundary}"),
         multipart.into_bytes(),
         &["token.imported"],
+    )
+    .await;
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"people.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n\
+         owner,phone\n\
+         d@example.org,+1 555 010 0001\n\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"dry_run\"\r\n\r\nfalse\r\n\
+         --{boundary}--\r\n"
+    );
+    walk.form(
+        &desk,
+        "/directory",
+        "/directory",
+        &format!("multipart/form-data; boundary={boundary}"),
+        multipart.into_bytes(),
+        &["directory.synced"],
     )
     .await;
     walk.urlencoded(&desk, "/logout", "/logout", &[], &["auth.sign_out"])

@@ -614,6 +614,7 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "token deliver" => &["token.delivered"],
         "token cancel" => &["token.cancelled"],
         "import" => &["token.imported"],
+        "directory sync" => &["directory.synced"],
         "purge" => &["token.expired"],
         "audit export" => &["audit.exported"],
         _ => return None,
@@ -810,6 +811,31 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         None,
     );
     step("import", &["import", &path("seeds.csv")], None);
+    std::fs::write(
+        dir.path().join("people.csv"),
+        "owner,phone,manager\na@example.org,+1 555 010 0001,m@example.org\nm@example.org,+1 555 010 0002,\n",
+    )
+    .unwrap();
+    step(
+        "directory sync",
+        &["directory", "sync", &path("people.csv")],
+        None,
+    );
+    let dry = run(
+        dir.path(),
+        &["directory", "sync", &path("people.csv"), "--dry-run"],
+    );
+    assert!(
+        text(&dry.stdout).contains("dry run: added 0, changed 0, removed 0, unchanged 2"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let status = run(dir.path(), &["status"]);
+    assert!(
+        text(&status.stdout).contains("csv: 2 entries; last sync ok"),
+        "{}",
+        text(&status.stdout)
+    );
     // CLI-3's retention deadline passes (edited in the file: the CLI runs on the real clock).
     rusqlite::Connection::open(vault_db(dir.path()))
         .unwrap()

@@ -18,6 +18,7 @@ mod cli;
 mod concurrency;
 mod delivery;
 mod deploy;
+mod directory;
 mod full_disk;
 mod hardening;
 mod import;

@@ -43,6 +43,7 @@ async fn each_page_opens_for_its_roles_and_is_a_real_error_page_for_others() {
         ("/tokens/P-1/reveal", &["helpdesk"]),
         ("/audit", &["auditor", "admin"]),
         ("/operators", &["admin"]),
+        ("/directory", &["admin"]),
     ];
     for (path, allowed) in table {
         for (who, caller) in &callers {
@@ -233,6 +234,13 @@ async fn a_form_post_without_the_pages_role_gets_the_403_page_and_changes_nothin
             &[("serial", "W-1"), ("secret", SEED_B32)][..],
         ),
         ("/operators", &[("name", "mallory"), ("roles", "admin")][..]),
+        (
+            "/directory",
+            &[
+                ("csv", "owner,phone\nx@example.org,+15550100001\n"),
+                ("dry_run", "false"),
+            ][..],
+        ),
     ] {
         let response = helpdesk
             .http

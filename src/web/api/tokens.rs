@@ -13,7 +13,7 @@ use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::auth::to_json;
-use super::webauthn::{AssertionCredential, RequestChallenge};
+use super::webauthn::AssertionCredential;
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
 use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
@@ -266,10 +266,22 @@ pub async fn update(
     ))
 }
 
-/// Start a reveal (helpdesk): the checklist is checked and a passkey challenge returned.
+/// A reveal's passkey challenge, with the owner's directory record to verify the caller
+/// against while the passkey signs.
+#[derive(ToSchema)]
+pub struct RevealChallenge {
+    /// Hand to `navigator.credentials.get()` (WebAuthn's `PublicKeyCredentialRequestOptionsJSON`).
+    #[schema(rename = "publicKey", value_type = Object)]
+    pub public_key: (),
+    /// The numbers and manager of record with the sync time, or `found: false` with a message.
+    pub directory: crate::directory::OfRecord,
+}
+
+/// Start a reveal (helpdesk): the checklist is checked and a passkey challenge returned, with
+/// the owner's numbers and manager of record.
 #[utoipa::path(post, path = "/tokens/{serial}/reveal/start", tag = "reveal", params(("serial" = String, Path)), request_body = RevealStart,
-    responses((status = 200, description = "WebAuthn request challenge signing this reveal", body = RequestChallenge),
-              (status = 401), (status = 403), (status = 404), (status = 409, description = "token not escrowed or without owner"),
+    responses((status = 200, description = "WebAuthn request challenge signing this reveal, and the directory record", body = RevealChallenge),
+              (status = 401), (status = 403), (status = 404), (status = 409, description = "token not escrowed or without owner, or a check with source = \"directory\" lacks the owner's record"),
               (status = 422, description = "checklist, ticket or note falls short of the policy"), (status = 429, description = "a reveal limit was hit")))]
 pub async fn reveal_start(
     State(state): State<AppState>,
@@ -287,8 +299,12 @@ pub async fn reveal_start(
     let (challenge, started) =
         reveal::start(&env, &state.webauthn, operator, &serial, &request).await?;
     let session = signed_in_session_id(&auth)?;
+    let mut body = to_json(&challenge)?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("directory".into(), to_json(&started.of_record)?);
+    }
     state.reveals.put(session, started, env.unix());
-    Ok(Json(to_json(&challenge)?))
+    Ok(Json(body))
 }
 
 /// The id of the signed-in session a reveal ceremony is bound to.

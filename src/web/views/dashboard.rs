@@ -23,6 +23,9 @@ pub async fn dashboard(
     let reveals = crate::store::tokens::recent_reveals(&state.store, 10)
         .await
         .map_err(|e| op.fail(e))?;
+    let directory = crate::directory::status(&state.store)
+        .await
+        .map_err(|e| op.fail(e))?;
     let body = html! {
         h1 { "Dashboard" }
         div.grid {
@@ -44,6 +47,11 @@ pub async fn dashboard(
                 } }
             } }
         }
+        h2 { "Directory of record" }
+        @if directory.failed() {
+            p.warning role="note" { "The last directory sync failed: operators see the last good data. See below and the Directory page." }
+        }
+        ul.directory-status { @for line in directory.lines() { li { (line) } } }
         h2 { "Recent reveals" }
         @if reveals.is_empty() {
             p.muted { "No codes revealed yet." }

@@ -58,7 +58,7 @@ pub fn page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
                                 (nav_link(ctx, "/tokens", "Tokens"))
                                 @if ctx.has(Role::Provisioner) { (nav_link(ctx, "/tokens/new", "Capture")) (nav_link(ctx, "/import", "Import")) }
                                 @if ctx.has(Role::Auditor) || ctx.has(Role::Admin) { (nav_link(ctx, "/audit", "Audit")) }
-                                @if ctx.has(Role::Admin) { (nav_link(ctx, "/operators", "Operators")) }
+                                @if ctx.has(Role::Admin) { (nav_link(ctx, "/operators", "Operators")) (nav_link(ctx, "/directory", "Directory")) }
                                 (nav_link(ctx, "/policies", "Policies"))
                             }
                             div.who {

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod dashboard;
+mod directory;
 mod import;
 mod layout;
 mod operators;
@@ -289,6 +290,7 @@ pub const PAGES: &[&str] = &[
     "/tokens/{serial}/reveal",
     "/audit",
     "/import",
+    "/directory",
 ];
 
 /// Every page route.
@@ -315,6 +317,13 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
         .route("/audit", get(audit::search))
+        .route(
+            "/directory",
+            get(directory::page_get)
+                .post(directory::page_post)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/directory/ldap", post(directory::ldap_post))
         // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
         .route(
             "/import",

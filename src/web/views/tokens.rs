@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::layout::{pager, when};
 use super::{page, set_flash, PageAuthorized, PageError, PageOperator};
+use crate::directory::{self, OfRecord};
 use crate::operators::Role;
 use crate::store::token_pages::{Cursor, PageRequest, TokenSort};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
@@ -454,12 +455,21 @@ pub async fn reveal(
         .policies
         .get(&token.policy)
         .ok_or_else(|| op.fail(tokens::TokenError::UnknownPolicy(token.policy.clone())))?;
+    let of_record = match &token.owner {
+        Some(owner) => Some(
+            directory::lookup(&state.store, owner)
+                .await
+                .map_err(|e| op.fail(AppError::from(e)))?,
+        ),
+        None => None,
+    };
     let body = html! {
         h1 { "Reveal a code for " (token.owner.as_deref().unwrap_or("(unassigned)")) }
         p.lead { "Token " span.mono { (token.serial) } " · policy " strong { (policy.name) } " · " (policy.description) }
         @if token.state != TokenState::Escrowed {
             p.error-box role="alert" { "This token is " (token.state.as_str()) ": its seed is gone and no code can be revealed." }
         } @else {
+            @if let Some(record) = &of_record { (record_panel(record)) }
             form.stack data-webauthn="reveal" data-serial=(token.serial) {
                 fieldset.checklist {
                     legend { "Verify the caller — tick only what you did" }
@@ -467,7 +477,7 @@ pub async fn reveal(
                     @for check in &policy.checks {
                         label.check {
                             input type="checkbox" name="checks" value=(check.id);
-                            span.text { (check.text) @if check.required { span.required { "required" } } }
+                            span.text { (check.text) @if check.required { span.required { "required" } } @if check.source.is_some() { " " span.hint { "(uses the directory of record)" } } }
                             @if let Some(g) = &check.guidance { span.guidance { (g) } }
                         }
                     }
@@ -496,6 +506,35 @@ pub async fn reveal(
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// The owner's numbers and manager of record, beside the checklist: the operator calls these,
+/// never a number the caller gives.
+fn record_panel(record: &OfRecord) -> Markup {
+    html! {
+        section.record aria-labelledby="record-title" data-directory-record {
+            h2 #record-title { "Directory of record" }
+            @if record.found {
+                dl.facts {
+                    @if let Some(name) = &record.display_name { dt { "Name" } dd { (name) } }
+                    dt { "Phone of record" }
+                    dd {
+                        @if record.phones.is_empty() { "none in the directory" }
+                        @for phone in &record.phones { span.mono.phone { (phone) } " " }
+                    }
+                    dt { "Manager" }
+                    dd { (record.manager.as_deref().unwrap_or("none in the directory")) }
+                    dt { "Manager's phone" }
+                    dd.mono { (record.manager_phone.as_deref().unwrap_or("none in the directory")) }
+                    @if let Some(department) = &record.department { dt { "Department" } dd { (department) } }
+                    dt { "Synced" }
+                    dd { (record.synced_at.as_deref().unwrap_or("")) " from " (record.source.as_deref().unwrap_or("")) }
+                }
+            } @else {
+                p.warning role="note" { (record.message) }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
