@@ -10,6 +10,8 @@
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
 //!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
+//! - [`notices`] notices to token owners: the outbox written with each reveal, delivery, cancel
+//!   and purge, its templates, and the sender task that mails them (SMTP, retries with backoff).
 //! - [`policy`]  reveal policies from `policies/*.toml`: checklists, limits, retention; evaluation.
 //! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
@@ -44,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod import;
+pub mod notices;
 pub mod operators;
 pub mod otp;
 pub mod policy;

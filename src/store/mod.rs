@@ -2,10 +2,12 @@
 //! No SQL lives outside this module.
 
 pub mod audit;
+pub mod delivery_links;
 mod group;
 pub mod key_slots;
 pub mod meta;
 pub mod operators;
+pub mod outbox;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod dashboard;
+mod deliver;
 mod import;
 mod layout;
 mod operators;
@@ -296,6 +297,10 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
+        .route(
+            "/deliver/{token}",
+            get(deliver::show).post(deliver::confirm),
+        )
         .route("/audit", get(audit::search))
         // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
         .route(
