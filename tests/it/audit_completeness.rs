@@ -506,6 +506,7 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/me/credentials/{id}/remove",
         "/tokens/new",
         "/tokens/{serial}/delivery",
+        "/tokens/{serial}/delivery-link",
         "/tokens/{serial}/cancel",
         "/import",
         "/logout",
@@ -563,6 +564,14 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
             ("policy", "standard"),
         ],
         &["token.captured"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/delivery-link",
+        "/tokens/WALK-4/delivery-link",
+        &[],
+        &["delivery_link.created"],
     )
     .await;
     walk.urlencoded(

@@ -499,3 +499,84 @@ async fn a_delivery_link_is_emailed_to_the_owner_when_smtp_is_configured_and_the
     assert!(kept.iter().all(|facts| !facts.contains(token)), "{kept:?}");
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_mail_server_never_slows_a_reveal_and_its_notice_stays_pending() {
+    let smtp = SmtpServer::start(Mode::Stall).await;
+    let Cast {
+        srv,
+        provisioner,
+        mut helpdesk,
+    } = cast(smtp.settings()).await;
+    capture(&provisioner, "N-6").await;
+    capture(&provisioner, "N-7").await;
+    let (status, _) = helpdesk
+        .reveal("N-6", &["callback", "video-id"], Some("INC-11"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The sender is now waiting on the silent server; the next reveal does not wait with it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = helpdesk
+        .reveal("N-7", &["callback", "video-id"], Some("INC-12"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    for serial in ["N-6", "N-7"] {
+        let rows = notices(&srv, serial).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].state, "pending", "{rows:?}");
+    }
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_page_makes_a_delivery_link_and_shows_it_once() {
+    let Cast {
+        srv,
+        provisioner,
+        helpdesk,
+    } = cast(Overrides::default()).await;
+    capture(&provisioner, "LINK-5").await;
+    let token_page = helpdesk
+        .http
+        .get(format!("{}/tokens/LINK-5", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        token_page.contains("action=\"/tokens/LINK-5/delivery-link\""),
+        "{token_page}"
+    );
+    let response = helpdesk
+        .http
+        .post(format!("{}/tokens/LINK-5/delivery-link", srv.base))
+        .header("Origin", &srv.base)
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["cache-control"].to_str().unwrap(),
+        "no-store"
+    );
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("give this link to the owner yourself"),
+        "{page}"
+    );
+    let start = page.find(&format!("{}/deliver/", srv.base)).unwrap();
+    let url: String = page[start..].chars().take_while(|c| *c != '"').collect();
+    let (status, owner_page) = Owner::new(&srv).open(&url).await;
+    assert_eq!(status, StatusCode::OK, "{owner_page}");
+    assert!(owner_page.contains("…NK-5"), "{owner_page}");
+    srv.stop_and_check().await;
+}

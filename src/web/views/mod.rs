@@ -298,6 +298,10 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
         .route(
+            "/tokens/{serial}/delivery-link",
+            post(tokens::delivery_link),
+        )
+        .route(
             "/deliver/{token}",
             get(deliver::show).post(deliver::confirm),
         )
