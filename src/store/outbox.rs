@@ -113,13 +113,15 @@ pub async fn record_attempt(
                  WHERE id = ?1",
                 rusqlite::params![id, retry_at, error],
             )?,
+            // A row that will not be sent keeps no delivery link either.
             Attempt::Failed { error } => c.conn.execute(
-                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2
-                 WHERE id = ?1",
+                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                        facts = json_remove(facts, '$.link') WHERE id = ?1",
                 rusqlite::params![id, error],
             )?,
             Attempt::Unsent { reason } => c.conn.execute(
-                "UPDATE outbox SET state = 'unsent', last_error = ?2 WHERE id = ?1",
+                "UPDATE outbox SET state = 'unsent', last_error = ?2,
+                        facts = json_remove(facts, '$.link') WHERE id = ?1",
                 rusqlite::params![id, reason],
             )?,
         };
@@ -204,4 +206,77 @@ pub async fn last_id(db: impl Into<Db<'_>>) -> Result<Option<i64>, StoreError> {
             .flatten())
     })
     .await?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    async fn facts(store: &Store) -> Vec<String> {
+        sqlx::query_scalar("SELECT facts FROM outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_notice_that_will_never_be_sent_keeps_no_delivery_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        for serial in ["S1", "S2", "S3"] {
+            let notice = NewNotice {
+                kind: "delivery-link",
+                serial,
+                owner: "a@example.org",
+                notify_manager: false,
+                facts: r#"{"operator":"hal","link":"https://vault.example.org/deliver/abc"}"#,
+                created_at: 10,
+            };
+            insert(&store, &notice).await.unwrap();
+        }
+        let taken = due(&store, 10, 10).await.unwrap();
+        assert_eq!(taken.len(), 3);
+        record_attempt(&store, taken[0].id, 11, Attempt::Failed { error: "550" })
+            .await
+            .unwrap();
+        record_attempt(
+            &store,
+            taken[1].id,
+            11,
+            Attempt::Unsent { reason: "no smtp" },
+        )
+        .await
+        .unwrap();
+        record_attempt(
+            &store,
+            taken[2].id,
+            11,
+            Attempt::Retry {
+                error: "421",
+                retry_at: 41,
+            },
+        )
+        .await
+        .unwrap();
+        let kept = facts(&store).await;
+        assert!(
+            !kept[0].contains("/deliver/") && !kept[1].contains("/deliver/"),
+            "{kept:?}"
+        );
+        // A notice still to be sent keeps what it must send.
+        assert!(kept[2].contains("/deliver/abc"), "{kept:?}");
+        assert!(due(&store, 40, 10).await.unwrap().is_empty());
+        assert_eq!(due(&store, 41, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            counts(&store).await.unwrap(),
+            OutboxCounts {
+                pending: 1,
+                sent: 0,
+                failed: 1,
+                unsent: 1
+            }
+        );
+    }
 }
