@@ -77,8 +77,8 @@ fn hash(token: &str) -> [u8; 32] {
 }
 
 /// Makes a link for `serial` (escrowed, with an owner), voiding any open one. With `email`
-/// (an SMTP server is configured) the link is also queued for the owner, in the same
-/// transaction.
+/// (an SMTP server is configured) and an address for the owner, the link is also queued for
+/// them, in the same transaction; otherwise it is only returned.
 pub async fn create(
     env: &Env<'_>,
     actor: &str,
@@ -115,6 +115,10 @@ pub async fn create(
         )));
     };
     let expires_at = token_row.retention_deadline;
+    let email = email
+        && notices::notice_recipient(env.store, &owner)
+            .await?
+            .is_some();
     let voided = links::replace(
         &mut tx,
         token_row.row_id,

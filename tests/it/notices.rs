@@ -497,6 +497,15 @@ async fn a_delivery_link_is_emailed_to_the_owner_when_smtp_is_configured_and_the
         .unwrap();
     let token = url.rsplit('/').next().unwrap();
     assert!(kept.iter().all(|facts| !facts.contains(token)), "{kept:?}");
+
+    // An owner id that is no address: the link is only shown, and the reply says so.
+    let (status, body) =
+        common::capture(&provisioner, "alice", "LINK-6", SEED_B32, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = create_link(&helpdesk, "LINK-6").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["emailed"], false);
+    assert!(notices(&srv, "LINK-6").await.is_empty());
     srv.stop_and_check().await;
 }
 
