@@ -296,6 +296,78 @@ settings! {
         shown: "none: the directory comes from CSV only",
         check: directory_settings,
     }
+    /// SMTP server for notices to token owners (`[smtp] host` in the file). Without it notices
+    /// are recorded as not sent and the dashboard says so.
+    smtp_host: String => Option<String> {
+        env: "SEEDVAULT_SMTP_HOST",
+        flag: None,
+        default(_): String::new(),
+        shown: "none: notices are recorded, not sent",
+        check: |_, v: String| Ok(Some(v.trim().to_owned()).filter(|h| !h.is_empty())),
+    }
+    /// How the connection to the SMTP server is protected: `starttls`, `tls` (implicit TLS) or
+    /// `none` (only for a server on loopback).
+    smtp_security: String => SmtpSecurity {
+        env: "SEEDVAULT_SMTP_SECURITY",
+        flag: None,
+        default(o): "starttls".to_owned(),
+        shown: "`starttls`",
+        check: |name, v| smtp_security(name, v, o.smtp_host.as_deref()),
+    }
+    /// Port of the SMTP server.
+    smtp_port: u32 => u16 {
+        env: "SEEDVAULT_SMTP_PORT",
+        flag: None,
+        default(o): default_smtp_port(o.smtp_security.as_deref()),
+        shown: "`587` (`465` with `tls`, `25` with `none`)",
+        check: |name, v: u32| u16::try_from(v).ok().filter(|p| *p > 0).ok_or(ConfigError::Invalid {
+            setting: name,
+            value: v.to_string(),
+            fix: "expected a port between 1 and 65535",
+        }),
+    }
+    /// Sender address of notices, e.g. `seedvault <vault@example.org>`; required with `smtp_host`.
+    smtp_from: String => Option<String> {
+        env: "SEEDVAULT_SMTP_FROM",
+        flag: None,
+        default(o): String::new(),
+        shown: "none",
+        check: |name, v| smtp_from(name, v, o.smtp_host.as_deref()),
+    }
+    /// User name for SMTP authentication (optional; the password comes from `smtp_password_file`).
+    smtp_username: String => Option<String> {
+        env: "SEEDVAULT_SMTP_USERNAME",
+        flag: None,
+        default(_): String::new(),
+        shown: "none: no authentication",
+        check: |_, v: String| Ok(Some(v.trim().to_owned()).filter(|u| !u.is_empty())),
+    }
+    /// File holding the SMTP password (never on the command line or in this file).
+    smtp_password_file: PathBuf => Option<PathBuf> {
+        env: "SEEDVAULT_SMTP_PASSWORD_FILE",
+        flag: None,
+        default(o): PathBuf::new(),
+        shown: "none",
+        check: |name, v| smtp_password_file(name, v, o.smtp_username.as_deref()),
+    }
+    /// Whom an owner should call if a notice tells of something they did not do, e.g. `+1 555
+    /// 0100`: the NUMBER in "call security at NUMBER". Required with `smtp_host`.
+    smtp_security_contact: String => Option<String> {
+        env: "SEEDVAULT_SMTP_SECURITY_CONTACT",
+        flag: None,
+        default(o): String::new(),
+        shown: "none",
+        check: |name, v| smtp_security_contact(name, v, o.smtp_host.as_deref()),
+    }
+    /// Directory of notice templates (`reveal.txt`, `delivered.txt`, …) that replace the built-in
+    /// ones in `templates/notices/`.
+    smtp_templates_dir: PathBuf => Option<PathBuf> {
+        env: "SEEDVAULT_SMTP_TEMPLATES_DIR",
+        flag: None,
+        default(_): PathBuf::new(),
+        shown: "none: the built-in templates",
+        check: |_, v: PathBuf| Ok(Some(v).filter(|p| !p.as_os_str().is_empty())),
+    }
 }
 
 /// The declared setting called `name`.
@@ -572,6 +644,146 @@ fn default_origin(bind: Option<&str>) -> String {
     }
 }
 
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (RFC 3207), which must succeed.
+    Starttls,
+    /// TLS from the first byte (RFC 8314, port 465).
+    Tls,
+    /// No TLS: only for a relay on the same host.
+    None,
+}
+
+fn smtp_security(
+    setting: &'static str,
+    text: String,
+    host: Option<&str>,
+) -> Result<SmtpSecurity, ConfigError> {
+    let invalid = |fix| ConfigError::Invalid {
+        setting,
+        value: text.clone(),
+        fix,
+    };
+    let security = match text.trim().to_ascii_lowercase().as_str() {
+        "starttls" => SmtpSecurity::Starttls,
+        "tls" => SmtpSecurity::Tls,
+        "none" => SmtpSecurity::None,
+        _ => return Err(invalid("expected starttls, tls or none")),
+    };
+    let host = host.map(str::trim).unwrap_or_default();
+    let loopback = host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if security == SmtpSecurity::None && !loopback {
+        return Err(invalid(
+            "none sends notices unencrypted, allowed only to a relay on loopback (localhost, 127.0.0.1, ::1); use starttls or tls",
+        ));
+    }
+    Ok(security)
+}
+
+fn default_smtp_port(security: Option<&str>) -> u32 {
+    match security.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Some("tls") => 465,
+        Some("none") => 25,
+        _ => 587,
+    }
+}
+
+fn smtp_from(
+    setting: &'static str,
+    text: String,
+    host: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let text = text.trim().to_owned();
+    let host_set = host.is_some_and(|h| !h.trim().is_empty());
+    if text.is_empty() {
+        return if host_set {
+            Err(ConfigError::Invalid {
+                setting,
+                value: text,
+                fix: "notices need a sender address with smtp_host, e.g. seedvault <vault@example.org>",
+            })
+        } else {
+            Ok(None)
+        };
+    }
+    if text.parse::<lettre::message::Mailbox>().is_err() {
+        return Err(ConfigError::Invalid {
+            setting,
+            value: text,
+            fix: "expected an address such as vault@example.org or seedvault <vault@example.org>",
+        });
+    }
+    Ok(Some(text))
+}
+
+fn smtp_password_file(
+    setting: &'static str,
+    path: PathBuf,
+    username: Option<&str>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let user_set = username.is_some_and(|u| !u.trim().is_empty());
+    match (path.as_os_str().is_empty(), user_set) {
+        (true, false) => Ok(None),
+        (false, true) => Ok(Some(path)),
+        (true, true) => Err(ConfigError::Invalid {
+            setting,
+            value: String::new(),
+            fix: "smtp_username is set: give the file holding its password",
+        }),
+        (false, false) => Err(ConfigError::Invalid {
+            setting,
+            value: path.display().to_string(),
+            fix: "a password needs smtp_username too; set it or drop the password file",
+        }),
+    }
+}
+
+fn smtp_security_contact(
+    setting: &'static str,
+    text: String,
+    host: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let text = text.trim().to_owned();
+    if text.is_empty() && host.is_some_and(|h| !h.trim().is_empty()) {
+        return Err(ConfigError::Invalid {
+            setting,
+            value: text,
+            fix:
+                "notices tell owners whom to call if they did not ask for a code: give that number",
+        });
+    }
+    Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
+/// Tables of the file whose keys are settings named `SECTION_KEY` (`[smtp] host` is
+/// `smtp_host`), so related settings read as a section in the file.
+const SECTIONS: &[&str] = &["smtp"];
+
+/// Moves the keys of each of [`SECTIONS`] to the top level under their setting's name.
+fn flatten_sections(mut table: toml::Table) -> Result<toml::Table, String> {
+    for section in SECTIONS {
+        let Some(value) = table.remove(*section) else {
+            continue;
+        };
+        let toml::Value::Table(inner) = value else {
+            return Err(format!("[{section}] must be a table of settings"));
+        };
+        for (key, value) in inner {
+            let name = format!("{section}_{key}");
+            if table.contains_key(&name) {
+                return Err(format!(
+                    "{name} is set both at the top level and as [{section}] {key}; keep one"
+                ));
+            }
+            table.insert(name, value);
+        }
+    }
+    Ok(table)
+}
+
 impl Overrides {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -580,10 +792,13 @@ impl Overrides {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: shown,
-            reason: e.to_string(),
-        })
+        let parse = |reason: String| ConfigError::Parse {
+            path: shown.clone(),
+            reason,
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(|e| parse(e.to_string()))?;
+        let table = flatten_sections(table).map_err(parse)?;
+        Self::deserialize(toml::Value::Table(table)).map_err(|e| parse(e.to_string()))
     }
 }
 
@@ -949,6 +1164,69 @@ mod tests {
         }
     }
 
+    /// Whether `file` shows setting `name` as a key of its section (`[smtp]` then `host =`).
+    fn in_section(file: &str, name: &str) -> bool {
+        SECTIONS.iter().any(|section| {
+            let Some(key) = name.strip_prefix(&format!("{section}_")) else {
+                return false;
+            };
+            file.split_once(&format!("[{section}]"))
+                .is_some_and(|(_, rest)| rest.contains(&format!("{key} =")))
+        })
+    }
+
+    #[test]
+    fn smtp_settings_read_as_a_section_of_the_file_and_are_checked_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("seedvault.toml");
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"mail.example.org\"\nsecurity = \"tls\"\nfrom = \"vault@example.org\"\nsecurity_contact = \"+1 555 0100\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), no_env, Overrides::default()).unwrap();
+        assert_eq!(config.smtp_host.as_deref(), Some("mail.example.org"));
+        assert_eq!(config.smtp_security, SmtpSecurity::Tls);
+        assert_eq!(config.smtp_port, 465);
+        let refused = |o: Overrides| Config::validate(o).unwrap_err().to_string();
+        let base = || Overrides {
+            smtp_host: Some("mail.example.org".into()),
+            smtp_from: Some("vault@example.org".into()),
+            smtp_security_contact: Some("+1 555 0100".into()),
+            ..Default::default()
+        };
+        let err = refused(Overrides {
+            smtp_security: Some("none".into()),
+            ..base()
+        });
+        assert!(
+            err.starts_with("smtp_security = 'none' is invalid"),
+            "{err}"
+        );
+        let err = refused(Overrides {
+            smtp_from: None,
+            ..base()
+        });
+        assert!(err.starts_with("smtp_from"), "{err}");
+        let err = refused(Overrides {
+            smtp_security_contact: None,
+            ..base()
+        });
+        assert!(err.starts_with("smtp_security_contact"), "{err}");
+        let err = refused(Overrides {
+            smtp_username: Some("vault".into()),
+            ..base()
+        });
+        assert!(err.starts_with("smtp_password_file"), "{err}");
+        let local = Config::validate(Overrides {
+            smtp_host: Some("127.0.0.1".into()),
+            smtp_security: Some("none".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(local.smtp_port, 25);
+    }
+
     /// The packaged service's configuration file shows every setting, so an administrator
     /// finds each one where they look first.
     #[test]
@@ -957,7 +1235,7 @@ mod tests {
         let missing: Vec<&str> = SETTINGS
             .iter()
             .map(|s| s.name)
-            .filter(|name| !file.contains(&format!("{name} =")))
+            .filter(|name| !file.contains(&format!("{name} =")) && !in_section(file, name))
             .collect();
         assert!(
             missing.is_empty(),

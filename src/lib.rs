@@ -12,6 +12,8 @@
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
 //! - [`directory`] the directory of record: owners' phones and managers from CSV or LDAP, synced
 //!   atomically with a dry-run diff; what the reveal shows beside the checklist.
+//! - [`notices`] notices to token owners: the outbox written with each reveal, delivery, cancel
+//!   and purge, its templates, and the sender task that mails them (SMTP, retries with backoff).
 //! - [`policy`]  reveal policies from `policies/*.toml`: checklists, limits, retention; evaluation.
 //! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
@@ -47,6 +49,7 @@ pub mod config;
 pub mod directory;
 pub mod doctor;
 pub mod import;
+pub mod notices;
 pub mod operators;
 pub mod otp;
 pub mod policy;

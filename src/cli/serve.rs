@@ -63,6 +63,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("running with a development key slot");
     }
 
+    // Checked before listening: a bad template or an unreadable SMTP password stops start-up.
+    let sender =
+        crate::notices::sender::Sender::from_config(store.clone(), clock.clone(), &config)?;
+    if !sender.sends() {
+        tracing::warn!("no SMTP server configured ([smtp] host): notices to token owners are recorded, not sent");
+    }
     let shutdown = crate::server::shutdown_signal();
     let limits = crate::server::ConnectionLimits::for_open_file_limit(
         crate::server::raise_open_file_limit(),
@@ -93,6 +99,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     crate::server::spawn_sweeper(state.clone());
     crate::server::spawn_directory_sync(state.clone());
+    let sending = sender.spawn();
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
@@ -102,6 +109,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         config.origin_header()
     );
     crate::server::run(state, listener, shutdown, limits).await?;
+    sending.abort();
     store.close().await;
     Ok(())
 }

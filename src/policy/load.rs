@@ -51,6 +51,8 @@ struct RawPolicy {
     default: bool,
     #[serde(default)]
     retention_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    notify_manager: bool,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
     require: Spanned<RawRequire>,
@@ -251,6 +253,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         reveals_per_operator_per_hour: raw.limits.reveals_per_operator_per_hour,
         next_code: raw.limits.next_code,
         retention_days: raw.retention_days.map(|d| *d.get_ref()),
+        notify_manager: raw.notify_manager,
         content_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())),
         source: file.to_owned(),
     })

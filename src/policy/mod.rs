@@ -69,6 +69,9 @@ pub struct Policy {
     pub next_code: bool,
     /// Days an escrowed seed may wait under this policy (at most the configured default).
     pub retention_days: Option<u32>,
+    /// Whether the owner's manager gets the owner's notices too (reveal, delivery, cancel,
+    /// purge); the address comes from `notices::manager_recipient`.
+    pub notify_manager: bool,
     /// SHA-256 of the file's bytes, hex: a reveal records the version it ran under.
     pub content_hash: String,
     /// The file it came from.

@@ -2,11 +2,13 @@
 //! No SQL lives outside this module.
 
 pub mod audit;
+pub mod delivery_links;
 pub mod directory;
 mod group;
 pub mod key_slots;
 pub mod meta;
 pub mod operators;
+pub mod outbox;
 pub mod token_pages;
 pub mod tokens;
 

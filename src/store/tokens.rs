@@ -144,6 +144,14 @@ pub async fn by_serial(
     inline(db, |c| by_serial_on(c, serial)).await?
 }
 
+/// The token with row id `id`, if any.
+pub async fn by_id(db: impl Into<Db<'_>>, id: i64) -> Result<Option<TokenRow>, StoreError> {
+    inline(db, |c| {
+        Ok(select_rows(c.conn, "id = ?", &[id.into()])?.pop())
+    })
+    .await?
+}
+
 /// [`by_serial`] on a held connection.
 pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, StoreError> {
     Ok(select_rows(c.conn, "serial = ?", &[serial.to_owned().into()])?.pop())

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
+use crate::notices::{self, Kind, Notice};
 use crate::otp;
 use crate::store::tokens::{self as rows, PurgeRow};
 use crate::store::StoreError;
@@ -166,7 +167,7 @@ async fn purge_in(
 }
 
 /// Rewrites the database so the purged bytes leave the WAL too.
-async fn scrub(env: &Env<'_>) {
+pub(crate) async fn scrub(env: &Env<'_>) {
     if let Err(e) = env.store.checkpoint_truncate().await {
         // The purge itself committed; the next checkpoint will finish the job.
         tracing::warn!(error = %e, "WAL checkpoint after purge did not complete");
@@ -180,13 +181,43 @@ pub async fn deliver(
     serial: &str,
     request: DeliveryRequest,
 ) -> Result<Purged, LifecycleError> {
-    let now = env.unix();
     let mut tx = env.store.begin_write().await?;
     let row = rows::by_serial(&mut tx, serial)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
     require_escrowed(&token)?;
+    let attempted = deliver_in(env, &mut tx, actor, token, request).await?;
+    tx.commit().await?;
+    match attempted {
+        Attempted::Purged(purged) => {
+            scrub(env).await;
+            Ok(purged)
+        }
+        Attempted::Refused(refusal) => Err(refusal),
+    }
+}
+
+/// How a delivery ended inside its transaction. A refusal has been audited (and a wrong code
+/// counted) in it, so the caller commits either way.
+pub(crate) enum Attempted {
+    Purged(Purged),
+    Refused(LifecycleError),
+}
+
+/// The one delivery path, for the helpdesk ([`deliver`]) and the owner's self-service link
+/// (`delivery_link::confirm`): checks the code against the token's drift window (or records
+/// why there is none), then purges with the `token.delivered` event and the owner's notice —
+/// all in `tx`, which the caller commits; then it calls [`scrub`].
+pub(crate) async fn deliver_in(
+    env: &Env<'_>,
+    tx: &mut crate::store::WriteTx,
+    actor: &str,
+    token: Token,
+    request: DeliveryRequest,
+) -> Result<Attempted, LifecycleError> {
+    let now = env.unix();
+    let serial = token.serial.clone();
     let (reason, drift, details) = match request {
         DeliveryRequest::Unverified { reason: why } => (
             "delivered-unverified",
@@ -195,22 +226,21 @@ pub async fn deliver(
         ),
         DeliveryRequest::Code(code) => {
             let attempts =
-                rows::delivery_attempts_since(&mut tx, token.row_id, now - 3_600).await?;
+                rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
             if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
                 let oldest = attempts.first().copied().unwrap_or(now);
                 let retry_after_seconds = u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1);
                 let event = NewEvent::new(actor, "delivery.refused", token.target())
                     .outcome(Outcome::Denied)
                     .details(json!({ "reason": "too many wrong codes in the last hour" }));
-                audit::append(&mut tx, env.vault, env.now, event).await?;
-                tx.commit().await?;
-                return Err(LifecycleError::TooManyAttempts {
+                audit::append(tx, env.vault, env.now, event).await?;
+                return Ok(Attempted::Refused(LifecycleError::TooManyAttempts {
                     retry_after_seconds,
-                });
+                }));
             }
-            let sealed = rows::sealed_seed(&mut tx, token.row_id)
+            let sealed = rows::sealed_seed(&mut *tx, token.row_id)
                 .await?
-                .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
+                .ok_or_else(|| TokenError::NotFound(serial.clone()))?;
             let seed = env
                 .vault
                 .unseal_seed(
@@ -229,15 +259,14 @@ pub async fn deliver(
             );
             drop(seed);
             let Some(verified) = verified else {
-                rows::insert_delivery_attempt(&mut tx, token.row_id, now).await?;
+                rows::insert_delivery_attempt(&mut *tx, token.row_id, now).await?;
                 let event = NewEvent::new(actor, "delivery.refused", token.target())
                     .outcome(Outcome::Denied)
                     .details(
                         json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }),
                     );
-                audit::append(&mut tx, env.vault, env.now, event).await?;
-                tx.commit().await?;
-                return Err(LifecycleError::WrongCode(token.serial));
+                audit::append(tx, env.vault, env.now, event).await?;
+                return Ok(Attempted::Refused(LifecycleError::WrongCode(serial)));
             };
             (
                 "delivered",
@@ -254,15 +283,51 @@ pub async fn deliver(
         delivered_by: Some(actor),
         drift_steps: drift,
     };
-    purge_in(env, &mut tx, &token, purge, event).await?;
-    tx.commit().await?;
-    scrub(env).await;
-    Ok(Purged {
+    purge_in(env, tx, &token, purge, event).await?;
+    notify(env, tx, &token, Kind::Delivered, actor).await?;
+    Ok(Attempted::Purged(Purged {
         serial: token.serial,
         state: TokenState::Purged,
         reason: reason.into(),
         drift_steps: drift,
-    })
+    }))
+}
+
+/// Records the owner's notice of `kind` in `tx` (nothing for a token without an owner).
+async fn notify(
+    env: &Env<'_>,
+    tx: &mut crate::store::WriteTx,
+    token: &Token,
+    kind: Kind,
+    actor: &str,
+) -> Result<(), LifecycleError> {
+    let Some(owner) = &token.owner else {
+        return Ok(());
+    };
+    let notice = Notice {
+        kind,
+        serial: &token.serial,
+        owner,
+        notify_manager: env
+            .policies
+            .get(&token.policy)
+            .is_some_and(|p| p.notify_manager),
+        operator: shown_actor(actor),
+        ticket: None,
+        link: None,
+        expires_at: None,
+        at: env.unix(),
+    };
+    notices::record(tx, &notice).await?;
+    Ok(())
+}
+
+/// Who acted, as a notice names them: an operator by name, the owner as "you".
+fn shown_actor(actor: &str) -> &str {
+    if actor.starts_with("owner:") {
+        return "you";
+    }
+    actor.strip_prefix("operator:").unwrap_or(actor)
 }
 
 /// Cancels an escrowed token (lost in transit, wrong user) and purges its seed.
@@ -289,6 +354,7 @@ pub async fn cancel(
         drift_steps: None,
     };
     purge_in(env, &mut tx, &token, purge, event).await?;
+    notify(env, &mut tx, &token, Kind::Cancelled, actor).await?;
     tx.commit().await?;
     scrub(env).await;
     Ok(Purged {
@@ -324,6 +390,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
                 let event = NewEvent::new(actor, "token.expired", token.target())
                     .details(json!({ "retention_deadline": token.retention_deadline }));
                 audit::append(&mut tx, env.vault, env.now, event).await?;
+                notify(env, &mut tx, &token, Kind::Expired, actor).await?;
                 purged.push(token.serial);
             }
         }

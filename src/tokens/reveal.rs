@@ -17,6 +17,7 @@ use webauthn_rs::prelude::{
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
 use crate::directory::{self, OfRecord};
+use crate::notices;
 use crate::operators::{self, Operator, UsedPasskey};
 use crate::otp::{self, OneTimeCode};
 use crate::policy::{DirectoryNeed, Policy, Shortfall, Submission};
@@ -527,5 +528,22 @@ fn grant_on(
         "next_code": revealed.next_code.is_some(),
     }));
     audit::append_on(c, env.vault, env.now, event)?;
+    if let Some(owner) = &token.owner {
+        // The owner hears of every code given out; recorded in this transaction, sent later.
+        notices::record_on(
+            c,
+            &notices::Notice {
+                kind: notices::Kind::Reveal,
+                serial: &token.serial,
+                owner,
+                notify_manager: policy.notify_manager,
+                operator: &operator.name,
+                ticket: pending.ticket.as_deref(),
+                link: None,
+                expires_at: None,
+                at: now,
+            },
+        )?;
+    }
     Ok(revealed)
 }

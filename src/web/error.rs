@@ -282,6 +282,19 @@ impl From<crate::tokens::lifecycle::LifecycleError> for AppError {
     }
 }
 
+impl From<crate::tokens::delivery_link::LinkError> for AppError {
+    fn from(e: crate::tokens::delivery_link::LinkError) -> Self {
+        use crate::tokens::delivery_link::LinkError as E;
+        let message = e.to_string();
+        match e {
+            E::Unknown => Self::NotFound(message),
+            E::Expired | E::Used | E::Replaced | E::Locked | E::Settled => Self::Gone(message),
+            E::WrongCode { .. } | E::NoCode => Self::Unprocessable(message),
+            E::Lifecycle(inner) => inner.into(),
+        }
+    }
+}
+
 impl From<crate::audit::export::ExportError> for AppError {
     fn from(e: crate::audit::export::ExportError) -> Self {
         use crate::audit::export::ExportError as E;

@@ -35,6 +35,9 @@ pub const SESSION_COOKIE: &str = "seedvault_session";
 pub struct Limits {
     /// Failed sign-ins per client (never per operator name: anyone could lock a name out).
     pub sign_in_by_addr: RateLimiter,
+    /// Refused requests to delivery links (guessed, expired, used, wrong codes) per client,
+    /// counted like failed sign-ins (same settings): a link cannot be guessed at speed.
+    pub delivery_link_by_addr: RateLimiter,
     /// Keys the decoy credential ids `login/start` hands out for names that cannot sign in, so
     /// that the same name gets the same decoy within this process (random per start).
     pub decoy_key: [u8; 32],
@@ -46,6 +49,10 @@ impl Limits {
     pub fn new(config: &Config) -> Self {
         Self {
             sign_in_by_addr: RateLimiter::new(
+                config.sign_in_attempts_per_address as usize,
+                i64::from(config.sign_in_address_window_minutes) * 60,
+            ),
+            delivery_link_by_addr: RateLimiter::new(
                 config.sign_in_attempts_per_address as usize,
                 i64::from(config.sign_in_address_window_minutes) * 60,
             ),

@@ -224,6 +224,7 @@ role_rule! {
     AdminOnly => [Admin];
     ProvisionerOnly => [Provisioner];
     HelpdeskOnly => [Helpdesk];
+    ProvisionerOrHelpdesk => [Provisioner, Helpdesk];
     AuditorOrAdmin => [Auditor, Admin];
 }
 

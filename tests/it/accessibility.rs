@@ -66,10 +66,15 @@ async fn violations(driver: &WebDriver, axe: &str) -> Vec<String> {
 }
 
 /// A page template of `views::PAGES` with its placeholders filled in.
-fn concrete(template: &str, serial: &str, invite_token: &str) -> String {
+fn concrete(template: &str, serial: &str, invite_token: &str, delivery_token: &str) -> String {
+    let token = if template.starts_with("/deliver/") {
+        delivery_token
+    } else {
+        invite_token
+    };
     let path = template
         .replace("{serial}", serial)
-        .replace("{token}", invite_token);
+        .replace("{token}", token);
     assert!(
         !path.contains('{'),
         "teach the accessibility test how to open {template} (fill its placeholder with a real value)"
@@ -84,11 +89,12 @@ async fn walk(
     base: &str,
     who: &str,
     invite_token: &str,
+    delivery_token: &str,
     found: &mut Vec<String>,
 ) {
     let mut pages: Vec<String> = seedvault::web::views::PAGES
         .iter()
-        .map(|p| concrete(p, "AX-1", invite_token))
+        .map(|p| concrete(p, "AX-1", invite_token, delivery_token))
         .collect();
     pages.push("/no/such/page".into());
     for path in pages {
@@ -156,6 +162,20 @@ async fn every_page_meets_wcag_2_1_aa_for_every_role() {
         json!({ "serial": "AX-1", "owner": "ann@example.org", "secret": SEED_B32, "display_name": "Ann Example" }),
     )
     .await;
+    let link = api(
+        &driver,
+        "POST",
+        "/api/v1/tokens/AX-1/delivery-link",
+        json!({}),
+    )
+    .await;
+    let delivery_token = link["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let mut invites = Vec::new();
     for role in ["helpdesk", "provisioner", "auditor", "admin"] {
         let created = api(
@@ -173,6 +193,7 @@ async fn every_page_meets_wcag_2_1_aa_for_every_role() {
         &base,
         "all roles",
         "no-such-invite",
+        &delivery_token,
         &mut found,
     )
     .await;
@@ -213,7 +234,7 @@ async fn every_page_meets_wcag_2_1_aa_for_every_role() {
     // tables' own scroll regions is wider than the window.
     driver.set_window_rect(0, 0, 640, 900).await.unwrap();
     for template in seedvault::web::views::PAGES {
-        let path = concrete(template, "AX-1", "no-such-invite");
+        let path = concrete(template, "AX-1", "no-such-invite", &delivery_token);
         driver.goto(format!("{base}{path}")).await.unwrap();
         wait_for(&driver, "main h1").await;
         let overflow = driver
@@ -234,9 +255,32 @@ async fn every_page_meets_wcag_2_1_aa_for_every_role() {
 
     // Each role alone, through its own invite: its pages, and the 403 pages of the others.
     for (role, url) in &invites {
+        driver.goto(format!("{base}/")).await.unwrap();
         sign_out(&driver).await;
         register(&driver, url).await;
-        walk(&driver, &axe, &base, role, "no-such-invite", &mut found).await;
+        walk(
+            &driver,
+            &axe,
+            &base,
+            role,
+            "no-such-invite",
+            &delivery_token,
+            &mut found,
+        )
+        .await;
+    }
+
+    // The owner's own delivery page, as the owner sees it: signed out, on a phone.
+    driver.goto(format!("{base}/")).await.unwrap();
+    sign_out(&driver).await;
+    driver.set_window_rect(0, 0, 390, 844).await.unwrap();
+    driver
+        .goto(format!("{base}/deliver/{delivery_token}"))
+        .await
+        .unwrap();
+    wait_for(&driver, "main h1").await;
+    for v in violations(&driver, &axe).await {
+        found.push(format!("signed out /deliver: {v}"));
     }
     driver.quit().await.unwrap();
 

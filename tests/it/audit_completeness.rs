@@ -440,6 +440,29 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &["token.cancelled"],
     )
     .await;
+    // A self-service delivery link, and the owner confirming through it. The one response
+    // allowed to carry the link is not recorded by the canary.
+    walk.capture(&desk, "WALK-7", SEED_1, "g@example.org").await;
+    let path = "/api/v1/tokens/WALK-7/delivery-link";
+    let (status, link) = desk.send(Method::POST, path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    walk.settle(
+        "post",
+        "/api/v1/tokens/{serial}/delivery-link",
+        &["delivery_link.created"],
+    )
+    .await;
+    let link_token = link["url"].as_str().unwrap().rsplit('/').next().unwrap();
+    walk.srv.canary.watch_text("delivery link", link_token);
+    walk.forbid("delivery link", link_token);
+    walk.urlencoded(
+        &desk,
+        "/deliver/{token}",
+        &format!("/deliver/{link_token}"),
+        &[("code", &typed)],
+        &["token.delivered"],
+    )
+    .await;
     let file = format!(
         "upn,serial number,secret key,time interval,manufacturer,model\n\
          c@example.org,WALK-3,{SEED_2},30,Token2,C202\n"
@@ -483,6 +506,7 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/me/credentials/{id}/remove",
         "/tokens/new",
         "/tokens/{serial}/delivery",
+        "/tokens/{serial}/delivery-link",
         "/tokens/{serial}/cancel",
         "/import",
         "/directory",
@@ -541,6 +565,14 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
             ("policy", "standard"),
         ],
         &["token.captured"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/delivery-link",
+        "/tokens/WALK-4/delivery-link",
+        &[],
+        &["delivery_link.created"],
     )
     .await;
     walk.urlencoded(
@@ -616,6 +648,8 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     for route in page_routes {
         state_changing.push(("post".into(), (*route).into()));
     }
+    // The owner's page, reached from a delivery link rather than from an operator's page.
+    state_changing.push(("post".into(), "/deliver/{token}".into()));
     for (method, path) in &state_changing {
         let key = (method.clone(), path.clone());
         let appended = walk.appended.get(&key);

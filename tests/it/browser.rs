@@ -511,3 +511,59 @@ async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
     shot(&driver, "tokens-360px").await;
     driver.quit().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_confirms_delivery_from_the_link_on_a_phone_sized_window_by_keyboard_and_the_seed_is_purged(
+) {
+    let _one = ONE_BROWSER.lock().await;
+    let desk = common::Desk::start().await;
+    let srv = &desk.srv;
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap();
+    srv.canary.watch_seed("browser link seed", &seed);
+    let (status, body) = common::capture(
+        &desk.provisioner,
+        "user@example.org",
+        "BR-LINK-7788",
+        SEED_B32,
+        json!({ "display_name": "Uma User" }),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let sealed = srv.sealed_bytes("BR-LINK-7788").await.unwrap();
+    let (status, link) = desk
+        .helpdesk
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/tokens/BR-LINK-7788/delivery-link",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{link}");
+    let url = link["url"].as_str().unwrap().to_owned();
+
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    driver.set_window_rect(0, 0, 390, 844).await.unwrap();
+    driver.goto(&url).await.unwrap();
+    wait_text(&driver, "h1", "Confirm that your token has arrived").await;
+    wait_text(&driver, "main", "Uma User").await;
+    wait_text(&driver, "main", "…7788").await;
+    shot(&driver, "deliver-link-390px").await;
+    // Keyboard only: the code field has the focus on arrival, Enter submits.
+    let code = common::totp::totp(&seed, "SHA1", 6, 30, common::T0);
+    srv.canary.watch_code("code typed by the owner", &code);
+    let focused = driver.active_element().await.unwrap();
+    assert_eq!(focused.attr("name").await.unwrap().as_deref(), Some("code"));
+    focused.send_keys(code.clone() + Key::Enter).await.unwrap();
+    wait_text(&driver, "h1", "delivery confirmed").await;
+    let page = driver.source().await.unwrap();
+    assert!(!page.contains(&code) && !page.contains(SEED_B32));
+    shot(&driver, "deliver-link-confirmed").await;
+    driver.quit().await.unwrap();
+
+    assert_eq!(srv.sealed_bytes("BR-LINK-7788").await, None);
+    srv.assert_no_trace("delivered from the owner's link in Chromium", &sealed);
+    desk.srv.stop_and_check().await;
+}

@@ -22,6 +22,7 @@ mod directory;
 mod full_disk;
 mod hardening;
 mod import;
+mod notices;
 mod operators;
 mod pages;
 mod pskc;

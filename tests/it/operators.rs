@@ -775,6 +775,9 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
         ("post", "/api/v1/tokens" | "/api/v1/tokens/{serial}/cancel")
         | ("patch", "/api/v1/tokens/{serial}") => (SignedIn, &["provisioner"]),
         ("post", "/api/v1/tokens/{serial}/delivery") => (SignedIn, &["helpdesk"]),
+        ("post", "/api/v1/tokens/{serial}/delivery-link") => {
+            (SignedIn, &["provisioner", "helpdesk"])
+        }
         ("post", "/api/v1/imports") => (SignedIn, &["provisioner"]),
         (
             "post",

@@ -18,7 +18,9 @@ use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
 use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
 use crate::tokens::{self, Captured, Token, TokenChange, TokenState};
-use crate::web::session::{Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly};
+use crate::web::session::{
+    Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly, ProvisionerOrHelpdesk,
+};
 use crate::web::{AppError, AppState};
 
 /// A seed to escrow. The secret is accepted here and never returned by any route.
@@ -408,4 +410,48 @@ pub async fn cancel(
         )
         .await?,
     ))
+}
+
+/// A delivery link, shown once: the vault keeps only its hash.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryLinkView<'a> {
+    /// `<origin>/deliver/<TOKEN>`: the owner opens it and types the code their token shows.
+    #[schema(value_type = String)]
+    url: &'a str,
+    serial: &'a str,
+    /// Unix time after which the link no longer works (the seed's retention deadline).
+    expires_at: i64,
+    /// Whether the link was also queued to the owner by email (an SMTP server is configured).
+    emailed: bool,
+}
+
+/// Make a one-time self-service delivery link for the token's owner (provisioner or helpdesk).
+/// A new link voids the token's previous one.
+#[utoipa::path(post, path = "/tokens/{serial}/delivery-link", tag = "tokens", operation_id = "create_delivery_link", params(("serial" = String, Path)),
+    responses((status = 201, body = DeliveryLinkView), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "not escrowed"), (status = 422, description = "the token has no owner")))]
+pub async fn delivery_link(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOrHelpdesk>,
+    Path(serial): Path<String>,
+) -> Result<Response, AppError> {
+    let created = tokens::delivery_link::create(
+        &state.env(),
+        &auth.operator().actor(),
+        &serial,
+        &state.config.origin_header(),
+        state.config.smtp_host.is_some(),
+    )
+    .await?;
+    let view = DeliveryLinkView {
+        url: &created.url,
+        serial: &created.serial,
+        expires_at: created.expires_at,
+        emailed: created.emailed,
+    };
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

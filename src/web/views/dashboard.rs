@@ -26,8 +26,23 @@ pub async fn dashboard(
     let directory = crate::directory::status(&state.store)
         .await
         .map_err(|e| op.fail(e))?;
+    let notices = crate::store::outbox::counts(&state.store)
+        .await
+        .map_err(|e| op.fail(e))?;
+    let sending = state.config.smtp_host.is_some();
     let body = html! {
         h1 { "Dashboard" }
+        @if !sending {
+            div.flash.error role="status" {
+                strong { "Notices to token owners are not being sent." }
+                " No SMTP server is configured (" code { "[smtp] host" } " in seedvault.toml), so owners are not told when a code for their token is given out. "
+                (notices.unsent) " notices recorded as not sent."
+            }
+        } @else if notices.failed > 0 || notices.pending > 0 {
+            div.flash.error role="status" {
+                (notices.pending) " notices to token owners waiting to be sent, " (notices.failed) " failed for good. The log says why."
+            }
+        }
         div.grid {
             @for (label, count) in &report.tokens_by_state {
                 @if *label == "escrowed" || *label == "purged" {

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod dashboard;
+mod deliver;
 mod directory;
 mod import;
 mod layout;
@@ -291,6 +292,7 @@ pub const PAGES: &[&str] = &[
     "/audit",
     "/import",
     "/directory",
+    "/deliver/{token}",
 ];
 
 /// Every page route.
@@ -316,6 +318,14 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
+        .route(
+            "/tokens/{serial}/delivery-link",
+            post(tokens::delivery_link),
+        )
+        .route(
+            "/deliver/{token}",
+            get(deliver::show).post(deliver::confirm),
+        )
         .route("/audit", get(audit::search))
         .route(
             "/directory",

@@ -14,7 +14,7 @@ use crate::operators::Role;
 use crate::store::token_pages::{Cursor, PageRequest, TokenSort};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
 use crate::tokens::{self, TokenState};
-use crate::web::session::{HelpdeskOnly, ProvisionerOnly};
+use crate::web::session::{HelpdeskOnly, ProvisionerOnly, ProvisionerOrHelpdesk};
 use crate::web::{AppError, AppState};
 
 #[derive(Deserialize, Default, Clone)]
@@ -281,6 +281,15 @@ pub async fn detail(
                             label { "Reason (recorded in the audit trail)" input type="text" name="reason" required; }
                             button.secondary type="submit" { "Confirm without a code" }
                         }
+                    }
+                }
+            }
+            @if (op.has(Role::Provisioner) || op.has(Role::Helpdesk)) && token.owner.is_some() {
+                div.card {
+                    h2 { "Let the owner confirm delivery" }
+                    p.muted { "Makes a one-time link for the owner: they open it, type the code their token shows, and the seed is destroyed as when you confirm it here. A new link replaces the previous one." }
+                    form.inline method="post" action={ "/tokens/" (token.serial) "/delivery-link" } {
+                        button.secondary type="submit" { "Make a delivery link" }
                     }
                 }
             }
@@ -599,4 +608,49 @@ pub async fn cancel(
     op.flash_outcome(cancelled, |_| "Cancelled. The seed is destroyed.".into())
         .await?;
     Ok(Redirect::to(&format!("/tokens/{serial}")))
+}
+
+/// Makes a self-service delivery link and shows it once, on a page of its own (never in a
+/// flash message, which would keep it in the session table).
+pub async fn delivery_link(
+    State(state): State<AppState>,
+    op: PageAuthorized<ProvisionerOrHelpdesk>,
+    Path(serial): Path<String>,
+) -> Result<Response, PageError> {
+    let emailing = state.config.smtp_host.is_some();
+    let created = tokens::delivery_link::create(
+        &state.env(),
+        &op.current.operator.actor(),
+        &serial,
+        &state.config.origin_header(),
+        emailing,
+    )
+    .await;
+    let created = match created {
+        Ok(created) => created,
+        Err(refusal) => {
+            op.flash_refusal(refusal).await?;
+            return Ok(Redirect::to(&format!("/tokens/{serial}")).into_response());
+        }
+    };
+    let body = html! {
+        h1 { "Delivery link for " span.mono { (created.serial) } }
+        div.card {
+            @if created.emailed {
+                p { "The link is on its way to the owner by email. It is shown here once, in case they need it read out or sent another way:" }
+            } @else {
+                p { "No mail server is configured, so give this link to the owner yourself (it is shown only now):" }
+            }
+            label for="delivery-link" { "One-time delivery link" }
+            input.mono #delivery-link type="text" readonly value=(created.url.as_str());
+            p.muted { "It works once, until " (when(created.expires_at)) ". It lets the owner confirm delivery with the code their token shows; it never shows a code." }
+            div.actions { a.button href={ "/tokens/" (created.serial) } { "Back to the token" } }
+        }
+    };
+    let mut response = page(&op.ctx, "Delivery link", body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }

@@ -17,6 +17,7 @@ pub use canary::Canary;
 pub use passkey::Operator;
 
 pub mod passkey;
+pub mod smtp;
 pub mod totp;
 
 /// A unix time inside the shared test data's reference step.
@@ -32,6 +33,8 @@ pub struct TestServer {
     pub dir: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The notice sender, as `serve` runs it beside the server.
+    sender: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -53,8 +56,28 @@ impl TestServer {
         settings: Overrides,
         limits: seedvault::server::ConnectionLimits,
     ) -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), settings, limits, None).await
+    }
+
+    /// Starts the server again on the data directory a stopped one left ([`Self::stop_keep_dir`]),
+    /// as `seedvault serve` does after a restart: same vault (development slot), same database.
+    pub async fn restart_in(dir: TempDir, settings: Overrides, at_unix: i64) -> Self {
+        Self::launch(
+            dir,
+            settings,
+            seedvault::server::ConnectionLimits::for_open_file_limit(1024),
+            Some(at_unix),
+        )
+        .await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        settings: Overrides,
+        limits: seedvault::server::ConnectionLimits,
+        restart_at: Option<i64>,
+    ) -> Self {
         let canary = Arc::new(Canary::new());
-        let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let config = Config::validate(Overrides {
@@ -64,18 +87,30 @@ impl TestServer {
             ..settings
         })
         .unwrap();
-        let clock = ManualClock::at_unix(T0);
+        let clock = ManualClock::at_unix(restart_at.unwrap_or(T0));
         let store = Store::open_with(&config.data_dir, config.busy_timeout())
             .await
             .unwrap();
-        let vault = open::create(
-            &store,
-            clock_now(&clock),
-            "system",
-            vec![("development".into(), SlotRequest::Development)],
+        let vault = match restart_at {
+            Some(_) => open::unlock(&store, &seedvault::vault::Unlocker::Development)
+                .await
+                .unwrap(),
+            None => open::create(
+                &store,
+                clock_now(&clock),
+                "system",
+                vec![("development".into(), SlotRequest::Development)],
+            )
+            .await
+            .unwrap(),
+        };
+        let sender = seedvault::notices::sender::Sender::from_config(
+            store.clone(),
+            Arc::new(clock.clone()),
+            &config,
         )
-        .await
-        .unwrap();
+        .unwrap()
+        .spawn();
         let state = AppState::new(store, vault, config, Arc::new(clock.clone()))
             .await
             .unwrap();
@@ -105,6 +140,7 @@ impl TestServer {
             dir,
             shutdown: Some(tx),
             task: Some(task),
+            sender: Some(sender),
         }
     }
 
@@ -214,6 +250,10 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+            let _ = sender.await;
+        }
         self.state.store.close().await;
         self.canary.assert_clean(&[self.dir.path()]);
         let placeholder = tempfile::tempdir().unwrap();
@@ -227,6 +267,10 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+            let _ = sender.await;
         }
         self.state.store.close().await;
         self.canary.assert_clean(&[self.dir.path()]);
