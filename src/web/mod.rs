@@ -67,6 +67,8 @@ pub struct AppState {
     pub policies: Arc<PolicySet>,
     /// Reveals between start and finish (in memory, single use).
     pub reveals: Arc<ceremony::PendingReveals>,
+    /// Approvals between start and finish (in memory, single use).
+    pub approvals: Arc<ceremony::PendingApprovals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl AppState {
             sessions,
             policies: Arc::new(policies),
             reveals: Arc::default(),
+            approvals: Arc::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! functions as the JSON API; the WebAuthn steps run in `templates/seedvault.js` against the
 //! API. Errors render as real pages through [`PageError`].
 
+mod approvals;
 mod audit;
 mod auth;
 mod dashboard;
@@ -183,6 +184,12 @@ impl FromRequestParts<AppState> for PageOperator {
     ) -> Result<Self, Self::Rejection> {
         let current = CurrentOperator::from_request_parts(parts, state).await?;
         let flash = current.session.remove::<Flash>(FLASH).await.ok().flatten();
+        // One COUNT for approvers; a failure only hides the number.
+        let pending_approvals =
+            crate::tokens::approval::pending_count(&state.env(), &current.operator)
+                .await
+                .ok()
+                .flatten();
         let ctx = PageCtx {
             operator: Some((
                 current.operator.name.clone(),
@@ -191,6 +198,7 @@ impl FromRequestParts<AppState> for PageOperator {
             development_slot: state.vault.has_development_slot(),
             flash,
             path: parts.uri.path().to_owned(),
+            pending_approvals,
         };
         Ok(Self { current, ctx })
     }
@@ -296,6 +304,8 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::detail))
         .route("/audit", get(audit::search))
         // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
         .route(
