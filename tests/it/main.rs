@@ -9,6 +9,7 @@
 mod common;
 
 mod api_contract;
+mod approvals;
 mod audit;
 mod audit_completeness;
 mod browser;
