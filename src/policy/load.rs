@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Approval, Check, Policy, PolicySet};
+use super::{ApprovalSettings, Check, Policy, PolicySet};
 use crate::operators::Role;
 
 /// The policies shipped in `policies/`, used when the configured directory is the default and
@@ -150,14 +150,14 @@ impl RawDuration {
     }
 }
 
-fn approval_of(raw: Option<&Spanned<RawApproval>>) -> Result<Approval, (usize, String)> {
+fn approval_of(raw: Option<&Spanned<RawApproval>>) -> Result<ApprovalSettings, (usize, String)> {
     let Some(raw) = raw else {
-        return Ok(Approval::default());
+        return Ok(ApprovalSettings::default());
     };
     let raw = raw.get_ref();
-    let mut approval = Approval {
+    let mut approval = ApprovalSettings {
         second_operator: raw.second_operator,
-        ..Approval::default()
+        ..ApprovalSettings::default()
     };
     if let Some(list) = &raw.approvers {
         let at = list.span().start;

@@ -45,19 +45,19 @@ pub struct Policy {
     /// Days an escrowed seed may wait under this policy (at most the configured default).
     pub retention_days: Option<u32>,
     /// Four-eyes approval: whether a second operator must approve each reveal, who may.
-    pub approval: Approval,
+    pub approval: ApprovalSettings,
     /// SHA-256 of the file's bytes (so it covers the `[approval]` settings too), hex: a reveal records the version it ran under.
     pub content_hash: String,
     /// The file it came from.
     pub source: String,
 }
 
-/// Default minutes an approval request waits for a decision ([`Approval::ttl_seconds`]).
+/// Default minutes an approval request waits for a decision ([`ApprovalSettings::ttl_seconds`]).
 pub const DEFAULT_APPROVAL_TTL_MINUTES: i64 = 10;
 
 /// A policy's `[approval]` table (DESIGN §5): four-eyes reveals.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Approval {
+pub struct ApprovalSettings {
     /// A second operator must approve each reveal with their own passkey.
     pub second_operator: bool,
     /// Roles that may approve (any one of them); `helpdesk` by default.
@@ -66,7 +66,7 @@ pub struct Approval {
     pub ttl_seconds: i64,
 }
 
-impl Default for Approval {
+impl Default for ApprovalSettings {
     fn default() -> Self {
         Self {
             second_operator: false,
@@ -76,7 +76,7 @@ impl Default for Approval {
     }
 }
 
-impl Approval {
+impl ApprovalSettings {
     /// Whether an operator holding `roles` may approve under this policy (whether they are the
     /// requester is the approval's own rule).
     pub fn may_approve(&self, roles: &Roles) -> bool {
