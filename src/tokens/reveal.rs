@@ -525,8 +525,9 @@ fn grant_on(
         return Err(RevealError::Expired);
     }
     let now = env.unix();
-    within_limits_on(env, c, policy, &token, operator)?;
+    // The approval first: a second reveal on a used approval is told so, not about a limit.
     let approved_by = approval::consume_on(env, c, operator, policy, pending)?;
+    within_limits_on(env, c, policy, &token, operator)?;
     let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
         serial: token.serial.clone(),
         state: "purged".into(),

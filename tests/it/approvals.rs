@@ -683,3 +683,60 @@ async fn an_approvers_approvals_count_against_their_own_limit() {
     assert_eq!(status_of(&hal, id).await, "pending");
     srv.stop_and_check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_started_in_two_sessions_reveals_one_code_only() {
+    let Desk {
+        srv,
+        pat,
+        mut hal,
+        mut bea,
+    } = desk().await;
+    high_risk(&pat, "HR-11", SEED_B32).await;
+    let id = request(&hal, "HR-11").await;
+    assert_eq!(approve(&mut bea, id).await.0, StatusCode::OK);
+    // Two sessions of hal's, each with a started reveal on the same approval.
+    let first_session = hal.http.clone();
+    hal.sign_in_fresh().await;
+    let mut assertions = Vec::new();
+    for session in [first_session.clone(), hal.http.clone()] {
+        let response = session
+            .post(srv.url("/api/v1/tokens/HR-11/reveal/start"))
+            .header("Origin", &srv.base)
+            .json(&json!({ "approval": id }))
+            .send()
+            .await
+            .unwrap();
+        let (status, challenge) = srv.finish("reveal start", response).await;
+        assert_eq!(status, StatusCode::OK, "{challenge}");
+        assertions.push((session, hal.assert(challenge)));
+    }
+    let mut granted = 0;
+    for (session, assertion) in assertions {
+        let response = session
+            .post(srv.url("/api/v1/tokens/HR-11/reveal/finish"))
+            .header("Origin", &srv.base)
+            .json(&assertion)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        if let Some(code) = body["code"].as_str() {
+            srv.canary.watch_code("four-eyes code", code);
+            granted += 1;
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT, "{body}");
+            assert!(message(&body).contains("used or expired"), "{body}");
+        }
+    }
+    assert_eq!(granted, 1);
+    let events = actions(&srv).await;
+    assert_eq!(
+        events.iter().filter(|a| *a == "reveal.granted").count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap(), "approval.refused");
+    srv.stop_and_check().await;
+}
