@@ -242,8 +242,8 @@ impl ApprovalError {
     }
 }
 
-/// The SHA-256 (hex) of everything an approval binds: the token (its row and random id, serial
-/// and owner), the requester, the ticked checks (sorted), ticket, note, and the policy with its
+/// The SHA-256 (hex) of everything an approval binds: the token (its row and random id, serial,
+/// owner and policy), the requester, the ticked checks (sorted), ticket, note, and the policy with its
 /// content hash (which covers the `[approval]` settings).
 pub fn binding(
     token: &Token,
@@ -258,6 +258,7 @@ pub fn binding(
         "token_row": token.row_id,
         "serial": token.serial,
         "owner": token.owner,
+        "token_policy": token.policy,
         "requester": requester,
         "checks": checks,
         "ticket": ticket,
@@ -487,12 +488,14 @@ pub async fn pending_count(env: &Env<'_>, viewer: &Operator) -> Result<Option<i6
 }
 
 /// Checks that `approver` may decide `row` now: it is pending, not theirs, they hold an
-/// approver role, its token can still be revealed, and what it bound is unchanged.
+/// approver role, its token can still be revealed, and what it bound is unchanged; when
+/// `approving`, also that the approver's own limit has room (denying is never limited).
 fn check_decidable(
     env: &Env<'_>,
     c: &Inline<'_>,
     approver: &Operator,
     row: &ApprovalRow,
+    approving: bool,
 ) -> Result<(), ApprovalError> {
     let policy = env
         .policies
@@ -556,6 +559,9 @@ fn check_decidable(
         };
         return Err(ApprovalError::Void { id: row.id, what });
     }
+    if !approving {
+        return Ok(());
+    }
     let since = env.unix() - env.reveal_windows.operator_seconds;
     let window = rows::approved_by_since_on(c, approver.id, since)?;
     if window.count >= i64::from(policy.reveals_per_operator_per_hour) {
@@ -572,14 +578,14 @@ fn check_decidable(
     Ok(())
 }
 
-/// [`check_decidable`] on a pooled connection.
+/// [`check_decidable`] on a pooled connection, for an approval about to be prompted for.
 async fn decidable(
     env: &Env<'_>,
     approver: &Operator,
     row: &ApprovalRow,
 ) -> Result<(), ApprovalError> {
     env.store
-        .inline(|c| check_decidable(env, c, approver, row))
+        .inline(|c| check_decidable(env, c, approver, row, true))
         .await?
 }
 
@@ -694,7 +700,7 @@ async fn decide(
     let outcome = tx
         .inline(|c| -> Result<(), ApprovalError> {
             let row = rows::by_id_on(c, id)?.ok_or(ApprovalError::NotFound(id))?;
-            check_decidable(env, c, approver, &row)?;
+            check_decidable(env, c, approver, &row, approve.is_some())?;
             let policy = env
                 .policies
                 .get(&row.policy)

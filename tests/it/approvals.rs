@@ -681,6 +681,50 @@ async fn an_approvers_approvals_count_against_their_own_limit() {
     )
     .await;
     assert_eq!(status_of(&hal, id).await, "pending");
+    // Denying is never limited.
+    let (status, body) = bea
+        .post(
+            &format!("/api/v1/approvals/{id}/deny"),
+            json!({ "reason": "enough for this hour" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_reassigned_while_its_request_waits_voids_the_request() {
+    let Desk {
+        srv,
+        pat,
+        hal,
+        mut bea,
+    } = desk().await;
+    high_risk(&pat, "HR-12", SEED_B32).await;
+    let id = request(&hal, "HR-12").await;
+    let (status, body) = pat
+        .request(
+            Method::PATCH,
+            "/api/v1/tokens/HR-12",
+            Some(json!({ "owner": "someone-else@example.org" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refused = approve(&mut bea, id).await;
+    assert_refused(
+        &srv,
+        refused,
+        StatusCode::CONFLICT,
+        "void: the token's owner changed",
+        "operator:bea",
+    )
+    .await;
+    let events = actions(&srv).await;
+    assert_eq!(
+        events[events.len() - 2..],
+        ["approval.voided", "approval.refused"]
+    );
+    assert_eq!(status_of(&hal, id).await, "void");
     srv.stop_and_check().await;
 }
 
