@@ -233,13 +233,20 @@ impl ApprovalError {
     }
 
     /// The status change a refusal records with it: an expiry noticed, a binding broken.
-    fn status_change(&self) -> Option<(i64, &'static str)> {
+    fn status_change(&self) -> Option<(i64, StatusChange)> {
         match self {
-            Self::Expired(id) => Some((*id, "approval.expired")),
-            Self::Void { id, .. } => Some((*id, "approval.voided")),
+            Self::Expired(id) => Some((*id, StatusChange::Expired)),
+            Self::Void { id, .. } => Some((*id, StatusChange::Voided)),
             _ => None,
         }
     }
+}
+
+/// What a refusal noticed about its approval, written with it.
+#[derive(Clone, Copy)]
+enum StatusChange {
+    Expired,
+    Voided,
 }
 
 /// The SHA-256 (hex) of everything an approval binds: the token (its row and random id, serial,
@@ -331,18 +338,21 @@ pub(super) async fn record_refusal(
     let reason = error.to_string();
     let written = tx
         .inline(|c| -> Result<(), ApprovalError> {
-            if let Some((approval, action)) = error.status_change() {
-                let changed = match action {
-                    "approval.expired" => rows::expire_on(c, approval, now)?,
-                    _ => rows::void_on(c, approval)?,
+            if let Some((approval, change)) = error.status_change() {
+                // An expiry is the clock's doing; a broken binding, the caller's.
+                let (changed, action, by) = match change {
+                    StatusChange::Expired => (
+                        rows::expire_on(c, approval, now)?,
+                        "approval.expired",
+                        "system".to_owned(),
+                    ),
+                    StatusChange::Voided => (
+                        rows::void_on(c, approval)?,
+                        "approval.voided",
+                        actor.actor(),
+                    ),
                 };
                 if changed {
-                    // An expiry is the clock's doing; a broken binding, the caller's.
-                    let by = if action == "approval.voided" {
-                        actor.actor()
-                    } else {
-                        "system".to_owned()
-                    };
                     let event = NewEvent::new(by, action, target)
                         .outcome(Outcome::Denied)
                         .details(json!({ "approval": approval, "reason": reason }));

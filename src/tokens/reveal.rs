@@ -349,14 +349,19 @@ fn authorize_on(
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
-    let binding = approval::binding(
-        &token,
-        operator.id,
-        policy,
-        &checks,
-        ticket.as_deref(),
-        note.as_deref(),
-    );
+    // Only a four-eyes reveal is bound to an approval; the others skip the digest.
+    let binding = if policy.approval.second_operator || approved.is_some() {
+        approval::binding(
+            &token,
+            operator.id,
+            policy,
+            &checks,
+            ticket.as_deref(),
+            note.as_deref(),
+        )
+    } else {
+        String::new()
+    };
     let pending = PendingReveal {
         serial: token.serial,
         operator_id: operator.id,
