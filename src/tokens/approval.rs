@@ -940,3 +940,113 @@ pub(super) async fn record_reveal_refusal(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::secret::Algorithm;
+
+    fn token() -> Token {
+        Token {
+            serial: "HR-1".into(),
+            owner: Some("ceo@example.org".into()),
+            display_name: None,
+            manufacturer: None,
+            model: None,
+            algorithm: Algorithm::parse("SHA1").unwrap(),
+            digits: 6,
+            period: 30,
+            drift_steps: 0,
+            policy: "high-risk".into(),
+            state: TokenState::Escrowed,
+            captured_by: "operator:pat".into(),
+            captured_at: 0,
+            retention_deadline: 0,
+            delivered_at: None,
+            delivered_by: None,
+            purged_at: None,
+            purge_reason: None,
+            row_id: 7,
+            token_id: "0b5c1f0e-6a55-4b0e-9a53-2f4f4cf0a001".into(),
+            t0: 0,
+        }
+    }
+
+    #[test]
+    fn the_binding_changes_with_every_field_an_approval_binds() {
+        let set = crate::policy::load_embedded().unwrap();
+        let high = set.get("high-risk").unwrap();
+        let checks = vec!["callback".to_owned(), "manager".to_owned()];
+        let base = binding(&token(), 1, high, &checks, Some("INC-1"), Some("n"));
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            binding(&token(), 1, high, &checks, Some("INC-1"), Some("n")),
+            "the same reveal binds the same way"
+        );
+        let mut other_policy = high.clone();
+        other_policy.content_hash = "0".repeat(64);
+        let variations = [
+            binding(
+                &Token {
+                    owner: None,
+                    ..token()
+                },
+                1,
+                high,
+                &checks,
+                Some("INC-1"),
+                Some("n"),
+            ),
+            binding(
+                &Token {
+                    serial: "HR-2".into(),
+                    ..token()
+                },
+                1,
+                high,
+                &checks,
+                Some("INC-1"),
+                Some("n"),
+            ),
+            binding(
+                &Token {
+                    row_id: 8,
+                    ..token()
+                },
+                1,
+                high,
+                &checks,
+                Some("INC-1"),
+                Some("n"),
+            ),
+            binding(
+                &Token {
+                    policy: "standard".into(),
+                    ..token()
+                },
+                1,
+                high,
+                &checks,
+                Some("INC-1"),
+                Some("n"),
+            ),
+            binding(&token(), 2, high, &checks, Some("INC-1"), Some("n")),
+            binding(
+                &token(),
+                1,
+                &other_policy,
+                &checks,
+                Some("INC-1"),
+                Some("n"),
+            ),
+            binding(&token(), 1, high, &checks[..1], Some("INC-1"), Some("n")),
+            binding(&token(), 1, high, &checks, Some("INC-2"), Some("n")),
+            binding(&token(), 1, high, &checks, Some("INC-1"), None),
+        ];
+        for (i, changed) in variations.iter().enumerate() {
+            assert_ne!(&base, changed, "variation {i} must change the binding");
+        }
+    }
+}
