@@ -8,7 +8,8 @@
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
 //! - [`doctor`]  what is wrong with a deployment (`seedvault doctor`): read-only findings and fixes.
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
-//!   passkey-signed grant), delivery, cancel, purge and the retention sweep; bulk import's store.
+//!   passkey-signed grant), four-eyes approvals (`tokens::approval`), delivery, cancel, purge
+//!   and the retention sweep; bulk import's store.
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
 //! - [`directory`] the directory of record: owners' phones and managers from CSV or LDAP, synced
 //!   atomically with a dry-run diff; what the reveal shows beside the checklist.

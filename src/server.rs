@@ -190,8 +190,8 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// Expires and purges overdue seeds, and deletes expired sessions, once at start and then
-/// every minute.
+/// Expires and purges overdue seeds, records approvals whose time ran out, and deletes expired
+/// sessions, once at start and then every minute.
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -204,6 +204,13 @@ pub fn spawn_sweeper(state: AppState) {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "retention sweep failed; will retry in a minute")
+                }
+            }
+            match crate::tokens::approval::expire_overdue(&state.env()).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "expired approval requests"),
+                Err(e) => {
+                    tracing::error!(error = %e, "approval expiry sweep failed; will retry in a minute")
                 }
             }
             if let Err(e) = state.sessions.delete_expired().await {

@@ -1,5 +1,6 @@
 // seedvault: the one script. WebAuthn ceremonies (sign-in, invite registration, adding a
-// passkey, signing a reveal), the reveal countdown and the copy button. Loaded from
+// passkey, signing a reveal, approving a four-eyes request), following a request until it is
+// decided, the reveal countdown and the copy button. Loaded from
 // /static/seedvault.js under a CSP that forbids inline script.
 "use strict";
 
@@ -245,6 +246,67 @@ function showCode(panel, result) {
   panel.querySelector("[data-copy]")?.focus();
 }
 
+// Signs a started reveal with the operator's passkey and shows the code.
+async function signReveal(serial, challenge, form, panel) {
+  const credential = await navigator.credentials.get({ publicKey: requestOptions(challenge) });
+  const result = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/finish`, assertionJSON(credential));
+  form.hidden = true;
+  showCode(panel, result);
+}
+
+// Four-eyes: follows the request (GET every 2 s) until a second operator decides it; once
+// approved, the requester signs the reveal with their own passkey (`reveal/start` with the
+// approval's id, which reuses the answers the approval recorded).
+function followApproval(serial, approval, form, panel) {
+  const box = document.querySelector("[data-approval-panel]");
+  const state = box.querySelector("[data-approval-state]");
+  const error = box.querySelector("[data-approval-error]");
+  const sign = box.querySelector("[data-approval-reveal]");
+  form.hidden = true;
+  box.hidden = false;
+  const show = (a) => {
+    const by = a.decided_by ? ` by ${a.decided_by}` : "";
+    const texts = {
+      pending: `Request ${a.id}: waiting for a second operator to approve (until ${new Date(a.expires_at * 1000).toLocaleTimeString()}).`,
+      approved: `Approved${by}. Sign with your passkey to see the code.`,
+      denied: `Denied${by}: ${a.reason || "no reason given"}. No code can be revealed for this request.`,
+      expired: "The request expired before it was used. Reload the page to ask again.",
+      used: "This approval has been used.",
+      void: "The approval no longer matches the reveal (token, checks, ticket, note or policy changed). Reload the page to ask again.",
+    };
+    state.textContent = texts[a.status] || a.status;
+    box.dataset.status = a.status;
+    sign.hidden = a.status !== "approved";
+    if (a.status === "approved") sign.focus();
+  };
+  show(approval);
+  const poll = setInterval(async () => {
+    try {
+      const response = await fetch(`/api/v1/approvals/${approval.id}`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(data.message || `request failed (${response.status})`);
+      show(data);
+      if (data.status !== "pending") clearInterval(poll);
+    } catch (e) {
+      error.textContent = explain(e);
+      error.hidden = false;
+    }
+  }, 2000);
+  sign.addEventListener("click", async () => {
+    sign.disabled = true;
+    try {
+      const challenge = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/start`, { approval: approval.id });
+      await signReveal(serial, challenge, form, panel);
+      box.hidden = true;
+    } catch (e) {
+      error.textContent = explain(e);
+      error.hidden = false;
+      error.focus();
+      sign.disabled = false;
+    }
+  });
+}
+
 function setupReveal(form) {
   const panel = document.querySelector("[data-code-panel]");
   form.addEventListener("submit", async (event) => {
@@ -254,11 +316,12 @@ function setupReveal(form) {
     const data = new FormData(form);
     const body = { checks: data.getAll("checks"), ticket: data.get("ticket") || null, note: data.get("note") || null };
     try {
-      const challenge = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/start`, body);
-      const credential = await navigator.credentials.get({ publicKey: requestOptions(challenge) });
-      const result = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/finish`, assertionJSON(credential));
-      form.hidden = true;
-      showCode(panel, result);
+      const started = await api(`/api/v1/tokens/${encodeURIComponent(serial)}/reveal/start`, body);
+      if (started.approval) {
+        followApproval(serial, started.approval, form, panel);
+        return;
+      }
+      await signReveal(serial, started, form, panel);
     } catch (e) {
       showError(form, explain(e));
       busy(form, false);
@@ -273,8 +336,41 @@ function setupReveal(form) {
   });
 }
 
+// An approver approves a four-eyes request with their own passkey, bound to that request.
+function setupApprove(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    const id = encodeURIComponent(form.dataset.approval);
+    try {
+      const challenge = await api(`/api/v1/approvals/${id}/approve/start`, {});
+      const credential = await navigator.credentials.get({ publicKey: requestOptions(challenge) });
+      await api(`/api/v1/approvals/${id}/approve/finish`, assertionJSON(credential));
+      window.location.reload();
+    } catch (e) {
+      showError(form, explain(e));
+      busy(form, false);
+    }
+  });
+}
+
+function setupDeny(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    busy(form, true);
+    try {
+      await api(`/api/v1/approvals/${encodeURIComponent(form.dataset.deny)}/deny`, { reason: form.elements.reason.value });
+      window.location.reload();
+    } catch (e) {
+      showError(form, explain(e));
+      busy(form, false);
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  const setups = { login: setupLogin, register: setupRegister, "add-credential": setupAddCredential, reveal: setupReveal };
+  const setups = { login: setupLogin, register: setupRegister, "add-credential": setupAddCredential, reveal: setupReveal, approve: setupApprove };
+  for (const form of document.querySelectorAll("form[data-deny]")) setupDeny(form);
   for (const form of document.querySelectorAll("form[data-webauthn]")) {
     if (!window.PublicKeyCredential) {
       showError(form, "This browser does not support passkeys. Use a current Chrome, Edge, Firefox or Safari.");

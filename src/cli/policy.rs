@@ -12,8 +12,19 @@ pub fn run(cli: &Cli, dir: Option<&PathBuf>) -> anyhow::Result<()> {
     };
     let set = crate::policy::load_dir(&dir)?;
     for policy in set.all() {
+        let approval = &policy.approval;
+        let four_eyes = if approval.second_operator {
+            let roles: Vec<&str> = approval.approvers.iter().map(|r| r.as_str()).collect();
+            format!(
+                ", second operator ({}) within {} min",
+                roles.join("/"),
+                approval.ttl_seconds / 60
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {}{} checks, {} required, min {}, ticket {}, sha256 {}",
+            "{:<16} {}{} checks, {} required, min {}, ticket {}{four_eyes}, sha256 {}",
             policy.name,
             if policy.default { "(default) " } else { "" },
             policy.checks.len(),

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Check, DirectoryNeed, Policy, PolicySet};
+use super::{ApprovalSettings, Check, DirectoryNeed, Policy, PolicySet};
+use crate::operators::Role;
 
 /// The policies shipped in `policies/`, used when the configured directory is the default and
 /// does not exist (for example after `cargo install`).
@@ -102,6 +103,93 @@ struct RawLimits {
 struct RawApproval {
     #[serde(default)]
     second_operator: bool,
+    #[serde(default)]
+    approvers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    approval_ttl: Option<Spanned<RawDuration>>,
+}
+
+/// `approval_ttl`: whole minutes (`15`) or a span with its unit (`"15m"`, `"2h"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Minutes(i64),
+    Text(String),
+}
+
+/// Longest `approval_ttl` accepted: a day.
+const MAX_APPROVAL_TTL_SECONDS: i64 = 86_400;
+
+impl RawDuration {
+    fn seconds(&self) -> Result<i64, String> {
+        let fix = "write whole minutes (approval_ttl = 10) or a span such as \"10m\" or \"2h\"";
+        let seconds = match self {
+            Self::Minutes(m) => m.checked_mul(60),
+            Self::Text(text) => {
+                let text = text.trim();
+                let (number, unit) = match text.char_indices().last() {
+                    Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+                    _ => (text, 'm'),
+                };
+                let value: i64 = number
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("approval_ttl '{text}' is not a duration — {fix}"))?;
+                match unit {
+                    'm' => value.checked_mul(60),
+                    'h' => value.checked_mul(3_600),
+                    _ => {
+                        return Err(format!(
+                            "approval_ttl '{text}': the unit must be m or h — {fix}"
+                        ))
+                    }
+                }
+            }
+        };
+        match seconds {
+            Some(s) if (60..=MAX_APPROVAL_TTL_SECONDS).contains(&s) => Ok(s),
+            _ => Err(format!(
+                "approval_ttl must be between 1 minute and 24 hours — {fix}"
+            )),
+        }
+    }
+}
+
+fn approval_of(raw: Option<&Spanned<RawApproval>>) -> Result<ApprovalSettings, (usize, String)> {
+    let Some(raw) = raw else {
+        return Ok(ApprovalSettings::default());
+    };
+    let raw = raw.get_ref();
+    let mut approval = ApprovalSettings {
+        second_operator: raw.second_operator,
+        ..ApprovalSettings::default()
+    };
+    if let Some(list) = &raw.approvers {
+        let at = list.span().start;
+        let mut roles = Vec::new();
+        for name in list.get_ref() {
+            let role = Role::parse(name).map_err(|_| {
+                (
+                    at,
+                    format!("approvers: '{name}' is not a role — use admin, provisioner, helpdesk or auditor"),
+                )
+            })?;
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        if roles.is_empty() {
+            return Err((
+                at,
+                "approvers is empty: nobody could approve — list at least one role, e.g. [\"helpdesk\"]".into(),
+            ));
+        }
+        approval.approvers = roles;
+    }
+    if let Some(ttl) = &raw.approval_ttl {
+        approval.ttl_seconds = ttl.get_ref().seconds().map_err(|e| (ttl.span().start, e))?;
+    }
+    Ok(approval)
 }
 
 /// What a check with `source = …` needs from the directory: a callback check (id starting
@@ -226,14 +314,8 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     if raw.limits.reveals_per_token_per_day == 0 || raw.limits.reveals_per_operator_per_hour == 0 {
         return Err(invalid(0, "[limits] values must be at least 1".into()));
     }
-    if let Some(approval) = &raw.approval {
-        if approval.get_ref().second_operator {
-            return Err(invalid(
-                approval.span().start,
-                "second_operator = true (four-eyes approval) is not available in this version — set it to false".into(),
-            ));
-        }
-    }
+    let approval =
+        approval_of(raw.approval.as_ref()).map_err(|(at, reason)| invalid(at, reason))?;
     if let Some(days) = &raw.retention_days {
         if *days.get_ref() == 0 {
             return Err(invalid(
@@ -254,6 +336,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         next_code: raw.limits.next_code,
         retention_days: raw.retention_days.map(|d| *d.get_ref()),
         notify_manager: raw.notify_manager,
+        approval,
         content_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())),
         source: file.to_owned(),
     })
@@ -365,8 +448,20 @@ mod tests {
                 "p.toml:10:",
             ),
             (
-                format!("{GOOD}\n[approval]\nsecond_operator = true\n"),
-                "second_operator = true (four-eyes approval) is not available",
+                format!("{GOOD}\n[approval]\nsecond_operator = true\napprovers = [\"boss\"]\n"),
+                "p.toml:18: approvers: 'boss' is not a role",
+            ),
+            (
+                format!("{GOOD}\n[approval]\nsecond_operator = true\napprovers = []\n"),
+                "approvers is empty: nobody could approve",
+            ),
+            (
+                format!("{GOOD}\n[approval]\napproval_ttl = 0\n"),
+                "approval_ttl must be between 1 minute and 24 hours",
+            ),
+            (
+                format!("{GOOD}\n[approval]\napproval_ttl = \"10 days\"\n"),
+                "approval_ttl '10 days'",
             ),
         ];
         for (text, expected) in table {
@@ -405,6 +500,30 @@ mod tests {
         );
         let err = with("callback", "hr").unwrap_err().to_string();
         assert!(err.contains("source = 'hr' is unknown"), "{err}");
+    }
+
+    #[test]
+    fn approval_settings_load_with_their_defaults_and_change_the_content_hash() {
+        let plain = parse_policy("p.toml", GOOD).unwrap();
+        assert!(!plain.approval.second_operator);
+        assert_eq!(plain.approval.ttl_seconds, 600);
+        let table = [
+            ("approval_ttl = 15", 900),
+            ("approval_ttl = \"15m\"", 900),
+            ("approval_ttl = \"2h\"", 7_200),
+        ];
+        for (line, seconds) in table {
+            let text = format!("{GOOD}\n[approval]\nsecond_operator = true\n{line}\n");
+            let policy = parse_policy("p.toml", &text).unwrap();
+            assert!(policy.approval.second_operator);
+            assert_eq!(policy.approval.ttl_seconds, seconds, "{line}");
+            assert_ne!(policy.content_hash, plain.content_hash);
+        }
+        let text = format!(
+            "{GOOD}\n[approval]\nsecond_operator = true\napprovers = [\"admin\", \"helpdesk\"]\n"
+        );
+        let approvers = parse_policy("p.toml", &text).unwrap().approval.approvers;
+        assert_eq!(approvers, vec![Role::Admin, Role::Helpdesk]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod load;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::operators::{Role, Roles};
+
 pub use load::{load_configured, load_dir, load_embedded, parse_policy, PolicyError};
 
 /// Longest ticket reference accepted.
@@ -72,10 +74,44 @@ pub struct Policy {
     /// Whether the owner's manager gets the owner's notices too (reveal, delivery, cancel,
     /// purge); the address comes from `notices::manager_recipient`.
     pub notify_manager: bool,
-    /// SHA-256 of the file's bytes, hex: a reveal records the version it ran under.
+    /// Four-eyes approval: whether a second operator must approve each reveal, who may.
+    pub approval: ApprovalSettings,
+    /// SHA-256 of the file's bytes (so it covers the `[approval]` settings too), hex: a reveal records the version it ran under.
     pub content_hash: String,
     /// The file it came from.
     pub source: String,
+}
+
+/// Default minutes an approval request waits for a decision ([`ApprovalSettings::ttl_seconds`]).
+pub const DEFAULT_APPROVAL_TTL_MINUTES: i64 = 10;
+
+/// A policy's `[approval]` table (DESIGN §5): four-eyes reveals.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovalSettings {
+    /// A second operator must approve each reveal with their own passkey.
+    pub second_operator: bool,
+    /// Roles that may approve (any one of them); `helpdesk` by default.
+    pub approvers: Vec<Role>,
+    /// How long a request waits for a decision, and then how long an approval stays usable.
+    pub ttl_seconds: i64,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            second_operator: false,
+            approvers: vec![Role::Helpdesk],
+            ttl_seconds: DEFAULT_APPROVAL_TTL_MINUTES * 60,
+        }
+    }
+}
+
+impl ApprovalSettings {
+    /// Whether an operator holding `roles` may approve under this policy (whether they are the
+    /// requester is the approval's own rule).
+    pub fn may_approve(&self, roles: &Roles) -> bool {
+        self.approvers.iter().any(|r| roles.contains(*r))
+    }
 }
 
 /// What the operator submitted with a reveal.
@@ -187,6 +223,15 @@ impl PolicySet {
     pub fn all(&self) -> &[Policy] {
         &self.policies
     }
+
+    /// Names of the four-eyes policies whose approvals an operator holding `roles` may decide.
+    pub fn approvable_by(&self, roles: &Roles) -> Vec<String> {
+        self.policies
+            .iter()
+            .filter(|p| p.approval.second_operator && p.approval.may_approve(roles))
+            .map(|p| p.name.clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +308,19 @@ mod tests {
                 assert!(g.contains(e), "{checks:?}: {g} should contain {e}");
             }
         }
+    }
+
+    #[test]
+    fn high_risk_needs_a_second_operator_from_the_helpdesk_and_standard_does_not() {
+        let set = shipped();
+        let high = &set.get("high-risk").unwrap().approval;
+        assert!(high.second_operator);
+        assert_eq!(high.approvers, vec![Role::Helpdesk]);
+        assert_eq!(high.ttl_seconds, 600);
+        assert!(!set.default_policy().approval.second_operator);
+        let helpdesk = Roles::new([Role::Helpdesk]);
+        assert_eq!(set.approvable_by(&helpdesk), vec!["high-risk".to_owned()]);
+        assert!(set.approvable_by(&Roles::new([Role::Admin])).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! SQLite storage: the pool, its pragmas, migrations, and every query (grouped by table).
 //! No SQL lives outside this module.
 
+pub mod approvals;
 pub mod audit;
 pub mod delivery_links;
 pub mod directory;

@@ -3,6 +3,7 @@
 //! transaction with its audit event; seeds are sealed before they touch the store and never
 //! leave this module except as one-time codes.
 
+pub mod approval;
 pub mod delivery_link;
 pub mod import;
 pub mod lifecycle;

@@ -7,6 +7,11 @@
 //! operator's own passkeys, then re-checks everything in one transaction that records the
 //! reveal, the passkey's counter and the audit event, and only then hands out the code. Every
 //! refusal on the way is audited (`reveal.denied`, with the reason).
+//!
+//! Under a four-eyes policy (`[approval] second_operator = true`), [`start`] without an
+//! approval records a request for a second operator instead ([`Started::AwaitingApproval`]);
+//! with the id of an approved request it checks that approval ([`super::approval`] holds the
+//! rules) and the grant consumes it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,6 +19,7 @@ use webauthn_rs::prelude::{
     PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse, Webauthn,
 };
 
+use super::approval::{self, Approval, ApprovalError};
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
 use crate::directory::{self, OfRecord};
@@ -66,6 +72,8 @@ pub enum RevealError {
     Challenge(String),
     #[error(transparent)]
     Operator(#[from] operators::OperatorError),
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
 }
 
 fn list(shortfalls: &[Shortfall]) -> String {
@@ -93,6 +101,9 @@ pub struct RevealRequest<'a> {
     pub checks: &'a [String],
     pub ticket: Option<&'a str>,
     pub note: Option<&'a str>,
+    /// The approved four-eyes request this reveal carries out. Without checks, ticket and note
+    /// the request takes those the approval recorded.
+    pub approval: Option<i64>,
 }
 
 /// A reveal that passed the checklist and waits for its passkey assertion. Bound to the
@@ -107,6 +118,22 @@ pub struct PendingReveal {
     pub ticket: Option<String>,
     pub note: Option<String>,
     pub expires_at: i64,
+    /// The approval this reveal carries out (four-eyes policies).
+    #[serde(default)]
+    pub approval: Option<i64>,
+    /// What an approval of this reveal binds ([`approval::binding`]).
+    #[serde(default)]
+    pub binding: String,
+    #[serde(default)]
+    pub(crate) token_row: i64,
+}
+
+/// What [`start`] leads to.
+pub enum Started {
+    /// Sign the reveal with a passkey: the challenge, and the reveal waiting for [`finish`].
+    Challenge(RequestChallengeResponse, StartedReveal),
+    /// The policy needs a second operator: a request waits for their decision.
+    AwaitingApproval(Approval),
 }
 
 /// A started reveal: what was checked, and the WebAuthn challenge state its passkey
@@ -235,7 +262,8 @@ fn audited(error: &RevealError) -> bool {
     )
 }
 
-/// Records `outcome`'s refusal, if it is one to record, and hands it back.
+/// Records `outcome`'s refusal, if it is one to record, and hands it back. A refusal on the
+/// approval's account is `approval.refused` (with the expiry or void it noticed).
 async fn audit_refusal<T>(
     env: &Env<'_>,
     operator: &Operator,
@@ -243,7 +271,9 @@ async fn audit_refusal<T>(
     outcome: Result<T, RevealError>,
 ) -> Result<T, RevealError> {
     if let Err(error) = &outcome {
-        if audited(error) {
+        if let RevealError::Approval(inner) = error {
+            approval::record_reveal_refusal(env, operator, serial, inner).await?;
+        } else if audited(error) {
             record_denial(env, operator, serial, &error.to_string()).await?;
         }
     }
@@ -285,6 +315,26 @@ fn authorize_on(
         .policies
         .get(&token.policy)
         .ok_or_else(|| TokenError::UnknownPolicy(token.policy.clone()))?;
+    let approved = request
+        .approval
+        .map(|id| approval::check_usable(env, c, operator, id))
+        .transpose()?;
+    let recorded: Vec<String>;
+    let (checks, ticket, note) = match &approved {
+        Some(row)
+            if request.checks.is_empty() && request.ticket.is_none() && request.note.is_none() =>
+        {
+            recorded = serde_json::from_str(&row.checks).unwrap_or_default();
+            (&recorded[..], row.ticket.as_deref(), row.note.as_deref())
+        }
+        _ => (request.checks, request.ticket, request.note),
+    };
+    let request = RevealRequest {
+        checks,
+        ticket,
+        note,
+        approval: request.approval,
+    };
     let shortfalls = policy.evaluate(&Submission {
         checks: request.checks,
         ticket: request.ticket,
@@ -303,24 +353,45 @@ fn authorize_on(
     let mut checks: Vec<String> = request.checks.to_vec();
     checks.sort();
     checks.dedup();
+    let ticket = request
+        .ticket
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let note = request
+        .note
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    // Only a four-eyes reveal is bound to an approval; the others skip the digest.
+    let binding = if policy.approval.second_operator || approved.is_some() {
+        approval::binding(
+            &token,
+            operator.id,
+            policy,
+            &checks,
+            ticket.as_deref(),
+            note.as_deref(),
+        )
+    } else {
+        String::new()
+    };
     let pending = PendingReveal {
         serial: token.serial,
         operator_id: operator.id,
         policy: policy.name.clone(),
         policy_hash: policy.content_hash.clone(),
         checks,
-        ticket: request
-            .ticket
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned),
-        note: request
-            .note
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned),
+        ticket,
+        note,
         expires_at: env.unix() + PENDING_SECONDS,
+        approval: request.approval,
+        binding,
+        token_row: token.row_id,
     };
+    if let Some(row) = &approved {
+        approval::check_binding(row, &pending)?;
+    }
     Ok((pending, OfRecord::new(&owner, record)))
 }
 
@@ -348,14 +419,23 @@ fn directory_checks(
 
 /// Starts a reveal: checks the request (`authorize`), then challenges the operator's passkeys to
 /// sign it. The challenge goes to the browser; the [`StartedReveal`] waits for [`finish`].
+/// Under a four-eyes policy, a request without an approval becomes a request for one instead.
 pub async fn start(
     env: &Env<'_>,
     webauthn: &Webauthn,
     operator: &Operator,
     serial: &str,
     request: &RevealRequest<'_>,
-) -> Result<(RequestChallengeResponse, StartedReveal), RevealError> {
+) -> Result<Started, RevealError> {
     let (pending, of_record) = authorize(env, operator, serial, request).await?;
+    let policy = env
+        .policies
+        .get(&pending.policy)
+        .ok_or_else(|| TokenError::UnknownPolicy(pending.policy.clone()))?;
+    if policy.approval.second_operator && pending.approval.is_none() {
+        let requested = approval::request(env, operator, &pending, policy).await?;
+        return Ok(Started::AwaitingApproval(requested));
+    }
     let passkeys: Vec<_> = operators::passkeys::of(env.store, operator.id)
         .await?
         .into_iter()
@@ -367,7 +447,7 @@ pub async fn start(
     let (challenge, state) = webauthn
         .start_passkey_authentication(&passkeys)
         .map_err(|e| RevealError::Challenge(e.to_string()))?;
-    Ok((
+    Ok(Started::Challenge(
         challenge,
         StartedReveal {
             pending,
@@ -492,6 +572,8 @@ fn grant_on(
     let owner = token.owner.clone().unwrap_or_default();
     let record = directory_rows::by_owner_on(c, &owner)?;
     directory_checks(policy, &pending.checks, &owner, record.as_ref())?;
+    // The approval first: a second reveal on a used approval is told so, not about a limit.
+    let approved_by = approval::consume_on(env, c, operator, policy, pending)?;
     within_limits_on(env, c, policy, &token, operator)?;
     let sealed = sealed_seed.ok_or_else(|| TokenError::WrongState {
         serial: token.serial.clone(),
@@ -518,7 +600,7 @@ fn grant_on(
     drop(seed);
     rows::insert_reveal_on(c, token.row_id, operator.id, now)?;
     operators::record_credential_use_on(c, credential, env.now)?;
-    let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(json!({
+    let mut details = json!({
         "owner": token.owner,
         "policy": policy.name,
         "policy_hash": policy.content_hash,
@@ -526,7 +608,12 @@ fn grant_on(
         "ticket": pending.ticket,
         "note": pending.note,
         "next_code": revealed.next_code.is_some(),
-    }));
+    });
+    if let (Some(id), Some(fields)) = (pending.approval, details.as_object_mut()) {
+        fields.insert("approval".into(), id.into());
+        fields.insert("approved_by".into(), approved_by.into());
+    }
+    let event = NewEvent::new(operator.actor(), "reveal.granted", token.target()).details(details);
     audit::append_on(c, env.vault, env.now, event)?;
     if let Some(owner) = &token.owner {
         // The owner hears of every code given out; recorded in this transaction, sent later.

@@ -1,5 +1,6 @@
-//! Reveal ceremonies in flight: the pending reveal and its WebAuthn challenge state, between
-//! `reveal/start` and `reveal/finish`, kept in memory and keyed by the session id.
+//! Passkey prompts in flight: a reveal (the pending reveal and its WebAuthn challenge state,
+//! between `reveal/start` and `reveal/finish`) or an approval (between `approve/start` and
+//! `approve/finish`), kept in memory and keyed by the session id.
 //!
 //! Why not in the session (the SQLite session store)? Two reasons:
 //! - **Single use under concurrency.** tower-sessions loads a copy of the session for every
@@ -17,22 +18,51 @@ use std::sync::{Mutex, PoisonError};
 
 use tower_sessions::session::Id;
 
+use crate::tokens::approval::StartedApproval;
 use crate::tokens::reveal::StartedReveal;
 
-/// Ceremonies in flight, at most one per session.
-#[derive(Default)]
-pub struct PendingReveals(Mutex<HashMap<Id, StartedReveal>>);
+/// A ceremony that stops being answerable at some time.
+pub trait Expiring {
+    /// Unix time after which it is forgotten.
+    fn expires_at(&self) -> i64;
+}
 
-impl PendingReveals {
+impl Expiring for StartedReveal {
+    fn expires_at(&self) -> i64 {
+        self.pending.expires_at
+    }
+}
+
+impl Expiring for StartedApproval {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+/// Ceremonies of one kind in flight, at most one per session.
+pub struct Pending<T>(Mutex<HashMap<Id, T>>);
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+/// Reveals between `reveal/start` and `reveal/finish`.
+pub type PendingReveals = Pending<StartedReveal>;
+/// Approvals between `approve/start` and `approve/finish`.
+pub type PendingApprovals = Pending<StartedApproval>;
+
+impl<T: Expiring> Pending<T> {
     /// Stores the session's ceremony, replacing an earlier one, and forgets expired ones.
-    pub fn put(&self, session: Id, ceremony: StartedReveal, now: i64) {
+    pub fn put(&self, session: Id, ceremony: T, now: i64) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, c| c.pending.expires_at >= now);
+        map.retain(|_, c| c.expires_at() >= now);
         map.insert(session, ceremony);
     }
 
     /// Takes the session's ceremony out: it can be finished once.
-    pub fn take(&self, session: Id) -> Option<StartedReveal> {
+    pub fn take(&self, session: Id) -> Option<T> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

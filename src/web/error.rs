@@ -243,6 +243,42 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
             }
             E::ForeignPasskey | E::Assertion(_) => Self::Unauthorized(message),
             E::Operator(inner) => inner.into(),
+            E::Approval(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<crate::tokens::approval::ApprovalError> for AppError {
+    fn from(e: crate::tokens::approval::ApprovalError) -> Self {
+        use crate::tokens::approval::ApprovalError as E;
+        let message = e.to_string();
+        match e {
+            E::Token(inner) => inner.into(),
+            E::NotFound(_) => Self::NotFound(message),
+            E::NotYours { .. } | E::OwnRequest { .. } | E::NotApprover { .. } => {
+                Self::Forbidden(message)
+            }
+            E::Expired(_) => Self::Gone(message),
+            E::AlreadyDecided { .. }
+            | E::StillPending(_)
+            | E::Denied { .. }
+            | E::Used(_)
+            | E::Void { .. }
+            | E::Consumed(_)
+            | E::Required(_) => Self::Conflict(message),
+            E::WrongApproval { .. } | E::CeremonyExpired | E::NoPasskey | E::Challenge(_) => {
+                Self::BadRequest(message)
+            }
+            E::ReasonMissing | E::ReasonTooLong => Self::Unprocessable(message),
+            E::Limit {
+                retry_after_seconds,
+                ..
+            } => Self::TooManyRequests {
+                message,
+                retry_after_seconds,
+            },
+            E::ForeignPasskey | E::Assertion(_) => Self::Unauthorized(message),
+            E::Operator(inner) => inner.into(),
         }
     }
 }

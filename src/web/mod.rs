@@ -74,6 +74,8 @@ pub struct AppState {
     pub policies: Arc<PolicySet>,
     /// Reveals between start and finish (in memory, single use).
     pub reveals: Arc<ceremony::PendingReveals>,
+    /// Approvals between start and finish (in memory, single use).
+    pub approvals: Arc<ceremony::PendingApprovals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,7 @@ impl AppState {
             sessions,
             policies: Arc::new(policies),
             reveals: Arc::default(),
+            approvals: Arc::default(),
         })
     }
 

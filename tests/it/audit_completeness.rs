@@ -25,6 +25,7 @@ const CEREMONY_STARTS: &[(&str, &str)] = &[
     ("post", "/api/v1/auth/login/start"),
     ("post", "/api/v1/me/credentials/start"),
     ("post", "/api/v1/tokens/{serial}/reveal/start"),
+    ("post", "/api/v1/approvals/{id}/approve/start"),
 ];
 
 /// Reads that are themselves evidence (an export of the trail) and so are audited.
@@ -479,6 +480,109 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     assert_eq!(status, StatusCode::CREATED, "{report}");
     walk.settle("post", "/api/v1/imports", &["token.imported"])
         .await;
+
+    // Four-eyes (high-risk): reveal/start records a request; a second operator approves it
+    // (start + finish) and the requester reveals with it; another request is denied.
+    let start = "/api/v1/tokens/{serial}/reveal/start";
+    let checks = json!({ "checks": ["callback", "manager", "video-id"], "ticket": "INC-8" });
+    let mut approver = walk.srv.operator("bob", "helpdesk").await;
+    // high-risk's callback and manager checks rely on the directory of record (synced here
+    // directly; the walk posts the Directory page's own form further down).
+    let env = seedvault::directory::SyncEnv {
+        store: &walk.srv.state.store,
+        vault: &walk.srv.state.vault,
+        now: seedvault::clock::Clock::now(&*walk.srv.state.clock),
+    };
+    seedvault::directory::sync_csv(
+        &env,
+        "cli:test",
+        "directory.csv",
+        b"owner,phone,manager\nvip@example.org,+1 555 010 0900,boss@example.org\nboss@example.org,+1 555 010 0901,\n",
+        false,
+    )
+    .await
+    .unwrap();
+    walk.new_actions().await;
+    let mut ids = Vec::new();
+    for (serial, seed) in [("WALK-HR1", SEED_1), ("WALK-HR2", SEED_2)] {
+        let body = json!({ "serial": serial, "secret": seed, "owner": "vip@example.org", "policy": "high-risk" });
+        let path = "/api/v1/tokens";
+        walk.api(
+            &desk,
+            Method::POST,
+            path,
+            path,
+            Some(body),
+            &["token.captured"],
+        )
+        .await;
+        let concrete = format!("/api/v1/tokens/{serial}/reveal/start");
+        let requested = walk
+            .api(
+                &desk,
+                Method::POST,
+                start,
+                &concrete,
+                Some(checks.clone()),
+                &["approval.requested"],
+            )
+            .await;
+        ids.push(requested["approval"]["id"].as_i64().unwrap());
+    }
+    let challenge = walk
+        .start(
+            &approver,
+            "/api/v1/approvals/{id}/approve/start",
+            &format!("/api/v1/approvals/{}/approve/start", ids[0]),
+            json!({}),
+        )
+        .await;
+    let assertion = approver.assert(challenge);
+    walk.api(
+        &approver,
+        Method::POST,
+        "/api/v1/approvals/{id}/approve/finish",
+        &format!("/api/v1/approvals/{}/approve/finish", ids[0]),
+        Some(assertion),
+        &["approval.approved"],
+    )
+    .await;
+    let challenge = walk
+        .start(
+            &desk,
+            start,
+            "/api/v1/tokens/WALK-HR1/reveal/start",
+            json!({ "approval": ids[0] }),
+        )
+        .await;
+    let assertion = desk.assert(challenge);
+    let code = code_at(SEED_1, walk.srv.clock_unix());
+    walk.srv.canary.watch_code("four-eyes code", &code);
+    walk.forbid("four-eyes code", &code);
+    let (status, revealed) = desk
+        .send(
+            Method::POST,
+            "/api/v1/tokens/WALK-HR1/reveal/finish",
+            Some(assertion),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revealed}");
+    assert_eq!(revealed["code"], code.as_str());
+    walk.settle(
+        "post",
+        "/api/v1/tokens/{serial}/reveal/finish",
+        &["approval.used", "reveal.granted"],
+    )
+    .await;
+    walk.api(
+        &approver,
+        Method::POST,
+        "/api/v1/approvals/{id}/deny",
+        &format!("/api/v1/approvals/{}/deny", ids[1]),
+        Some(json!({ "reason": "the manager did not confirm" })),
+        &["approval.denied"],
+    )
+    .await;
 
     // Exporting the trail is itself recorded.
     let response = desk

@@ -567,3 +567,161 @@ async fn an_owner_confirms_delivery_from_the_link_on_a_phone_sized_window_by_key
     srv.assert_no_trace("delivered from the owner's link in Chromium", &sealed);
     desk.srv.stop_and_check().await;
 }
+
+/// Ticks `role` in the operator form `form` (an `action` value) of the operators page.
+async fn tick_role(driver: &WebDriver, form: &str, role: &str) {
+    wait_for(
+        driver,
+        &format!("form[action='{form}'] input[value={role}]"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+}
+
+async fn click(driver: &WebDriver, css: &str) {
+    wait_for(driver, css).await.click().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_four_eyes_reveal_goes_from_request_to_approval_to_code_across_two_browsers() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    // Two browsers, each with its own virtual authenticator: the requester's and the approver's.
+    let requester = browser(driver_port, true).await;
+    without_autofill(&requester).await;
+    register(&requester, &invite).await;
+    requester.goto(format!("{base}/operators")).await.unwrap();
+    for role in ["provisioner", "helpdesk"] {
+        tick_role(&requester, "/operators/admin", role).await;
+    }
+    click(
+        &requester,
+        "form[action='/operators/admin'] button[type=submit]",
+    )
+    .await;
+    wait_text(&requester, ".flash", "Saved admin").await;
+
+    // Invite the approver (helpdesk) and capture a high-risk token.
+    wait_for(&requester, "form[action='/operators'] input[name=name]")
+        .await
+        .send_keys("bea")
+        .await
+        .unwrap();
+    tick_role(&requester, "/operators", "helpdesk").await;
+    click(&requester, "form[action='/operators'] button[type=submit]").await;
+    let approver_invite = wait_for(&requester, ".invite-link")
+        .await
+        .text()
+        .await
+        .unwrap();
+    requester.goto(format!("{base}/tokens/new")).await.unwrap();
+    wait_for(&requester, "input[name=owner]")
+        .await
+        .send_keys("ceo@example.org")
+        .await
+        .unwrap();
+    requester
+        .find(By::Css("input[name=serial]"))
+        .await
+        .unwrap()
+        .send_keys("BR-HR")
+        .await
+        .unwrap();
+    requester
+        .find(By::Css("textarea[name=secret]"))
+        .await
+        .unwrap()
+        .send_keys(SEED_B32)
+        .await
+        .unwrap();
+    click(&requester, "select[name=policy] option[value=high-risk]").await;
+    click(&requester, "form[action='/tokens/new'] button[type=submit]").await;
+    wait_text(&requester, ".flash", "BR-HR escrowed").await;
+
+    // The high-risk policy relies on the directory of record for the callback and manager.
+    std::fs::write(
+        dir.path().join("directory.csv"),
+        "owner,display_name,phone,mobile,manager,department,mail\n\
+         ceo@example.org,Cleo Exec,+1 555 010 0700,,chair@example.org,Board,ceo@example.org\n\
+         chair@example.org,Chair,+1 555 010 0701,,,Board,chair@example.org\n",
+    )
+    .unwrap();
+    let synced = Command::new(env!("CARGO_BIN_EXE_seedvault"))
+        .current_dir(dir.path())
+        .args(["directory", "sync", "directory.csv"])
+        .env_remove("SEEDVAULT_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+
+    let approver = browser(driver_port, true).await;
+    without_autofill(&approver).await;
+    register(&approver, approver_invite.trim()).await;
+
+    // The requester asks: the page waits for the approval.
+    requester
+        .goto(format!("{base}/tokens/BR-HR/reveal"))
+        .await
+        .unwrap();
+    for check in ["callback", "video-id", "manager"] {
+        click(&requester, &format!("input[value={check}]")).await;
+    }
+    requester
+        .find(By::Css("input[name=ticket]"))
+        .await
+        .unwrap()
+        .send_keys("INC-4711")
+        .await
+        .unwrap();
+    click(&requester, "form[data-webauthn=reveal] button[type=submit]").await;
+    wait_text(
+        &requester,
+        "[data-approval-state]",
+        "waiting for a second operator",
+    )
+    .await;
+    shot(&requester, "four-eyes-waiting").await;
+
+    // The approver sees the count in the header, opens the request and approves.
+    approver.goto(format!("{base}/")).await.unwrap();
+    wait_text(&approver, "header nav .count", "1").await;
+    click(&approver, "header nav a[href='/approvals']").await;
+    click(&approver, "th a[href^='/approvals/']").await;
+    wait_text(&approver, "main", "INC-4711").await;
+    shot(&approver, "four-eyes-approval").await;
+    click(&approver, "form[data-webauthn=approve] button[type=submit]").await;
+    wait_text(&approver, ".lead", "approved").await;
+
+    // The requester's page learns it without a reload, then signs with the requester's own
+    // passkey.
+    wait_text(&requester, "[data-approval-state]", "Approved by bea").await;
+    let before = unix_now();
+    click(&requester, "[data-approval-reveal]").await;
+    let shown = wait_for(&requester, "[data-code-panel]:not([hidden]) [data-code]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let after = unix_now();
+    let code = shown.replace(' ', "");
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap();
+    assert!(
+        (before - 1..=after + 1).any(|t| common::totp::totp(&seed, "SHA1", 6, 30, t) == code),
+        "the code {shown} equals an RFC 6238 computation"
+    );
+    shot(&requester, "four-eyes-code").await;
+    requester.quit().await.unwrap();
+    approver.quit().await.unwrap();
+}

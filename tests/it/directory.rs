@@ -145,9 +145,33 @@ async fn a_high_risk_reveal_is_refused_until_the_owner_has_a_number_of_record_wh
         )]
     );
 
-    // Now the reveal starts, and its response carries the numbers of record.
+    // Now the reveal starts. high-risk is a four-eyes policy: a second operator approves, and
+    // the requester's own start then carries the numbers of record beside the challenge.
     let (status, body) = helpdesk
-        .post("/api/v1/tokens/D-1/reveal/start", start)
+        .post("/api/v1/tokens/D-1/reveal/start", start.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let approval = body["approval"]["id"].as_i64().unwrap();
+    let mut approver = srv.operator("bea", "helpdesk").await;
+    let (status, challenge) = approver
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve/start"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    let assertion = approver.assert(challenge);
+    let (status, body) = approver
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve/finish"),
+            assertion,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut with_approval = start.clone();
+    with_approval["approval"] = json!(approval);
+    let (status, body) = helpdesk
+        .post("/api/v1/tokens/D-1/reveal/start", with_approval)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let record = &body["directory"];
@@ -158,6 +182,12 @@ async fn a_high_risk_reveal_is_refused_until_the_owner_has_a_number_of_record_wh
     assert_eq!(record["source"], "csv");
     assert!(record["synced_at"].as_str().unwrap().starts_with("2025-"));
     assert!(body["publicKey"]["challenge"].is_string());
+    let assertion = helpdesk.assert(body);
+    let (status, body) = helpdesk
+        .post("/api/v1/tokens/D-1/reveal/finish", assertion)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["code"].is_string(), "{body}");
 
     let (_, reveal_page) = page(&helpdesk, "/tokens/D-1/reveal").await;
     for shown in [
@@ -169,8 +199,6 @@ async fn a_high_risk_reveal_is_refused_until_the_owner_has_a_number_of_record_wh
     ] {
         assert!(reveal_page.contains(shown), "{shown}: {reveal_page}");
     }
-    let (status, body) = helpdesk.reveal("D-1", &checks, Some("INC-7")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     srv.stop_and_check().await;
 }
 

@@ -10,6 +10,7 @@ mod common;
 
 mod accessibility;
 mod api_contract;
+mod approvals;
 mod audit;
 mod audit_completeness;
 mod browser;

@@ -784,6 +784,15 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
             "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",
         ) => (SignedIn, &["helpdesk"]),
         ("get", "/api/v1/audit" | "/api/v1/audit/verify") => (SignedIn, &["auditor", "admin"]),
+        // Who may decide an approval is per policy (`approvers`), so every signed-in operator
+        // reaches these routes and the domain refuses the others (403, `tests/it/approvals.rs`).
+        ("get", "/api/v1/approvals" | "/api/v1/approvals/{id}")
+        | (
+            "post",
+            "/api/v1/approvals/{id}/approve/start"
+            | "/api/v1/approvals/{id}/approve/finish"
+            | "/api/v1/approvals/{id}/deny",
+        ) => (SignedIn, all),
         _ => return None,
     })
 }

@@ -39,6 +39,7 @@ async fn each_page_opens_for_its_roles_and_is_a_real_error_page_for_others() {
         ("/tokens/P-1", &[]),
         ("/policies", &[]),
         ("/me", &[]),
+        ("/approvals", &[]),
         ("/tokens/new", &["provisioner"]),
         ("/tokens/P-1/reveal", &["helpdesk"]),
         ("/audit", &["auditor", "admin"]),

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`. Routes are registered through utoipa-axum so that the
 //! OpenAPI document at `/api/v1/openapi.json` is generated from the very same table.
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod imports;
@@ -25,7 +26,7 @@ use super::{AppError, AppState, ErrorBody};
     tags((name = "auth", description = "passkey registration and sign-in"),
          (name = "operators", description = "operators, roles, credentials"),
          (name = "tokens", description = "capture, search and assignment of escrowed tokens"),
-         (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code"),
+         (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code; four-eyes approvals"),
          (name = "policies", description = "reveal policies"),
          (name = "audit", description = "export and verification of the signed audit trail"),
          (name = "meta", description = "the API itself")),
@@ -60,6 +61,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::detail, tokens::update))
         .routes(routes!(tokens::reveal_start))
         .routes(routes!(tokens::reveal_finish))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::detail))
+        .routes(routes!(approvals::approve_start))
+        .routes(routes!(approvals::approve_finish))
+        .routes(routes!(approvals::deny))
         .routes(routes!(tokens::deliver))
         .routes(routes!(tokens::cancel))
         .routes(routes!(tokens::delivery_link))

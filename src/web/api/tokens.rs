@@ -101,10 +101,22 @@ pub struct TokenPatch {
 
 #[derive(Deserialize, ToSchema)]
 pub struct RevealStart {
-    /// Ids of the policy's checks the operator ticked.
+    /// Ids of the policy's checks the operator ticked. May be left out together with `ticket`
+    /// and `note` when `approval` is given: the approved request's answers are used.
+    #[serde(default)]
     checks: Vec<String>,
     ticket: Option<String>,
     note: Option<String>,
+    /// Under a four-eyes policy: the id of the approved request this reveal carries out.
+    #[serde(default)]
+    approval: Option<i64>,
+}
+
+/// The answer to a four-eyes `reveal/start` without an approval: the request a second
+/// operator must decide (`GET /api/v1/approvals/{id}` follows it).
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalRequested {
+    approval: crate::tokens::approval::Approval,
 }
 
 /// The one place a code leaves the vault. Borrows the zeroizing code, so the digits are
@@ -280,33 +292,44 @@ pub struct RevealChallenge {
 }
 
 /// Start a reveal (helpdesk): the checklist is checked and a passkey challenge returned, with
-/// the owner's numbers and manager of record.
+/// the owner's numbers and manager of record. Under a four-eyes policy, without an approved
+/// `approval`, a request for a second operator's approval is recorded instead (202).
 #[utoipa::path(post, path = "/tokens/{serial}/reveal/start", tag = "reveal", params(("serial" = String, Path)), request_body = RevealStart,
     responses((status = 200, description = "WebAuthn request challenge signing this reveal, and the directory record", body = RevealChallenge),
-              (status = 401), (status = 403), (status = 404), (status = 409, description = "token not escrowed or without owner, or a check with source = \"directory\" lacks the owner's record"),
+              (status = 202, description = "the policy needs a second operator: the request waits for their approval", body = ApprovalRequested,
+               links(("get_approval" = (operation_id = "get_approval", parameters(("id" = "$response.body#/approval/id")))))),
+              (status = 401), (status = 403, description = "not helpdesk, or the approval is another operator's"), (status = 404),
+              (status = 409, description = "token not escrowed or without owner; a check with source = \"directory\" lacks the owner's record; the approval is pending, denied, used or void (it no longer matches the reveal)"),
+              (status = 410, description = "the approval expired"),
               (status = 422, description = "checklist, ticket or note falls short of the policy"), (status = 429, description = "a reveal limit was hit")))]
 pub async fn reveal_start(
     State(state): State<AppState>,
     auth: Authorized<HelpdeskOnly>,
     Path(serial): Path<String>,
     Json(body): Json<RevealStart>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Response, AppError> {
     let operator = auth.operator();
     let env = state.env();
     let request = RevealRequest {
         checks: &body.checks,
         ticket: body.ticket.as_deref(),
         note: body.note.as_deref(),
+        approval: body.approval,
     };
-    let (challenge, started) =
-        reveal::start(&env, &state.webauthn, operator, &serial, &request).await?;
-    let session = signed_in_session_id(&auth)?;
-    let mut body = to_json(&challenge)?;
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert("directory".into(), to_json(&started.of_record)?);
+    match reveal::start(&env, &state.webauthn, operator, &serial, &request).await? {
+        reveal::Started::Challenge(challenge, started) => {
+            let session = signed_in_session_id(&auth)?;
+            let mut body = to_json(&challenge)?;
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("directory".into(), to_json(&started.of_record)?);
+            }
+            state.reveals.put(session, started, env.unix());
+            Ok(Json(body).into_response())
+        }
+        reveal::Started::AwaitingApproval(approval) => {
+            Ok((StatusCode::ACCEPTED, Json(ApprovalRequested { approval })).into_response())
+        }
     }
-    state.reveals.put(session, started, env.unix());
-    Ok(Json(body))
 }
 
 /// The id of the signed-in session a reveal ceremony is bound to.

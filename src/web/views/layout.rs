@@ -14,6 +14,9 @@ pub struct PageCtx {
     pub flash: Option<Flash>,
     /// The current path, to mark the navigation entry.
     pub path: String,
+    /// Requests the operator may approve, for approvers (four-eyes policies); `None` for
+    /// everyone else.
+    pub pending_approvals: Option<i64>,
 }
 
 impl PageCtx {
@@ -32,6 +35,22 @@ fn nav_link(ctx: &PageCtx, href: &str, label: &str) -> Markup {
     };
     html! {
         @if current { a href=(href) aria-current="page" { (label) } } @else { a href=(href) { (label) } }
+    }
+}
+
+/// The approvals entry, with the number of requests waiting for this operator.
+fn approvals_link(ctx: &PageCtx, count: i64) -> Markup {
+    let current = ctx.path.starts_with("/approvals");
+    let label = if count == 1 {
+        "1 request waits for your approval".to_owned()
+    } else {
+        format!("{count} requests wait for your approval")
+    };
+    html! {
+        a href="/approvals" aria-current=[current.then_some("page")] title=(label) {
+            "Approvals"
+            @if count > 0 { " " span.count aria-hidden="true" { (count) } span.visually-hidden { " (" (label) ")" } }
+        }
     }
 }
 
@@ -60,6 +79,7 @@ pub fn page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
                                 @if ctx.has(Role::Auditor) || ctx.has(Role::Admin) { (nav_link(ctx, "/audit", "Audit")) }
                                 @if ctx.has(Role::Admin) { (nav_link(ctx, "/operators", "Operators")) (nav_link(ctx, "/directory", "Directory")) }
                                 (nav_link(ctx, "/policies", "Policies"))
+                                @if let Some(count) = ctx.pending_approvals { (approvals_link(ctx, count)) }
                             }
                             div.who {
                                 a href="/me" { (name) }

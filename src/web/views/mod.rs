@@ -2,6 +2,7 @@
 //! functions as the JSON API; the WebAuthn steps run in `templates/seedvault.js` against the
 //! API. Errors render as real pages through [`PageError`].
 
+mod approvals;
 mod audit;
 mod auth;
 mod dashboard;
@@ -185,6 +186,12 @@ impl FromRequestParts<AppState> for PageOperator {
     ) -> Result<Self, Self::Rejection> {
         let current = CurrentOperator::from_request_parts(parts, state).await?;
         let flash = current.session.remove::<Flash>(FLASH).await.ok().flatten();
+        // One COUNT for approvers; a failure only hides the number.
+        let pending_approvals =
+            crate::tokens::approval::pending_count(&state.env(), &current.operator)
+                .await
+                .ok()
+                .flatten();
         let ctx = PageCtx {
             operator: Some((
                 current.operator.name.clone(),
@@ -193,6 +200,7 @@ impl FromRequestParts<AppState> for PageOperator {
             development_slot: state.vault.has_development_slot(),
             flash,
             path: parts.uri.path().to_owned(),
+            pending_approvals,
         };
         Ok(Self { current, ctx })
     }
@@ -293,6 +301,8 @@ pub const PAGES: &[&str] = &[
     "/import",
     "/directory",
     "/deliver/{token}",
+    "/approvals",
+    "/approvals/{id}",
 ];
 
 /// Every page route.
@@ -326,6 +336,8 @@ pub fn router() -> Router<AppState> {
             "/deliver/{token}",
             get(deliver::show).post(deliver::confirm),
         )
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::detail))
         .route("/audit", get(audit::search))
         .route(
             "/directory",

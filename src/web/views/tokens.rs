@@ -479,6 +479,9 @@ pub async fn reveal(
             p.error-box role="alert" { "This token is " (token.state.as_str()) ": its seed is gone and no code can be revealed." }
         } @else {
             @if let Some(record) = &of_record { (record_panel(record)) }
+            @if policy.approval.second_operator {
+                p.hint { "Four-eyes policy: when you submit, another operator (" (policy.approval.approvers.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")) ", never you) must approve with their passkey. This page follows the request; once it is approved, you sign with your own passkey to see the code." }
+            }
             form.stack data-webauthn="reveal" data-serial=(token.serial) {
                 fieldset.checklist {
                     legend { "Verify the caller — tick only what you did" }
@@ -495,7 +498,15 @@ pub async fn reveal(
                     input type="text" name="ticket" maxlength="64" autocomplete="off" required[policy.ticket_required]; }
                 label { "Note " span.hint { "(optional, recorded in the audit trail)" } textarea name="note" maxlength="500" {} }
                 p.error-box data-error hidden tabindex="-1" role="alert" {}
-                button type="submit" { "Sign with my passkey and show the code" }
+                button type="submit" { (if policy.approval.second_operator { "Ask for approval" } else { "Sign with my passkey and show the code" }) }
+            }
+            @if policy.approval.second_operator {
+                section.approval-status data-approval-panel hidden aria-live="polite" {
+                    h2 { "Approval" }
+                    p data-approval-state {}
+                    p.error-box data-approval-error hidden tabindex="-1" role="alert" {}
+                    button type="button" data-approval-reveal hidden { "Sign with my passkey and show the code" }
+                }
             }
             section.code-panel data-code-panel hidden aria-labelledby="code-heading" {
                 p.muted id="code-heading" { "Read this code to the caller:" }
