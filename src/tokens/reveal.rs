@@ -131,7 +131,7 @@ pub struct PendingReveal {
 /// What [`start`] leads to.
 pub enum Started {
     /// Sign the reveal with a passkey: the challenge, and the reveal waiting for [`finish`].
-    Challenge(RequestChallengeResponse, StartedReveal),
+    Challenge(RequestChallengeResponse, Box<StartedReveal>),
     /// The policy needs a second operator: a request waits for their decision.
     AwaitingApproval(Approval),
 }
@@ -449,11 +449,11 @@ pub async fn start(
         .map_err(|e| RevealError::Challenge(e.to_string()))?;
     Ok(Started::Challenge(
         challenge,
-        StartedReveal {
+        Box::new(StartedReveal {
             pending,
             of_record,
             challenge: state,
-        },
+        }),
     ))
 }
 

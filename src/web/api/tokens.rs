@@ -323,7 +323,7 @@ pub async fn reveal_start(
             if let Some(fields) = body.as_object_mut() {
                 fields.insert("directory".into(), to_json(&started.of_record)?);
             }
-            state.reveals.put(session, started, env.unix());
+            state.reveals.put(session, *started, env.unix());
             Ok(Json(body).into_response())
         }
         reveal::Started::AwaitingApproval(approval) => {
