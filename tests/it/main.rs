@@ -23,4 +23,5 @@ mod import;
 mod operators;
 mod pages;
 mod pskc;
+mod qr;
 mod reveal;

@@ -8,6 +8,7 @@ mod dashboard;
 mod import;
 mod layout;
 mod operators;
+mod programming;
 mod tokens;
 
 use axum::extract::FromRequestParts;
@@ -292,6 +293,19 @@ pub fn router() -> Router<AppState> {
         .route("/policies", get(operators::policies))
         .route("/tokens", get(tokens::list))
         .route("/tokens/new", get(tokens::new_form).post(tokens::create))
+        // The QR image is read by `extract::Upload`, which enforces max_upload_mb itself.
+        .route(
+            "/tokens/new/qr",
+            post(tokens::create_from_qr).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/tokens/generate",
+            get(programming::form).post(programming::create),
+        )
+        .route(
+            "/tokens/{serial}/programming",
+            get(programming::show).post(programming::confirm),
+        )
         .route("/tokens/{serial}", get(tokens::detail))
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))

@@ -17,6 +17,7 @@ pub use canary::Canary;
 pub use passkey::Operator;
 
 pub mod passkey;
+pub mod qr;
 pub mod totp;
 
 /// A unix time inside the shared test data's reference step.
