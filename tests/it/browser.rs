@@ -656,7 +656,7 @@ async fn a_generated_seed_is_read_from_the_page_screenshot_confirmed_and_never_s
         .unwrap();
     for (field, value) in [("serial", "GEN-1"), ("issuer", "Contoso")] {
         driver
-            .find(By::Css(&format!("input[name={field}]")))
+            .find(By::Css(format!("input[name={field}]")))
             .await
             .unwrap()
             .send_keys(value)

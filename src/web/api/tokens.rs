@@ -181,7 +181,7 @@ pub struct QrPreviewForm {
 }
 
 /// Reads base64 image bytes (a `data:…;base64,` URL as a browser makes one is accepted too).
-fn image_from_base64(text: &str) -> Result<Zeroizing<Vec<u8>>, AppError> {
+fn image_from_base64(text: &str) -> Result<Image, AppError> {
     use base64::Engine;
     let text = text.trim();
     let text = match text.strip_prefix("data:") {
@@ -202,9 +202,12 @@ fn image_from_base64(text: &str) -> Result<Zeroizing<Vec<u8>>, AppError> {
         })
 }
 
+/// Image bytes read from a request, zeroized on drop.
+type Image = Zeroizing<Vec<u8>>;
+
 impl CaptureRequest {
     /// The form's fields as the JSON body would carry them, and its image part.
-    fn from_form(mut upload: Upload) -> Result<(Self, Option<Zeroizing<Vec<u8>>>), AppError> {
+    fn from_form(mut upload: Upload) -> Result<(Self, Option<Image>), AppError> {
         let text = |name: &str| upload.field(name).map(str::to_owned);
         let number =
             |name: &'static str| tokens::number_field(name, upload.field(name).unwrap_or_default());
