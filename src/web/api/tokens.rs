@@ -143,9 +143,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
     AppError::Unprocessable(format!("{field}: {}", reason.into()))
 }
 
-/// The same capture as a `multipart/form-data` form: the image in the part `qr_image` (or the
-/// typed `secret`), the other fields as text.
-#[derive(ToSchema)]
+/// The same capture as a `multipart/form-data` form (for the document only): the image in the
+/// part `qr_image` (or the typed `secret`), the other fields as text; a field of another name
+/// is refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CaptureForm {
     owner: Option<String>,
@@ -172,8 +174,9 @@ pub struct QrPreviewRequest {
     qr_image: Zeroizing<String>,
 }
 
-/// A QR image for a form preview.
-#[derive(ToSchema)]
+/// A QR image for a form preview (for the document only); no other field is accepted.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct QrPreviewForm {
     #[schema(value_type = String, format = Binary)]
@@ -205,9 +208,45 @@ fn image_from_base64(text: &str) -> Result<Image, AppError> {
 /// Image bytes read from a request, zeroized on drop.
 type Image = Zeroizing<Vec<u8>>;
 
+/// Refuses a form field the form does not have, as the document declares (no additional
+/// properties): a typo such as `seriall` would otherwise be dropped silently.
+fn only_fields(upload: &Upload, allowed: &[&str]) -> Result<(), AppError> {
+    match upload
+        .fields
+        .keys()
+        .find(|name| !allowed.contains(&name.as_str()))
+    {
+        Some(name) => Err(AppError::Unprocessable(format!(
+            "{}: not a field of this form — the fields are {}",
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(40)
+                .collect::<String>(),
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+const CAPTURE_FIELDS: &[&str] = &[
+    "owner",
+    "serial",
+    "secret",
+    "qr_image",
+    "format",
+    "display_name",
+    "manufacturer",
+    "model",
+    "algorithm",
+    "digits",
+    "period",
+    "policy",
+];
+
 impl CaptureRequest {
     /// The form's fields as the JSON body would carry them, and its image part.
     fn from_form(mut upload: Upload) -> Result<(Self, Option<Image>), AppError> {
+        only_fields(&upload, CAPTURE_FIELDS)?;
         let text = |name: &str| upload.field(name).map(str::to_owned);
         let number =
             |name: &'static str| tokens::number_field(name, upload.field(name).unwrap_or_default());
@@ -287,7 +326,10 @@ pub async fn qr_preview(
 ) -> Result<Response, AppError> {
     let image = match body {
         JsonOrForm::Json(body) => image_from_base64(&body.qr_image)?,
-        JsonOrForm::Form(mut upload) => upload.file.take().unwrap_or_default(),
+        JsonOrForm::Form(mut upload) => {
+            only_fields(&upload, &["qr_image"])?;
+            upload.file.take().unwrap_or_default()
+        }
     };
     let SecretInput::QrImage(image) = SecretInput::new(None, Some(image)).map_err(|_| {
         invalid(
