@@ -599,3 +599,50 @@ pub async fn update(
     tx.commit().await?;
     Ok(token)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> Option<Zeroizing<String>> {
+        Some(Zeroizing::new(t.to_owned()))
+    }
+
+    fn image(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        Some(Zeroizing::new(bytes.to_vec()))
+    }
+
+    #[test]
+    fn a_capture_takes_exactly_one_of_a_typed_secret_and_a_qr_image() {
+        assert!(matches!(
+            SecretInput::new(text("JBSWY3DPEHPK3PXP"), None).unwrap(),
+            SecretInput::Text(_)
+        ));
+        assert!(matches!(
+            SecretInput::new(text("  "), image(b"png")).unwrap(),
+            SecretInput::QrImage(_)
+        ));
+        let both = SecretInput::new(text("JBSWY3DPEHPK3PXP"), image(b"png"));
+        assert!(both.err().unwrap().to_string().starts_with("qr_image: "));
+        let neither = SecretInput::new(None, image(b""));
+        assert!(neither.err().unwrap().to_string().starts_with("secret: "));
+    }
+
+    #[test]
+    fn a_qr_preview_says_what_the_uri_holds_and_refuses_a_short_seed_naming_qr_image() {
+        let found = preview_otpauth(
+            "otpauth://totp/ACME:ada?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&digits=8&period=60",
+        )
+        .unwrap();
+        assert_eq!(found.issuer.as_deref(), Some("ACME"));
+        assert_eq!(found.account.as_deref(), Some("ada"));
+        assert_eq!((found.digits, found.period, found.seed_bits), (8, 60, 160));
+        let short = preview_otpauth("otpauth://totp/A:b?secret=JBSWY3DPEHPK3");
+        let message = short.err().unwrap().to_string();
+        assert!(
+            message.starts_with("qr_image: ") && message.contains("80 bits"),
+            "{message}"
+        );
+    }
+}

@@ -171,6 +171,9 @@ pub struct Upload {
     pub file_name: Option<String>,
     /// The file's bytes; `None` when a form had no `file` part.
     pub file: Option<Zeroizing<Vec<u8>>>,
+    /// A form's `qr_image` part (a QR screenshot), kept apart from `file` so that neither
+    /// route takes the other's part for its own.
+    pub qr_image: Option<Zeroizing<Vec<u8>>>,
     /// The form's other fields (empty for a raw body). Zeroized: one may hold a key.
     pub fields: HashMap<String, Zeroizing<String>>,
 }
@@ -239,6 +242,7 @@ impl Upload {
                 form: false,
                 file_name: None,
                 file: Some(Zeroizing::new(bytes.to_vec())),
+                qr_image: None,
                 fields: HashMap::new(),
             });
         }
@@ -247,13 +251,16 @@ impl Upload {
             form: true,
             file_name: None,
             file: None,
+            qr_image: None,
             fields: HashMap::new(),
         };
         while let Some(field) = multipart.next_field().await? {
             let name = field.name().unwrap_or_default().to_owned();
-            if name == "file" || name == "qr_image" {
+            if name == "file" {
                 upload.file_name = field.file_name().map(str::to_owned);
                 upload.file = Some(Zeroizing::new(field.bytes().await?.to_vec()));
+            } else if name == "qr_image" {
+                upload.qr_image = Some(Zeroizing::new(field.bytes().await?.to_vec()));
             } else {
                 let value = Zeroizing::new(field.text().await?);
                 upload.fields.insert(name, value);

@@ -171,6 +171,38 @@ async fn bad_qr_images_are_refused_with_the_fix_and_nothing_is_stored() {
     srv.stop_and_check().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_page_previews_a_qr_image_without_a_script_and_stores_nothing() {
+    let Desk {
+        srv, provisioner, ..
+    } = desk().await;
+    let png = screenshot(URI);
+    let form = multipart(
+        "shot.png",
+        &[
+            ("owner", b"ada@example.org"),
+            ("serial", b"Q-3"),
+            ("policy", b"standard"),
+            ("step", b"preview"),
+            ("qr_image", &png),
+        ],
+    );
+    let (status, page) = post_form(&provisioner, "/tokens/new/qr", form).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Found in the QR code"), "{page}");
+    assert!(page.contains("data-qr-issuer>Contoso<"), "{page}");
+    assert!(page.contains("data-qr-digits>8<"), "{page}");
+    assert!(
+        page.contains("value=\"Q-3\""),
+        "the serial is kept for the capture"
+    );
+    assert_eq!(
+        provisioner.get("/api/v1/tokens/Q-3").await.0,
+        StatusCode::NOT_FOUND
+    );
+    srv.stop_and_check().await;
+}
+
 /// Generates through the API as `provisioner`; the seed is put on the canary's watch list.
 async fn generate(
     srv: &TestServer,

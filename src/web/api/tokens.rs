@@ -264,7 +264,7 @@ impl CaptureRequest {
             period: number("period")?,
             policy: text("policy"),
         };
-        Ok((body, upload.file.take()))
+        Ok((body, upload.qr_image.take()))
     }
 }
 
@@ -328,7 +328,7 @@ pub async fn qr_preview(
         JsonOrForm::Json(body) => image_from_base64(&body.qr_image)?,
         JsonOrForm::Form(mut upload) => {
             only_fields(&upload, &["qr_image"])?;
-            upload.file.take().unwrap_or_default()
+            upload.qr_image.take().unwrap_or_default()
         }
     };
     let SecretInput::QrImage(image) = SecretInput::new(None, Some(image)).map_err(|_| {

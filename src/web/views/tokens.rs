@@ -331,7 +331,7 @@ pub async fn create_from_qr(
         policy: upload.field("policy").unwrap_or_default().to_owned(),
     };
     let preview_only = upload.field("step") == Some("preview");
-    let image = upload.file.take();
+    let image = upload.qr_image.take();
     let result: Result<Response, AppError> = async {
         let source = SecretInput::new(None, image)?;
         if preview_only {
