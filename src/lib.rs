@@ -21,6 +21,8 @@
 //!   signatures; verify (live and exports) and streamed JSONL/CSV export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
+//! - [`qr`]      QR codes: the `otpauth://totp/` URI out of a PNG/JPEG screenshot (bounded in bytes,
+//!   pixels and time, zeroized) and a generated seed's QR as SVG or terminal blocks.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
 //! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
 //! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table.
@@ -54,6 +56,7 @@ pub mod notices;
 pub mod operators;
 pub mod otp;
 pub mod policy;
+pub mod qr;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;

@@ -16,7 +16,14 @@ pub struct StatusReport {
 /// How far ahead `status` and the dashboard look for retention deadlines.
 pub const DUE_SOON_SECONDS: i64 = 7 * 86_400;
 
-pub const TOKEN_STATES: [&str; 5] = ["escrowed", "delivered", "cancelled", "expired", "purged"];
+pub const TOKEN_STATES: [&str; 6] = [
+    "programming",
+    "escrowed",
+    "delivered",
+    "cancelled",
+    "expired",
+    "purged",
+];
 
 pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError> {
     let vault_id = store::meta::get(store).await?.map(|m| m.vault_id);

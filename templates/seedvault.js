@@ -1,6 +1,7 @@
 // seedvault: the one script. WebAuthn ceremonies (sign-in, invite registration, adding a
 // passkey, signing a reveal, approving a four-eyes request), following a request until it is
-// decided, the reveal countdown and the copy button. Loaded from
+// decided, the reveal countdown and the copy button, and the capture page's QR image (paste,
+// drop, file) with its preview. Loaded from
 // /static/seedvault.js under a CSP that forbids inline script.
 "use strict";
 
@@ -368,7 +369,77 @@ function setupDeny(form) {
   });
 }
 
+// Capture from a QR code: a screenshot pasted anywhere on the page (Ctrl+V / ⌘V), an image
+// dropped on the form, or a file chosen. The image goes into the form's file input (so the
+// capture posts it) and to /api/v1/tokens/qr-preview, whose summary (never the secret) is shown
+// before the provisioner presses "Seal and escrow".
+function setupQrCapture(form) {
+  const input = form.querySelector('input[type="file"][name="qr_image"]');
+  const summary = form.querySelector("[data-qr-summary]");
+  const box = form.querySelector("[data-error]");
+  const fill = (name, text) => {
+    const el = summary.querySelector(`[data-qr-${name}]`);
+    if (el) el.textContent = text;
+  };
+  async function preview() {
+    const file = input.files?.[0];
+    summary.hidden = true;
+    if (box) box.hidden = true;
+    if (!file) return;
+    const data = new FormData();
+    data.append("qr_image", file);
+    try {
+      const response = await fetch("/api/v1/tokens/qr-preview", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        body: data,
+      });
+      const found = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(found.message || `the image could not be read (${response.status})`);
+      fill("issuer", found.issuer || "—");
+      fill("account", found.account || "—");
+      fill("digits", String(found.digits));
+      fill("period", `${found.period} s`);
+      fill("algorithm", found.algorithm);
+      summary.hidden = false;
+      form.querySelector('input[name="serial"]')?.focus();
+    } catch (e) {
+      showError(form, e.message);
+    }
+  }
+  function take(file) {
+    if (!file || !/^image\/(png|jpeg)$/.test(file.type)) {
+      showError(form, "qr_image: paste or drop a PNG or JPEG image of the QR code");
+      return;
+    }
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    input.files = transfer.files;
+    preview();
+  }
+  input.addEventListener("change", preview);
+  document.addEventListener("paste", (event) => {
+    const item = [...(event.clipboardData?.items ?? [])].find((i) => i.kind === "file");
+    if (!item) return;
+    event.preventDefault();
+    take(item.getAsFile());
+  });
+  const zone = form.querySelector("[data-qr-drop]") ?? form;
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    take(event.dataTransfer?.files?.[0]);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-qr-capture]")) setupQrCapture(form);
   const setups = { login: setupLogin, register: setupRegister, "add-credential": setupAddCredential, reveal: setupReveal, approve: setupApprove };
   for (const form of document.querySelectorAll("form[data-deny]")) setupDeny(form);
   for (const form of document.querySelectorAll("form[data-webauthn]")) {

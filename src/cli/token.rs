@@ -1,4 +1,5 @@
-//! `seedvault token add|assign`: capture and reassign from the command line. The secret is
+//! `seedvault token add|generate|programmed|deliver|cancel|assign`: capture (typed or from a QR
+//! image), generation shown once, and the lifecycle from the command line. A typed secret is
 //! read from a hidden prompt or standard input, never from argv.
 
 use std::io::{IsTerminal, Read};
@@ -11,12 +12,51 @@ use super::context::Unsealed;
 use super::unlock::UnlockArgs;
 use super::{cli_actor, Cli};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
-use crate::tokens::{self, CaptureRequest, TokenChange};
+use crate::tokens::programming::{self, GenerateRequest, Show};
+use crate::tokens::{self, CaptureRequest, SecretInput, TokenChange};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Escrow one seed; the secret is read from a prompt or standard input.
+    /// Escrow one seed; the secret is read from a prompt or standard input, or from the QR
+    /// code in a PNG or JPEG image (--qr).
     Add(AddArgs),
+    /// Generate a 160-bit seed for a programmable token or an authenticator app: its QR code
+    /// is drawn on the terminal and its text printed, once. The token is `programming` until
+    /// `token programmed` confirms a code from the device (or `token cancel` abandons it).
+    Generate {
+        /// The serial of the token being programmed.
+        #[arg(long)]
+        serial: String,
+        /// The user the token is for (UPN).
+        #[arg(long)]
+        owner: Option<String>,
+        /// 6 or 8 (default 6).
+        #[arg(long)]
+        digits: Option<u32>,
+        /// Seconds per step (default 30).
+        #[arg(long)]
+        period: Option<u32>,
+        /// SHA1 (default), SHA256 or SHA512.
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// Shown by the authenticator app above the account.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The account name in the authenticator app (default: the owner, else the serial).
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Confirm a generated token with a code from the programmed device: it becomes escrowed.
+    Programmed {
+        serial: String,
+        /// The code the programmed device shows now.
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
     /// Confirm delivery with the code the user reads from the token; the seed is destroyed.
     Deliver {
         serial: String,
@@ -64,6 +104,10 @@ pub struct AddArgs {
     /// How the secret is written: auto, base32, hex or otpauth.
     #[arg(long, default_value = "auto")]
     format: String,
+    /// Read the secret from the otpauth://totp/ QR code in this PNG or JPEG image (e.g. a
+    /// screenshot of the MFA setup page) instead of a prompt.
+    #[arg(long, value_name = "FILE")]
+    qr: Option<std::path::PathBuf>,
     /// SHA1, SHA256 or SHA512 (default SHA1; an otpauth URI brings its own).
     #[arg(long)]
     algorithm: Option<String>,
@@ -102,16 +146,49 @@ fn read_secret() -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(secret.trim().to_owned()))
 }
 
+/// Reads a QR image, refusing a file over the decoder's byte limit before reading it.
+fn read_image(path: &std::path::Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > crate::qr::MAX_IMAGE_BYTES as u64 {
+        return Err(crate::qr::QrError::TooManyBytes {
+            bytes: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: crate::qr::MAX_IMAGE_BYTES,
+        }
+        .into());
+    }
+    Ok(Zeroizing::new(std::fs::read(path).with_context(|| {
+        format!("cannot read {}", path.display())
+    })?))
+}
+
 pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Add(args) => {
-            let secret = read_secret()?;
+            let source = match &args.qr {
+                Some(path) => SecretInput::new(None, Some(read_image(path)?))?,
+                None => SecretInput::new(Some(read_secret()?), None)?,
+            };
+            let (secret, qr_format) = source.read().await?;
+            if qr_format.is_some() {
+                let found = tokens::preview_otpauth(&secret)?;
+                eprintln!(
+                    "QR code: issuer {}, account {}, {} digits every {} s, {}, {}-bit seed",
+                    found.issuer.as_deref().unwrap_or("(none)"),
+                    found.account.as_deref().unwrap_or("(none)"),
+                    found.digits,
+                    found.period,
+                    found.algorithm.as_str(),
+                    found.seed_bits
+                );
+            }
             let vault = Unsealed::open(cli, &args.unlock).await?;
             let input = CaptureRequest {
                 owner: args.owner.clone(),
                 serial: args.serial.clone(),
                 secret,
-                format: Some(args.format.clone()),
+                format: qr_format.or_else(|| Some(args.format.clone())),
                 display_name: args.display_name.clone(),
                 manufacturer: args.manufacturer.clone(),
                 model: args.model.clone(),
@@ -127,6 +204,62 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             println!(
                 "escrowed {} (the seed is sealed and will not be shown again)",
                 captured.serial
+            );
+        }
+        TokenCommand::Generate {
+            serial,
+            owner,
+            digits,
+            period,
+            algorithm,
+            issuer,
+            label,
+            unlock,
+        } => {
+            let vault = Unsealed::open(cli, unlock).await?;
+            let request = GenerateRequest {
+                owner: owner.clone(),
+                serial: serial.clone(),
+                digits: *digits,
+                period: *period,
+                algorithm: algorithm.clone(),
+                issuer: issuer.clone(),
+                label: label.clone(),
+            };
+            let shown = programming::generate(&vault.env(), &cli_actor(), request, Show::Now)
+                .await?
+                .context("the generated seed was not returned")?;
+            let drawing = crate::qr::terminal(&shown.uri)
+                .map_err(|e| anyhow::anyhow!("cannot draw the QR code: {e}"))?;
+            println!("{}", *drawing);
+            println!(
+                "Scan this QR code with the burner app or authenticator, or type the secret:\n\n  {}\n\n\
+                 {} digits every {} s, {}. This is shown once: seedvault will never show it again.\n\
+                 Token {} is programming; confirm it with `seedvault token programmed {} --code CODE`.",
+                *shown.base32,
+                shown.digits,
+                shown.period,
+                shown.algorithm.as_str(),
+                shown.serial,
+                shown.serial
+            );
+        }
+        TokenCommand::Programmed {
+            serial,
+            code,
+            unlock,
+        } => {
+            let vault = Unsealed::open(cli, unlock).await?;
+            let done = programming::confirm(
+                &vault.env(),
+                &cli_actor(),
+                serial,
+                Zeroizing::new(code.clone()),
+            )
+            .await?;
+            println!(
+                "{} is escrowed (code verified, drift {} steps)",
+                done.serial, done.drift_steps
             );
         }
         TokenCommand::Deliver {
@@ -162,7 +295,7 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
             let request = CancelRequest::new(reason)?;
             let vault = Unsealed::open(cli, unlock).await?;
             let purged = lifecycle::cancel(&vault.env(), &cli_actor(), serial, request).await?;
-            println!("cancelled {}; the seed is destroyed", purged.serial);
+            println!("{} {}; the seed is destroyed", purged.reason, purged.serial);
         }
         TokenCommand::Assign {
             serial,

@@ -11,17 +11,18 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{Store, DATABASE_FILE};
 
-/// The first migration that rebuilds tables holding data.
-const REBUILD: &str = "20261130000001";
+/// The migrations that rebuild tables holding data: the `=`/`OR` CHECKs, then the
+/// `programming` state (issue #19).
+const REBUILDS: [&str; 2] = ["20261130000001", "20261201001901"];
 
-/// Applies only the migrations before `REBUILD`, as a vault from session one has them.
-async fn old_vault(data_dir: &Path) {
+/// Applies only the migrations before `before`, as a vault from that time has them.
+async fn old_vault(data_dir: &Path, before: &str) {
     let old = tempfile::tempdir().unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     for entry in std::fs::read_dir(&shipped).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < REBUILD {
+        if name.as_str() < before {
             std::fs::copy(&path, old.path().join(&name)).unwrap();
         }
     }
@@ -57,13 +58,19 @@ fn dump(conn: &rusqlite::Connection, table: &str) -> Vec<Vec<String>> {
 }
 
 #[tokio::test]
-async fn an_old_vault_keeps_every_token_reveal_and_attempt_through_the_table_rebuild() {
+async fn an_old_vault_keeps_every_token_reveal_and_attempt_through_the_table_rebuilds() {
+    for before in REBUILDS {
+        upgrade_keeps_every_row(before).await;
+    }
+}
+
+async fn upgrade_keeps_every_row(before: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    old_vault(&data_dir).await;
+    old_vault(&data_dir, before).await;
     let db = data_dir.join(DATABASE_FILE);
     let tables = ["tokens", "reveals", "delivery_attempts", "operators"];
-    let before = {
+    let rows_before = {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
             "PRAGMA foreign_keys = ON;
@@ -90,7 +97,11 @@ async fn an_old_vault_keeps_every_token_reveal_and_attempt_through_the_table_reb
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    assert_eq!(tables.map(|t| dump(&conn, t)), before, "rows changed");
+    assert_eq!(
+        tables.map(|t| dump(&conn, t)),
+        rows_before,
+        "rows changed upgrading from before {before}"
+    );
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -138,5 +149,11 @@ async fn an_old_vault_keeps_every_token_reveal_and_attempt_through_the_table_reb
     assert!(
         insert("SHA1", "purged", Some(b"sealed")).is_err(),
         "no seed once purged"
+    );
+    // A token being programmed holds its generated seed, like an escrowed one.
+    insert("SHA256", "programming", Some(b"sealed")).unwrap();
+    assert!(
+        insert("SHA512", "programming", None).is_err(),
+        "programming needs a seed"
     );
 }

@@ -136,6 +136,82 @@ pub async fn insert(db: impl Into<Db<'_>>, t: &NewTokenRow<'_>) -> Result<(), St
     .await?
 }
 
+/// Inserts one generated token in the `programming` state with its `token_programming` row
+/// (`shown_at` set when the seed is shown in the same reply); returns the token's row id. A
+/// duplicate serial is a unique violation, as for [`insert`].
+pub async fn insert_programming(
+    tx: &mut WriteTx,
+    t: &NewTokenRow<'_>,
+    shown_at: Option<i64>,
+) -> Result<i64, StoreError> {
+    inline(&mut *tx, |c| {
+        c.conn.execute(
+            "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period,
+                                 policy, state, sealed_seed, captured_by, captured_at, retention_deadline)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'programming', ?, ?, ?, ?)",
+            rusqlite::params![
+                t.token_id,
+                t.serial,
+                t.owner,
+                t.display_name,
+                t.manufacturer,
+                t.model,
+                t.algorithm,
+                t.digits,
+                t.period,
+                t.policy,
+                t.sealed_seed,
+                t.captured_by,
+                t.captured_at,
+                t.retention_deadline,
+            ],
+        )?;
+        let id = c.conn.last_insert_rowid();
+        c.conn.execute(
+            "INSERT INTO token_programming (token_id, generated_by, shown_at) VALUES (?, ?, ?)",
+            rusqlite::params![id, t.captured_by, shown_at],
+        )?;
+        Ok::<i64, StoreError>(id)
+    })
+    .await?
+}
+
+/// Marks a generated seed as shown, if it was not yet and `actor` generated it; true when this
+/// call did (so the caller, and only this caller, may show it).
+pub async fn mark_seed_shown(
+    tx: &mut WriteTx,
+    id: i64,
+    actor: &str,
+    at: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE token_programming SET shown_at = ? WHERE token_id = ? AND generated_by = ? AND shown_at IS NULL",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(actor)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A programming token's device answered with a valid code: it becomes escrowed, with the
+/// drift measured. False if it was no longer programming.
+pub async fn finish_programming(
+    tx: &mut WriteTx,
+    id: i64,
+    drift_steps: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tokens SET state = 'escrowed', drift_steps = ? WHERE id = ? AND state = 'programming'",
+    )
+    .bind(drift_steps)
+    .bind(id)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// The token with `serial`, if any.
 pub async fn by_serial(
     db: impl Into<Db<'_>>,
@@ -345,7 +421,7 @@ pub async fn count_by_state(db: impl Into<Db<'_>>) -> Result<Vec<(String, i64)>,
 /// How a token's life ended; stored as `purge_reason`.
 pub struct PurgeRow<'a> {
     pub id: i64,
-    /// `delivered`, `delivered-unverified`, `cancelled` or `expired`.
+    /// `delivered`, `delivered-unverified`, `cancelled`, `abandoned` or `expired`.
     pub reason: &'a str,
     pub at: i64,
     pub delivered_by: Option<&'a str>,
@@ -354,9 +430,10 @@ pub struct PurgeRow<'a> {
 
 /// Destroys a token's seed: the sealed bytes are first overwritten with zeros in place, then
 /// removed (with `secure_delete` on, SQLite zeroes the freed space). Only escrowed tokens are
-/// touched; returns false if the token was no longer escrowed.
+/// touched (and tokens being programmed, which hold a generated seed); returns false if the
+/// token held no seed any more.
 pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
-    sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND state = 'escrowed'")
+    sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND (state = 'escrowed' OR state = 'programming')")
         .bind(p.id)
         .execute(&mut *tx.tx)
         .await?;
@@ -365,7 +442,7 @@ pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreErro
                 delivered_at = CASE WHEN ? IS NOT NULL THEN ? ELSE delivered_at END,
                 delivered_by = COALESCE(?, delivered_by),
                 drift_steps = COALESCE(?, drift_steps)
-         WHERE id = ? AND state = 'escrowed'",
+         WHERE id = ? AND (state = 'escrowed' OR state = 'programming')",
     )
     .bind(p.at)
     .bind(p.reason)
@@ -379,7 +456,8 @@ pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreErro
     Ok(done.rows_affected() == 1)
 }
 
-/// Escrowed tokens whose retention deadline has passed, oldest deadline first.
+/// Escrowed (or still programming) tokens whose retention deadline has passed, oldest deadline
+/// first.
 pub async fn overdue(
     db: impl Into<Db<'_>>,
     now: i64,
@@ -388,7 +466,7 @@ pub async fn overdue(
     inline(db, |c| {
         select_rows(
             c.conn,
-            "state = 'escrowed' AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
+            "(state = 'escrowed' OR state = 'programming') AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
             &[now.into(), limit.into()],
         )
     })

@@ -56,7 +56,7 @@ impl From<audit::AuditError> for LifecycleError {
 pub struct Purged {
     pub serial: String,
     pub state: TokenState,
-    /// `delivered`, `delivered-unverified`, `cancelled` or `expired`.
+    /// `delivered`, `delivered-unverified`, `cancelled`, `abandoned` or `expired`.
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_steps: Option<i64>,
@@ -120,16 +120,25 @@ impl CancelRequest {
 }
 
 fn require_escrowed(token: &Token) -> Result<(), TokenError> {
-    if token.state == TokenState::Escrowed {
-        Ok(())
-    } else {
-        Err(TokenError::WrongState {
+    match token.state {
+        TokenState::Escrowed => Ok(()),
+        TokenState::Programming => Err(TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: token.state.as_str().into(),
+            hint: PROGRAMMING_HINT,
+        }),
+        _ => Err(TokenError::WrongState {
             serial: token.serial.clone(),
             state: token.state.as_str().into(),
             hint: "its seed was already destroyed",
-        })
+        }),
     }
 }
+
+/// What to do with a token still being programmed, wherever an escrowed one is needed.
+pub const PROGRAMMING_HINT: &str = "it is still being programmed: confirm a code from the \
+     programmed device first (POST /api/v1/tokens/{serial}/programming, or the token's page), \
+     or cancel it to abandon it";
 
 fn clean_reason(reason: &str) -> Result<String, LifecycleError> {
     let reason = reason.trim();
@@ -330,7 +339,8 @@ fn shown_actor(actor: &str) -> &str {
     actor.strip_prefix("operator:").unwrap_or(actor)
 }
 
-/// Cancels an escrowed token (lost in transit, wrong user) and purges its seed.
+/// Cancels an escrowed token (lost in transit, wrong user) and purges its seed; a token still
+/// being programmed is abandoned the same way (`token.abandoned`, purge reason `abandoned`).
 pub async fn cancel(
     env: &Env<'_>,
     actor: &str,
@@ -343,12 +353,16 @@ pub async fn cancel(
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
     let token = Token::from_row(row)?;
-    require_escrowed(&token)?;
-    let event =
-        NewEvent::new(actor, "token.cancelled", token.target()).details(json!({ "reason": why }));
+    let (action, reason) = if token.state == TokenState::Programming {
+        ("token.abandoned", "abandoned")
+    } else {
+        require_escrowed(&token)?;
+        ("token.cancelled", "cancelled")
+    };
+    let event = NewEvent::new(actor, action, token.target()).details(json!({ "reason": why }));
     let purge = PurgeRow {
         id: token.row_id,
-        reason: "cancelled",
+        reason,
         at: env.unix(),
         delivered_by: None,
         drift_steps: None,
@@ -360,7 +374,7 @@ pub async fn cancel(
     Ok(Purged {
         serial: token.serial,
         state: TokenState::Purged,
-        reason: "cancelled".into(),
+        reason: reason.into(),
         drift_steps: None,
     })
 }

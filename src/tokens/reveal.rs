@@ -154,6 +154,15 @@ pub struct RevealedCode {
 }
 
 fn check_revealable(token: &Token) -> Result<(), RevealError> {
+    if token.state == TokenState::Programming {
+        return Err(TokenError::WrongState {
+            serial: token.serial.clone(),
+            state: token.state.as_str().into(),
+            hint: "no code is revealed before its device is confirmed: it is still being \
+                   programmed; confirm a code from the programmed device first",
+        }
+        .into());
+    }
     if token.state != TokenState::Escrowed {
         return Err(TokenError::WrongState {
             serial: token.serial.clone(),

@@ -216,6 +216,8 @@ impl From<crate::tokens::TokenError> for AppError {
             E::NotFound(_) => Self::NotFound(message),
             E::Duplicate(_) | E::WrongState { .. } => Self::Conflict(message),
             E::Invalid { .. } | E::UnknownPolicy(_) => Self::Unprocessable(message),
+            E::Qr(crate::qr::QrError::TooManyBytes { .. }) => Self::PayloadTooLarge(message),
+            E::Qr(_) => Self::Unprocessable(message),
             E::Store(inner) => inner.into(),
             E::Audit(inner) => inner.into(),
             E::Vault(_) => Self::Internal(message),

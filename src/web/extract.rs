@@ -33,7 +33,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> 
 }
 
 /// `application/json`, or another `application/…+json` type, as `axum::Json` accepts.
-fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -47,7 +47,9 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// Parses a body that must be a JSON object.
-fn object_from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+pub(crate) fn object_from_bytes<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, AppError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b != b'{') {
         return Err(AppError::Unprocessable(
@@ -160,12 +162,18 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 }
 
 /// A file upload: either the raw request body, or a `multipart/form-data` form with the file
-/// in a part named `file` and options in the other fields. Held in memory only.
+/// in a part named `file` (a seed file) or `qr_image` (a QR screenshot) and options in the
+/// other fields. Held in memory only.
 pub struct Upload {
+    /// Whether the body was a `multipart/form-data` form (else it is the raw body).
+    pub form: bool,
     /// The uploaded file's name (from the form), if any.
     pub file_name: Option<String>,
     /// The file's bytes; `None` when a form had no `file` part.
     pub file: Option<Zeroizing<Vec<u8>>>,
+    /// A form's `qr_image` part (a QR screenshot), kept apart from `file` so that neither
+    /// route takes the other's part for its own.
+    pub qr_image: Option<Zeroizing<Vec<u8>>>,
     /// The form's other fields (empty for a raw body). Zeroized: one may hold a key.
     pub fields: HashMap<String, Zeroizing<String>>,
 }
@@ -231,15 +239,19 @@ impl Upload {
         if !is_form {
             let bytes = Bytes::from_request(request, state).await?;
             return Ok(Self {
+                form: false,
                 file_name: None,
                 file: Some(Zeroizing::new(bytes.to_vec())),
+                qr_image: None,
                 fields: HashMap::new(),
             });
         }
         let mut multipart = Multipart::from_request(request, state).await?;
         let mut upload = Self {
+            form: true,
             file_name: None,
             file: None,
+            qr_image: None,
             fields: HashMap::new(),
         };
         while let Some(field) = multipart.next_field().await? {
@@ -247,12 +259,43 @@ impl Upload {
             if name == "file" {
                 upload.file_name = field.file_name().map(str::to_owned);
                 upload.file = Some(Zeroizing::new(field.bytes().await?.to_vec()));
+            } else if name == "qr_image" {
+                upload.qr_image = Some(Zeroizing::new(field.bytes().await?.to_vec()));
             } else {
                 let value = Zeroizing::new(field.text().await?);
                 upload.fields.insert(name, value);
             }
         }
         Ok(upload)
+    }
+}
+
+/// A body that is either a JSON object (`T`) or a `multipart/form-data` form (an [`Upload`]),
+/// for routes that take a file beside plain fields (`POST /tokens` with a `qr_image`). Either
+/// way at most `max_upload_mb` is read: those routes switch axum's 2 MB default off.
+pub enum JsonOrForm<T> {
+    Json(T),
+    Form(Upload),
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for JsonOrForm<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json = json_content_type(request.headers());
+        let upload = Upload::from_request(request, state).await?;
+        if upload.form {
+            return Ok(Self::Form(upload));
+        }
+        if !json {
+            return Err(AppError::BadRequest(
+                "send the body as JSON with Content-Type: application/json, or as \
+                 multipart/form-data with the image in the part qr_image"
+                    .into(),
+            ));
+        }
+        let bytes = upload.file.unwrap_or_default();
+        Ok(Self::Json(object_from_bytes(&bytes)?))
     }
 }
 

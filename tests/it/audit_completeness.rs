@@ -28,6 +28,10 @@ const CEREMONY_STARTS: &[(&str, &str)] = &[
     ("post", "/api/v1/approvals/{id}/approve/start"),
 ];
 
+/// Posts that only read what their body holds and store nothing (the QR preview): walked, and
+/// they must append nothing.
+const PREVIEWS: &[(&str, &str)] = &[("post", "/api/v1/tokens/qr-preview")];
+
 /// Reads that are themselves evidence (an export of the trail) and so are audited.
 const AUDITED_READS: &[(&str, &str)] = &[("get", "/api/v1/audit")];
 
@@ -464,6 +468,47 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &["token.delivered"],
     )
     .await;
+    // Provisioning by QR: a preview stores nothing; generation, then the device's code.
+    let qr_uri = format!("otpauth://totp/Walk:q@example.org?secret={SEED_2}&issuer=Walk");
+    let qr_png = common::qr::screenshot(&qr_uri);
+    let qr_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &qr_png);
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/qr-preview",
+        "/api/v1/tokens/qr-preview",
+        Some(json!({ "qr_image": qr_b64 })),
+        &[],
+    )
+    .await;
+    let mut generated = Vec::new();
+    for serial in ["WALK-G1", "WALK-G2"] {
+        // The one response allowed to carry the generated seed is not recorded.
+        let (status, shown) = desk
+            .send(
+                Method::POST,
+                "/api/v1/tokens/generate",
+                Some(json!({ "serial": serial, "owner": "g@example.org" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{shown}");
+        walk.settle("post", "/api/v1/tokens/generate", &["token.generated"])
+            .await;
+        let b32 = shown["secret_base32"].as_str().unwrap().to_owned();
+        walk.srv.canary.watch_seed(serial, &seed_bytes(&b32));
+        walk.forbid(serial, &b32);
+        generated.push(b32);
+    }
+    let programmed = code_at(&generated[0], common::T0);
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/{serial}/programming",
+        "/api/v1/tokens/WALK-G1/programming",
+        Some(json!({ "code": programmed })),
+        &["token.programmed"],
+    )
+    .await;
     let file = format!(
         "upn,serial number,secret key,time interval,manufacturer,model\n\
          c@example.org,WALK-3,{SEED_2},30,Token2,C202\n"
@@ -609,6 +654,9 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/operators/{name}",
         "/me/credentials/{id}/remove",
         "/tokens/new",
+        "/tokens/new/qr",
+        "/tokens/generate",
+        "/tokens/{serial}/programming",
         "/tokens/{serial}/delivery",
         "/tokens/{serial}/delivery-link",
         "/tokens/{serial}/cancel",
@@ -669,6 +717,51 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
             ("policy", "standard"),
         ],
         &["token.captured"],
+    )
+    .await;
+    let (content_type, body) = common::multipart(
+        "shot.png",
+        &[
+            ("owner", b"h@example.org"),
+            ("serial", b"WALK-Q"),
+            ("policy", b"standard"),
+            ("step", b"capture"),
+            ("qr_image", &qr_png),
+        ],
+    );
+    walk.form(
+        &desk,
+        "/tokens/new/qr",
+        "/tokens/new/qr",
+        &content_type,
+        body,
+        &["token.captured"],
+    )
+    .await;
+    // The form redirects to the page that shows the seed once, to its generator.
+    walk.urlencoded(
+        &desk,
+        "/tokens/generate",
+        "/tokens/generate",
+        &[
+            ("owner", "g@example.org"),
+            ("serial", "WALK-G3"),
+            ("issuer", "Walk"),
+            ("label", ""),
+            ("algorithm", "SHA1"),
+            ("digits", "6"),
+            ("period", "30"),
+        ],
+        &["token.generated", "token.seed_shown"],
+    )
+    .await;
+    let programmed = code_at(&generated[1], common::T0);
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/programming",
+        "/tokens/WALK-G2/programming",
+        &[("code", &programmed)],
+        &["token.programmed"],
     )
     .await;
     walk.urlencoded(
@@ -761,7 +854,12 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
             appended.is_some(),
             "{method} {path} changes state but the completeness walk never calls it"
         );
-        if CEREMONY_STARTS.contains(&(method.as_str(), path.as_str())) {
+        if PREVIEWS.contains(&(method.as_str(), path.as_str())) {
+            assert!(
+                appended.unwrap().is_empty(),
+                "{method} {path} is a preview but appended events"
+            );
+        } else if CEREMONY_STARTS.contains(&(method.as_str(), path.as_str())) {
             let finish = (method.clone(), path.replace("/start", "/finish"));
             assert!(
                 walk.appended.get(&finish).is_some_and(|a| !a.is_empty()),

@@ -337,26 +337,17 @@ async fn a_security_key_without_passkey_storage_is_told_to_type_the_name_and_the
     driver.quit().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
-    let _one = ONE_BROWSER.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (_server, invite) = start_server(dir.path(), port);
-    let base = format!("http://localhost:{port}");
-    let (_chromedriver, driver_port) = start_chromedriver();
-    let driver = browser(driver_port, true).await;
-    // The named sign-in below, not the autofill.
-    without_autofill(&driver).await;
-
+/// Registers the first admin from the invite, grants it provisioner and helpdesk, and signs
+/// in again with the passkey (by name).
+async fn admin_with_desk_roles(driver: &WebDriver, base: &str, invite: &str) {
     // Register the first admin's passkey from the printed invite.
-    register(&driver, &invite).await;
+    register(driver, invite).await;
 
     // Grant myself provisioner and helpdesk (an admin holds no such rights by default).
     driver.goto(format!("{base}/operators")).await.unwrap();
     for role in ["provisioner", "helpdesk"] {
         wait_for(
-            &driver,
+            driver,
             &format!("form[action='/operators/admin'] input[value={role}]"),
         )
         .await
@@ -373,13 +364,28 @@ async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
         .click()
         .await
         .unwrap();
-    wait_text(&driver, ".flash", "Saved admin").await;
+    wait_text(driver, ".flash", "Saved admin").await;
 
     // Sign out, then sign in with the passkey.
-    sign_out(&driver).await;
-    shot(&driver, "sign-in").await;
-    sign_in(&driver, "admin").await;
-    wait_text(&driver, "h1", "Dashboard").await;
+    sign_out(driver).await;
+    shot(driver, "sign-in").await;
+    sign_in(driver, "admin").await;
+    wait_text(driver, "h1", "Dashboard").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_path_from_invite_to_destroyed_seed_works_in_chromium() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    // The named sign-in below, not the autofill.
+    without_autofill(&driver).await;
+
+    admin_with_desk_roles(&driver, &base, &invite).await;
 
     // Capture a token.
     driver.goto(format!("{base}/tokens/new")).await.unwrap();
@@ -724,4 +730,224 @@ async fn a_four_eyes_reveal_goes_from_request_to_approval_to_code_across_two_bro
     shot(&requester, "four-eyes-code").await;
     requester.quit().await.unwrap();
     approver.quit().await.unwrap();
+}
+
+/// Reveals a code for `serial` on its reveal page (two checks, a ticket, the passkey) and
+/// returns it with the time window it was shown in.
+async fn reveal_code(driver: &WebDriver, base: &str, serial: &str) -> (String, i64, i64) {
+    driver
+        .goto(format!("{base}/tokens/{serial}/reveal"))
+        .await
+        .unwrap();
+    wait_for(driver, "input[value=callback]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("input[value=video-id]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("input[name=ticket]"))
+        .await
+        .unwrap()
+        .send_keys("INC-19")
+        .await
+        .unwrap();
+    let before = unix_now();
+    driver
+        .find(By::Css("form[data-webauthn=reveal] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let code_el = wait_for(driver, "[data-code-panel]:not([hidden]) [data-code]").await;
+    let code = code_el.text().await.unwrap().replace(' ', "");
+    (code, before, unix_now())
+}
+
+fn assert_rfc6238(seed: &[u8], code: &str, before: i64, after: i64) {
+    assert!(
+        (before - 1..=after + 1).any(|t| common::totp::totp(seed, "SHA1", 6, 30, t) == code),
+        "the code {code} equals no RFC 6238 computation of the seed around the reveal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_qr_screenshot_is_summarised_captured_and_reveals_the_right_code() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    without_autofill(&driver).await;
+    admin_with_desk_roles(&driver, &base, &invite).await;
+
+    let uri = format!("otpauth://totp/Contoso:user2@example.org?secret={SEED_B32}&issuer=Contoso");
+    let png = common::qr::screenshot(&uri);
+    driver.goto(format!("{base}/tokens/new")).await.unwrap();
+    wait_for(&driver, "form[data-qr-capture] input[name=owner]")
+        .await
+        .send_keys("user2@example.org")
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("form[data-qr-capture] input[name=serial]"))
+        .await
+        .unwrap()
+        .send_keys("QR-1")
+        .await
+        .unwrap();
+    // Ctrl+V of a screenshot: a paste event whose clipboard holds a PNG file.
+    driver
+        .execute(
+            "const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], 'screenshot.png', { type: 'image/png' }));
+             document.body.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true }));",
+            vec![json!(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &png))],
+        )
+        .await
+        .unwrap();
+    wait_text(&driver, "[data-qr-summary] [data-qr-issuer]", "Contoso").await;
+    wait_text(
+        &driver,
+        "[data-qr-summary] [data-qr-account]",
+        "user2@example.org",
+    )
+    .await;
+    wait_text(&driver, "[data-qr-summary] [data-qr-digits]", "6").await;
+    wait_text(&driver, "[data-qr-summary] [data-qr-period]", "30 s").await;
+    assert!(
+        !driver.source().await.unwrap().contains(SEED_B32),
+        "never the secret"
+    );
+    shot(&driver, "capture-qr-summary").await;
+    driver
+        .find(By::Css("form[data-qr-capture] button[value=capture]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, ".flash", "QR-1 escrowed from the QR code").await;
+
+    let (code, before, after) = reveal_code(&driver, &base, "QR-1").await;
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap();
+    assert_rfc6238(&seed, &code, before, after);
+    driver.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_seed_is_read_from_the_page_screenshot_confirmed_and_never_shown_again() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    without_autofill(&driver).await;
+    admin_with_desk_roles(&driver, &base, &invite).await;
+
+    driver
+        .goto(format!("{base}/tokens/generate"))
+        .await
+        .unwrap();
+    wait_for(&driver, "input[name=owner]")
+        .await
+        .send_keys("user3@example.org")
+        .await
+        .unwrap();
+    for (field, value) in [("serial", "GEN-1"), ("issuer", "Contoso")] {
+        driver
+            .find(By::Css(format!("input[name={field}]")))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    driver
+        .find(By::Css(
+            "form[action='/tokens/generate'] button[type=submit]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&driver, "svg[data-qr-code]").await;
+    // What a phone would scan: the QR code as the screen shows it.
+    let screen = driver.screenshot_as_png().await.unwrap();
+    shot(&driver, "generate-shown-once").await;
+    let uri = common::qr::read(&screen);
+    let url = url::Url::parse(&uri).unwrap();
+    assert_eq!(url.host_str(), Some("totp"));
+    let secret = url
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    assert_eq!(seed.len(), 20);
+    let shown_text = driver
+        .find(By::Css("[data-secret]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown_text, secret,
+        "the QR code and the text are the same seed"
+    );
+
+    // A reload shows neither again.
+    driver.refresh().await.unwrap();
+    wait_text(&driver, "[data-already-shown]", "already shown once").await;
+    let page = driver.source().await.unwrap();
+    assert!(
+        !page.contains("data-qr-code") && !page.contains(&secret),
+        "shown once only"
+    );
+
+    let code = common::totp::totp(&seed, "SHA1", 6, 30, unix_now());
+    driver
+        .find(By::Css(
+            "form[action='/tokens/GEN-1/programming'] input[name=code]",
+        ))
+        .await
+        .unwrap()
+        .send_keys(&code)
+        .await
+        .unwrap();
+    driver
+        .find(By::Css(
+            "form[action='/tokens/GEN-1/programming'] button[type=submit]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, ".flash", "Token GEN-1 is escrowed").await;
+    driver
+        .goto(format!("{base}/tokens/GEN-1/programming"))
+        .await
+        .unwrap();
+    wait_text(&driver, "main", "nothing is left to program").await;
+    assert!(!driver.source().await.unwrap().contains(&secret));
+    driver.quit().await.unwrap();
 }

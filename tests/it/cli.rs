@@ -610,6 +610,8 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "operator invite" => &["invite.created"],
         "operator disable" => &["operator.disabled"],
         "token add" => &["token.captured"],
+        "token generate" => &["token.generated"],
+        "token programmed" => &["token.programmed"],
         "token assign" => &["token.updated"],
         "token deliver" => &["token.delivered"],
         "token cancel" => &["token.cancelled"],
@@ -710,6 +712,7 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         let expected = cli_audit_rule(leaf).unwrap();
         assert_eq!(actions, expected, "seedvault {}", args.join(" "));
         walked.insert(leaf.to_owned());
+        output
     };
 
     step("init", &["init"], None);
@@ -808,6 +811,55 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
     step(
         "token cancel",
         &["token", "cancel", "CLI-2", "--reason", "lost in the post"],
+        None,
+    );
+    let uri = format!("otpauth://totp/Contoso:q@example.org?secret={secret}&issuer=Contoso");
+    std::fs::write(
+        dir.path().join("qr.png"),
+        crate::common::qr::screenshot(&uri),
+    )
+    .unwrap();
+    step(
+        "token add",
+        &["token", "add", "--serial", "CLI-Q", "--qr", &path("qr.png")],
+        None,
+    );
+    let generated = step(
+        "token generate",
+        &[
+            "token",
+            "generate",
+            "--serial",
+            "CLI-G",
+            "--owner",
+            "g@example.org",
+        ],
+        None,
+    );
+    // The text is printed once, on a line of its own, under the QR code.
+    let stdout = text(&generated.stdout);
+    let b32 = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            l.len() == 32
+                && l.bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        })
+        .unwrap_or_else(|| panic!("no base32 seed in: {stdout}"));
+    let seed = data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).unwrap();
+    assert!(
+        stdout.contains('█') || stdout.contains('▀'),
+        "a QR code is drawn: {stdout}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let code = crate::common::totp::totp(&seed, "SHA1", 6, 30, now);
+    step(
+        "token programmed",
+        &["token", "programmed", "CLI-G", "--code", &code],
         None,
     );
     step("import", &["import", &path("seeds.csv")], None);

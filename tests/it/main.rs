@@ -27,5 +27,6 @@ mod notices;
 mod operators;
 mod pages;
 mod pskc;
+mod qr;
 mod reveal;
 mod screens;

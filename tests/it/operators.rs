@@ -772,7 +772,14 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
         ("get", "/api/v1/tokens" | "/api/v1/tokens/{serial}" | "/api/v1/policies") => {
             (SignedIn, all)
         }
-        ("post", "/api/v1/tokens" | "/api/v1/tokens/{serial}/cancel")
+        (
+            "post",
+            "/api/v1/tokens"
+            | "/api/v1/tokens/{serial}/cancel"
+            | "/api/v1/tokens/qr-preview"
+            | "/api/v1/tokens/generate"
+            | "/api/v1/tokens/{serial}/programming",
+        )
         | ("patch", "/api/v1/tokens/{serial}") => (SignedIn, &["provisioner"]),
         ("post", "/api/v1/tokens/{serial}/delivery") => (SignedIn, &["helpdesk"]),
         ("post", "/api/v1/tokens/{serial}/delivery-link") => {

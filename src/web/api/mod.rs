@@ -57,7 +57,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operators::list))
         .routes(routes!(operators::invite))
         .routes(routes!(operators::update))
-        .routes(routes!(tokens::capture, tokens::list))
+        // A QR image may ride in the body: the route reads at most max_upload_mb itself
+        // (`extract::JsonOrForm`), instead of axum's 2 MB.
+        .routes(
+            routes!(tokens::capture, tokens::list)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(tokens::qr_preview).layer(axum::extract::DefaultBodyLimit::disable()))
+        .routes(routes!(tokens::generate))
+        .routes(routes!(tokens::confirm_programming))
         .routes(routes!(tokens::detail, tokens::update))
         .routes(routes!(tokens::reveal_start))
         .routes(routes!(tokens::reveal_finish))

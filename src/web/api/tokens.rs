@@ -4,6 +4,7 @@
 use crate::web::extract::Json;
 use crate::web::extract::Path;
 use crate::web::extract::Query;
+use crate::web::extract::{JsonOrForm, Upload};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,14 +17,16 @@ use super::auth::to_json;
 use super::webauthn::AssertionCredential;
 use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
+use crate::tokens::programming::{self, GenerateRequest, Programmed, Show, ShownSeed};
 use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
-use crate::tokens::{self, Captured, Token, TokenChange, TokenState};
+use crate::tokens::{self, Captured, QrPreview, SecretInput, Token, TokenChange, TokenState};
 use crate::web::session::{
     Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly, ProvisionerOrHelpdesk,
 };
 use crate::web::{AppError, AppState};
 
-/// A seed to escrow. The secret is accepted here and never returned by any route.
+/// A seed to escrow: typed (`secret`) or as a QR image (`qr_image`), exactly one. The secret
+/// is accepted here and never returned by any route.
 #[derive(Deserialize, ToSchema)]
 pub struct CaptureRequest {
     /// The user the token is for (UPN, e.g. user@example.org). Optional: without one the
@@ -32,9 +35,16 @@ pub struct CaptureRequest {
     #[serde(default)]
     owner: Option<String>,
     serial: String,
-    /// base32, hex or an `otpauth://totp/…` URI.
-    #[schema(value_type = String)]
-    secret: Zeroizing<String>,
+    /// base32, hex or an `otpauth://totp/…` URI; or send `qr_image` instead.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    secret: Option<Zeroizing<String>>,
+    /// A PNG or JPEG screenshot of the `otpauth://totp/` QR code, base64 (standard alphabet; a
+    /// `data:image/…;base64,` prefix is accepted); instead of `secret`. Read server-side,
+    /// never stored, logged or echoed.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Byte)]
+    qr_image: Option<Zeroizing<String>>,
     /// auto (default), base32, hex or otpauth.
     #[serde(default)]
     format: Option<String>,
@@ -147,25 +157,164 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AppError {
     AppError::Unprocessable(format!("{field}: {}", reason.into()))
 }
 
-/// Escrow one seed (provisioner).
-#[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "capture", request_body = CaptureRequest,
+/// The same capture as a `multipart/form-data` form (for the document only): the image in the
+/// part `qr_image` (or the typed `secret`), the other fields as text; a field of another name
+/// is refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CaptureForm {
+    owner: Option<String>,
+    serial: String,
+    secret: Option<String>,
+    /// The PNG or JPEG screenshot of the QR code.
+    #[schema(value_type = Option<String>, format = Binary)]
+    qr_image: Option<Vec<u8>>,
+    format: Option<String>,
+    display_name: Option<String>,
+    manufacturer: Option<String>,
+    model: Option<String>,
+    algorithm: Option<String>,
+    digits: Option<String>,
+    period: Option<String>,
+    policy: Option<String>,
+}
+
+/// A QR image to preview: base64 in JSON, or the part `qr_image` of a form.
+#[derive(Deserialize, ToSchema)]
+pub struct QrPreviewRequest {
+    /// The PNG or JPEG screenshot, base64.
+    #[schema(value_type = String, format = Byte)]
+    qr_image: Zeroizing<String>,
+}
+
+/// A QR image for a form preview (for the document only); no other field is accepted.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct QrPreviewForm {
+    #[schema(value_type = String, format = Binary)]
+    qr_image: Vec<u8>,
+}
+
+/// Reads base64 image bytes (a `data:…;base64,` URL as a browser makes one is accepted too).
+fn image_from_base64(text: &str) -> Result<Image, AppError> {
+    use base64::Engine;
+    let text = text.trim();
+    let text = match text.strip_prefix("data:") {
+        Some(url) => url.split_once(',').map_or(url, |(_, data)| data),
+        None => text,
+    };
+    let compact: Zeroizing<String> =
+        Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            invalid(
+                "qr_image",
+                "is not valid base64 — send the PNG or JPEG file's bytes base64-encoded (or as \
+                 the part qr_image of a multipart/form-data form)",
+            )
+        })
+}
+
+/// Image bytes read from a request, zeroized on drop.
+type Image = Zeroizing<Vec<u8>>;
+
+/// Refuses a form field the form does not have, as the document declares (no additional
+/// properties): a typo such as `seriall` would otherwise be dropped silently.
+fn only_fields(upload: &Upload, allowed: &[&str]) -> Result<(), AppError> {
+    match upload
+        .fields
+        .keys()
+        .find(|name| !allowed.contains(&name.as_str()))
+    {
+        Some(name) => Err(AppError::Unprocessable(format!(
+            "{}: not a field of this form — the fields are {}",
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(40)
+                .collect::<String>(),
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+const CAPTURE_FIELDS: &[&str] = &[
+    "owner",
+    "serial",
+    "secret",
+    "qr_image",
+    "format",
+    "display_name",
+    "manufacturer",
+    "model",
+    "algorithm",
+    "digits",
+    "period",
+    "policy",
+];
+
+impl CaptureRequest {
+    /// The form's fields as the JSON body would carry them, and its image part.
+    fn from_form(mut upload: Upload) -> Result<(Self, Option<Image>), AppError> {
+        only_fields(&upload, CAPTURE_FIELDS)?;
+        let text = |name: &str| upload.field(name).map(str::to_owned);
+        let number =
+            |name: &'static str| tokens::number_field(name, upload.field(name).unwrap_or_default());
+        let body = Self {
+            owner: text("owner"),
+            serial: text("serial").unwrap_or_default(),
+            secret: upload.field("secret").map(|s| Zeroizing::new(s.to_owned())),
+            qr_image: None,
+            format: text("format"),
+            display_name: text("display_name"),
+            manufacturer: text("manufacturer"),
+            model: text("model"),
+            algorithm: text("algorithm"),
+            digits: number("digits")?,
+            period: number("period")?,
+            policy: text("policy"),
+        };
+        Ok((body, upload.qr_image.take()))
+    }
+}
+
+/// Escrow one seed (provisioner), typed or read from a QR image.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "capture",
+    request_body(content((CaptureRequest = "application/json"), (CaptureForm = "multipart/form-data"))),
     responses((status = 201, body = Captured,
                links(("get_token" = (operation_id = "get_token", parameters(("serial" = "$response.body#/serial")))),
                      ("update_token" = (operation_id = "update_token", parameters(("serial" = "$response.body#/serial")))),
                      ("reveal_start" = (operation_id = "reveal_start", parameters(("serial" = "$response.body#/serial")))),
                      ("deliver" = (operation_id = "deliver", parameters(("serial" = "$response.body#/serial")))),
                      ("cancel" = (operation_id = "cancel", parameters(("serial" = "$response.body#/serial")))))), (status = 401), (status = 403), (status = 409, description = "duplicate serial"),
-              (status = 422, description = "a field is invalid; the message names it and the fix")))]
+              (status = 413, description = "the body, or the QR image, is over its size limit"),
+              (status = 422, description = "a field is invalid, or the QR image holds no usable otpauth://totp/ QR code; the message names it and the fix")))]
 pub async fn capture(
     State(state): State<AppState>,
     auth: Authorized<ProvisionerOnly>,
-    Json(body): Json<CaptureRequest>,
+    body: JsonOrForm<CaptureRequest>,
 ) -> Result<(StatusCode, Json<Captured>), AppError> {
+    let (body, image) = match body {
+        JsonOrForm::Json(mut body) => {
+            let image = body
+                .qr_image
+                .take()
+                .map(|text| image_from_base64(&text))
+                .transpose()?;
+            (body, image)
+        }
+        JsonOrForm::Form(upload) => CaptureRequest::from_form(upload)?,
+    };
+    let (secret, qr_format) = SecretInput::new(body.secret, image)?.read().await?;
     let input = tokens::CaptureRequest {
         owner: body.owner,
         serial: body.serial,
-        secret: body.secret,
-        format: body.format,
+        secret,
+        format: qr_format.or(body.format),
         display_name: body.display_name,
         manufacturer: body.manufacturer,
         model: body.model,
@@ -176,6 +325,166 @@ pub async fn capture(
     };
     let captured = tokens::capture(&state.env(), &auth.operator().actor(), input).await?;
     Ok((StatusCode::CREATED, Json(captured)))
+}
+
+/// What a QR image holds, before capturing it (provisioner): issuer, account, algorithm,
+/// digits, period and the seed's length — never the secret. Nothing is stored.
+#[utoipa::path(post, path = "/tokens/qr-preview", tag = "tokens", operation_id = "qr_preview",
+    request_body(content((QrPreviewRequest = "application/json"), (QrPreviewForm = "multipart/form-data"))),
+    responses((status = 200, body = QrPreview), (status = 401), (status = 403),
+              (status = 413, description = "the image is over its size limit"),
+              (status = 422, description = "no usable otpauth://totp/ QR code; the message says what to do")))]
+pub async fn qr_preview(
+    _auth: Authorized<ProvisionerOnly>,
+    body: JsonOrForm<QrPreviewRequest>,
+) -> Result<Response, AppError> {
+    let image = match body {
+        JsonOrForm::Json(body) => image_from_base64(&body.qr_image)?,
+        JsonOrForm::Form(mut upload) => {
+            only_fields(&upload, &["qr_image"])?;
+            upload.qr_image.take().unwrap_or_default()
+        }
+    };
+    let SecretInput::QrImage(image) = SecretInput::new(None, Some(image)).map_err(|_| {
+        invalid(
+            "qr_image",
+            "choose a PNG or JPEG image, or paste a screenshot",
+        )
+    })?
+    else {
+        return Err(invalid("qr_image", "choose a PNG or JPEG image"));
+    };
+    let uri = tokens::secret_from_qr(image).await?;
+    let preview = tokens::preview_otpauth(&uri)?;
+    drop(uri);
+    let mut response = Json(preview).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A seed for seedvault to generate (provisioner).
+#[derive(Deserialize, ToSchema)]
+pub struct GenerateBody {
+    #[serde(default)]
+    owner: Option<String>,
+    serial: String,
+    /// 6 (default) or 8.
+    #[serde(default)]
+    digits: Option<u32>,
+    /// Seconds per step (default 30).
+    #[serde(default)]
+    period: Option<u32>,
+    /// SHA1 (default), SHA256 or SHA512.
+    #[serde(default)]
+    algorithm: Option<String>,
+    /// Shown by the authenticator app (otpauth `issuer`).
+    #[serde(default)]
+    issuer: Option<String>,
+    /// The account name in the authenticator app (default: the owner, else the serial).
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// The generated seed, shown in this reply only (`Cache-Control: no-store`); it is never shown
+/// again by any route.
+#[derive(Serialize, ToSchema)]
+pub struct GeneratedView<'a> {
+    serial: &'a str,
+    #[schema(inline)]
+    state: TokenState,
+    /// `otpauth://totp/…` with the secret: what the QR code holds.
+    #[schema(value_type = String)]
+    otpauth_uri: &'a str,
+    /// The seed in base32 (no padding), for typing into a burner app.
+    #[schema(value_type = String)]
+    secret_base32: &'a str,
+    /// The QR code as an SVG document.
+    #[schema(value_type = String)]
+    qr_svg: &'a str,
+    issuer: Option<&'a str>,
+    label: &'a str,
+    #[schema(value_type = String, example = "SHA1")]
+    algorithm: &'a str,
+    digits: u32,
+    period: u32,
+}
+
+/// Generate a 160-bit seed for a programmable token or an authenticator (provisioner). The
+/// token is `programming` until a code from the programmed device is confirmed.
+#[utoipa::path(post, path = "/tokens/generate", tag = "tokens", operation_id = "generate", request_body = GenerateBody,
+    responses((status = 201, body = GeneratedView,
+               links(("confirm_programming" = (operation_id = "confirm_programming", parameters(("serial" = "$response.body#/serial")))),
+                     ("get_token" = (operation_id = "get_token", parameters(("serial" = "$response.body#/serial")))))),
+              (status = 401), (status = 403), (status = 409, description = "a token with this serial exists"),
+              (status = 422, description = "a field is invalid; the message names it and the fix")))]
+pub async fn generate(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Json(body): Json<GenerateBody>,
+) -> Result<Response, AppError> {
+    let request = GenerateRequest {
+        owner: body.owner,
+        serial: body.serial,
+        digits: body.digits,
+        period: body.period,
+        algorithm: body.algorithm,
+        issuer: body.issuer,
+        label: body.label,
+    };
+    let shown = programming::generate(&state.env(), &auth.operator().actor(), request, Show::Now)
+        .await?
+        .ok_or_else(|| AppError::Internal("a seed generated to be shown now was not".into()))?;
+    shown_response(&shown)
+}
+
+fn shown_response(shown: &ShownSeed) -> Result<Response, AppError> {
+    let svg = crate::qr::svg(&shown.uri)
+        .map_err(|e| AppError::Internal(format!("drawing the QR code: {e}")))?;
+    let view = GeneratedView {
+        serial: &shown.serial,
+        state: TokenState::Programming,
+        otpauth_uri: &shown.uri,
+        secret_base32: &shown.base32,
+        qr_svg: &svg,
+        issuer: shown.issuer.as_deref(),
+        label: &shown.label,
+        algorithm: shown.algorithm.as_str(),
+        digits: shown.digits,
+        period: shown.period,
+    };
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ProgrammingRequest {
+    /// The code the programmed device shows now.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    code: Zeroizing<String>,
+}
+
+/// Confirm a generated token's device (provisioner): the code is checked within the delivery
+/// window, the drift recorded, and the token becomes `escrowed`. Five wrong codes in an hour
+/// stop further attempts, as for delivery. To abandon it instead, cancel it.
+#[utoipa::path(post, path = "/tokens/{serial}/programming", tag = "tokens", operation_id = "confirm_programming", params(("serial" = String, Path)), request_body = ProgrammingRequest,
+    responses((status = 200, body = Programmed), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "the token is not being programmed"),
+              (status = 422, description = "wrong or missing code"), (status = 429, description = "too many wrong codes")))]
+pub async fn confirm_programming(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<ProgrammingRequest>,
+) -> Result<Json<Programmed>, AppError> {
+    Ok(Json(
+        programming::confirm(&state.env(), &auth.operator().actor(), &serial, body.code).await?,
+    ))
 }
 
 /// Parses `7d`, `12h`, `30m` or a plain number of days into seconds.
@@ -415,7 +724,8 @@ pub async fn deliver(
     ))
 }
 
-/// Cancel an escrowed token (provisioner): lost in transit, wrong user. The seed is destroyed.
+/// Cancel an escrowed token (provisioner): lost in transit, wrong user; or abandon a token
+/// still being programmed. The seed is destroyed.
 #[utoipa::path(post, path = "/tokens/{serial}/cancel", tag = "tokens", params(("serial" = String, Path)), request_body = CancelRequest,
     responses((status = 200, body = Purged), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub async fn cancel(

@@ -45,7 +45,7 @@ pub async fn dashboard(
         }
         div.grid {
             @for (label, count) in &report.tokens_by_state {
-                @if *label == "escrowed" || *label == "purged" {
+                @if *label == "programming" || *label == "escrowed" || *label == "purged" {
                     div.card.stat { div.n { (count) } div.l { (label) } }
                 }
             }

@@ -75,7 +75,7 @@ pub fn page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
                             nav aria-label="Main" {
                                 (nav_link(ctx, "/", "Dashboard"))
                                 (nav_link(ctx, "/tokens", "Tokens"))
-                                @if ctx.has(Role::Provisioner) { (nav_link(ctx, "/tokens/new", "Capture")) (nav_link(ctx, "/import", "Import")) }
+                                @if ctx.has(Role::Provisioner) { (nav_link(ctx, "/tokens/new", "Capture")) (nav_link(ctx, "/tokens/generate", "Generate")) (nav_link(ctx, "/import", "Import")) }
                                 @if ctx.has(Role::Auditor) || ctx.has(Role::Admin) { (nav_link(ctx, "/audit", "Audit")) }
                                 @if ctx.has(Role::Admin) { (nav_link(ctx, "/operators", "Operators")) (nav_link(ctx, "/directory", "Directory")) }
                                 (nav_link(ctx, "/policies", "Policies"))

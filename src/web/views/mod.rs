@@ -11,6 +11,7 @@ mod directory;
 mod import;
 mod layout;
 mod operators;
+mod programming;
 mod tokens;
 
 use axum::extract::FromRequestParts;
@@ -303,6 +304,8 @@ pub const PAGES: &[&str] = &[
     "/deliver/{token}",
     "/approvals",
     "/approvals/{id}",
+    "/tokens/generate",
+    "/tokens/{serial}/programming",
 ];
 
 /// Every page route.
@@ -324,6 +327,19 @@ pub fn router() -> Router<AppState> {
         .route("/policies", get(operators::policies))
         .route("/tokens", get(tokens::list))
         .route("/tokens/new", get(tokens::new_form).post(tokens::create))
+        // The QR image is read by `extract::Upload`, which enforces max_upload_mb itself.
+        .route(
+            "/tokens/new/qr",
+            post(tokens::create_from_qr).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/tokens/generate",
+            get(programming::form).post(programming::create),
+        )
+        .route(
+            "/tokens/{serial}/programming",
+            get(programming::show).post(programming::confirm),
+        )
         .route("/tokens/{serial}", get(tokens::detail))
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))

@@ -13,7 +13,8 @@ use crate::directory::{self, OfRecord};
 use crate::operators::Role;
 use crate::store::token_pages::{Cursor, PageRequest, TokenSort};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
-use crate::tokens::{self, TokenState};
+use crate::tokens::{self, SecretInput, TokenState};
+use crate::web::extract::Upload;
 use crate::web::session::{HelpdeskOnly, ProvisionerOnly, ProvisionerOrHelpdesk};
 use crate::web::{AppError, AppState};
 
@@ -262,6 +263,13 @@ pub async fn detail(
                 @if let Some(at) = token.purged_at { dt { "Seed destroyed" } dd { (when(at)) } }
             }
         }
+        @if token.state == TokenState::Programming && op.has(Role::Provisioner) {
+            div.card {
+                h2 { "Being programmed" }
+                p { "seedvault generated this seed and showed it once. Confirm a code from the programmed device to escrow the token, or abandon it." }
+                a.button href={ "/tokens/" (token.serial) "/programming" } { "Confirm or abandon" }
+            }
+        }
         @if escrowed {
             div.actions {
                 @if op.has(Role::Helpdesk) && token.owner.is_some() { a.button href={ "/tokens/" (token.serial) "/reveal" } { "Reveal a code for the caller" } }
@@ -320,12 +328,82 @@ pub async fn detail(
     Ok(page(&op.ctx, &format!("Token {}", token.serial), body))
 }
 
-fn capture_form(state: &AppState, error: Option<&str>, values: &CaptureForm) -> Markup {
+/// What a QR image held, as shown before capture: never the secret.
+fn qr_summary(found: Option<&tokens::QrPreview>) -> Markup {
+    html! {
+        section.qr-summary data-qr-summary aria-live="polite" hidden[found.is_none()] {
+            h3 { "Found in the QR code" }
+            dl.facts {
+                dt { "Issuer" } dd data-qr-issuer { (found.and_then(|f| f.issuer.as_deref()).unwrap_or("—")) }
+                dt { "Account" } dd data-qr-account { (found.and_then(|f| f.account.as_deref()).unwrap_or("—")) }
+                dt { "Digits" } dd data-qr-digits { (found.map(|f| f.digits.to_string()).unwrap_or_default()) }
+                dt { "Period" } dd data-qr-period { (found.map(|f| format!("{} s", f.period)).unwrap_or_default()) }
+                dt { "Algorithm" } dd data-qr-algorithm { (found.map(|f| f.algorithm.as_str()).unwrap_or_default()) }
+            }
+            @if let Some(found) = found {
+                @for w in &found.warnings { p.hint { "Warning: " (w) } }
+                p.hint { "The image is not kept: choose or paste it again, then press Seal and escrow." }
+            }
+        }
+    }
+}
+
+fn qr_form(state: &AppState, values: &QrFields, found: Option<&tokens::QrPreview>) -> Markup {
+    html! {
+        form.stack.card method="post" action="/tokens/new/qr" enctype="multipart/form-data" autocomplete="off" data-qr-capture {
+            h2 { "From a QR code" }
+            p.hint { "Paste a screenshot of the otpauth QR code (Ctrl+V or ⌘V) anywhere on this page, drop an image here, or choose a file. The image is read on the server, never stored, and what it holds is shown before anything is sealed." }
+            div.dropzone data-qr-drop {
+                label { "QR image (PNG or JPEG)"
+                    input type="file" name="qr_image" accept="image/png,image/jpeg" required; }
+            }
+            p.error-box data-error hidden tabindex="-1" role="alert" {}
+            (qr_summary(found))
+            label { "Owner (UPN)" span.hint { "leave empty to assign later" }
+                input type="text" name="owner" value=(values.owner) placeholder="user@example.org"; }
+            label { "Serial" span.hint { "as printed on the token" } input type="text" name="serial" value=(values.serial) required; }
+            label { "Policy"
+                select name="policy" {
+                    @for p in state.policies.all() { option value=(p.name) selected[values.policy == p.name || (values.policy.is_empty() && p.default)] { (p.name) " — " (p.description) } }
+                }
+            }
+            div.actions {
+                button.secondary type="submit" name="step" value="preview" formnovalidate { "Preview (nothing is stored)" }
+                button type="submit" name="step" value="capture" data-qr-confirm { "Seal and escrow" }
+            }
+        }
+    }
+}
+
+/// The QR form's text fields, kept across a preview.
+#[derive(Default)]
+pub struct QrFields {
+    owner: String,
+    serial: String,
+    policy: String,
+}
+
+fn capture_page(
+    state: &AppState,
+    error: Option<&str>,
+    values: &CaptureForm,
+    qr: &QrFields,
+    found: Option<&tokens::QrPreview>,
+) -> Markup {
     html! {
         h1 { "Capture a token" }
         p.lead { "The seed is sealed at once and never shown again — not here, not in any export. Only one-time codes leave the vault." }
         @if let Some(error) = error { p.error-box role="alert" { (error) } }
+        (capture_form(state, values))
+        (qr_form(state, qr, found))
+        p { "No seed yet? " a href="/tokens/generate" { "Generate one" } " for a programmable token or an authenticator app." }
+    }
+}
+
+fn capture_form(state: &AppState, values: &CaptureForm) -> Markup {
+    html! {
         form.stack.card method="post" action="/tokens/new" autocomplete="off" {
+            h2 { "Typed or pasted" }
             label { "Owner (UPN)" span.hint { "leave empty to assign later; no code can be revealed until the token is assigned" }
                 input type="text" name="owner" value=(values.owner) placeholder="user@example.org"; }
             label { "Serial" span.hint { "as printed on the token" } input type="text" name="serial" value=(values.serial) required; }
@@ -381,22 +459,103 @@ pub struct CaptureForm {
     policy: String,
 }
 
+impl CaptureForm {
+    fn defaults() -> Self {
+        Self {
+            format: "auto".into(),
+            algorithm: "SHA1".into(),
+            digits: "6".into(),
+            period: "30".into(),
+            ..Default::default()
+        }
+    }
+}
+
 pub async fn new_form(
     State(state): State<AppState>,
     op: PageAuthorized<ProvisionerOnly>,
 ) -> Result<Markup, PageError> {
-    let defaults = CaptureForm {
-        format: "auto".into(),
-        algorithm: "SHA1".into(),
-        digits: "6".into(),
-        period: "30".into(),
-        ..Default::default()
-    };
+    let defaults = CaptureForm::defaults();
     Ok(page(
         &op.ctx,
         "Capture a token",
-        capture_form(&state, None, &defaults),
+        capture_page(&state, None, &defaults, &QrFields::default(), None),
     ))
+}
+
+/// The capture page's QR form: `step=preview` shows what the image holds (nothing stored);
+/// `step=capture` reads it again and escrows it.
+pub async fn create_from_qr(
+    State(state): State<AppState>,
+    op: PageAuthorized<ProvisionerOnly>,
+    upload: Result<Upload, AppError>,
+) -> Result<Response, PageError> {
+    let mut upload = upload.map_err(|e| op.fail(e))?;
+    let fields = QrFields {
+        owner: upload.field("owner").unwrap_or_default().to_owned(),
+        serial: upload.field("serial").unwrap_or_default().to_owned(),
+        policy: upload.field("policy").unwrap_or_default().to_owned(),
+    };
+    let preview_only = upload.field("step") == Some("preview");
+    let image = upload.qr_image.take();
+    let result: Result<Response, AppError> = async {
+        let source = SecretInput::new(None, image)?;
+        if preview_only {
+            let SecretInput::QrImage(image) = source else {
+                return Err(AppError::Internal("a QR source without an image".into()));
+            };
+            let uri = tokens::secret_from_qr(image).await?;
+            let found = tokens::preview_otpauth(&uri)?;
+            drop(uri);
+            let body = capture_page(&state, None, &CaptureForm::defaults(), &fields, Some(&found));
+            return Ok(page(&op.ctx, "Capture a token", body).into_response());
+        }
+        let (secret, format) = source.read().await?;
+        let found = tokens::preview_otpauth(&secret)?;
+        let input = tokens::CaptureRequest {
+            owner: Some(fields.owner.clone()),
+            serial: fields.serial.clone(),
+            secret,
+            format,
+            display_name: None,
+            manufacturer: None,
+            model: None,
+            algorithm: None,
+            digits: None,
+            period: None,
+            policy: Some(fields.policy.clone()),
+        };
+        let captured = tokens::capture(&state.env(), &op.current.operator.actor(), input).await?;
+        let mut text = format!(
+            "Token {} escrowed from the QR code ({}, {}; {} digits every {} s); its seed is sealed.",
+            captured.serial,
+            found.issuer.as_deref().unwrap_or("no issuer"),
+            found.account.as_deref().unwrap_or("no account"),
+            found.digits,
+            found.period
+        );
+        for w in &captured.warnings {
+            text.push_str(&format!(" Warning: {w}."));
+        }
+        set_flash(&op.current.session, true, text).await;
+        Ok(Redirect::to(&format!("/tokens/{}", captured.serial)).into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => Ok(response),
+        Err(error) if error.status().is_server_error() => Err(op.fail(error)),
+        Err(error) => {
+            let status = error.status();
+            let body = capture_page(
+                &state,
+                Some(&error.to_string()),
+                &CaptureForm::defaults(),
+                &fields,
+                None,
+            );
+            Ok((status, page(&op.ctx, "Capture a token", body)).into_response())
+        }
+    }
 }
 
 pub async fn create(
@@ -445,7 +604,13 @@ pub async fn create(
             let markup = page(
                 &op.ctx,
                 "Capture a token",
-                capture_form(&state, Some(&error.to_string()), &form),
+                capture_page(
+                    &state,
+                    Some(&error.to_string()),
+                    &form,
+                    &QrFields::default(),
+                    None,
+                ),
             );
             Ok((status, markup).into_response())
         }

@@ -186,6 +186,13 @@ impl Operator {
         )
     }
 
+    /// A page (or any reply) as text, recorded by the canary.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let (status, bytes) = self.raw(&Method::GET, path, None).await;
+        self.canary.record_response(&format!("GET {path}"), &bytes);
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.request(Method::GET, path, None).await
     }
