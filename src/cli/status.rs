@@ -32,6 +32,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!("  {state:<10} {count}");
     }
     println!("audit events: {}", report.audit_events);
+    for line in super::siem::status_lines(&store, &config.siem).await? {
+        println!("{line}");
+    }
     if !report.due_soon.is_empty() {
         println!(
             "seeds reaching their retention deadline within 7 days (purged automatically then):"

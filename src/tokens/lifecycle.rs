@@ -204,6 +204,7 @@ pub async fn deliver(
                     .details(json!({ "reason": "too many wrong codes in the last hour" }));
                 audit::append(&mut tx, env.vault, env.now, event).await?;
                 tx.commit().await?;
+                crate::telemetry::delivery("too-many-attempts");
                 return Err(LifecycleError::TooManyAttempts {
                     retry_after_seconds,
                 });
@@ -237,6 +238,7 @@ pub async fn deliver(
                     );
                 audit::append(&mut tx, env.vault, env.now, event).await?;
                 tx.commit().await?;
+                crate::telemetry::delivery("wrong-code");
                 return Err(LifecycleError::WrongCode(token.serial));
             };
             (
@@ -256,6 +258,8 @@ pub async fn deliver(
     };
     purge_in(env, &mut tx, &token, purge, event).await?;
     tx.commit().await?;
+    crate::telemetry::delivery(reason);
+    crate::telemetry::purged(reason, 1);
     scrub(env).await;
     Ok(Purged {
         serial: token.serial,
@@ -290,6 +294,7 @@ pub async fn cancel(
     };
     purge_in(env, &mut tx, &token, purge, event).await?;
     tx.commit().await?;
+    crate::telemetry::purged("cancelled", 1);
     scrub(env).await;
     Ok(Purged {
         serial: token.serial,
@@ -310,6 +315,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
             break;
         }
         let mut tx = env.store.begin_write().await?;
+        let before = purged.len();
         for row in overdue {
             let token = Token::from_row(row)?;
             let purge = PurgeRow {
@@ -328,6 +334,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
             }
         }
         tx.commit().await?;
+        crate::telemetry::purged("expired", purged.len() - before);
     }
     if !purged.is_empty() {
         scrub(env).await;

@@ -59,6 +59,27 @@ pub enum RevealError {
     Operator(#[from] operators::OperatorError),
 }
 
+impl RevealError {
+    /// A short, fixed name for the kind of refusal: the metrics' `reason` label, which must
+    /// never carry the message's serials or names.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::Token(TokenError::NotFound(_)) => "not-found",
+            Self::Token(_) => "token-state",
+            Self::NoOwner(_) => "no-owner",
+            Self::Checklist { .. } => "checklist",
+            Self::Limit { .. } => "limit",
+            Self::WrongToken { .. } => "wrong-token",
+            Self::Expired => "expired",
+            Self::NoPasskey => "no-passkey",
+            Self::ForeignPasskey => "foreign-passkey",
+            Self::Assertion(_) => "assertion",
+            Self::Challenge(_) => "challenge",
+            Self::Operator(_) => "operator",
+        }
+    }
+}
+
 fn list(shortfalls: &[Shortfall]) -> String {
     shortfalls
         .iter()
@@ -234,6 +255,7 @@ async fn audit_refusal<T>(
     if let Err(error) = &outcome {
         if audited(error) {
             record_denial(env, operator, serial, &error.to_string()).await?;
+            crate::telemetry::reveal_refused(error.reason_code());
         }
     }
     outcome
@@ -419,6 +441,7 @@ async fn grant(
     match outcome {
         Ok(revealed) => {
             tx.commit().await?;
+            crate::telemetry::reveal_granted();
             Ok(revealed)
         }
         Err(error) => {

@@ -7,6 +7,7 @@ mod error;
 pub mod extract;
 mod health;
 pub mod middleware;
+pub mod prometheus;
 pub mod session;
 pub mod views;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub policies: Arc<PolicySet>,
     /// Reveals between start and finish (in memory, single use).
     pub reveals: Arc<ceremony::PendingReveals>,
+    /// What each SIEM forwarder last saw (filled by `serve` once the forwarders run).
+    pub siem: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::siem::SinkHealth>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,7 @@ impl AppState {
             .map_err(StateError::Sessions)?;
         let policies = crate::policy::load_configured(&config.policies_dir)?;
         let limits = Arc::new(Limits::new(&config));
+        crate::telemetry::install();
         Ok(Self {
             store,
             vault: Arc::new(vault),
@@ -116,6 +120,7 @@ impl AppState {
             sessions,
             policies: Arc::new(policies),
             reveals: Arc::default(),
+            siem: Arc::default(),
         })
     }
 
@@ -145,6 +150,8 @@ pub fn app(state: AppState) -> Router {
         ))));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(prometheus::with_token))
         .merge(api::router())
         .merge(views::router())
         .layer(axum::middleware::from_fn_with_state(

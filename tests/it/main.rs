@@ -20,6 +20,7 @@ mod deploy;
 mod full_disk;
 mod hardening;
 mod import;
+mod observability;
 mod operators;
 mod pages;
 mod pskc;

@@ -1,4 +1,5 @@
-//! The dashboard: counts by state, seeds nearing their retention deadline, recent reveals.
+//! The dashboard: counts by state, seeds nearing their retention deadline, recent reveals,
+//! and how far each SIEM sink is behind the audit trail.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -23,6 +24,10 @@ pub async fn dashboard(
     let reveals = crate::store::tokens::recent_reveals(&state.store, 10)
         .await
         .map_err(|e| op.fail(e))?;
+    let lags = crate::siem::lag(&state.store, &state.config.siem, state.clock.now())
+        .await
+        .map_err(|e| op.fail(e))?;
+    let health = state.siem.lock().map(|h| h.clone()).unwrap_or_default();
     let body = html! {
         h1 { "Dashboard" }
         div.grid {
@@ -41,6 +46,28 @@ pub async fn dashboard(
                 thead { tr { th { "Serial" } th { "Owner" } th { "Purged at" } } }
                 tbody { @for (serial, owner, deadline) in &report.due_soon {
                     tr { td { a href={ "/tokens/" (serial) } { (serial) } } td { (owner.as_deref().unwrap_or("unassigned")) } td { (when(*deadline)) } }
+                } }
+            } }
+        }
+        @if !lags.is_empty() {
+            h2 { "SIEM forwarding" }
+            div.table-wrap { table {
+                caption.muted { "Audit events each sink has not acknowledged yet. A sink that is down only lags; nothing is lost." }
+                thead { tr { th scope="col" { "Sink" } th scope="col" { "Acknowledged up to" } th scope="col" { "Lag (events)" } th scope="col" { "Lag (seconds)" } th scope="col" { "Last error" } } }
+                tbody { @for lag in &lags {
+                    tr {
+                        th scope="row" { (lag.sink) }
+                        td { (lag.acked_seq) }
+                        td { (lag.events) }
+                        td { (format!("{:.0}", lag.seconds)) }
+                        td {
+                            @if lag.cursor_ahead {
+                                "cursor ahead of the audit head (restored vault?) — run seedvault siem reset " (lag.sink)
+                            } @else {
+                                (health.get(&lag.sink).and_then(|h| h.last_error.clone()).unwrap_or_else(|| "none".into()))
+                            }
+                        }
+                    }
                 } }
             } }
         }
