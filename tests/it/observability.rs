@@ -879,6 +879,25 @@ async fn reveals_keep_their_latency_while_the_siem_sink_stalls() {
     assert!(lag[0].events > 0, "the sink lags instead: {lag:?}");
     forwarding.stop().await;
     sink.task.abort();
+
+    // What a SIEM holds after these reveals carries no seed and no code: the canary (which
+    // watches every revealed code) scans each forwarded event.
+    let siem = HttpSink::start(Received::default(), Arc::new(AtomicU8::new(ACCEPT))).await;
+    let config = config_with(vec![siem.settings("siem")]);
+    let forwarding = seedvault::siem::spawn(&srv.state.store, &config.siem);
+    let head = head(&srv.state.store).await;
+    siem.received.wait_for(head, Duration::from_secs(30)).await;
+    forwarding.stop().await;
+    siem.task.abort();
+    let records = siem.received.0.lock().unwrap().clone();
+    assert!(records.iter().any(|r| r.action == "reveal.granted"));
+    for record in records {
+        srv.canary.record_response(
+            "a forwarded SIEM event",
+            serde_json::to_string(&record).unwrap().as_bytes(),
+        );
+    }
+    assert!(srv.canary.watched() >= 10, "the canary watches the codes");
     srv.stop_and_check().await;
 }
 
