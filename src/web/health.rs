@@ -2,7 +2,6 @@
 //! readiness (unsealed, writable, migrated) for orchestrators that route traffic.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 
@@ -23,20 +22,22 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppE
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// Always `ready`.
     status: &'static str,
-    /// Why not ready (absent when ready).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
 }
 
-/// 200 `{"status":"ready"}` when the vault is unsealed, the database takes a write and every
-/// migration of this binary is applied; otherwise 503 `{"status":"not ready","reason":…}`.
+/// Readiness for orchestrators and load balancers: ready only when the vault is unsealed, the
+/// database takes a write within 2 s and every migration of this binary is applied.
+/// `/healthz` stays the liveness check.
 ///
 /// A server only serves once the vault is unsealed, so the first condition holds whenever this
 /// answers at all; it is checked anyway, so that a future sealed mode cannot report ready.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+#[utoipa::path(get, path = "/readyz", tag = "meta", operation_id = "readyz",
+    responses((status = 200, description = "ready", body = Readiness),
+              (status = 503, description = "not ready; the message says why")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, AppError> {
     let checked = if state.vault.id().is_empty() {
         Err("the vault is sealed".to_owned())
     } else {
@@ -46,22 +47,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             .await
     };
     match checked {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Readiness {
-                status: "ready",
-                reason: None,
-            }),
-        ),
+        Ok(()) => Ok(Json(Readiness { status: "ready" })),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Readiness {
-                    status: "not ready",
-                    reason: Some(reason),
-                }),
-            )
+            Err(AppError::NotReady(reason))
         }
     }
 }

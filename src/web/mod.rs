@@ -5,7 +5,7 @@ pub mod api;
 pub mod ceremony;
 mod error;
 pub mod extract;
-mod health;
+pub(crate) mod health;
 pub mod middleware;
 pub mod prometheus;
 pub mod session;
@@ -150,8 +150,6 @@ pub fn app(state: AppState) -> Router {
         ))));
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(prometheus::with_token))
         .merge(api::router())
         .merge(views::router())
         .layer(axum::middleware::from_fn_with_state(

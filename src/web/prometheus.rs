@@ -43,8 +43,13 @@ fn text(body: String) -> Response {
         .into_response()
 }
 
-/// The main listener's `/metrics`: 404 unless `metrics_token` is set, then 401 without
-/// `Authorization: Bearer <token>`.
+/// Prometheus metrics (text format 0.0.4) for a scraper holding `metrics_token`: 404 unless the
+/// token is configured, 401 without `Authorization: Bearer <token>`. The `metrics_bind`
+/// listener serves the same without a token.
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "every metric", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+              (status = 401, description = "no or a wrong bearer token"),
+              (status = 404, description = "no metrics_token is configured")))]
 pub async fn with_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -65,7 +70,10 @@ pub async fn with_token(
                 header::WWW_AUTHENTICATE,
                 "Bearer realm=\"seedvault metrics\"",
             )],
-            "/metrics needs Authorization: Bearer <metrics_token>\n",
+            axum::Json(super::ErrorBody {
+                error: "unauthenticated",
+                message: "/metrics needs Authorization: Bearer <metrics_token>".into(),
+            }),
         )
             .into_response());
     }

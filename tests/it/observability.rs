@@ -202,7 +202,11 @@ async fn readyz_is_ready_until_another_writer_holds_the_database_lock() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = srv.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["reason"].as_str().unwrap().contains("write"), "{body}");
+    assert_eq!(body["error"], "not_ready", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("write"),
+        "{body}"
+    );
     let (status, _) = srv.get("/healthz").await;
     assert_eq!(
         status,
