@@ -967,3 +967,71 @@ fn a_malformed_sink_is_refused_at_start_naming_the_sink_the_field_and_the_fix() 
     .to_string();
     assert!(!err.contains("s3cr3t"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_ahead_of_the_head_stops_its_sink_until_a_reset_and_then_the_reset_is_sent() {
+    let (_dir, store, vault) = vault_with_events(100).await;
+    let sink = HttpSink::start(Received::default(), Arc::new(AtomicU8::new(ACCEPT))).await;
+    let config = config_with(vec![sink.settings("restored")]);
+    // As after restoring a backup older than what the sink holds.
+    let mut tx = store.begin_write().await.unwrap();
+    seedvault::store::siem::set(&mut tx, "restored", 5_000, 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let forwarding = seedvault::siem::spawn(&store, &config.siem);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lag = seedvault::siem::lag(&store, &config.siem, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(lag[0].cursor_ahead && lag[0].events == 0, "{lag:?}");
+    let health = forwarding.health();
+    assert!(
+        health["restored"]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("seedvault siem reset restored"),
+        "{health:?}"
+    );
+    assert!(sink.received.seqs().is_empty(), "nothing is sent meanwhile");
+
+    let err = seedvault::siem::reset(
+        &store,
+        &vault,
+        &config.siem,
+        "cli:test",
+        "nope",
+        None,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no [[siem]] sink is named 'nope'"), "{err}");
+    let head = head(&store).await;
+    let to = seedvault::siem::reset(
+        &store,
+        &vault,
+        &config.siem,
+        "cli:test",
+        "restored",
+        None,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(to, head);
+    // The reset's own event is the next one the sink receives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.received.seqs().is_empty() {
+        assert!(Instant::now() < deadline, "the reset event never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = sink.received.0.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].action, "siem.cursor_reset");
+    assert_eq!(received[0].seq, head + 1);
+    forwarding.stop().await;
+    sink.task.abort();
+}
