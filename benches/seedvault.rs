@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! cargo bench --bench seedvault                      # every scenario
-//! cargo bench --bench seedvault -- reveal sweep      # only some: primitives signin reveal sweep
+//! cargo bench --bench seedvault -- reveal sweep      # only some: primitives signin reveal sweep siem
+//! cargo bench --bench seedvault -- siem --siem-events 1000000   # SIEM forwarding rate
 //! cargo bench --bench seedvault -- --reveals 20000   # more reveals per run
 //! ```
 //!
@@ -48,6 +49,7 @@ struct Options {
     reveals: usize,
     sign_ins: usize,
     sweep_tokens: usize,
+    siem_events: u64,
 }
 
 impl Options {
@@ -58,6 +60,7 @@ impl Options {
             reveals: 5_000,
             sign_ins: 2_000,
             sweep_tokens: 10_000,
+            siem_events: 1_000_000,
         };
         let mut benching = false;
         while let Some(arg) = args.next() {
@@ -72,6 +75,7 @@ impl Options {
                 "--reveals" => options.reveals = number("--reveals"),
                 "--sign-ins" => options.sign_ins = number("--sign-ins"),
                 "--sweep-tokens" => options.sweep_tokens = number("--sweep-tokens"),
+                "--siem-events" => options.siem_events = number("--siem-events") as u64,
                 other if other.starts_with('-') => {}
                 other => options.scenarios.push(other.to_owned()),
             }
@@ -104,7 +108,14 @@ fn main() {
         if options.wants("primitives") {
             primitives().await;
         }
-        if options.wants("signin") || options.wants("reveal") || options.wants("sweep") {
+        if options.wants("siem") {
+            siem_forwarding(options.siem_events).await;
+        }
+        if options.wants("signin")
+            || options.wants("reveal")
+            || options.wants("sweep")
+            || options.wants("siem")
+        {
             let bench = Bench::start().await;
             if options.wants("signin") {
                 bench.sign_ins(options.sign_ins).await;
@@ -114,6 +125,9 @@ fn main() {
             }
             if options.wants("sweep") {
                 bench.sweep(options.sweep_tokens).await;
+            }
+            if options.wants("siem") {
+                bench.reveals_with_stalled_sink(options.reveals).await;
             }
             bench.stop().await;
         }
@@ -562,6 +576,44 @@ impl Bench {
         );
     }
 
+    /// The reveal hot path without a SIEM sink, then with one that accepts connections and
+    /// never answers (its forwarder waits out its timeout and backs off, again and again).
+    async fn reveals_with_stalled_sink(&self, total: usize) {
+        heading("Reveals with a stalled SIEM sink");
+        self.reveals(total).await;
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = stalled.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = stalled.accept().await {
+                open.push(stream);
+            }
+        });
+        let config = Config::validate(Overrides {
+            siem: Some(vec![seedvault::siem::SinkSettings {
+                name: Some("stalled".into()),
+                kind: Some("http".into()),
+                url: Some(format!("http://{addr}/ingest")),
+                timeout_seconds: Some(5),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .unwrap();
+        let forwarding = seedvault::siem::spawn(&self.state.store, &config.siem);
+        heading("... the same with the stalled sink");
+        self.reveals(total).await;
+        let lag = seedvault::siem::lag(&self.state.store, &config.siem, SystemClock.now())
+            .await
+            .unwrap();
+        row(
+            "stalled sink's lag at the end",
+            &format!("{} events", lag[0].events),
+        );
+        forwarding.stop().await;
+        held.abort();
+    }
+
     // -----------------------------------------------------------------------------------------
     // Retention sweep
 
@@ -753,4 +805,146 @@ impl BenchOperator {
         assert!(body["code"].is_string());
         (started.elapsed(), finish.elapsed())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIEM forwarding
+
+/// A sink that drains what it receives and counts newlines (HTTP: one per event) or frames
+/// (syslog: one per event), answering HTTP requests with 200.
+async fn counting_sink(http: bool, events: Arc<AtomicUsize>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 1 << 16];
+                if !http {
+                    // Octet counting: count frames by their "<8" PRI start after a length.
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let frames = buffer[..n].windows(3).filter(|w| w == b" <8").count();
+                        events.fetch_add(frames, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                // HTTP/1.1 keep-alive: header, Content-Length body, answer, repeat.
+                let mut pending: Vec<u8> = Vec::new();
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while pending.len() < end + 4 + length {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let body = &pending[end + 4..end + 4 + length];
+                    events.fetch_add(
+                        body.iter().filter(|b| **b == b'\n').count(),
+                        Ordering::Relaxed,
+                    );
+                    pending.drain(..end + 4 + length);
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Forwarding rate of `events` fixture events to an HTTP sink and to a syslog/TCP sink, each
+/// from a cursor at 0 to the head, default batches (1,000 events).
+async fn siem_forwarding(events: u64) {
+    heading(&format!("SIEM forwarding of {events} audit events"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let vault = open::create(
+        &store,
+        SystemClock.now(),
+        "system",
+        vec![("development".into(), SlotRequest::Development)],
+    )
+    .await
+    .unwrap();
+    let path = store.path().to_owned();
+    let vault = Arc::new(vault);
+    let v = vault.clone();
+    let started = Instant::now();
+    let head = tokio::task::spawn_blocking(move || {
+        seedvault::audit::fixture::fill(&path, &v, events, time::OffsetDateTime::now_utc()).unwrap()
+    })
+    .await
+    .unwrap();
+    row(
+        "fixture filled",
+        &format!("{head} events in {:.1} s", started.elapsed().as_secs_f64()),
+    );
+    for (kind, http) in [("http", true), ("syslog-tcp", false)] {
+        let received = Arc::new(AtomicUsize::new(0));
+        let addr = counting_sink(http, received.clone()).await;
+        let sink = if http {
+            seedvault::siem::SinkSettings {
+                name: Some(kind.into()),
+                kind: Some("http".into()),
+                url: Some(format!("http://{addr}/ingest")),
+                ..Default::default()
+            }
+        } else {
+            seedvault::siem::SinkSettings {
+                name: Some(kind.into()),
+                kind: Some("syslog-tcp".into()),
+                address: Some(addr.to_string()),
+                ..Default::default()
+            }
+        };
+        let config = Config::validate(Overrides {
+            siem: Some(vec![sink]),
+            ..Default::default()
+        })
+        .unwrap();
+        let started = Instant::now();
+        let forwarding = seedvault::siem::spawn(&store, &config.siem);
+        loop {
+            let lag = seedvault::siem::lag(&store, &config.siem, SystemClock.now())
+                .await
+                .unwrap();
+            if lag[0].acked_seq >= head {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wall = started.elapsed();
+        forwarding.stop().await;
+        row(
+            &format!("{kind}: {head} events, acknowledged"),
+            &format!(
+                "{:.1} s, {:.0} events/s (sink counted {})",
+                wall.as_secs_f64(),
+                head as f64 / wall.as_secs_f64(),
+                received.load(Ordering::Relaxed)
+            ),
+        );
+    }
+    store.close().await;
 }

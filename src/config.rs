@@ -31,6 +31,8 @@ pub enum ConfigError {
         value: String,
         fix: &'static str,
     },
+    #[error("[[siem]] sink {which}: {problem}")]
+    Sink { which: String, problem: String },
 }
 
 /// One setting as declared in the table: what the README, `--help` and error messages say.
@@ -77,6 +79,16 @@ impl FromEnv for u32 {
             setting: var,
             value: text.to_owned(),
             fix: "expected a whole number",
+        })
+    }
+}
+
+impl FromEnv for Vec<crate::siem::SinkSettings> {
+    /// The environment cannot hold TOML tables: the same objects as a JSON array.
+    fn from_env(var: &'static str, text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+            path: var.to_owned(),
+            reason: format!("{e} — expected a JSON array of sink objects, e.g. [{{\"name\":\"splunk\",\"kind\":\"http\",\"url\":\"https://…\"}}]"),
         })
     }
 }
@@ -368,6 +380,42 @@ settings! {
         shown: "none: the built-in templates",
         check: |_, v: PathBuf| Ok(Some(v).filter(|p| !p.as_os_str().is_empty())),
     }
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors; every
+    /// line of a request carries its `request_id`).
+    log_format: String => LogFormat {
+        env: "SEEDVAULT_LOG_FORMAT",
+        flag: None,
+        default(_): "text".to_owned(),
+        shown: "`text`",
+        check: log_format,
+    }
+    /// A separate address (IP:PORT) serving only `GET /metrics` (Prometheus text format),
+    /// without authentication: bind it to a network only the scraper reaches.
+    metrics_bind: String => Option<SocketAddr> {
+        env: "SEEDVAULT_METRICS_BIND",
+        flag: None,
+        default(_): String::new(),
+        shown: "none: no metrics listener",
+        check: optional_socket_addr,
+    }
+    /// A bearer token (at least 32 characters) that opens `GET /metrics` on the main listener;
+    /// without it the main listener has no `/metrics`.
+    metrics_token: String => Option<BearerToken> {
+        env: "SEEDVAULT_METRICS_TOKEN",
+        flag: None,
+        default(_): String::new(),
+        shown: "none: `/metrics` only on `metrics_bind`",
+        check: bearer_token,
+    }
+    /// SIEM sinks, as `[[siem]]` tables in the file (a JSON array of the same objects in the
+    /// environment); every audit event is forwarded to each. See docs/OBSERVABILITY.md.
+    siem: Vec<crate::siem::SinkSettings> => Vec<crate::siem::Sink> {
+        env: "SEEDVAULT_SIEM",
+        flag: None,
+        default(_): Vec::new(),
+        shown: "none",
+        check: crate::siem::validate_sinks,
+    }
 }
 
 /// The declared setting called `name`.
@@ -608,6 +656,74 @@ fn ip_networks(setting: &'static str, texts: Vec<String>) -> Result<Vec<IpNetwor
             })
         })
         .collect()
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn log_format(setting: &'static str, text: String) -> Result<LogFormat, ConfigError> {
+    match text.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ConfigError::Invalid {
+            setting,
+            value: text,
+            fix: "expected text or json",
+        }),
+    }
+}
+
+fn optional_socket_addr(
+    setting: &'static str,
+    text: String,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    socket_addr(setting, text).map(Some)
+}
+
+/// A secret bearer token from the configuration: compared in constant time, never shown by
+/// `Debug`, wiped from memory when dropped.
+#[derive(Clone)]
+pub struct BearerToken(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(redacted)")
+    }
+}
+
+impl BearerToken {
+    /// Whether an `Authorization` header value is `Bearer <this token>`; the comparison takes
+    /// the same time wherever the first difference is.
+    pub fn admits(&self, authorization: &str) -> bool {
+        let Some(given) = authorization.strip_prefix("Bearer ") else {
+            return false;
+        };
+        let (a, b) = (given.as_bytes(), self.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+fn bearer_token(setting: &'static str, text: String) -> Result<Option<BearerToken>, ConfigError> {
+    let text = zeroize::Zeroizing::new(text);
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() < 32 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            setting,
+            // The value is a secret: never repeated in an error.
+            value: "(hidden)".into(),
+            fix: "expected at least 32 printable characters without spaces, e.g. from `openssl rand -hex 32`",
+        });
+    }
+    Ok(Some(BearerToken(text)))
 }
 
 fn at_least_one(fix: &'static str) -> impl Fn(&'static str, u32) -> Result<u32, ConfigError> {

@@ -5,6 +5,9 @@
 //! - [`cli`]     the command line (clap): one file per command group; thin glue over the library.
 //! - [`server`]  binding, serving and graceful shutdown of the HTTP server.
 //! - [`web`]     HTTP: router (`web::app`), state, error → status mapping, handlers.
+//! - [`telemetry`] Prometheus metrics: the recorder, every metric's name and labels, rendering.
+//! - [`siem`]    streaming the audit trail to SIEM sinks (HTTP JSON Lines, syslog over TCP/TLS)
+//!   with a durable per-sink cursor, retries with capped backoff, and lag reporting.
 //! - [`status`]  what a data directory holds (vault, slots, token counts) for `status` and the UI.
 //! - [`doctor`]  what is wrong with a deployment (`seedvault doctor`): read-only findings and fixes.
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
@@ -60,8 +63,10 @@ pub mod qr;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod siem;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod timesync;
 pub mod tokens;
 pub mod vault;

@@ -252,3 +252,25 @@ pub fn spawn_directory_sync(state: AppState) {
         }
     });
 }
+
+/// Drains the metrics' histogram buffers every 5 seconds, so that memory stays flat however
+/// rarely `/metrics` is scraped.
+pub fn spawn_metrics_upkeep() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            crate::telemetry::upkeep();
+        }
+    });
+}
+
+/// Serves `GET /metrics` (and nothing else) on the `metrics_bind` listener.
+pub fn spawn_metrics_listener(state: AppState, listener: TcpListener) {
+    let app = crate::web::prometheus::listener_app(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+}

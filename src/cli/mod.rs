@@ -13,6 +13,7 @@ mod operator;
 mod policy;
 mod purge;
 mod serve;
+mod siem;
 mod status;
 mod token;
 pub mod unlock;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Verify, anchor and export the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// SIEM forwarding: sinks, cursors and lag; reset a sink's cursor.
+    #[command(subcommand)]
+    Siem(siem::SiemCommand),
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
     /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
@@ -110,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,
+        Command::Siem(command) => siem::run(&cli, command).await,
         Command::Doctor => doctor::run(&cli).await,
     }
 }
@@ -123,15 +128,26 @@ pub fn cli_actor() -> String {
 }
 
 /// Sets up logging to stderr with the configured filter.
-pub fn init_tracing(filter: &str) {
+pub fn init_tracing(filter: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = match format {
+        crate::config::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
+        // One JSON object per line; the request span's `request_id` rides on every line
+        // logged while a request is handled.
+        crate::config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 /// The development-slot warning, printed on every start while such a slot exists.

@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         origin: args.origin.clone(),
         ..Default::default()
     })?;
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_format);
     let clock = Arc::new(SystemClock);
     let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
 
@@ -59,8 +59,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         if args.production {
             return Err(VaultError::DevelopmentSlotInProduction.into());
         }
-        eprintln!("{}", development_warning(&config.data_dir));
-        tracing::warn!("running with a development key slot");
+        // In JSON mode stderr carries only JSON lines; the warning goes through the log.
+        if config.log_format == crate::config::LogFormat::Text {
+            eprintln!("{}", development_warning(&config.data_dir));
+            tracing::warn!("running with a development key slot");
+        } else {
+            tracing::warn!(warning = %development_warning(&config.data_dir), "running with a development key slot");
+        }
     }
 
     // Checked before listening: a bad template or an unreadable SMTP password stops start-up.
@@ -74,7 +79,17 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         crate::server::raise_open_file_limit(),
     );
     let listener = crate::server::bind(config.bind).await?;
-    let state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(crate::server::bind(addr).await?),
+        None => None,
+    };
+    let mut state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
+    // Started before the first request: a restart resumes each sink at its cursor.
+    let forwarding = crate::siem::spawn(&store, &config.siem);
+    state.siem = forwarding.health_table();
+    for sink in &config.siem {
+        tracing::info!(sink = %sink.name, kind = sink.kind.as_str(), endpoint = %sink.endpoint(), "forwarding the audit trail");
+    }
     tracing::info!(vault_id = state.vault.id(), "vault unsealed");
     if operators::count(&store).await? == 0 {
         let roles = Roles::new([Role::Admin]);
@@ -100,6 +115,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     crate::server::spawn_sweeper(state.clone());
     crate::server::spawn_directory_sync(state.clone());
     let sending = sender.spawn();
+    crate::server::spawn_metrics_upkeep();
+    if let Some(listener) = metrics_listener {
+        let at = listener
+            .local_addr()
+            .map_or_else(|_| String::from("?"), |a| a.to_string());
+        println!("metrics on http://{at}/metrics");
+        crate::server::spawn_metrics_listener(state.clone(), listener);
+    }
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
@@ -110,6 +133,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     );
     crate::server::run(state, listener, shutdown, limits).await?;
     sending.abort();
+    forwarding.stop().await;
     store.close().await;
     Ok(())
 }

@@ -36,6 +36,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     for line in crate::directory::status(&store).await?.lines() {
         println!("  {line}");
     }
+    for line in super::siem::status_lines(&store, &config.siem).await? {
+        println!("{line}");
+    }
     if !report.due_soon.is_empty() {
         println!(
             "seeds reaching their retention deadline within 7 days (purged automatically then):"

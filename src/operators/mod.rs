@@ -396,7 +396,9 @@ pub async fn record_sign_in(
     let event = NewEvent::new(operator.actor(), "auth.sign_in", operator.actor())
         .details(json!({ "credential": used.row, "discoverable": discoverable }));
     append(&mut tx, vault, now, event).await?;
-    commit(tx).await
+    commit(tx).await?;
+    crate::telemetry::sign_in("success");
+    Ok(())
 }
 
 /// Updates a credential's counter after a step-up assertion (no event of its own: the action

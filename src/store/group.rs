@@ -169,6 +169,7 @@ async fn flush(group: Group) {
         return;
     };
     let waiting = std::mem::take(&mut batch.waiting);
+    crate::telemetry::group_commit_batch(waiting.len());
     // On failure every job hears it (none of their results may leave); the connection is
     // cleaned up or replaced as the transaction is dropped, so the next batch starts afresh.
     let verdict = tx.commit().await;

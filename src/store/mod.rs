@@ -10,6 +10,7 @@ pub mod key_slots;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
+pub mod siem;
 pub mod token_pages;
 pub mod tokens;
 
@@ -36,6 +37,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 pub struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     simulated_full_disk: Arc<AtomicBool>,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl WriteTx {
@@ -44,7 +46,10 @@ impl WriteTx {
         if self.simulated_full_disk.load(Ordering::Relaxed) {
             self.exhaust_space().await?;
         }
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        // Wakes the SIEM forwarders (`Store::commits`); never waits for them.
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
     }
 
     /// The test hook behind [`Store::simulate_full_disk`]: grows the database past a page limit
@@ -302,6 +307,7 @@ pub struct Store {
     group: group::Group,
     path: PathBuf,
     simulated_full_disk: Arc<AtomicBool>,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub use group::GroupTx;
@@ -377,6 +383,7 @@ impl Store {
             group: Default::default(),
             path,
             simulated_full_disk: Default::default(),
+            commits: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -420,6 +427,7 @@ impl Store {
             group: Default::default(),
             path,
             simulated_full_disk: Default::default(),
+            commits: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -443,7 +451,46 @@ impl Store {
         Ok(WriteTx {
             tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
             simulated_full_disk: self.simulated_full_disk.clone(),
+            commits: self.commits.clone(),
         })
+    }
+
+    /// Changes with every write this process commits: what the SIEM forwarders wait on instead
+    /// of polling (a commit only bumps a counter; it never waits for a forwarder).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Why the database cannot take writes right now, if it cannot: a write transaction must
+    /// start within `within` (another writer holding the lock longer means not ready), and
+    /// every migration this binary ships must be applied.
+    pub async fn readiness(&self, within: Duration) -> Result<(), String> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let missing = sqlx::migrate!("./migrations")
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        if missing > 0 {
+            return Err(format!(
+                "{missing} migration(s) of this version are not applied — restart seedvault so that it migrates the database"
+            ));
+        }
+        match tokio::time::timeout(within, self.begin_write()).await {
+            // Dropping the transaction rolls it back: nothing is written.
+            Ok(Ok(tx)) => {
+                drop(tx);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("the database does not take writes: {e}")),
+            Err(_) => Err(format!(
+                "no write transaction could start within {} ms (another writer holds the lock)",
+                within.as_millis()
+            )),
+        }
     }
 
     /// Runs `work` on a pooled read connection held on the calling thread: several short reads

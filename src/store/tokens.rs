@@ -418,6 +418,20 @@ pub async fn count_by_state(db: impl Into<Db<'_>>) -> Result<Vec<(String, i64)>,
     )
 }
 
+/// Escrowed tokens and, of those, how many are past their retention deadline at `now` (the
+/// sweeper's backlog), for the metrics.
+pub async fn escrowed_and_overdue(
+    db: impl Into<Db<'_>>,
+    now: i64,
+) -> Result<(i64, i64), StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(retention_deadline <= ?), 0) FROM tokens WHERE state = 'escrowed'",
+    )
+    .bind(now)
+    .fetch_one(&mut *conn(db).await?)
+    .await?)
+}
+
 /// How a token's life ended; stored as `purge_reason`.
 pub struct PurgeRow<'a> {
     pub id: i64,

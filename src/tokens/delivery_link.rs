@@ -239,6 +239,7 @@ pub async fn confirm(
     let actor = format!("owner:{owner}");
     let target = token.target();
     let attempted = lifecycle::deliver_in(env, &mut tx, &actor, token, request).await?;
+    let metrics = attempted.metric();
     let outcome = match attempted {
         Attempted::Purged(purged) => {
             links::mark_used(&mut tx, link.id).await?;
@@ -261,6 +262,7 @@ pub async fn confirm(
         Attempted::Refused(other) => Err(other.into()),
     };
     tx.commit().await?;
+    metrics.count();
     if outcome.is_ok() {
         lifecycle::scrub(env).await;
     }

@@ -168,6 +168,7 @@ pub async fn store(
     }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
     tx.commit().await?;
+    crate::telemetry::imported(parsed_rows.len());
     report.imported = parsed_rows.len();
     Ok(report)
 }

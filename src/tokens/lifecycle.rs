@@ -198,6 +198,7 @@ pub async fn deliver(
     require_escrowed(&token)?;
     let attempted = deliver_in(env, &mut tx, actor, token, request).await?;
     tx.commit().await?;
+    attempted.metric().count();
     match attempted {
         Attempted::Purged(purged) => {
             scrub(env).await;
@@ -212,6 +213,31 @@ pub async fn deliver(
 pub(crate) enum Attempted {
     Purged(Purged),
     Refused(LifecycleError),
+}
+
+impl Attempted {
+    /// The delivery's metric label (fixed codes only), read before the outcome is consumed.
+    pub(crate) fn metric(&self) -> DeliveryMetric {
+        DeliveryMetric(match self {
+            Attempted::Purged(purged) if purged.reason == "delivered" => "delivered",
+            Attempted::Purged(_) => "delivered-unverified",
+            Attempted::Refused(LifecycleError::TooManyAttempts { .. }) => "too-many-attempts",
+            Attempted::Refused(_) => "wrong-code",
+        })
+    }
+}
+
+/// How a delivery ended, for the metrics; counted once its transaction committed.
+#[derive(Clone, Copy)]
+pub(crate) struct DeliveryMetric(&'static str);
+
+impl DeliveryMetric {
+    pub(crate) fn count(self) {
+        crate::telemetry::delivery(self.0);
+        if self.0.starts_with("delivered") {
+            crate::telemetry::purged(self.0, 1);
+        }
+    }
 }
 
 /// The one delivery path, for the helpdesk ([`deliver`]) and the owner's self-service link
@@ -370,6 +396,7 @@ pub async fn cancel(
     purge_in(env, &mut tx, &token, purge, event).await?;
     notify(env, &mut tx, &token, Kind::Cancelled, actor).await?;
     tx.commit().await?;
+    crate::telemetry::purged("cancelled", 1);
     scrub(env).await;
     Ok(Purged {
         serial: token.serial,
@@ -390,6 +417,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
             break;
         }
         let mut tx = env.store.begin_write().await?;
+        let before = purged.len();
         for row in overdue {
             let token = Token::from_row(row)?;
             let purge = PurgeRow {
@@ -409,6 +437,7 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
             }
         }
         tx.commit().await?;
+        crate::telemetry::purged("expired", purged.len() - before);
     }
     if !purged.is_empty() {
         scrub(env).await;

@@ -76,6 +76,29 @@ pub enum RevealError {
     Approval(#[from] ApprovalError),
 }
 
+impl RevealError {
+    /// A short, fixed name for the kind of refusal: the metrics' `reason` label, which must
+    /// never carry the message's serials or names.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::Token(TokenError::NotFound(_)) => "not-found",
+            Self::Token(_) => "token-state",
+            Self::NoOwner(_) => "no-owner",
+            Self::Checklist { .. } => "checklist",
+            Self::Limit { .. } => "limit",
+            Self::WrongToken { .. } => "wrong-token",
+            Self::Expired => "expired",
+            Self::NoPasskey => "no-passkey",
+            Self::ForeignPasskey => "foreign-passkey",
+            Self::Assertion(_) => "assertion",
+            Self::Challenge(_) => "challenge",
+            Self::Operator(_) => "operator",
+            Self::DirectoryRecord { .. } => "no-directory-record",
+            Self::Approval(_) => "approval",
+        }
+    }
+}
+
 fn list(shortfalls: &[Shortfall]) -> String {
     shortfalls
         .iter()
@@ -284,6 +307,7 @@ async fn audit_refusal<T>(
             approval::record_reveal_refusal(env, operator, serial, inner).await?;
         } else if audited(error) {
             record_denial(env, operator, serial, &error.to_string()).await?;
+            crate::telemetry::reveal_refused(error.reason_code());
         }
     }
     outcome
@@ -546,6 +570,7 @@ async fn grant(
     match outcome {
         Ok(revealed) => {
             tx.commit().await?;
+            crate::telemetry::reveal_granted();
             Ok(revealed)
         }
         Err(error) => {

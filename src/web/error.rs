@@ -44,6 +44,9 @@ pub enum AppError {
         message: String,
         retry_after_seconds: u64,
     },
+    /// `/readyz`: the vault cannot serve writes now (the reason names why).
+    #[error("{0}")]
+    NotReady(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -68,7 +71,7 @@ impl AppError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             // RFC 4918 §11.5: the server cannot store what is needed to complete the request.
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +92,7 @@ impl AppError {
             Self::TooManyRequests { .. } => "rate_limited",
             Self::InsufficientStorage(_) => "disk_full",
             Self::Unavailable { .. } => "database_busy",
+            Self::NotReady(_) => "not_ready",
             Self::Internal(_) => "internal",
         }
     }
@@ -99,7 +103,8 @@ impl AppError {
 pub struct ErrorBody {
     /// A stable machine-readable code: `bad_request`, `unauthenticated`, `sign_in_failed`,
     /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `gone`, `unprocessable`,
-    /// `payload_too_large`, `rate_limited` or `internal`.
+    /// `payload_too_large`, `rate_limited`, `disk_full`, `database_busy`, `not_ready` or
+    /// `internal`.
     pub error: &'static str,
     /// What went wrong and how to fix it, for a person.
     pub message: String,

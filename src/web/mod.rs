@@ -5,8 +5,9 @@ pub mod api;
 pub mod ceremony;
 mod error;
 pub mod extract;
-mod health;
+pub(crate) mod health;
 pub mod middleware;
+pub mod prometheus;
 pub mod session;
 pub mod views;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     pub reveals: Arc<ceremony::PendingReveals>,
     /// Approvals between start and finish (in memory, single use).
     pub approvals: Arc<ceremony::PendingApprovals>,
+    /// What each SIEM forwarder last saw (filled by `serve` once the forwarders run).
+    pub siem: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::siem::SinkHealth>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,7 @@ impl AppState {
             .map_err(StateError::Sessions)?;
         let policies = crate::policy::load_configured(&config.policies_dir)?;
         let limits = Arc::new(Limits::new(&config));
+        crate::telemetry::install();
         Ok(Self {
             store,
             vault: Arc::new(vault),
@@ -126,6 +130,7 @@ impl AppState {
             policies: Arc::new(policies),
             reveals: Arc::default(),
             approvals: Arc::default(),
+            siem: Arc::default(),
         })
     }
 

@@ -600,7 +600,8 @@ fn policy_check_names_the_file_and_line_of_a_bad_policy() {
 fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
     Some(match command {
         "status" | "key list" | "operator list" | "policy check" | "audit verify"
-        | "audit head" | "audit public-key" | "doctor" => &[],
+        | "audit head" | "audit public-key" | "doctor" | "siem status" => &[],
+        "siem reset" => &["siem.cursor_reset"],
         "init" => &["vault.init"],
         // On a vault without operators serve prints the bootstrap invite; every other change
         // it makes goes through the API routes walked in tests/audit_completeness.rs.
@@ -913,6 +914,14 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         ],
         None,
     );
+    // A sink (never reached: no server runs from here on) for the SIEM commands.
+    std::fs::write(
+        dir.path().join("seedvault.toml"),
+        "[[siem]]\nname = \"webhook\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/ingest\"\n",
+    )
+    .unwrap();
+    step("siem status", &["siem", "status"], None);
+    step("siem reset", &["siem", "reset", "webhook"], None);
 
     let doc = include_str!("../../docs/AUDIT.md");
     for leaf in &leaves {

@@ -24,6 +24,7 @@ mod full_disk;
 mod hardening;
 mod import;
 mod notices;
+mod observability;
 mod operators;
 mod pages;
 mod pskc;

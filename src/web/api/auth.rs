@@ -478,6 +478,7 @@ async fn sign_in_failed(
         .outcome(Outcome::Denied)
         .details(json!({ "reason": reason, "client": addr }));
     operators::record(&state.store, &state.vault, now, event).await?;
+    crate::telemetry::sign_in("refused");
     Ok(())
 }
 

@@ -96,15 +96,23 @@ pub fn router() -> axum::Router<AppState> {
         )
         .split_for_parts();
     doc.merge(self_doc);
+    // The operational routes outside /api/v1, documented with the rest so the authorization
+    // matrix and the contract test cover them (/healthz stays undocumented liveness).
+    let (operational, operational_doc) = OpenApiRouter::new()
+        .routes(routes!(super::health::readyz))
+        .routes(routes!(super::prometheus::with_token))
+        .split_for_parts();
+    doc.merge(operational_doc);
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     declare_layer_errors(&mut doc);
     let doc = std::sync::Arc::new(doc);
-    api.route(
-        "/api/v1/openapi.json",
-        axum::routing::get(openapi_json).with_state(doc),
-    )
-    // axum adds the `Allow` header to this reply.
-    .method_not_allowed_fallback(method_not_allowed)
+    api.merge(operational)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(openapi_json).with_state(doc),
+        )
+        // axum adds the `Allow` header to this reply.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {

@@ -31,7 +31,7 @@ pub async fn list(State(state): State<AppState>, op: PageOperator) -> Result<Mar
         } @else if pending.is_empty() {
             p.muted { "No request is waiting for your approval." }
         } @else {
-            div.table-wrap { table {
+            div.table-wrap role="region" aria-label="Approval requests" tabindex="0" { table {
                 caption.visually-hidden { "Requests waiting for approval" }
                 thead { tr {
                     th scope="col" { "Request" } th scope="col" { "Token" } th scope="col" { "Owner" }

@@ -1,4 +1,5 @@
-//! The dashboard: counts by state, seeds nearing their retention deadline, recent reveals.
+//! The dashboard: counts by state, seeds nearing their retention deadline, recent reveals,
+//! and how far each SIEM sink is behind the audit trail.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,6 +31,10 @@ pub async fn dashboard(
         .await
         .map_err(|e| op.fail(e))?;
     let sending = state.config.smtp_host.is_some();
+    let lags = crate::siem::lag(&state.store, &state.config.siem, state.clock.now())
+        .await
+        .map_err(|e| op.fail(e))?;
+    let health = state.siem.lock().map(|h| h.clone()).unwrap_or_default();
     let body = html! {
         h1 { "Dashboard" }
         @if !sending {
@@ -67,6 +72,28 @@ pub async fn dashboard(
             p.warning role="note" { "The last directory sync failed: operators see the last good data. See below and the Directory page." }
         }
         ul.directory-status { @for line in directory.lines() { li { (line) } } }
+        @if !lags.is_empty() {
+            h2 { "SIEM forwarding" }
+            div.table-wrap role="region" aria-label="SIEM forwarding" tabindex="0" { table {
+                caption.muted { "Audit events each sink has not acknowledged yet. A sink that is down only lags; nothing is lost." }
+                thead { tr { th scope="col" { "Sink" } th scope="col" { "Acknowledged up to" } th scope="col" { "Lag (events)" } th scope="col" { "Lag (seconds)" } th scope="col" { "Last error" } } }
+                tbody { @for lag in &lags {
+                    tr {
+                        th scope="row" { (lag.sink) }
+                        td { (lag.acked_seq) }
+                        td { (lag.events) }
+                        td { (format!("{:.0}", lag.seconds)) }
+                        td {
+                            @if lag.cursor_ahead {
+                                "cursor ahead of the audit head (restored vault?) — run seedvault siem reset " (lag.sink)
+                            } @else {
+                                (health.get(&lag.sink).and_then(|h| h.last_error.clone()).unwrap_or_else(|| "none".into()))
+                            }
+                        }
+                    }
+                } }
+            } }
+        }
         h2 { "Recent reveals" }
         @if reveals.is_empty() {
             p.muted { "No codes revealed yet." }
