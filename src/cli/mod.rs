@@ -3,6 +3,7 @@
 //! never from argv.
 
 mod audit;
+mod backup;
 mod context;
 mod doctor;
 mod import;
@@ -66,6 +67,10 @@ pub enum Command {
     /// Verify, anchor and export the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Write an age-encrypted backup of the whole vault (works while `serve` runs).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory, checked before it is put in place.
+    Restore(backup::RestoreArgs),
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
     /// chain, clock synchronisation): one line per finding and its fix; exit status 1 if any.
     Doctor,
@@ -105,6 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import::run(&cli, args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,
+        Command::Backup(args) => backup::run_backup(&cli, args).await,
+        Command::Restore(args) => backup::run_restore(&cli, args).await,
         Command::Doctor => doctor::run(&cli).await,
     }
 }

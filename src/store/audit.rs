@@ -33,7 +33,9 @@ pub fn head_on(c: &Inline<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     select_head(c.conn)
 }
 
-fn select_head(conn: &rusqlite::Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+pub(super) fn select_head(
+    conn: &rusqlite::Connection,
+) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -6,6 +6,7 @@ mod group;
 pub mod key_slots;
 pub mod meta;
 pub mod operators;
+pub mod snapshot;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

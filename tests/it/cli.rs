@@ -616,6 +616,9 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "import" => &["token.imported"],
         "purge" => &["token.expired"],
         "audit export" => &["audit.exported"],
+        "backup" => &["backup.created"],
+        // Writes a new data directory, never the vault it runs beside.
+        "restore" => &[],
         _ => return None,
     })
 }
@@ -832,6 +835,19 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
             "jsonl",
             "-o",
             &path("trail.jsonl"),
+        ],
+        None,
+    );
+    step("backup", &["backup", "--out", &path("vault.age")], None);
+    step(
+        "restore",
+        &[
+            "--data-dir",
+            &path("restored"),
+            "restore",
+            &path("vault.age"),
+            "--identity",
+            &path("id.age"),
         ],
         None,
     );

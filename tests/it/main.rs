@@ -11,6 +11,7 @@ mod common;
 mod api_contract;
 mod audit;
 mod audit_completeness;
+mod backup;
 mod browser;
 mod canary;
 mod cli;

@@ -776,6 +776,7 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
         | ("patch", "/api/v1/tokens/{serial}") => (SignedIn, &["provisioner"]),
         ("post", "/api/v1/tokens/{serial}/delivery") => (SignedIn, &["helpdesk"]),
         ("post", "/api/v1/imports") => (SignedIn, &["provisioner"]),
+        ("post", "/api/v1/backups") => (SignedIn, &["admin"]),
         (
             "post",
             "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",
