@@ -211,13 +211,18 @@ pub async fn deliver(
             let sealed = rows::sealed_seed(&mut tx, token.row_id)
                 .await?
                 .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
-            let seed = env
-                .vault
-                .unseal_seed(
-                    &token.token_id,
-                    &token.serial,
-                    &SealedBlob::from_stored(sealed),
-                )
+            let sealed = SealedBlob::from_stored(sealed);
+            let seed = tx
+                .inline(|c| {
+                    crate::vault::rotate::unseal_following(
+                        env.vault,
+                        c,
+                        &token.token_id,
+                        &token.serial,
+                        &sealed,
+                    )
+                })
+                .await?
                 .map_err(TokenError::from)?;
             let verified = otp::verify(
                 &seed,

@@ -607,6 +607,7 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "serve" => &["invite.created"],
         "key add passphrase" | "key add recipient" | "key add identity" => &["key.slot_added"],
         "key remove" => &["key.slot_removed"],
+        "key rotate" => &["key.rotation_started", "key.rotated"],
         "operator invite" => &["invite.created"],
         "operator disable" => &["operator.disabled"],
         "token add" => &["token.captured"],
@@ -747,6 +748,11 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         None,
     );
     step("key remove", &["key", "remove", "break-glass"], None);
+    step(
+        "key rotate",
+        &["key", "rotate", "--slot-passphrase-file", &path("pass.txt")],
+        None,
+    );
     step(
         "operator invite",
         &["operator", "invite", "bob", "--role", "helpdesk"],

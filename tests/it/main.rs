@@ -25,3 +25,4 @@ mod operators;
 mod pages;
 mod pskc;
 mod reveal;
+mod rotation;
