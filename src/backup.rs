@@ -675,7 +675,10 @@ async fn replay_into(
                 .map(BufReader::new)
                 .map_err(|e| format!("cannot be read ({e})"))
         };
-        let checked = verify::verify_export(open()?, &key, &options)
+        let keys = verify::export_schedule(open()?, &key)
+            .map_err(|e| format!("cannot be verified ({e})"))?
+            .map_err(|broken| format!("fails verification at {broken}"))?;
+        let checked = verify::verify_export(open()?, &keys, &options)
             .map_err(|e| format!("cannot be verified ({e})"))?;
         if let Some(broken) = checked.broken {
             return Err(format!("fails verification at {broken}"));

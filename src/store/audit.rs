@@ -308,6 +308,20 @@ impl AuditReader {
         select_head(&self.conn)
     }
 
+    /// Every event with `action`, oldest first (the signing key hand-overs: a handful in a
+    /// trail's life, found with one scan).
+    pub fn with_action(&self, action: &str) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE action = ? ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([action])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(row_ref(row)?.to_row());
+        }
+        Ok(out)
+    }
+
     /// The event at `seq`, if stored.
     pub fn get(&self, seq: i64) -> Result<Option<AuditRow>, StoreError> {
         let mut stmt = self

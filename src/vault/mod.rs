@@ -146,6 +146,46 @@ impl Vault {
         }
     }
 
+    /// Adopts a new audit signing key (after `audit rotate-signing-key`).
+    pub(crate) fn replace_signer(&self, signer: SigningKey) {
+        *self.signer.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(signer);
+    }
+
+    /// Seals an audit signing key under the current data key, as `vault_meta` stores it.
+    pub(crate) fn seal_signing_key(&self, signer: &SigningKey) -> Result<SealedBlob, VaultError> {
+        let secret = Zeroizing::new(signer.to_bytes());
+        self.current_key().seal(
+            &RowBinding::vault_value(&self.id, "audit-signing-key"),
+            secret.as_ref(),
+        )
+    }
+
+    /// Opens a stored audit signing key and signs with it from now on; `public` must be its
+    /// public half.
+    pub(crate) fn adopt_signing_key(&self, sealed: &[u8], public: &[u8]) -> Result<(), VaultError> {
+        let sealed = SealedBlob::from_stored(sealed.to_vec());
+        let secret = self.key_for(&sealed)?.unseal(
+            &RowBinding::vault_value(&self.id, "audit-signing-key"),
+            &sealed,
+        )?;
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
+                VaultError::CorruptSealed {
+                    what: "audit signing key".into(),
+                    reason: "wrong length".into(),
+                }
+            })?);
+        let signer = SigningKey::from_bytes(&bytes);
+        if signer.verifying_key().as_bytes().as_slice() != public {
+            return Err(VaultError::CorruptSealed {
+                what: "audit signing key".into(),
+                reason: "it does not match the stored public key".into(),
+            });
+        }
+        self.replace_signer(signer);
+        Ok(())
+    }
+
     fn signer(&self) -> Arc<SigningKey> {
         self.signer
             .read()

@@ -618,6 +618,7 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "purge" => &["token.expired"],
         "audit export" => &["audit.exported"],
         "backup" => &["backup.created"],
+        "audit rotate-signing-key" => &["audit.signing_key_rotated"],
         // Writes a new data directory, never the vault it runs beside.
         "restore" => &[],
         _ => return None,
@@ -842,6 +843,16 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
             "-o",
             &path("trail.jsonl"),
         ],
+        None,
+    );
+    step(
+        "audit rotate-signing-key",
+        &["audit", "rotate-signing-key"],
+        None,
+    );
+    step(
+        "audit verify",
+        &["audit", "verify", "--all-signatures"],
         None,
     );
     step("backup", &["backup", "--out", &path("vault.age")], None);

@@ -262,3 +262,97 @@ async fn a_rotation_killed_part_way_leaves_a_vault_that_serves_every_seed_and_fi
     assert_eq!(body["code"], json!(code_at_t0()));
     srv.stop_and_check().await;
 }
+
+fn cli_line(dir: &Path, data: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--data-dir", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = crate::cli::run(dir, &all);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verification_follows_a_signing_key_hand_over_made_beside_the_server() {
+    let (srv, mut helpdesk, data) = setup().await;
+    let dir = srv.dir.path().to_path_buf();
+    let old_key = cli_line(&dir, &data, &["audit", "public-key"]);
+    let printed = cli_line(&dir, &data, &["audit", "rotate-signing-key"]);
+    assert!(printed.contains("hand-over at seq"), "{printed}");
+    let new_key = cli_line(&dir, &data, &["audit", "public-key"]);
+    assert_ne!(old_key, new_key);
+
+    // The server signs its next events with the new key without a restart.
+    let (status, body) = helpdesk
+        .reveal("ROT-0", &["callback", "video-id"], Some("INC-5"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let verified = cli_line(&dir, &data, &["audit", "verify", "--all-signatures"]);
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let quick = cli_line(&dir, &data, &["audit", "verify"]);
+    assert!(quick.starts_with("ok:"), "{quick}");
+
+    let export = dir.join("trail.jsonl");
+    cli_line(
+        &dir,
+        &data,
+        &["audit", "export", "-o", export.to_str().unwrap()],
+    );
+    for key in [&new_key, &old_key] {
+        let ok = cli_line(
+            &dir,
+            &data,
+            &[
+                "audit",
+                "verify",
+                "--file",
+                export.to_str().unwrap(),
+                "--public-key",
+                key,
+            ],
+        );
+        assert!(ok.starts_with("ok:"), "{ok}");
+    }
+    let stranger = data_encoding::HEXLOWER.encode(
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let refused = crate::cli::run(
+        &dir,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "audit",
+            "verify",
+            "--file",
+            export.to_str().unwrap(),
+            "--public-key",
+            &stranger,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stdout).contains("none of the keys the signing key hand-overs name"),
+        "{}",
+        text(&refused.stdout)
+    );
+    if let Some(script) = crate::audit::python_verifier(&dir) {
+        let vault_id = srv.state.vault.id().to_owned();
+        for key in [&new_key, &old_key] {
+            let output = crate::audit::verify_with_python(&script, &export, key, &vault_id, None);
+            assert!(
+                output.status.success(),
+                "{}{}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+        }
+        let output = crate::audit::verify_with_python(&script, &export, &stranger, &vault_id, None);
+        assert!(!output.status.success());
+    }
+    srv.stop_and_check().await;
+}
