@@ -431,6 +431,15 @@ async fn an_admin_downloads_a_backup_over_the_api_and_others_may_not() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["message"].as_str().unwrap().contains("--recipient"));
 
+    // A full disk: refused with 507, and no temporary file stays behind.
+    srv.state.store.simulate_full_disk(true);
+    let (status, body) = admin
+        .post("/api/v1/backups", json!({ "recipients": [recipient] }))
+        .await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(leftovers(&srv.dir.path().join("data")), Vec::<String>::new());
+    srv.state.store.simulate_full_disk(false);
+
     let response = admin
         .raw_response("/api/v1/backups", json!({ "recipients": [recipient] }))
         .await;
