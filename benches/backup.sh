@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --bin seedvault
-cargo bench --bench backup --no-run
-bench=$(ls -t "$target"/release/deps/backup-* | grep -v '\.d$' | head -1)
+# The helper (seeding, probe) in the dev profile: `cargo bench` would build every
+# dev-dependency in release first. What is timed is the release binary.
+cargo build --bench backup
+bench=$(ls -t "$target"/debug/deps/backup-* | grep -v '\.d$' | head -1)
 sv="$target/release/seedvault"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
