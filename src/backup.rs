@@ -108,15 +108,15 @@ pub struct BackupRecipient {
 }
 
 impl BackupRecipient {
-    /// Parses an `age1…` X25519 recipient.
+    /// Parses an `age1…` X25519 recipient or an age plugin's `age1<plugin>1…`.
     pub fn parse(text: &str) -> Result<Self, BackupError> {
         let trimmed = text.trim();
-        let recipient = age::x25519::Recipient::from_str(trimmed)
-            .map_err(|_| BackupError::BadRecipient(trimmed.to_owned()))?;
-        Ok(Self {
-            text: recipient.to_string(),
-            recipient: Box::new(recipient),
-        })
+        let (text, recipient) =
+            crate::vault::slots::parse_recipient(trimmed).map_err(|e| match e {
+                VaultError::BadRecipient => BackupError::BadRecipient(trimmed.to_owned()),
+                other => other.into(),
+            })?;
+        Ok(Self { text, recipient })
     }
 
     /// What the audit trail records of a recipient: the first 16 hex digits of SHA-256 over

@@ -32,8 +32,10 @@ pub enum VaultError {
     Wrap(String),
     #[error("the passphrase is empty — choose a passphrase of several words")]
     EmptyPassphrase,
-    #[error("not an age X25519 recipient — expected a public key of the form age1… (from `age-keygen -y`)")]
+    #[error("not an age recipient — expected a public key of the form age1… (from `age-keygen -y`) or age1<plugin>1… from an age plugin")]
     BadRecipient,
+    #[error("the age plugin '{plugin}' cannot be used: {reason} — install age-plugin-{plugin} on PATH (e.g. age-plugin-yubikey for a YubiKey)")]
+    PluginMissing { plugin: String, reason: String },
     #[error("cannot read identity file {path}: {reason} — pass the path of an age identity file (AGE-SECRET-KEY-1…) with --identity")]
     IdentityFile { path: String, reason: String },
     #[error("none of the key slots opens with the key supplied — check the passphrase or identity file (`seedvault key list` shows the slots)")]

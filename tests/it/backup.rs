@@ -371,6 +371,30 @@ async fn a_wrong_identity_a_damaged_backup_or_a_used_directory_is_refused_in_one
     )
     .await;
     assert!(text(&bad_recipient.stderr).contains("is not an age recipient"));
+    let plugin = bech32::encode::<bech32::Bech32>(
+        bech32::Hrp::parse("age1seedvaultnone").unwrap(),
+        &[7u8; 33],
+    )
+    .unwrap();
+    let no_plugin = seedvault(
+        work.path(),
+        args(&[
+            &"--data-dir",
+            &data,
+            &"backup",
+            &"--out",
+            &work.path().join("y.age"),
+            &"--recipient",
+            &plugin,
+        ]),
+    )
+    .await;
+    let message = text(&no_plugin.stderr);
+    assert!(
+        message.contains("install age-plugin-seedvaultnone"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
 
     let bytes = std::fs::read(&out).unwrap();
     let tampered = work.path().join("tampered.age");
@@ -437,7 +461,10 @@ async fn an_admin_downloads_a_backup_over_the_api_and_others_may_not() {
         .post("/api/v1/backups", json!({ "recipients": [recipient] }))
         .await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
-    assert_eq!(leftovers(&srv.dir.path().join("data")), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&srv.dir.path().join("data")),
+        Vec::<String>::new()
+    );
     srv.state.store.simulate_full_disk(false);
 
     let response = admin
