@@ -254,7 +254,7 @@ fn main() {
             let start = Instant::now();
             let result = verify::verify_export(
                 std::io::BufReader::new(std::fs::File::open(&filtered).unwrap()),
-                &key,
+                &verify::KeySchedule::single(key),
                 &verify::ExportOptions {
                     vault_id: Some(vault_id.clone()),
                     expect_head: None,

@@ -22,6 +22,8 @@
 //! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
 //!   signatures; verify (live and exports) and streamed JSONL/CSV export.
+//! - [`backup`]  backups (an age-encrypted `VACUUM INTO` snapshot with its manifest) and
+//!   verified restores, with purges replayed from a later audit export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
 //! - [`qr`]      QR codes: the `otpauth://totp/` URI out of a PNG/JPEG screenshot (bounded in bytes,
@@ -49,6 +51,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -107,6 +107,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     limits: ConnectionLimits,
 ) -> Result<(), ServeError> {
+    // Stopped with the server: it follows key rotations only while requests may need them.
+    let _follower = AbortOnDrop(spawn_key_follower(state.clone()));
     let router = app(state).layer(RequestBodyTimeoutLayer::new(limits.body_read));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -187,6 +189,36 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down: finishing requests in flight");
+    }
+}
+
+/// Keeps the server's keys in step with `seedvault key rotate` run beside it: every second it
+/// learns a rotation's new key (so reveals never wait for it) and, once a rotation finished,
+/// drops the old key from memory.
+pub fn spawn_key_follower(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut warned = false;
+        loop {
+            every_second.tick().await;
+            match crate::vault::rotate::follow(&state.store, &state.vault).await {
+                Ok(()) => warned = false,
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::error!(error = %e, "cannot follow the data key rotation");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod chain;
 pub mod export;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
+pub mod handover;
 pub mod trailer;
 pub mod verify;
 mod verify_file;
@@ -26,6 +27,8 @@ pub enum AuditError {
     CorruptHead(String),
     #[error("cannot format the event time: {0}")]
     Time(String),
+    #[error("cannot use the audit signing key: {0}")]
+    Key(String),
 }
 
 /// How an action ended.
@@ -139,10 +142,29 @@ pub fn append_on(
     now: OffsetDateTime,
     event: NewEvent,
 ) -> Result<AuditRow, AuditError> {
+    follow_signing_key(c, vault)?;
     let head = crate::store::audit::head_on(c)?;
     let row = next_row(head, vault, now, event)?;
     crate::store::audit::insert_on(c, &row)?;
     Ok(row)
+}
+
+/// Adopts the stored audit signing key when another process rotated it
+/// (`audit rotate-signing-key` beside the server): every event after a hand-over must be
+/// signed by the new key. One indexed read per append.
+pub(crate) fn follow_signing_key(c: &Inline<'_>, vault: &Vault) -> Result<(), AuditError> {
+    let Some(stored) = crate::store::meta::signing_public_key_on(c)? else {
+        return Ok(());
+    };
+    if stored.as_slice() == vault.audit_public_key().as_bytes() {
+        return Ok(());
+    }
+    let Some(row) = crate::store::meta::signing_key_on(c)? else {
+        return Ok(());
+    };
+    vault
+        .adopt_signing_key(&row.sealed, &row.public)
+        .map_err(|e| AuditError::Key(e.to_string()))
 }
 
 /// The event after `head` (the chain's last `seq` and hash), hashed and signed.

@@ -27,7 +27,11 @@ use ed25519_dalek::VerifyingKey;
 use super::chain::{
     check_event, genesis_hash, signature_valid_for, ChainBreak, ChainHead, BAD_SIGNATURE,
 };
-pub use super::verify_file::{verify_export, ExportBreak, ExportOptions, ExportVerification};
+pub use super::handover::KeySchedule;
+use super::handover::{HandOver, HANDOVER_ACTION};
+pub use super::verify_file::{
+    export_schedule, verify_export, ExportBreak, ExportOptions, ExportVerification,
+};
 use crate::store::audit::{AuditFilter, AuditReader};
 use crate::store::StoreError;
 
@@ -119,7 +123,7 @@ struct Segment {
 
 fn walk_segment(
     db_path: &Path,
-    key: &VerifyingKey,
+    keys: &KeySchedule,
     start: i64,
     end: i64,
     genesis: Option<[u8; 32]>,
@@ -141,7 +145,14 @@ fn walk_segment(
         }
         let checked = check_event(event, expected_seq, prev.as_ref().map(|p| p.as_slice()))
             .and_then(|hash| {
-                if all_signatures && !signature_valid_for(key, event.seq, event.hash, event.sig) {
+                if all_signatures
+                    && !signature_valid_for(
+                        keys.key_for(event.seq),
+                        event.seq,
+                        event.hash,
+                        event.sig,
+                    )
+                {
                     Err(ChainBreak {
                         seq: event.seq,
                         reason: BAD_SIGNATURE.into(),
@@ -170,6 +181,33 @@ fn walk_segment(
         });
     }
     Ok(segment)
+}
+
+/// The key schedule of the live trail: its hand-over events, proofs checked, anchored at
+/// `trusted`.
+fn live_schedule(reader: &AuditReader, trusted: &VerifyingKey) -> Result<KeySchedule, ChainBreak> {
+    let rows = reader
+        .with_action(HANDOVER_ACTION)
+        .map_err(|e| ChainBreak {
+            seq: 1,
+            reason: format!("cannot read the signing key hand-overs: {e}"),
+        })?;
+    let handovers = rows
+        .iter()
+        .filter_map(|row| HandOver::from_event(row.seq, &row.action, &row.details, &row.prev_hash))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schedule = KeySchedule::build(trusted, &handovers)?;
+    if let (Some(first), Some(init)) = (handovers.first(), reader.get(1).ok().flatten()) {
+        if init.action == "vault.init" {
+            schedule
+                .check_genesis_key(&init.details)
+                .map_err(|reason| ChainBreak {
+                    seq: first.seq,
+                    reason,
+                })?;
+        }
+    }
+    Ok(schedule)
 }
 
 /// Verifies the live trail in the database at `db_path` ([`crate::store::Store::path`]) against
@@ -201,6 +239,19 @@ pub fn verify_live(
         hash,
     });
 
+    // The keys in force: the trusted key, followed across the signing key hand-overs.
+    let keys = match live_schedule(&reader, key) {
+        Ok(keys) => keys,
+        Err(broken) => {
+            return Ok(Verification {
+                events: 0,
+                head,
+                broken: Some(broken),
+            })
+        }
+    };
+    let keys = &keys;
+
     // 1. Links and hashes, one segment per thread.
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -216,7 +267,7 @@ pub fn verify_live(
                 let end = ((i + 1) * per).min(head_seq);
                 let first = (i == 0).then_some(genesis);
                 scope.spawn(move || {
-                    walk_segment(db_path, key, start, end, first, options.all_signatures)
+                    walk_segment(db_path, keys, start, end, first, options.all_signatures)
                 })
             })
             .collect();
@@ -256,11 +307,24 @@ pub fn verify_live(
     let mut broken = structural;
     if !options.all_signatures && sound_through >= 1 {
         let valid = |seq: i64| -> Result<bool, VerifyError> {
-            Ok(reader
-                .get(seq)?
-                .is_some_and(|row| signature_valid_for(key, row.seq, &row.hash, &row.sig)))
+            Ok(reader.get(seq)?.is_some_and(|row| {
+                signature_valid_for(keys.key_for(row.seq), row.seq, &row.hash, &row.sig)
+            }))
         };
-        if !valid(sound_through)? {
+        // The newest sound event vouches for all before it; each hand-over's signature by the
+        // previous key vouches for the next key (what a verifier trusting an older key needs).
+        let mut failing = None;
+        for seq in keys
+            .handover_seqs()
+            .filter(|s| *s <= sound_through)
+            .chain(std::iter::once(sound_through))
+        {
+            if !valid(seq)? {
+                failing = Some(seq);
+                break;
+            }
+        }
+        if let Some(sound_through) = failing {
             // Invariant: `hi` fails; every seq below `lo` passes.
             let (mut lo, mut hi) = (1, sound_through);
             while lo < hi {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::chain::{check_event, genesis_hash, signature_valid_for, ChainHead, BAD_SIGNATURE};
 use super::export::{ExportRecord, CSV_HEADER};
+use super::handover::{HandOver, KeySchedule};
 use super::trailer::{ExportDigest, Trailer, TrailerRecord, EVENT_TYPE, TRAILER_TYPE};
 use super::verify::{AnchoredHead, VerifyError};
 use crate::store::audit::AuditRowRef;
@@ -313,7 +314,7 @@ const SIGNATURE_BATCH: usize = 4_096;
 type Signed = (i64, [u8; 32], Vec<u8>, u64);
 
 /// The index of the first event in `batch` whose signature fails, checking on every core.
-fn first_bad_signature(key: &VerifyingKey, batch: &[Signed]) -> Option<usize> {
+fn first_bad_signature(keys: &KeySchedule, batch: &[Signed]) -> Option<usize> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = batch.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
@@ -323,7 +324,9 @@ fn first_bad_signature(key: &VerifyingKey, batch: &[Signed]) -> Option<usize> {
             .map(|(n, part)| {
                 scope.spawn(move || {
                     part.iter()
-                        .position(|(seq, hash, sig, _)| !signature_valid_for(key, *seq, hash, sig))
+                        .position(|(seq, hash, sig, _)| {
+                            !signature_valid_for(keys.key_for(*seq), *seq, hash, sig)
+                        })
                         .map(|i| n * chunk + i)
                 })
             })
@@ -337,7 +340,7 @@ fn first_bad_signature(key: &VerifyingKey, batch: &[Signed]) -> Option<usize> {
 
 /// The walk over the event records, in file order.
 struct Walk<'k> {
-    key: &'k VerifyingKey,
+    keys: &'k KeySchedule,
     known_genesis: Option<[u8; 32]>,
     anchor: Option<AnchoredHead>,
     digest: ExportDigest,
@@ -439,7 +442,7 @@ impl Walk<'_> {
 
     /// Checks the waiting signatures; the first bad one is the break.
     fn check_signatures(&mut self) -> Result<(), Found> {
-        let bad = first_bad_signature(self.key, &self.batch).map(|i| {
+        let bad = first_bad_signature(self.keys, &self.batch).map(|i| {
             let (seq, _, _, line) = self.batch[i];
             found(
                 line,
@@ -454,6 +457,76 @@ impl Walk<'_> {
     }
 }
 
+/// The keys an export is signed with: a first read of the file collects its signing key
+/// hand-overs (proofs checked) and anchors them at `trusted`; [`verify_export`] then reads it
+/// again and checks every signature against the key in force at its seq. A filtered export
+/// that leaves the hand-overs out cannot be followed across them.
+pub fn export_schedule(
+    input: impl BufRead,
+    trusted: &VerifyingKey,
+) -> Result<Result<KeySchedule, ExportBreak>, VerifyError> {
+    let mut records = match Records::open(input)? {
+        Ok(records) => records,
+        Err(_) => return Ok(Ok(KeySchedule::single(*trusted))),
+    };
+    let mut handovers = Vec::new();
+    let mut lines = Vec::new();
+    let mut init_details = None;
+    while let Some((line, parsed)) = records.next()? {
+        let Ok(Parsed::Event(record)) = parsed else {
+            continue;
+        };
+        let Ok(decoded) = record.decode() else {
+            continue;
+        };
+        if record.seq == 1 && record.action == "vault.init" {
+            init_details = Some(record.details.clone());
+        }
+        if let Some(handover) = HandOver::from_event(
+            record.seq,
+            &record.action,
+            &record.details,
+            &decoded.prev_hash,
+        ) {
+            match handover {
+                Ok(handover) => {
+                    handovers.push(handover);
+                    lines.push(line);
+                }
+                Err(broken) => {
+                    return Ok(Err(ExportBreak {
+                        line,
+                        seq: Some(broken.seq),
+                        reason: broken.reason,
+                    }))
+                }
+            }
+        }
+    }
+    let at = |seq: i64, reason: String| {
+        let line = handovers
+            .iter()
+            .zip(&lines)
+            .find(|(h, _)| h.seq == seq)
+            .map_or(0, |(_, line)| *line);
+        ExportBreak {
+            line,
+            seq: Some(seq),
+            reason,
+        }
+    };
+    let schedule = match KeySchedule::build(trusted, &handovers) {
+        Ok(schedule) => schedule,
+        Err(broken) => return Ok(Err(at(broken.seq, broken.reason))),
+    };
+    if let (Some(first), Some(details)) = (handovers.first(), init_details) {
+        if let Err(reason) = schedule.check_genesis_key(&details) {
+            return Ok(Err(at(first.seq, reason)));
+        }
+    }
+    Ok(Ok(schedule))
+}
+
 /// Verifies an export (JSON Lines or CSV, told apart by the first byte) read line by line
 /// with constant memory: every record's form, hash and signature, the links between records
 /// with consecutive seqs, and the signed trailer — the count and digest over the events, the
@@ -461,7 +534,7 @@ impl Walk<'_> {
 /// export time. Reports the first break in file order.
 pub fn verify_export(
     input: impl BufRead,
-    key: &VerifyingKey,
+    keys: &KeySchedule,
     options: &ExportOptions,
 ) -> Result<ExportVerification, VerifyError> {
     let mut records = match Records::open(input)? {
@@ -469,7 +542,7 @@ pub fn verify_export(
         Err(at) => return Ok(ExportVerification::broken(0, at)),
     };
     let mut walk = Walk {
-        key,
+        keys,
         known_genesis: options.vault_id.as_deref().map(genesis_hash),
         anchor: options.expect_head,
         digest: ExportDigest::default(),
@@ -535,7 +608,7 @@ pub fn verify_export(
         )),
         Some((line, record)) => match record.decode() {
             Err(why) => Err(found(line, None, format!("a malformed trailer: {why}"), events)),
-            Ok((trailer, sig)) if !trailer.signature_valid(key, &sig) => Err(found(
+            Ok((trailer, sig)) if !trailer.signature_valid(&keys.newest(), &sig) => Err(found(
                 line,
                 None,
                 "the trailer's signature is not valid for this key (the trailer was altered or forged)",
@@ -773,7 +846,12 @@ mod tests {
     }
 
     fn verify(text: &str, options: &ExportOptions) -> ExportVerification {
-        verify_export(text.as_bytes(), &key().verifying_key(), options).unwrap()
+        verify_export(
+            text.as_bytes(),
+            &KeySchedule::single(key().verifying_key()),
+            options,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Print the hex Ed25519 key that verifies the trail's signatures.
     PublicKey,
+    /// Start a new Ed25519 audit signing key: a hand-over event signed by the old key (with
+    /// the new key's proof) links them; verification follows it.
+    RotateSigningKey {
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +113,27 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::Export(args) => export(&config.data_dir, args).await,
+        AuditCommand::RotateSigningKey { unlock } => {
+            let store = open_existing(&config.data_dir).await?;
+            let vault = unlock_vault(&store, unlock).await?;
+            let rotated = crate::audit::handover::rotate_signing_key(
+                &store,
+                &vault,
+                SystemClock.now(),
+                &cli_actor(),
+            )
+            .await?;
+            let hex =
+                |k: &ed25519_dalek::VerifyingKey| data_encoding::HEXLOWER.encode(k.as_bytes());
+            println!(
+                "hand-over at seq {}: previous key {}, new key {}",
+                rotated.seq,
+                hex(&rotated.previous),
+                hex(&rotated.next)
+            );
+            println!("publish the new key (`seedvault audit public-key`) where you anchor heads");
+            Ok(())
+        }
     }
 }
 
@@ -211,8 +238,21 @@ async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
             .map(str::parse::<AnchoredHead>)
             .transpose()?,
     };
+    let scan_path = file.clone();
+    let keys = tokio::task::spawn_blocking(move || {
+        let input = std::fs::File::open(&scan_path)?;
+        verify::export_schedule(std::io::BufReader::new(input), &key)
+    })
+    .await??;
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(broken) => {
+            println!("BROKEN at {broken} (0 events before it verified)");
+            bail!("the export does not verify: {broken}");
+        }
+    };
     let result = tokio::task::spawn_blocking(move || {
-        verify::verify_export(std::io::BufReader::new(reader), &key, &options)
+        verify::verify_export(std::io::BufReader::new(reader), &keys, &options)
     })
     .await??;
     if let Some(bar) = bar {

@@ -28,7 +28,28 @@ pub enum KeyCommand {
         #[command(flatten)]
         unlock: UnlockArgs,
     },
+    /// Make a new data key: re-seal every seed under it in batches (reveals go on), re-wrap
+    /// every slot, forget the old key. Run it again to finish one that was interrupted.
+    Rotate(RotateArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Seeds re-sealed per transaction.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// The passphrase of the passphrase slots, to re-wrap them (default: the unlocking
+    /// passphrase, if one was used). Without it they are removed and listed, to be added again
+    /// with `seedvault key add passphrase`.
+    #[arg(long, value_name = "FILE")]
+    slot_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+}
+
+/// Test hook: `seedvault key rotate` aborts the process (as a crash or `kill -9` would) after
+/// this many committed batches. Only the tests set it.
+const ABORT_AFTER_BATCHES_ENV: &str = "SEEDVAULT_TEST_ROTATION_ABORT_AFTER_BATCHES";
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
@@ -134,6 +155,7 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
             .await?;
             println!("added {} slot '{label}'", kind.as_str());
         }
+        KeyCommand::Rotate(args) => rotate(&store, args).await?,
         KeyCommand::Remove { label, unlock } => {
             let vault = unlock_vault(&store, unlock).await?;
             open::remove_slot(&store, &vault, SystemClock.now(), &cli_actor(), label).await?;
@@ -141,6 +163,53 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
             store.checkpoint_truncate().await?;
             println!("removed slot '{label}'");
         }
+    }
+    Ok(())
+}
+
+async fn rotate(store: &Store, args: &RotateArgs) -> anyhow::Result<()> {
+    let vault = unlock_vault(store, &args.unlock).await?;
+    let passphrase = match (&args.slot_passphrase_file, args.unlock.supplied()?) {
+        (Some(path), _) => Some(read_passphrase_file(path)?),
+        (None, Some(crate::vault::Unlocker::Passphrase(p))) => Some(p),
+        _ => None,
+    };
+    let abort_after: Option<usize> = std::env::var(ABORT_AFTER_BATCHES_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let after_batch = move |batches: usize| {
+        if abort_after == Some(batches) {
+            std::process::abort();
+        }
+    };
+    let rotated = crate::vault::rotate::rotate(
+        store,
+        &vault,
+        SystemClock.now(),
+        &cli_actor(),
+        crate::vault::rotate::RotateOptions {
+            batch: args.batch,
+            settle: std::time::Duration::from_secs(2),
+            passphrase: passphrase.as_ref(),
+            after_batch: &after_batch,
+        },
+    )
+    .await?;
+    println!(
+        "{} data key generation {}: {} seeds re-sealed, slots re-wrapped: {}",
+        if rotated.resumed {
+            "finished the rotation to"
+        } else {
+            "rotated to"
+        },
+        rotated.generation,
+        rotated.resealed,
+        rotated.rewrapped.join(", ")
+    );
+    for label in &rotated.need_passphrase {
+        println!(
+            "passphrase slot '{label}' was removed (its passphrase was not given): add it again with `seedvault key add passphrase --label {label}`"
+        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! never from argv.
 
 mod audit;
+mod backup;
 mod context;
 mod directory;
 mod doctor;
@@ -74,6 +75,10 @@ pub enum Command {
     /// SIEM forwarding: sinks, cursors and lag; reset a sink's cursor.
     #[command(subcommand)]
     Siem(siem::SiemCommand),
+    /// Write an age-encrypted backup of the whole vault (works while `serve` runs).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory, checked before it is put in place.
+    Restore(backup::RestoreArgs),
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
     /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
@@ -115,6 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Check { dir }) => policy::run(&cli, dir.as_ref()),
         Command::Audit(command) => audit::run(&cli, command).await,
         Command::Siem(command) => siem::run(&cli, command).await,
+        Command::Backup(args) => backup::run_backup(&cli, args).await,
+        Command::Restore(args) => backup::run_restore(&cli, args).await,
         Command::Doctor => doctor::run(&cli).await,
     }
 }

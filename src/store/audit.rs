@@ -33,7 +33,9 @@ pub fn head_on(c: &Inline<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     select_head(c.conn)
 }
 
-fn select_head(conn: &rusqlite::Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+pub(super) fn select_head(
+    conn: &rusqlite::Connection,
+) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -307,6 +309,20 @@ impl AuditReader {
     /// The newest event's `seq` and `hash`, if any.
     pub fn head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         select_head(&self.conn)
+    }
+
+    /// Every event with `action`, oldest first (the signing key hand-overs: a handful in a
+    /// trail's life, found with one scan).
+    pub fn with_action(&self, action: &str) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE action = ? ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([action])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(row_ref(row)?.to_row());
+        }
+        Ok(out)
     }
 
     /// The event at `seq`, if stored.

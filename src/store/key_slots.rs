@@ -1,6 +1,6 @@
 //! `key_slots`: the data key wrapped once per unlock method.
 
-use super::{conn, Db, StoreError};
+use super::{conn, Db, StoreError, WriteTx};
 
 pub struct KeySlotRow {
     pub id: i64,
@@ -82,4 +82,23 @@ pub async fn delete(db: impl Into<Db<'_>>, label: &str) -> Result<bool, StoreErr
         .execute(&mut *conn(db).await?)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Replaces a slot's wrapped key (a rotation re-wraps every slot it can).
+pub async fn set_wrapped(tx: &mut WriteTx, id: i64, wrapped_key: &[u8]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE key_slots SET wrapped_key = ? WHERE id = ?")
+        .bind(wrapped_key)
+        .bind(id)
+        .execute(&mut *tx.tx)
+        .await?;
+    Ok(())
+}
+
+/// Removes a slot by id (a passphrase slot a rotation could not re-wrap).
+pub async fn delete_id(tx: &mut WriteTx, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM key_slots WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx.tx)
+        .await?;
+    Ok(())
 }

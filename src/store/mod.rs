@@ -11,6 +11,7 @@ pub mod meta;
 pub mod operators;
 pub mod outbox;
 pub mod siem;
+pub mod snapshot;
 pub mod token_pages;
 pub mod tokens;
 

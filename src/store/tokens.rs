@@ -287,6 +287,59 @@ pub fn by_serial_with_seed_on(
         .optional()?)
 }
 
+/// A sealed seed to re-seal under a rotation's new key.
+pub struct SealedSeedRow {
+    pub id: i64,
+    pub token_id: String,
+    pub serial: String,
+    pub sealed_seed: Vec<u8>,
+}
+
+/// Up to `limit` escrowed seeds with `id > after` whose blob does not start with `header` (the
+/// new key's version and generation), in id order: a rotation's next batch.
+pub async fn sealed_not_under(
+    db: impl Into<Db<'_>>,
+    header: &[u8],
+    after: i64,
+    limit: i64,
+) -> Result<Vec<SealedSeedRow>, StoreError> {
+    inline(db, |c| {
+        let mut statement = c.conn.prepare_cached(
+            "SELECT id, token_id, serial, sealed_seed FROM tokens
+             WHERE id > ?2 AND sealed_seed IS NOT NULL AND substr(sealed_seed, 1, length(?1)) <> ?1
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = statement
+            .query_map(rusqlite::params![header, after, limit], |r| {
+                Ok(SealedSeedRow {
+                    id: r.get(0)?,
+                    token_id: r.get(1)?,
+                    serial: r.get(2)?,
+                    sealed_seed: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+    .await?
+}
+
+/// Replaces sealed seeds in place, each only if it still holds the blob it was read with (a
+/// delivery or purge meanwhile wins). Returns how many were replaced.
+pub async fn reseal(tx: &mut WriteTx, rows: &[(i64, &[u8], &[u8])]) -> Result<u64, StoreError> {
+    tx.inline(|c| {
+        let mut statement = c.conn.prepare_cached(
+            "UPDATE tokens SET sealed_seed = ?3 WHERE id = ?1 AND sealed_seed = ?2",
+        )?;
+        let mut done = 0u64;
+        for (id, old, new) in rows {
+            done += statement.execute(rusqlite::params![id, old, new])? as u64;
+        }
+        Ok(done)
+    })
+    .await?
+}
+
 /// Both reveal-limit windows in one statement: a token's granted reveals since `token_since`
 /// and an operator's since `operator_since`, each counted in its index, not fetched.
 pub fn reveal_windows_on(

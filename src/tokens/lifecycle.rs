@@ -276,13 +276,18 @@ pub(crate) async fn deliver_in(
             let sealed = rows::sealed_seed(&mut *tx, token.row_id)
                 .await?
                 .ok_or_else(|| TokenError::NotFound(serial.clone()))?;
-            let seed = env
-                .vault
-                .unseal_seed(
-                    &token.token_id,
-                    &token.serial,
-                    &SealedBlob::from_stored(sealed),
-                )
+            let sealed = SealedBlob::from_stored(sealed);
+            let seed = tx
+                .inline(|c| {
+                    crate::vault::rotate::unseal_following(
+                        env.vault,
+                        c,
+                        &token.token_id,
+                        &token.serial,
+                        &sealed,
+                    )
+                })
+                .await?
                 .map_err(TokenError::from)?;
             let verified = otp::verify(
                 &seed,
@@ -441,6 +446,49 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
     }
     if !purged.is_empty() {
         scrub(env).await;
+    }
+    Ok(purged)
+}
+
+/// Purges again, in a restored vault, the tokens that a later audit export of the original
+/// shows destroyed (`seedvault restore --replay-purges`): `destroyed` holds each serial with
+/// the reason the original recorded. Tokens no longer escrowed (or unknown) are left as they
+/// are; each purge is audited as `token.purged`. Returns the serials purged.
+pub async fn purge_replayed(
+    store: &crate::store::Store,
+    vault: &crate::vault::Vault,
+    now: time::OffsetDateTime,
+    actor: &str,
+    destroyed: &[(String, &str)],
+) -> Result<Vec<String>, LifecycleError> {
+    let mut purged = Vec::new();
+    for batch in destroyed.chunks(SWEEP_BATCH as usize) {
+        let mut tx = store.begin_write().await?;
+        for (serial, reason) in batch {
+            let Some(row) = rows::by_serial(&mut tx, serial).await? else {
+                continue;
+            };
+            let token = Token::from_row(row)?;
+            let purge = PurgeRow {
+                id: token.row_id,
+                reason,
+                at: now.unix_timestamp(),
+                delivered_by: None,
+                drift_steps: None,
+            };
+            if rows::purge(&mut tx, &purge).await? {
+                let event = NewEvent::new(actor, "token.purged", token.target())
+                    .details(json!({ "reason": "replayed", "original": reason }));
+                audit::append(&mut tx, vault, now, event).await?;
+                purged.push(token.serial);
+            }
+        }
+        tx.commit().await?;
+    }
+    if !purged.is_empty() {
+        if let Err(e) = store.checkpoint_truncate().await {
+            tracing::warn!(error = %e, "WAL checkpoint after purge did not complete");
+        }
     }
     Ok(purged)
 }

@@ -270,11 +270,19 @@ pub async fn show_once(
     let sealed = rows::sealed_seed(&mut tx, token.row_id)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
-    let seed = env.vault.unseal_seed(
-        &token.token_id,
-        &token.serial,
-        &SealedBlob::from_stored(sealed),
-    )?;
+    // A key rotation running beside the server may have re-sealed it already.
+    let sealed = SealedBlob::from_stored(sealed);
+    let seed = tx
+        .inline(|c| {
+            crate::vault::rotate::unseal_following(
+                env.vault,
+                c,
+                &token.token_id,
+                &token.serial,
+                &sealed,
+            )
+        })
+        .await??;
     let event = NewEvent::new(actor, "token.seed_shown", token.target());
     audit::append(&mut tx, env.vault, env.now, event).await?;
     tx.commit().await?;
@@ -335,13 +343,18 @@ pub async fn confirm(
     let sealed = rows::sealed_seed(&mut tx, token.row_id)
         .await?
         .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
-    let seed = env
-        .vault
-        .unseal_seed(
-            &token.token_id,
-            &token.serial,
-            &SealedBlob::from_stored(sealed),
-        )
+    let sealed = SealedBlob::from_stored(sealed);
+    let seed = tx
+        .inline(|c| {
+            crate::vault::rotate::unseal_following(
+                env.vault,
+                c,
+                &token.token_id,
+                &token.serial,
+                &sealed,
+            )
+        })
+        .await?
         .map_err(TokenError::from)?;
     let verified = otp::verify(
         &seed,

@@ -614,14 +614,14 @@ fn grant_on(
         state: "purged".into(),
         hint: "its seed is gone",
     })?;
-    let seed = env
-        .vault
-        .unseal_seed(
-            &token.token_id,
-            &token.serial,
-            &SealedBlob::from_stored(sealed),
-        )
-        .map_err(TokenError::from)?;
+    let seed = crate::vault::rotate::unseal_following(
+        env.vault,
+        c,
+        &token.token_id,
+        &token.serial,
+        &SealedBlob::from_stored(sealed),
+    )
+    .map_err(TokenError::from)?;
     let spec = token.spec()?;
     let revealed = RevealedCode {
         code: otp::code_at(&seed, &spec, now, token.drift_steps),

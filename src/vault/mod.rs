@@ -6,7 +6,10 @@
 
 mod data_key;
 pub mod open;
+pub mod rotate;
 pub mod slots;
+
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
@@ -29,8 +32,10 @@ pub enum VaultError {
     Wrap(String),
     #[error("the passphrase is empty — choose a passphrase of several words")]
     EmptyPassphrase,
-    #[error("not an age X25519 recipient — expected a public key of the form age1… (from `age-keygen -y`)")]
+    #[error("not an age recipient — expected a public key of the form age1… (from `age-keygen -y`) or age1<plugin>1… from an age plugin")]
     BadRecipient,
+    #[error("the age plugin '{plugin}' cannot be used: {reason} — install age-plugin-{plugin} on PATH (e.g. age-plugin-yubikey for a YubiKey)")]
+    PluginMissing { plugin: String, reason: String },
     #[error("cannot read identity file {path}: {reason} — pass the path of an age identity file (AGE-SECRET-KEY-1…) with --identity")]
     IdentityFile { path: String, reason: String },
     #[error("none of the key slots opens with the key supplied — check the passphrase or identity file (`seedvault key list` shows the slots)")]
@@ -53,6 +58,12 @@ pub enum VaultError {
     DevelopmentSlotInProduction,
     #[error("a production vault needs a protected key slot — pass --passphrase-file FILE, --recipient age1… or --identity-out FILE")]
     ProductionNeedsSlot,
+    #[error("this value is sealed under data key generation {0}, which this process does not hold: the key was rotated (`seedvault key rotate`) while it ran — restart it to unseal with the new key")]
+    KeyGenerationUnknown(u32),
+    #[error("a key rotation is already under way (to generation {0}) — run `seedvault key rotate` again to finish it")]
+    RotationPending(u32),
+    #[error("every remaining key slot is a passphrase slot this rotation cannot re-wrap — pass --passphrase-file with the passphrase of one of them (`seedvault key list`)")]
+    RotationWouldLock,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -63,10 +74,17 @@ pub enum VaultError {
 
 /// An unsealed vault: the data key and the audit signing key, in memory only.
 /// Deliberately not `Debug` or `Clone`; share it behind an `Arc`.
+///
+/// Both keys can change under a running process: `seedvault key rotate` adds a data key
+/// generation (which this process learns from the rotation record, see [`rotate`]) and
+/// `seedvault audit rotate-signing-key` replaces the signing key (which [`crate::audit::append`]
+/// notices and adopts). So they sit behind locks, read on every seal and signature; writers are
+/// rare.
 pub struct Vault {
     id: String,
-    key: DataKey,
-    signer: SigningKey,
+    /// Every data key generation this process holds, oldest first; the newest seals.
+    keys: RwLock<Vec<Arc<DataKey>>>,
+    signer: RwLock<Arc<SigningKey>>,
     has_development_slot: bool,
 }
 
@@ -79,10 +97,102 @@ impl Vault {
     ) -> Self {
         Self {
             id,
-            key,
-            signer,
+            keys: RwLock::new(vec![Arc::new(key)]),
+            signer: RwLock::new(Arc::new(signer)),
             has_development_slot,
         }
+    }
+
+    /// The newest data key this process holds.
+    pub(crate) fn current_key(&self) -> Arc<DataKey> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        // Never empty: made with one key, and `forget_before` keeps the newest.
+        keys.last()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(DataKey::generate()))
+    }
+
+    /// The key of `generation`, if this process holds it.
+    fn key_of(&self, generation: u32) -> Option<Arc<DataKey>> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        keys.iter().find(|k| k.generation() == generation).cloned()
+    }
+
+    /// Whether this process holds the data key of `generation`.
+    pub fn holds_generation(&self, generation: u32) -> bool {
+        self.key_of(generation).is_some()
+    }
+
+    /// The key that opens `sealed`, or why none does.
+    pub(crate) fn key_for(&self, sealed: &SealedBlob) -> Result<Arc<DataKey>, VaultError> {
+        let generation = sealed.generation().unwrap_or(0);
+        self.key_of(generation)
+            .ok_or(VaultError::KeyGenerationUnknown(generation))
+    }
+
+    /// Adds a newer data key generation (a rotation's new key); it seals from now on.
+    pub(crate) fn learn_key(&self, key: DataKey) {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.iter().all(|k| k.generation() != key.generation()) {
+            keys.push(Arc::new(key));
+            keys.sort_by_key(|k| k.generation());
+        }
+    }
+
+    /// Drops every generation older than `generation` (a finished rotation): their keys are
+    /// zeroized once no seal or unseal still uses them.
+    pub(crate) fn forget_before(&self, generation: u32) {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.iter().any(|k| k.generation() >= generation) {
+            keys.retain(|k| k.generation() >= generation);
+        }
+    }
+
+    /// Adopts a new audit signing key (after `audit rotate-signing-key`).
+    pub(crate) fn replace_signer(&self, signer: SigningKey) {
+        *self.signer.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(signer);
+    }
+
+    /// Seals an audit signing key under the current data key, as `vault_meta` stores it.
+    pub(crate) fn seal_signing_key(&self, signer: &SigningKey) -> Result<SealedBlob, VaultError> {
+        let secret = Zeroizing::new(signer.to_bytes());
+        self.current_key().seal(
+            &RowBinding::vault_value(&self.id, "audit-signing-key"),
+            secret.as_ref(),
+        )
+    }
+
+    /// Opens a stored audit signing key and signs with it from now on; `public` must be its
+    /// public half.
+    pub(crate) fn adopt_signing_key(&self, sealed: &[u8], public: &[u8]) -> Result<(), VaultError> {
+        let sealed = SealedBlob::from_stored(sealed.to_vec());
+        let secret = self.key_for(&sealed)?.unseal(
+            &RowBinding::vault_value(&self.id, "audit-signing-key"),
+            &sealed,
+        )?;
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
+                VaultError::CorruptSealed {
+                    what: "audit signing key".into(),
+                    reason: "wrong length".into(),
+                }
+            })?);
+        let signer = SigningKey::from_bytes(&bytes);
+        if signer.verifying_key().as_bytes().as_slice() != public {
+            return Err(VaultError::CorruptSealed {
+                what: "audit signing key".into(),
+                reason: "it does not match the stored public key".into(),
+            });
+        }
+        self.replace_signer(signer);
+        Ok(())
+    }
+
+    fn signer(&self) -> Arc<SigningKey> {
+        self.signer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The vault's random id; the audit chain's genesis derives from it.
@@ -95,10 +205,6 @@ impl Vault {
         self.has_development_slot
     }
 
-    pub(crate) fn data_key(&self) -> &DataKey {
-        &self.key
-    }
-
     /// Seals a token's seed, bound to the token's id and serial.
     pub fn seal_seed(
         &self,
@@ -106,7 +212,7 @@ impl Vault {
         serial: &str,
         seed: &Seed,
     ) -> Result<SealedBlob, VaultError> {
-        self.key
+        self.current_key()
             .seal(&RowBinding::token_seed(token_id, serial), seed.expose())
     }
 
@@ -118,19 +224,19 @@ impl Vault {
         sealed: &SealedBlob,
     ) -> Result<Seed, VaultError> {
         let plaintext = self
-            .key
+            .key_for(sealed)?
             .unseal(&RowBinding::token_seed(token_id, serial), sealed)?;
         Ok(Seed::from_bytes(plaintext.to_vec())?)
     }
 
     /// Signs an audit message (`seq || hash`) with the vault's Ed25519 audit key.
     pub fn sign_audit(&self, message: &[u8]) -> [u8; 64] {
-        self.signer.sign(message).to_bytes()
+        self.signer().sign(message).to_bytes()
     }
 
     /// The audit verification key, published with `seedvault audit public-key`.
     pub fn audit_public_key(&self) -> VerifyingKey {
-        self.signer.verifying_key()
+        self.signer().verifying_key()
     }
 }
 

@@ -106,6 +106,7 @@ pub async fn create(
             key_check: material.key_check.into_bytes(),
             audit_signing_key: material.sealed_signing_key.clone().into_bytes(),
             audit_public_key: material.public_key.to_vec(),
+            key_generation: 0,
         },
     )
     .await?;
@@ -184,6 +185,7 @@ pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultEr
         else {
             continue;
         };
+        let key = key.with_generation(generation_of(meta.key_generation)?);
         let signer = super::open_material(
             &meta.vault_id,
             &key,
@@ -194,7 +196,16 @@ pub async fn unlock(store: &Store, unlocker: &Unlocker) -> Result<Vault, VaultEr
         if store.recorded_vault_id()?.is_none() {
             store.record_vault_id(&meta.vault_id)?;
         }
-        return Ok(Vault::new(meta.vault_id, key, signer, has_development_slot));
+        let vault = Vault::new(meta.vault_id, key, signer, has_development_slot);
+        // A rotation that stopped part-way: its new key opens the seeds already re-sealed.
+        if let Some(pending) = meta::rotation(store).await? {
+            super::rotate::learn_pending(&vault, &pending)?;
+            tracing::warn!(
+                generation = pending.generation,
+                "a data key rotation is unfinished; run `seedvault key rotate` to finish it"
+            );
+        }
+        return Ok(vault);
     }
     if !tried_any && matches!(unlocker, Unlocker::Development) {
         return Err(VaultError::NoKeySupplied);
@@ -226,8 +237,9 @@ pub async fn add_slot(
     request: SlotRequest,
 ) -> Result<(), VaultError> {
     let kind = request.kind();
-    let slot = request.wrap(vault.data_key())?;
+    let slot = request.wrap(&vault.current_key())?;
     let mut tx = store.begin_write().await?;
+    refuse_during_rotation(&mut tx).await?;
     insert_slot(&mut tx, label, &slot, now).await?;
     let event = NewEvent::new(actor, "key.slot_added", format!("key-slot:{label}"))
         .details(json!({ "kind": kind.as_str(), "recipient": slot.recipient }));
@@ -245,6 +257,7 @@ pub async fn remove_slot(
     label: &str,
 ) -> Result<(), VaultError> {
     let mut tx = store.begin_write().await?;
+    refuse_during_rotation(&mut tx).await?;
     let rows = key_slots::list(&mut tx).await?;
     let Some(row) = rows.iter().find(|r| r.label == label) else {
         return Err(VaultError::UnknownSlot(label.to_owned()));
@@ -259,6 +272,24 @@ pub async fn remove_slot(
     append(&mut tx, vault, now, event).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The slots wrap the old key until a rotation ends; a slot added or removed meanwhile would be
+/// lost or wrap the wrong key.
+async fn refuse_during_rotation(tx: &mut WriteTx) -> Result<(), VaultError> {
+    match meta::rotation(&mut *tx).await? {
+        Some(pending) => Err(VaultError::RotationPending(generation_of(
+            pending.generation,
+        )?)),
+        None => Ok(()),
+    }
+}
+
+/// A stored generation as the key's type.
+pub(crate) fn generation_of(stored: i64) -> Result<u32, VaultError> {
+    u32::try_from(stored).map_err(|_| VaultError::CorruptSlot {
+        reason: format!("data key generation {stored} is out of range"),
+    })
 }
 
 /// A development vault in a fresh temporary directory: the fixture of the unit tests that need

@@ -85,16 +85,62 @@ pub fn wrap_for_recipient(
     recipient: &str,
     kind: SlotKind,
 ) -> Result<WrappedSlot, VaultError> {
-    let parsed =
-        age::x25519::Recipient::from_str(recipient.trim()).map_err(|_| VaultError::BadRecipient)?;
-    let wrapped_key =
-        age::encrypt(&parsed, key.expose()).map_err(|e| VaultError::Wrap(e.to_string()))?;
+    let (text, parsed) = parse_recipient(recipient)?;
+    let wrapped_key = encrypt_to(parsed.as_ref(), key.expose())?;
     Ok(WrappedSlot {
         kind,
-        recipient: Some(parsed.to_string()),
+        recipient: Some(text),
         wrapped_key,
         development_identity: None,
     })
+}
+
+/// Parses an age recipient: X25519 (`age1…`) or an age plugin's (`age1<plugin>1…`, e.g.
+/// age-plugin-yubikey), which needs the plugin's binary on `PATH`. Returns its text form and
+/// the recipient.
+pub fn parse_recipient(
+    text: &str,
+) -> Result<(String, Box<dyn age::Recipient + Send + Sync>), VaultError> {
+    let text = text.trim();
+    if let Ok(x25519) = age::x25519::Recipient::from_str(text) {
+        return Ok((x25519.to_string(), Box::new(x25519)));
+    }
+    let plugin = age::plugin::Recipient::from_str(text).map_err(|_| VaultError::BadRecipient)?;
+    let wrapper = age::plugin::RecipientPluginV1::new(
+        plugin.plugin(),
+        std::slice::from_ref(&plugin),
+        &[],
+        age::NoCallbacks,
+    )
+    .map_err(|e| VaultError::PluginMissing {
+        plugin: plugin.plugin().to_owned(),
+        reason: match e {
+            age::plugin::ResolveError::MissingPlugin { binary_name } => {
+                format!("{binary_name} is not on PATH")
+            }
+            // age's own messages span lines and carry bidi isolation marks: keep one line.
+            other => other
+                .to_string()
+                .replace(['\u{2068}', '\u{2069}'], "")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        },
+    })?;
+    Ok((plugin.to_string(), Box::new(wrapper)))
+}
+
+/// `age::encrypt` for a recipient behind a trait object.
+fn encrypt_to(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+    use std::io::Write;
+    let wrap = |e: &dyn std::fmt::Display| VaultError::Wrap(e.to_string());
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient)).map_err(|e| wrap(&e))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256);
+    let mut writer = encryptor.wrap_output(&mut out).map_err(|e| wrap(&e))?;
+    writer.write_all(plaintext).map_err(|e| wrap(&e))?;
+    writer.finish().map_err(|e| wrap(&e))?;
+    Ok(out)
 }
 
 /// Makes a new X25519 identity and a slot for it. The caller writes the identity file; the
@@ -217,6 +263,23 @@ impl Unlocker {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A well-formed recipient of the age plugin `name` (bech32, HRP `age1NAME`).
+    pub(crate) fn plugin_recipient(name: &str) -> String {
+        let hrp = bech32::Hrp::parse(&format!("age1{name}")).unwrap();
+        bech32::encode::<bech32::Bech32>(hrp, &[7u8; 33]).unwrap()
+    }
+
+    #[test]
+    fn a_plugin_recipient_whose_binary_is_missing_is_refused_naming_the_binary() {
+        let recipient = plugin_recipient("seedvaultnone");
+        let err = wrap_for_recipient(&DataKey::generate(), &recipient, SlotKind::Recipient)
+            .err()
+            .unwrap();
+        let message = err.to_string();
+        assert!(message.contains("age-plugin-seedvaultnone"), "{message}");
+        assert!(matches!(err, VaultError::PluginMissing { .. }), "{message}");
+    }
 
     fn same_key(a: &DataKey, b: &DataKey) -> bool {
         a.expose() == b.expose()

@@ -170,6 +170,23 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
+impl From<crate::backup::BackupError> for AppError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError as E;
+        match e {
+            E::NoRecipients
+            | E::BadRecipient(_)
+            | E::Vault(crate::vault::VaultError::PluginMissing { .. }) => {
+                Self::Unprocessable(e.to_string())
+            }
+            E::DiskFull(_) => Self::InsufficientStorage(e.to_string()),
+            E::Store(inner) => inner.into(),
+            E::Audit(inner) => inner.into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::audit::AuditError> for AppError {
     fn from(e: crate::audit::AuditError) -> Self {
         match e {

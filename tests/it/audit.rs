@@ -648,7 +648,7 @@ async fn malformed_audit_queries_are_answered_with_the_json_error_shape() {
 
 /// The Python verifier printed in docs/AUDIT.md, written to `dir` (None without python3 and
 /// its `cryptography` package).
-fn python_verifier(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn python_verifier(dir: &Path) -> Option<PathBuf> {
     let ready = Command::new("python3")
         .args(["-c", "import cryptography"])
         .output()
@@ -900,7 +900,7 @@ fn verify_file(file: &Path, key: &str, vault_id: &str, expect_head: Option<&str>
     seedvault(&elsewhere, &args)
 }
 
-fn verify_with_python(
+pub(crate) fn verify_with_python(
     script: &Path,
     file: &Path,
     key: &str,

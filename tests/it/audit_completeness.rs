@@ -641,6 +641,21 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     walk.settle("get", "/api/v1/audit", &["audit.exported"])
         .await;
 
+    // A backup download is recorded before its first byte.
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let response = desk
+        .http
+        .post(walk.srv.url("/api/v1/backups"))
+        .header("Origin", &walk.srv.base)
+        .json(&json!({ "recipients": [recipient] }))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = walk.srv.finish("backup", response).await;
+    assert_eq!(status, StatusCode::OK);
+    walk.settle("post", "/api/v1/backups", &["backup.created"])
+        .await;
+
     // The pages: crawl every page the all-role operator reaches while a token is escrowed and
     // two passkeys exist, so that every kind of form is on show.
     walk.capture(&desk, "WALK-4", SEED_1, "d@example.org").await;

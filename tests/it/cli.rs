@@ -608,6 +608,7 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "serve" => &["invite.created"],
         "key add passphrase" | "key add recipient" | "key add identity" => &["key.slot_added"],
         "key remove" => &["key.slot_removed"],
+        "key rotate" => &["key.rotation_started", "key.rotated"],
         "operator invite" => &["invite.created"],
         "operator disable" => &["operator.disabled"],
         "token add" => &["token.captured"],
@@ -620,6 +621,10 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "directory sync" => &["directory.synced"],
         "purge" => &["token.expired"],
         "audit export" => &["audit.exported"],
+        "backup" => &["backup.created"],
+        "audit rotate-signing-key" => &["audit.signing_key_rotated"],
+        // Writes a new data directory, never the vault it runs beside.
+        "restore" => &[],
         _ => return None,
     })
 }
@@ -749,6 +754,11 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
         None,
     );
     step("key remove", &["key", "remove", "break-glass"], None);
+    step(
+        "key rotate",
+        &["key", "rotate", "--slot-passphrase-file", &path("pass.txt")],
+        None,
+    );
     step(
         "operator invite",
         &["operator", "invite", "bob", "--role", "helpdesk"],
@@ -922,6 +932,29 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
     .unwrap();
     step("siem status", &["siem", "status"], None);
     step("siem reset", &["siem", "reset", "webhook"], None);
+    step(
+        "audit rotate-signing-key",
+        &["audit", "rotate-signing-key"],
+        None,
+    );
+    step(
+        "audit verify",
+        &["audit", "verify", "--all-signatures"],
+        None,
+    );
+    step("backup", &["backup", "--out", &path("vault.age")], None);
+    step(
+        "restore",
+        &[
+            "--data-dir",
+            &path("restored"),
+            "restore",
+            &path("vault.age"),
+            "--identity",
+            &path("id.age"),
+        ],
+        None,
+    );
 
     let doc = include_str!("../../docs/AUDIT.md");
     for leaf in &leaves {

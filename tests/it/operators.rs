@@ -789,6 +789,7 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
             (SignedIn, &["provisioner", "helpdesk"])
         }
         ("post", "/api/v1/imports") => (SignedIn, &["provisioner"]),
+        ("post", "/api/v1/backups") => (SignedIn, &["admin"]),
         (
             "post",
             "/api/v1/tokens/{serial}/reveal/start" | "/api/v1/tokens/{serial}/reveal/finish",

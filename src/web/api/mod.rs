@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod imports;
 pub mod me;
 pub mod operators;
@@ -28,6 +29,7 @@ use super::{AppError, AppState, ErrorBody};
          (name = "tokens", description = "capture, search and assignment of escrowed tokens"),
          (name = "reveal", description = "checklist and passkey-signed reveal of a one-time code; four-eyes approvals"),
          (name = "policies", description = "reveal policies"),
+         (name = "backup", description = "encrypted backups of the whole vault"),
          (name = "audit", description = "export and verification of the signed audit trail"),
          (name = "meta", description = "the API itself")),
     components(schemas(ErrorBody))
@@ -82,6 +84,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(imports::import).layer(axum::extract::DefaultBodyLimit::disable()))
         .routes(routes!(audit::export))
         .routes(routes!(audit::verify))
+        .routes(routes!(backups::create))
 }
 
 /// Builds the `/api/v1` router and its document (which lists itself too).

@@ -193,6 +193,13 @@ impl Operator {
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// A POST whose reply is a download (bytes, not JSON), recorded by the canary.
+    pub async fn raw_response(&self, path: &str, body: Value) -> (StatusCode, Vec<u8>) {
+        let (status, bytes) = self.raw(&Method::POST, path, Some(body)).await;
+        self.canary.record_response(&format!("POST {path}"), &bytes);
+        (status, bytes)
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.request(Method::GET, path, None).await
     }
