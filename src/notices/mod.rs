@@ -165,6 +165,56 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_directory_of_record_names_the_owners_and_the_managers_address() {
+        use crate::store::directory::{replace_source_on, EntryRow};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let entry = |owner: &str, manager: Option<&str>, mail: Option<&str>| EntryRow {
+            owner: owner.into(),
+            display_name: None,
+            phones: vec!["+15550100001".into()],
+            manager: manager.map(Into::into),
+            manager_phone: None,
+            department: None,
+            mail: mail.map(Into::into),
+            source: "csv".into(),
+            synced_at: 0,
+        };
+        let entries = [
+            entry("EXAMPLE\\ann", Some("bob"), Some("ann@mail.example.org")),
+            entry("bob", None, Some("bob@mail.example.org")),
+            entry("cy@example.org", None, None),
+        ];
+        let mut tx = store.begin_write().await.unwrap();
+        tx.inline(|c| replace_source_on(c, "csv", &entries))
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        let to = |owner: &'static str| {
+            let store = store.clone();
+            async move { notice_recipient(&store, owner).await.unwrap() }
+        };
+        assert_eq!(
+            to("EXAMPLE\\ann").await.as_deref(),
+            Some("ann@mail.example.org")
+        );
+        assert_eq!(
+            to("cy@example.org").await.as_deref(),
+            Some("cy@example.org"),
+            "no mail of record: the owner id"
+        );
+        assert_eq!(
+            manager_recipient(&store, "EXAMPLE\\ann")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("bob@mail.example.org")
+        );
+        assert_eq!(manager_recipient(&store, "bob").await.unwrap(), None);
+    }
+
     #[test]
     fn every_kind_has_a_name_that_parses_back() {
         for kind in Kind::ALL {

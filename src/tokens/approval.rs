@@ -103,8 +103,8 @@ pub struct Approval {
     pub decided_at: Option<i64>,
     /// Why it was denied.
     pub reason: Option<String>,
-    /// What the directory says about the owner, when a directory is configured (see
-    /// [`directory_entry`]); absent otherwise.
+    /// The owner's directory record (numbers, manager, sync time) when the directory of
+    /// record has one; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<serde_json::Value>,
 }
@@ -118,7 +118,7 @@ impl Approval {
             id: row.id,
             status: ApprovalStatus::parse(&row.status)?,
             expires_at: row.expires_at,
-            directory: directory_entry(row.owner.as_deref()),
+            directory: None,
             serial: row.serial,
             owner: row.owner,
             policy: row.policy,
@@ -134,12 +134,28 @@ impl Approval {
     }
 }
 
-/// HOOK for the directory integration (built separately): what the directory knows about a
-/// token's owner (name, department, phone of record, photo), shown to the approver beside the
-/// requester's answers. Until a directory is configured there is nothing to show, and nothing
-/// is made up.
-pub fn directory_entry(_owner: Option<&str>) -> Option<serde_json::Value> {
-    None
+/// What the directory of record holds about the token's owner (numbers, manager, department,
+/// sync time), shown to the approver beside the requester's answers; `None` without a record,
+/// and nothing is made up.
+async fn directory_entry(
+    env: &Env<'_>,
+    owner: Option<&str>,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    let record = crate::directory::lookup(env.store, owner).await?;
+    Ok(record
+        .found
+        .then(|| serde_json::to_value(&record).ok())
+        .flatten())
+}
+
+/// The approval with the owner's directory record attached.
+async fn with_directory(env: &Env<'_>, row: ApprovalRow) -> Result<Approval, ApprovalError> {
+    let mut approval = Approval::from_row(row)?;
+    approval.directory = directory_entry(env, approval.owner.as_deref()).await?;
+    Ok(approval)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -469,7 +485,7 @@ pub async fn get(env: &Env<'_>, viewer: &Operator, id: i64) -> Result<Approval, 
             requester: row.requester,
         });
     }
-    Ok(Approval::from_row(row)?)
+    with_directory(env, row).await
 }
 
 /// The pending requests `viewer` may decide (not their own), oldest first.
@@ -478,11 +494,11 @@ pub async fn pending_for(env: &Env<'_>, viewer: &Operator) -> Result<Vec<Approva
     if policies.is_empty() {
         return Ok(Vec::new());
     }
-    rows::pending(env.store, &policies, viewer.id, env.unix())
-        .await?
-        .into_iter()
-        .map(|row| Ok(Approval::from_row(row)?))
-        .collect()
+    let mut pending = Vec::new();
+    for row in rows::pending(env.store, &policies, viewer.id, env.unix()).await? {
+        pending.push(with_directory(env, row).await?);
+    }
+    Ok(pending)
 }
 
 /// How many requests `viewer` may decide: one COUNT (the header shows it on every page);

@@ -214,7 +214,9 @@ async fn a_high_risk_code_needs_a_second_operators_approval_and_then_the_request
     assert_eq!(listed["ticket"], "INC-900");
     assert_eq!(listed["note"], "caller on video, badge 4471");
     assert_eq!(listed["owner"], "vip@example.org");
-    assert!(listed.get("directory").is_none(), "no directory configured");
+    // The approver sees the owner's numbers and manager of record beside the answers.
+    assert_eq!(listed["directory"]["phones"], json!(["+15550100900"]));
+    assert_eq!(listed["directory"]["manager"], "boss@example.org");
     let (_, own) = hal.get("/api/v1/approvals").await;
     assert_eq!(own, json!([]));
     assert_eq!(status_of(&hal, id).await, "pending");
