@@ -6,6 +6,8 @@
 CREATE INDEX tokens_captured ON tokens (captured_at);
 CREATE INDEX tokens_owner_nocase ON tokens (ifnull(owner, '') COLLATE NOCASE);
 CREATE INDEX tokens_state ON tokens (state);
+-- The counts per state and policy above the list: read from this index alone.
+CREATE INDEX tokens_state_policy ON tokens (state, policy);
 CREATE INDEX tokens_deadline ON tokens (retention_deadline);
 -- Token search: the start of a serial or a display name (the owner uses tokens_owner_nocase).
 CREATE INDEX tokens_serial_nocase ON tokens (serial COLLATE NOCASE);
