@@ -2,7 +2,9 @@
 //! kept as its own JSON in the `credentials` table. The only place that reads or writes that
 //! JSON.
 
-use webauthn_rs::prelude::{AuthenticationResult, Passkey};
+use webauthn_rs::prelude::{
+    AuthenticationResult, Passkey, PasskeyAuthentication, PublicKeyCredential, Webauthn,
+};
 
 use super::OperatorError;
 use crate::store::operators as rows;
@@ -45,6 +47,37 @@ pub async fn of(store: &Store, operator_id: i64) -> Result<Vec<StoredPasskey>, O
             })
         })
         .collect()
+}
+
+/// Why an assertion signed for an action (a reveal, an approval) was not accepted.
+pub enum SignRefusal {
+    /// The credential is not one of this operator's passkeys.
+    Foreign,
+    /// It is, but the assertion does not verify against the challenge (the reason).
+    Invalid(String),
+}
+
+/// The operator's own passkey that signed `assertion`, with its new counter, once the
+/// assertion verified against `challenge`; the outer error is reading the passkeys, the inner
+/// one the refusal to report.
+pub async fn verify_own(
+    store: &Store,
+    webauthn: &Webauthn,
+    operator_id: i64,
+    challenge: &PasskeyAuthentication,
+    assertion: &PublicKeyCredential,
+) -> Result<Result<UsedPasskey, SignRefusal>, OperatorError> {
+    let Some(signer) = of(store, operator_id)
+        .await?
+        .into_iter()
+        .find(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice())
+    else {
+        return Ok(Err(SignRefusal::Foreign));
+    };
+    match webauthn.finish_passkey_authentication(assertion, challenge) {
+        Ok(result) => Ok(Ok(signer.used(&result)?)),
+        Err(e) => Ok(Err(SignRefusal::Invalid(e.to_string()))),
+    }
 }
 
 /// The stored form of a passkey.

@@ -30,6 +30,7 @@ use webauthn_rs::prelude::{
 use super::reveal::{PendingReveal, PENDING_SECONDS};
 use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
+use crate::operators::passkeys::SignRefusal;
 use crate::operators::{self, Operator, UsedPasskey};
 use crate::policy::{Policy, MAX_NOTE_LEN};
 use crate::store::approvals::{self as rows, ApprovalRow, Decision, NewApproval};
@@ -808,17 +809,13 @@ async fn verify(
     challenge: &PasskeyAuthentication,
     assertion: &PublicKeyCredential,
 ) -> Result<UsedPasskey, ApprovalError> {
-    let Some(signer) = operators::passkeys::of(env.store, approver.id)
+    match operators::passkeys::verify_own(env.store, webauthn, approver.id, challenge, assertion)
         .await?
-        .into_iter()
-        .find(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice())
-    else {
-        return Err(ApprovalError::ForeignPasskey);
-    };
-    let result = webauthn
-        .finish_passkey_authentication(assertion, challenge)
-        .map_err(|e| ApprovalError::Assertion(e.to_string()))?;
-    Ok(signer.used(&result)?)
+    {
+        Ok(used) => Ok(used),
+        Err(SignRefusal::Foreign) => Err(ApprovalError::ForeignPasskey),
+        Err(SignRefusal::Invalid(reason)) => Err(ApprovalError::Assertion(reason)),
+    }
 }
 
 /// Checks, on `reveal/start` with an approval id, that the approval is `operator`'s, approved

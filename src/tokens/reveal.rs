@@ -24,6 +24,7 @@ use super::{Env, Token, TokenError, TokenState};
 use crate::audit::{self, NewEvent, Outcome};
 use crate::directory::{self, OfRecord};
 use crate::notices;
+use crate::operators::passkeys::SignRefusal;
 use crate::operators::{self, Operator, UsedPasskey};
 use crate::otp::{self, OneTimeCode};
 use crate::policy::{DirectoryNeed, Policy, Shortfall, Submission};
@@ -519,17 +520,13 @@ async fn verify(
     challenge: &PasskeyAuthentication,
     assertion: &PublicKeyCredential,
 ) -> Result<UsedPasskey, RevealError> {
-    let Some(signer) = operators::passkeys::of(env.store, operator.id)
+    match operators::passkeys::verify_own(env.store, webauthn, operator.id, challenge, assertion)
         .await?
-        .into_iter()
-        .find(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice())
-    else {
-        return Err(RevealError::ForeignPasskey);
-    };
-    let result = webauthn
-        .finish_passkey_authentication(assertion, challenge)
-        .map_err(|e| RevealError::Assertion(e.to_string()))?;
-    Ok(signer.used(&result)?)
+    {
+        Ok(used) => Ok(used),
+        Err(SignRefusal::Foreign) => Err(RevealError::ForeignPasskey),
+        Err(SignRefusal::Invalid(reason)) => Err(RevealError::Assertion(reason)),
+    }
 }
 
 /// Checks that a finished assertion belongs to this pending reveal (right token, in time).
