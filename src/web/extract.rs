@@ -218,7 +218,13 @@ impl FromRequest<AppState> for Upload {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > limit) {
+        if let Some(length) = declared.filter(|length| *length > limit) {
+            // Read the refused body away (up to twice the limit, never kept) before answering:
+            // a client still sending when the server closes gets a reset instead of the 413
+            // that says why. Beyond that the connection is simply closed.
+            if length <= limit.saturating_mul(2) {
+                discard(request.into_body()).await;
+            }
             return Err(too_large());
         }
         let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
@@ -226,6 +232,18 @@ impl FromRequest<AppState> for Upload {
             AppError::PayloadTooLarge(_) => too_large(),
             other => other,
         })
+    }
+}
+
+/// Reads a body to its end and drops every chunk as it arrives (the body read timeout still
+/// applies).
+async fn discard(body: Body) {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        if chunk.is_err() {
+            break;
+        }
     }
 }
 
