@@ -208,6 +208,39 @@ pub async fn deliver(
     }
 }
 
+/// The token's seed, read and unsealed inside `tx`. A key rotation running beside the server
+/// may have re-sealed it under a key this process has not learned yet: it is learned first.
+pub(crate) async fn unseal_in(
+    env: &Env<'_>,
+    tx: &mut crate::store::WriteTx,
+    token: &Token,
+) -> Result<crate::secret::Seed, TokenError> {
+    let sealed = rows::sealed_seed(&mut *tx, token.row_id)
+        .await?
+        .ok_or_else(|| TokenError::NotFound(token.serial.clone()))?;
+    let sealed = SealedBlob::from_stored(sealed);
+    Ok(tx
+        .inline(|c| {
+            crate::vault::rotate::unseal_following(
+                env.vault,
+                c,
+                &token.token_id,
+                &token.serial,
+                &sealed,
+            )
+        })
+        .await??)
+}
+
+/// Seconds until a wrong code leaves the hour's window, when `attempts` (times of this hour's
+/// wrong codes, oldest first) already reached the limit; `None` while another try is allowed.
+pub(crate) fn attempts_exhausted(attempts: &[i64], now: i64) -> Option<u64> {
+    (attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR).then(|| {
+        let oldest = attempts.first().copied().unwrap_or(now);
+        u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1)
+    })
+}
+
 /// How a delivery ended inside its transaction. A refusal has been audited (and a wrong code
 /// counted) in it, so the caller commits either way.
 pub(crate) enum Attempted {
@@ -262,9 +295,7 @@ pub(crate) async fn deliver_in(
         DeliveryRequest::Code(code) => {
             let attempts =
                 rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
-            if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
-                let oldest = attempts.first().copied().unwrap_or(now);
-                let retry_after_seconds = u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1);
+            if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
                 let event = NewEvent::new(actor, "delivery.refused", token.target())
                     .outcome(Outcome::Denied)
                     .details(json!({ "reason": "too many wrong codes in the last hour" }));
@@ -273,22 +304,7 @@ pub(crate) async fn deliver_in(
                     retry_after_seconds,
                 }));
             }
-            let sealed = rows::sealed_seed(&mut *tx, token.row_id)
-                .await?
-                .ok_or_else(|| TokenError::NotFound(serial.clone()))?;
-            let sealed = SealedBlob::from_stored(sealed);
-            let seed = tx
-                .inline(|c| {
-                    crate::vault::rotate::unseal_following(
-                        env.vault,
-                        c,
-                        &token.token_id,
-                        &token.serial,
-                        &sealed,
-                    )
-                })
-                .await?
-                .map_err(TokenError::from)?;
+            let seed = unseal_in(env, tx, &token).await?;
             let verified = otp::verify(
                 &seed,
                 &token.spec()?,

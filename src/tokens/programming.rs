@@ -15,7 +15,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::lifecycle::{LifecycleError, DELIVERY_ATTEMPTS_PER_HOUR, DELIVERY_WINDOW};
+use super::lifecycle::{attempts_exhausted, unseal_in, LifecycleError, DELIVERY_WINDOW};
 use super::{
     clean_field, clean_serial, resolve_policy, target, Env, Token, TokenError, TokenState,
 };
@@ -23,7 +23,6 @@ use crate::audit::{self, NewEvent, Outcome};
 use crate::otp::{self, TotpSpec};
 use crate::secret::{Algorithm, Seed};
 use crate::store::tokens::{self as rows, NewTokenRow};
-use crate::vault::SealedBlob;
 
 /// 160 bits: RFC 4226 §4 recommends it, and it is HMAC-SHA-1's output length.
 pub const GENERATED_SEED_BYTES: usize = 20;
@@ -267,22 +266,7 @@ pub async fn show_once(
     {
         return Ok(None);
     }
-    let sealed = rows::sealed_seed(&mut tx, token.row_id)
-        .await?
-        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
-    // A key rotation running beside the server may have re-sealed it already.
-    let sealed = SealedBlob::from_stored(sealed);
-    let seed = tx
-        .inline(|c| {
-            crate::vault::rotate::unseal_following(
-                env.vault,
-                c,
-                &token.token_id,
-                &token.serial,
-                &sealed,
-            )
-        })
-        .await??;
+    let seed = unseal_in(env, &mut tx, &token).await?;
     let event = NewEvent::new(actor, "token.seed_shown", token.target());
     audit::append(&mut tx, env.vault, env.now, event).await?;
     tx.commit().await?;
@@ -328,9 +312,7 @@ pub async fn confirm(
         .into());
     }
     let attempts = rows::delivery_attempts_since(&mut tx, token.row_id, now - 3_600).await?;
-    if attempts.len() >= DELIVERY_ATTEMPTS_PER_HOUR {
-        let oldest = attempts.first().copied().unwrap_or(now);
-        let retry_after_seconds = u64::try_from(oldest + 3_600 - now).unwrap_or(1).max(1);
+    if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
         let event = NewEvent::new(actor, "programming.refused", token.target())
             .outcome(Outcome::Denied)
             .details(json!({ "reason": "too many wrong codes in the last hour" }));
@@ -340,22 +322,7 @@ pub async fn confirm(
             retry_after_seconds,
         });
     }
-    let sealed = rows::sealed_seed(&mut tx, token.row_id)
-        .await?
-        .ok_or_else(|| TokenError::NotFound(serial.to_owned()))?;
-    let sealed = SealedBlob::from_stored(sealed);
-    let seed = tx
-        .inline(|c| {
-            crate::vault::rotate::unseal_following(
-                env.vault,
-                c,
-                &token.token_id,
-                &token.serial,
-                &sealed,
-            )
-        })
-        .await?
-        .map_err(TokenError::from)?;
+    let seed = unseal_in(env, &mut tx, &token).await?;
     let verified = otp::verify(
         &seed,
         &token.spec()?,
