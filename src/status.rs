@@ -11,6 +11,9 @@ pub struct StatusReport {
     pub audit_events: i64,
     /// Escrowed tokens whose retention deadline falls within a week: (serial, owner, deadline).
     pub due_soon: Vec<(String, Option<String>, i64)>,
+    /// Escrowed tokens in the post: in transit, delivered late (their expected date passed),
+    /// and seeds reaching their retention deadline within [`DUE_SOON_SECONDS`] meanwhile.
+    pub in_transit: store::tokens::InTransit,
 }
 
 /// How far ahead `status` and the dashboard look for retention deadlines.
@@ -60,7 +63,12 @@ pub async fn collect(store: &Store, now: i64) -> Result<StatusReport, StoreError
         .into_iter()
         .map(|t| (t.serial, t.owner, t.retention_deadline))
         .collect();
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    let in_transit = store::tokens::in_transit(store, &today, now + DUE_SOON_SECONDS).await?;
     Ok(StatusReport {
+        in_transit,
         vault_id,
         slots,
         tokens_by_state,

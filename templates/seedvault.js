@@ -449,6 +449,14 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     setups[form.dataset.webauthn]?.(form);
   }
+  for (const button of document.querySelectorAll("button[data-print]")) {
+    button.addEventListener("click", () => window.print());
+  }
+  for (const box of document.querySelectorAll("input[data-select-all]")) {
+    box.addEventListener("change", () => {
+      for (const other of box.form.querySelectorAll("input[name=serials]")) other.checked = box.checked;
+    });
+  }
   for (const el of document.querySelectorAll("[data-confirm]")) {
     el.addEventListener("submit", (event) => {
       if (!window.confirm(el.dataset.confirm)) event.preventDefault();

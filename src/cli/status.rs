@@ -32,6 +32,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!("  {state:<10} {count}");
     }
     println!("audit events: {}", report.audit_events);
+    let post = report.in_transit;
+    println!(
+        "in the post: {} in transit, {} late (expected date passed), {} reaching retention within 7 days",
+        post.in_transit, post.late, post.nearing_retention
+    );
     println!("directory of record:");
     for line in crate::directory::status(&store).await?.lines() {
         println!("  {line}");

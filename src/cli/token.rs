@@ -1,4 +1,4 @@
-//! `seedvault token add|generate|programmed|deliver|cancel|assign`: capture (typed or from a QR
+//! `seedvault token add|generate|programmed|verify|ship|deliver|cancel|assign`: capture (typed or from a QR
 //! image), generation shown once, and the lifecycle from the command line. A typed secret is
 //! read from a hidden prompt or standard input, never from argv.
 
@@ -13,6 +13,7 @@ use super::unlock::UnlockArgs;
 use super::{cli_actor, Cli};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
 use crate::tokens::programming::{self, GenerateRequest, Show};
+use crate::tokens::shipping::{self, ShipmentRequest};
 use crate::tokens::{self, CaptureRequest, SecretInput, TokenChange};
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +73,37 @@ pub enum TokenCommand {
         unverified: bool,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Check the escrowed seed against the code the physical token shows, before shipping it:
+    /// the drift found is recorded and applied to later reveals; the token stays escrowed.
+    Verify {
+        serial: String,
+        /// The code the token shows now.
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        unlock: UnlockArgs,
+    },
+    /// Record that a token (or, with --csv, every serial in a CSV file's first column) left for
+    /// its owner. Bad rows of a file are reported by line; the others are shipped.
+    Ship {
+        /// The token's serial (or give --csv).
+        #[arg(required_unless_present = "csv", conflicts_with = "csv")]
+        serial: Option<String>,
+        /// A CSV file of serials, one per line (a `serial` header is skipped).
+        #[arg(long, value_name = "FILE")]
+        csv: Option<std::path::PathBuf>,
+        /// Who carries the parcel.
+        #[arg(long)]
+        carrier: Option<String>,
+        /// The carrier's tracking reference.
+        #[arg(long)]
+        tracking: Option<String>,
+        /// The expected delivery date, YYYY-MM-DD (today or later).
+        #[arg(long, value_name = "DATE")]
+        expected: Option<String>,
         #[command(flatten)]
         unlock: UnlockArgs,
     },
@@ -285,6 +317,93 @@ pub async fn run(cli: &Cli, command: &TokenCommand) -> anyhow::Result<()> {
                     "delivered {} (unverified); the seed is destroyed",
                     purged.serial
                 ),
+            }
+        }
+        TokenCommand::Verify {
+            serial,
+            code,
+            unlock,
+        } => {
+            let vault = Unsealed::open(cli, unlock).await?;
+            let done = shipping::verify(
+                &vault.env(),
+                &cli_actor(),
+                serial,
+                Zeroizing::new(code.clone()),
+            )
+            .await?;
+            println!(
+                "verified {} against its device (drift {} steps, applied to later codes); it stays escrowed",
+                done.serial, done.drift_steps
+            );
+        }
+        TokenCommand::Ship {
+            serial,
+            csv,
+            carrier,
+            tracking,
+            expected,
+            unlock,
+        } => {
+            let today = crate::clock::Clock::now(&crate::clock::SystemClock).date();
+            let request = ShipmentRequest::new(
+                carrier.as_deref(),
+                tracking.as_deref(),
+                expected.as_deref(),
+                today,
+            )?;
+            let rows = match csv {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(shipping::read_csv(&text)?)
+                }
+                None => None,
+            };
+            let vault = Unsealed::open(cli, unlock).await?;
+            match (rows, serial) {
+                (Some(rows), _) => {
+                    let report =
+                        shipping::ship_batch(&vault.env(), &cli_actor(), &rows, &request).await?;
+                    for line in &report.succeeded {
+                        println!("line {}: {} shipped", line.line, line.serial);
+                    }
+                    for line in &report.failed {
+                        eprintln!("line {}: {}: {}", line.line, line.serial, line.message);
+                    }
+                    println!(
+                        "{} shipped, {} refused",
+                        report.succeeded.len(),
+                        report.failed.len()
+                    );
+                    if !report.failed.is_empty() {
+                        anyhow::bail!(
+                            "{} lines were not shipped (listed above); the others were",
+                            report.failed.len()
+                        );
+                    }
+                }
+                (None, Some(serial)) => {
+                    let shipped =
+                        shipping::ship(&vault.env(), &cli_actor(), serial, &request).await?;
+                    println!(
+                        "shipped {}{}{}{}",
+                        shipped.serial,
+                        shipped
+                            .carrier
+                            .map(|c| format!(" with {c}"))
+                            .unwrap_or_default(),
+                        shipped
+                            .tracking
+                            .map(|t| format!(", tracking {t}"))
+                            .unwrap_or_default(),
+                        shipped
+                            .expected
+                            .map(|e| format!(", expected {e}"))
+                            .unwrap_or_default(),
+                    );
+                }
+                (None, None) => anyhow::bail!("give a serial or --csv FILE"),
             }
         }
         TokenCommand::Cancel {

@@ -54,6 +54,8 @@ struct RawPolicy {
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
     notify_manager: bool,
+    #[serde(default)]
+    require_verified: bool,
     #[serde(default, rename = "check")]
     checks: Vec<RawCheck>,
     require: Spanned<RawRequire>,
@@ -336,6 +338,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         next_code: raw.limits.next_code,
         retention_days: raw.retention_days.map(|d| *d.get_ref()),
         notify_manager: raw.notify_manager,
+        require_verified: raw.require_verified,
         approval,
         content_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes())),
         source: file.to_owned(),

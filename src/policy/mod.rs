@@ -74,6 +74,9 @@ pub struct Policy {
     /// Whether the owner's manager gets the owner's notices too (reveal, delivery, cancel,
     /// purge); the address comes from `notices::manager_recipient`.
     pub notify_manager: bool,
+    /// `require_verified = true`: no code is revealed for a token whose seed was not first
+    /// checked against a code from the physical device (`token verify`).
+    pub require_verified: bool,
     /// Four-eyes approval: whether a second operator must approve each reveal, who may.
     pub approval: ApprovalSettings,
     /// SHA-256 of the file's bytes (so it covers the `[approval]` settings too), hex: a reveal records the version it ran under.

@@ -35,10 +35,28 @@ pub struct TokenRow {
     pub delivered_by: Option<String>,
     pub purged_at: Option<i64>,
     pub purge_reason: Option<String>,
+    pub shipping: ShippingRow,
+}
+
+/// A token's check against its device and its journey in the post (migration 20261202002301).
+#[derive(Debug, Clone, Default)]
+pub struct ShippingRow {
+    pub verified_at: Option<i64>,
+    pub verified_by: Option<String>,
+    pub shipped_at: Option<i64>,
+    pub shipped_by: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub expected: Option<String>,
 }
 
 const COLUMNS: &str = "id, token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, t0, \
-     drift_steps, policy, state, captured_by, captured_at, retention_deadline, delivered_at, delivered_by, purged_at, purge_reason";
+     drift_steps, policy, state, captured_by, captured_at, retention_deadline, delivered_at, delivered_by, purged_at, purge_reason, \
+     verified_at, verified_by, shipped_at, shipped_by, carrier, tracking, expected";
+
+/// How many columns [`COLUMNS`] names: the index of a column selected after them.
+const COLUMN_COUNT: usize = 28;
 
 /// A row selected as [`COLUMNS`] (and possibly more columns after them).
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -64,6 +82,15 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         delivered_by: r.get(18)?,
         purged_at: r.get(19)?,
         purge_reason: r.get(20)?,
+        shipping: ShippingRow {
+            verified_at: r.get(21)?,
+            verified_by: r.get(22)?,
+            shipped_at: r.get(23)?,
+            shipped_by: r.get(24)?,
+            carrier: r.get(25)?,
+            tracking: r.get(26)?,
+            expected: r.get(27)?,
+        },
     })
 }
 
@@ -212,6 +239,87 @@ pub async fn finish_programming(
     Ok(done.rows_affected() == 1)
 }
 
+/// Records that an escrowed token's seed matched its device: the drift found, who and when.
+/// False when the token is no longer escrowed.
+pub async fn record_verified(
+    tx: &mut WriteTx,
+    id: i64,
+    drift_steps: i64,
+    at: i64,
+    by: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tokens SET drift_steps = ?, verified_at = ?, verified_by = ? WHERE id = ? AND state = 'escrowed'",
+    )
+    .bind(drift_steps)
+    .bind(at)
+    .bind(by)
+    .bind(id)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A shipment to record on an escrowed token.
+pub struct ShipmentRow<'a> {
+    pub id: i64,
+    pub at: i64,
+    pub by: &'a str,
+    pub carrier: Option<&'a str>,
+    pub tracking: Option<&'a str>,
+    pub expected: Option<&'a str>,
+}
+
+/// Records a shipment (replacing an earlier one). False when the token is no longer escrowed.
+pub async fn record_shipment(tx: &mut WriteTx, s: &ShipmentRow<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE tokens SET shipped_at = ?, shipped_by = ?, carrier = ?, tracking = ?, expected = ?
+         WHERE id = ? AND state = 'escrowed'",
+    )
+    .bind(s.at)
+    .bind(s.by)
+    .bind(s.carrier)
+    .bind(s.tracking)
+    .bind(s.expected)
+    .bind(s.id)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Escrowed tokens in the post: how many, how many past their expected date (`today`,
+/// `YYYY-MM-DD`), and how many whose seed reaches its retention deadline before `soon`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InTransit {
+    pub in_transit: i64,
+    pub late: i64,
+    pub nearing_retention: i64,
+}
+
+pub async fn in_transit(
+    db: impl Into<Db<'_>>,
+    today: &str,
+    soon: i64,
+) -> Result<InTransit, StoreError> {
+    let today = today.to_owned();
+    inline(db, move |c| {
+        Ok(c.conn
+            .prepare_cached(
+                "SELECT COUNT(*), COUNT(CASE WHEN expected < ?1 THEN 1 END),
+                        COUNT(CASE WHEN retention_deadline < ?2 THEN 1 END)
+                 FROM tokens WHERE shipped_at IS NOT NULL AND state = 'escrowed'",
+            )?
+            .query_row(rusqlite::params![today, soon], |r| {
+                Ok(InTransit {
+                    in_transit: r.get(0)?,
+                    late: r.get(1)?,
+                    nearing_retention: r.get(2)?,
+                })
+            })?)
+    })
+    .await?
+}
+
 /// The token with `serial`, if any.
 pub async fn by_serial(
     db: impl Into<Db<'_>>,
@@ -281,7 +389,7 @@ pub fn by_serial_with_seed_on(
         .query_row([serial], |r| {
             Ok(TokenWithSeed {
                 row: token_row(r)?,
-                sealed_seed: r.get(21)?,
+                sealed_seed: r.get(COLUMN_COUNT)?,
             })
         })
         .optional()?)
@@ -625,6 +733,14 @@ pub struct TokenSink<'c> {
 impl TokenSink<'_> {
     pub fn insert(&mut self, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
         insert_with(&mut self.insert, t)
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    #[test]
+    fn column_count_counts_the_selected_columns() {
+        assert_eq!(super::COLUMNS.split(',').count(), super::COLUMN_COUNT);
     }
 }
 

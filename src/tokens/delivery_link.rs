@@ -86,6 +86,30 @@ pub async fn create(
     origin: &str,
     email: bool,
 ) -> Result<CreatedLink, LifecycleError> {
+    create_for(env, actor, serial, origin, email, "operator").await
+}
+
+/// [`create`] for a printed delivery slip (`tokens::shipping::slips`): never emailed, and the
+/// event says the link went onto a slip.
+pub(crate) async fn create_for_slip(
+    env: &Env<'_>,
+    actor: &str,
+    serial: &str,
+    origin: &str,
+) -> Result<CreatedLink, LifecycleError> {
+    create_for(env, actor, serial, origin, false, "slip").await
+}
+
+/// `shown_on`: where the link is shown once — `operator` (the reply or page of its maker) or
+/// `slip` (a printed delivery slip).
+async fn create_for(
+    env: &Env<'_>,
+    actor: &str,
+    serial: &str,
+    origin: &str,
+    email: bool,
+    shown_on: &str,
+) -> Result<CreatedLink, LifecycleError> {
     let mut bytes = Zeroizing::new([0_u8; LINK_BYTES]);
     rand::rngs::OsRng.fill_bytes(&mut bytes[..]);
     let token = Zeroizing::new(URL_SAFE_NO_PAD.encode(&bytes[..]));
@@ -133,6 +157,7 @@ pub async fn create(
         "expires_at": expires_at,
         "replaced_open_link": voided > 0,
         "emailed": email,
+        "shown_on": shown_on,
     }));
     audit::append(&mut tx, env.vault, env.now, event).await?;
     if email {

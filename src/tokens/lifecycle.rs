@@ -119,7 +119,7 @@ impl CancelRequest {
     }
 }
 
-fn require_escrowed(token: &Token) -> Result<(), TokenError> {
+pub(crate) fn require_escrowed(token: &Token) -> Result<(), TokenError> {
     match token.state {
         TokenState::Escrowed => Ok(()),
         TokenState::Programming => Err(TokenError::WrongState {

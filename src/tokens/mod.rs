@@ -9,6 +9,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod programming;
 pub mod reveal;
+pub mod shipping;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -142,6 +143,19 @@ pub struct Token {
     pub delivered_by: Option<String>,
     pub purged_at: Option<i64>,
     pub purge_reason: Option<String>,
+    /// When the seed was checked against a code from the physical token before shipping
+    /// (`POST /api/v1/tokens/{serial}/verify`); null if it never was.
+    pub verified_at: Option<i64>,
+    pub verified_by: Option<String>,
+    /// When the token was recorded as sent to its owner; null while it has not left.
+    pub shipped_at: Option<i64>,
+    pub shipped_by: Option<String>,
+    pub carrier: Option<String>,
+    /// The carrier's tracking reference.
+    pub tracking: Option<String>,
+    /// The expected delivery date, `YYYY-MM-DD`.
+    #[schema(format = Date)]
+    pub expected: Option<String>,
     #[serde(skip)]
     pub(crate) row_id: i64,
     #[serde(skip)]
@@ -173,6 +187,13 @@ impl Token {
             delivered_by: row.delivered_by,
             purged_at: row.purged_at,
             purge_reason: row.purge_reason,
+            verified_at: row.shipping.verified_at,
+            verified_by: row.shipping.verified_by,
+            shipped_at: row.shipping.shipped_at,
+            shipped_by: row.shipping.shipped_by,
+            carrier: row.shipping.carrier,
+            tracking: row.shipping.tracking,
+            expected: row.shipping.expected,
             row_id: row.id,
             token_id: row.token_id,
             t0: row.t0,

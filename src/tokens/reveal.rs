@@ -48,6 +48,8 @@ pub enum RevealError {
     },
     #[error("token '{0}' has no owner yet — assign it (PATCH /api/v1/tokens/{0} or `seedvault token assign`) before revealing a code")]
     NoOwner(String),
+    #[error("token '{0}' was never verified against its physical device, and its policy requires that before any code is revealed — a provisioner types a code read from the token on its page (or `seedvault token verify {0} --code CODE`); if the token has already left, verify it with the owner through a delivery instead, or cancel it and issue a new one")]
+    NotVerified(String),
     #[error("the checklist does not satisfy policy '{policy}': {}", list(.shortfalls))]
     Checklist {
         policy: String,
@@ -85,6 +87,7 @@ impl RevealError {
             Self::Token(TokenError::NotFound(_)) => "not-found",
             Self::Token(_) => "token-state",
             Self::NoOwner(_) => "no-owner",
+            Self::NotVerified(_) => "not-verified",
             Self::Checklist { .. } => "checklist",
             Self::Limit { .. } => "limit",
             Self::WrongToken { .. } => "wrong-token",
@@ -197,6 +200,14 @@ fn check_revealable(token: &Token) -> Result<(), RevealError> {
     }
     if token.owner.is_none() {
         return Err(RevealError::NoOwner(token.serial.clone()));
+    }
+    Ok(())
+}
+
+/// Refuses a token its policy wants verified against the device first (`require_verified`).
+fn check_verified(policy: &Policy, token: &Token) -> Result<(), RevealError> {
+    if policy.require_verified && token.verified_at.is_none() {
+        return Err(RevealError::NotVerified(token.serial.clone()));
     }
     Ok(())
 }
@@ -349,6 +360,7 @@ fn authorize_on(
         .policies
         .get(&token.policy)
         .ok_or_else(|| TokenError::UnknownPolicy(token.policy.clone()))?;
+    check_verified(policy, &token)?;
     let approved = request
         .approval
         .map(|id| approval::check_usable(env, c, operator, id))
@@ -597,6 +609,7 @@ fn grant_on(
         // The policy changed between start and finish: the checklist must be redone.
         return Err(RevealError::Expired);
     }
+    check_verified(policy, &token)?;
     let now = env.unix();
     // The directory may have been synced since start: the record the checks relied on must
     // still be there.

@@ -253,7 +253,9 @@ impl From<crate::tokens::reveal::RevealError> for AppError {
         let message = e.to_string();
         match e {
             E::Token(inner) => inner.into(),
-            E::NoOwner(_) | E::DirectoryRecord { .. } => Self::Conflict(message),
+            E::NoOwner(_) | E::NotVerified(_) | E::DirectoryRecord { .. } => {
+                Self::Conflict(message)
+            }
             E::Checklist { .. } => Self::Unprocessable(message),
             E::Limit {
                 retry_after_seconds,

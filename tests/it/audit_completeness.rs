@@ -445,6 +445,38 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         &["token.cancelled"],
     )
     .await;
+    // Shipping: verify against the device, one shipment, a batch of shipments.
+    walk.capture(&desk, "WALK-8", SEED_2, "h@example.org").await;
+    let device_code = code_at(SEED_2, common::T0);
+    walk.srv.canary.watch_code("code verified", &device_code);
+    walk.forbid("code verified", &device_code);
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/{serial}/verify",
+        "/api/v1/tokens/WALK-8/verify",
+        Some(json!({ "code": device_code })),
+        &["token.verified"],
+    )
+    .await;
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/{serial}/shipment",
+        "/api/v1/tokens/WALK-8/shipment",
+        Some(json!({ "carrier": "DHL", "tracking": "JJD1", "expected": "2025-11-27" })),
+        &["token.shipped"],
+    )
+    .await;
+    walk.api(
+        &desk,
+        Method::POST,
+        "/api/v1/tokens/shipments",
+        "/api/v1/tokens/shipments",
+        Some(json!({ "csv": "serial\nWALK-8\n" })),
+        &["token.shipped"],
+    )
+    .await;
     // A self-service delivery link, and the owner confirming through it. The one response
     // allowed to carry the link is not recorded by the canary.
     walk.capture(&desk, "WALK-7", SEED_1, "g@example.org").await;
@@ -675,6 +707,10 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/tokens/{serial}/delivery",
         "/tokens/{serial}/delivery-link",
         "/tokens/{serial}/cancel",
+        "/tokens/{serial}/verify",
+        "/tokens/{serial}/shipment",
+        "/tokens/bulk",
+        "/tokens/batch",
         "/import",
         "/directory",
         "/logout",
@@ -777,6 +813,49 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         "/tokens/WALK-G2/programming",
         &[("code", &programmed)],
         &["token.programmed"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/verify",
+        "/tokens/WALK-4/verify",
+        &[("code", &typed)],
+        &["token.verified"],
+    )
+    .await;
+    walk.urlencoded(
+        &desk,
+        "/tokens/{serial}/shipment",
+        "/tokens/WALK-4/shipment",
+        &[("carrier", "DHL"), ("tracking", "JJD2"), ("expected", "")],
+        &["token.shipped"],
+    )
+    .await;
+    let (content_type, body) = common::multipart(
+        "serials.csv",
+        &[
+            ("action", b"ship"),
+            ("file", b"serial\nWALK-4\n"),
+            ("carrier", b"UPS"),
+        ],
+    );
+    walk.form(
+        &desk,
+        "/tokens/batch",
+        "/tokens/batch",
+        &content_type,
+        body,
+        &["token.shipped"],
+    )
+    .await;
+    // The slip's link is on the slip only (its response is not a page the canary may
+    // object to: it is no-store and shown once).
+    walk.urlencoded(
+        &desk,
+        "/tokens/bulk",
+        "/tokens/bulk",
+        &[("action", "slips"), ("serials", "WALK-4"), ("paper", "a4")],
+        &["delivery_link.created"],
     )
     .await;
     walk.urlencoded(

@@ -33,3 +33,4 @@ mod qr;
 mod reveal;
 mod rotation;
 mod screens;
+mod shipping;

@@ -784,6 +784,13 @@ fn expected(method: &str, path: &str) -> Option<(StatusCodeSet, &'static [&'stat
             | "/api/v1/tokens/{serial}/programming",
         )
         | ("patch", "/api/v1/tokens/{serial}") => (SignedIn, &["provisioner"]),
+        // Shipping (issue #23) is the provisioners' work.
+        (
+            "post",
+            "/api/v1/tokens/{serial}/verify"
+            | "/api/v1/tokens/{serial}/shipment"
+            | "/api/v1/tokens/shipments",
+        ) => (SignedIn, &["provisioner"]),
         ("post", "/api/v1/tokens/{serial}/delivery") => (SignedIn, &["helpdesk"]),
         ("post", "/api/v1/tokens/{serial}/delivery-link") => {
             (SignedIn, &["provisioner", "helpdesk"])

@@ -79,6 +79,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::deliver))
         .routes(routes!(tokens::cancel))
         .routes(routes!(tokens::delivery_link))
+        .routes(routes!(tokens::verify))
+        .routes(routes!(tokens::ship))
+        .routes(routes!(tokens::ship_batch))
         .routes(routes!(policies::list))
         // The upload enforces max_upload_mb itself (`extract::Upload`), instead of axum's 2 MB.
         .routes(routes!(imports::import).layer(axum::extract::DefaultBodyLimit::disable()))

@@ -19,6 +19,7 @@ use crate::store::tokens::TokenFilter;
 use crate::tokens::lifecycle::{self, Purged};
 use crate::tokens::programming::{self, GenerateRequest, Programmed, Show, ShownSeed};
 use crate::tokens::reveal::{self, RevealRequest, RevealedCode};
+use crate::tokens::shipping::{self, BatchReport, Shipped, Verified};
 use crate::tokens::{self, Captured, QrPreview, SecretInput, Token, TokenChange, TokenState};
 use crate::web::session::{
     Authorized, CurrentOperator, HelpdeskOnly, ProvisionerOnly, ProvisionerOrHelpdesk,
@@ -787,4 +788,113 @@ pub async fn delivery_link(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// A code read from the physical token, to check the escrowed seed before shipping.
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyRequest {
+    /// The code the token shows now.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    code: Option<Zeroizing<String>>,
+}
+
+/// Verify the seed against the device before it ships (provisioner): the code is checked
+/// within ±15 steps, the drift recorded (later reveals apply it) with `verified_at` and
+/// `verified_by`; the token stays escrowed.
+#[utoipa::path(post, path = "/tokens/{serial}/verify", tag = "tokens", operation_id = "verify_token", params(("serial" = String, Path)), request_body = VerifyRequest,
+    responses((status = 200, body = Verified), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "not escrowed (purged, cancelled, or still being programmed)"),
+              (status = 422, description = "no code, or the code does not match"), (status = 429, description = "too many wrong codes in the last hour")))]
+pub async fn verify(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<VerifyRequest>,
+) -> Result<Json<Verified>, AppError> {
+    let code = body.code.unwrap_or_default();
+    Ok(Json(
+        shipping::verify(&state.env(), &auth.operator().actor(), &serial, code).await?,
+    ))
+}
+
+/// A shipment: every field optional.
+#[derive(Deserialize, ToSchema)]
+pub struct ShipmentRequest {
+    /// Who carries the parcel, e.g. `DHL`.
+    #[serde(default)]
+    carrier: Option<String>,
+    /// The carrier's tracking reference.
+    #[serde(default)]
+    tracking: Option<String>,
+    /// The expected delivery date, `YYYY-MM-DD`, today or later.
+    #[serde(default)]
+    #[schema(format = Date)]
+    expected: Option<String>,
+}
+
+impl ShipmentRequest {
+    fn read(&self, state: &AppState) -> Result<shipping::ShipmentRequest, AppError> {
+        Ok(shipping::ShipmentRequest::new(
+            self.carrier.as_deref(),
+            self.tracking.as_deref(),
+            self.expected.as_deref(),
+            state.clock.now().date(),
+        )?)
+    }
+}
+
+/// Record that the token left for its owner (provisioner): carrier, tracking reference and
+/// expected delivery date. Shipping again replaces the earlier record.
+#[utoipa::path(post, path = "/tokens/{serial}/shipment", tag = "tokens", operation_id = "ship_token", params(("serial" = String, Path)), request_body = ShipmentRequest,
+    responses((status = 200, body = Shipped), (status = 401), (status = 403), (status = 404), (status = 409, description = "not escrowed"),
+              (status = 422, description = "a field is invalid (an expected date in the past or not YYYY-MM-DD); the message names it")))]
+pub async fn ship(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Path(serial): Path<String>,
+    Json(body): Json<ShipmentRequest>,
+) -> Result<Json<Shipped>, AppError> {
+    let request = body.read(&state)?;
+    Ok(Json(
+        shipping::ship(&state.env(), &auth.operator().actor(), &serial, &request).await?,
+    ))
+}
+
+/// A batch of shipments: the serials as CSV text, one per line (first column; a `serial`
+/// header, blank lines and `#` comments are skipped), and the shipment they share.
+#[derive(Deserialize, ToSchema)]
+pub struct ShipmentBatch {
+    /// The CSV file's text.
+    csv: String,
+    #[serde(default)]
+    carrier: Option<String>,
+    #[serde(default)]
+    tracking: Option<String>,
+    /// `YYYY-MM-DD`, today or later.
+    #[serde(default)]
+    #[schema(format = Date)]
+    expected: Option<String>,
+}
+
+/// Record one shipment for a batch of tokens (provisioner): each token in its own transaction
+/// and audit event; an unknown or settled serial is reported by line and the rest proceed.
+#[utoipa::path(post, path = "/tokens/shipments", tag = "tokens", operation_id = "ship_batch", request_body = ShipmentBatch,
+    responses((status = 200, body = BatchReport, description = "what was shipped and which lines were refused, and why"), (status = 401), (status = 403),
+              (status = 422, description = "a shared field is invalid or the file has too many rows; nothing was shipped")))]
+pub async fn ship_batch(
+    State(state): State<AppState>,
+    auth: Authorized<ProvisionerOnly>,
+    Json(body): Json<ShipmentBatch>,
+) -> Result<Json<BatchReport>, AppError> {
+    let request = ShipmentRequest {
+        carrier: body.carrier,
+        tracking: body.tracking,
+        expected: body.expected,
+    }
+    .read(&state)?;
+    let rows = shipping::read_csv(&body.csv)?;
+    Ok(Json(
+        shipping::ship_batch(&state.env(), &auth.operator().actor(), &rows, &request).await?,
+    ))
 }

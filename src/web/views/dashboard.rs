@@ -56,6 +56,15 @@ pub async fn dashboard(
             }
             div.card.stat { div.n { (report.audit_events) } div.l { "audit events" } }
         }
+        h2 { "In the post" }
+        div.grid {
+            div.card.stat { div.n { (report.in_transit.in_transit) } div.l { "in transit" } }
+            div.card.stat { div.n { (report.in_transit.late) } div.l { "delivered late (expected date passed)" } }
+            div.card.stat { div.n { (report.in_transit.nearing_retention) } div.l { "in the post, seed reaching retention within 7 days" } }
+        }
+        @if report.in_transit.late > 0 || report.in_transit.nearing_retention > 0 {
+            p.warning role="note" { "Ask the carrier about late parcels. A seed purged while its token is in the post leaves the owner with an unverifiable token: confirm delivery, or cancel and reissue, before its deadline." }
+        }
         h2 { "Seeds reaching their retention deadline within 7 days" }
         @if report.due_soon.is_empty() {
             p.muted { "None. Seeds past their deadline are purged automatically." }

@@ -65,6 +65,7 @@ pub fn page(ctx: &PageCtx, title: &str, content: Markup) -> Markup {
                 meta name="referrer" content="no-referrer";
                 title { (title) " · seedvault" }
                 link rel="stylesheet" href="/static/style.css";
+                link rel="stylesheet" href="/static/print.css" media="print";
                 script src="/static/seedvault.js" defer {}
             }
             body {

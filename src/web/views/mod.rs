@@ -12,6 +12,7 @@ mod import;
 mod layout;
 mod operators;
 mod programming;
+mod shipping;
 mod tokens;
 
 use axum::extract::FromRequestParts;
@@ -251,6 +252,17 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// The print stylesheet: slips two to a page on A4 or US Letter, the page shell hidden.
+async fn print_stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../templates/print.css"),
+    )
+}
+
 async fn script() -> impl IntoResponse {
     (
         [
@@ -312,6 +324,7 @@ pub const PAGES: &[&str] = &[
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/static/style.css", get(stylesheet))
+        .route("/static/print.css", get(print_stylesheet))
         .route("/static/seedvault.js", get(script))
         .route("/login", get(auth::login))
         .route("/logout", post(auth::logout))
@@ -344,6 +357,14 @@ pub fn router() -> Router<AppState> {
         .route("/tokens/{serial}/reveal", get(tokens::reveal))
         .route("/tokens/{serial}/delivery", post(tokens::deliver))
         .route("/tokens/{serial}/cancel", post(tokens::cancel))
+        .route("/tokens/{serial}/verify", post(shipping::verify))
+        .route("/tokens/{serial}/shipment", post(shipping::ship))
+        .route("/tokens/bulk", post(shipping::bulk))
+        // The CSV is read by `extract::Upload`, which enforces max_upload_mb itself.
+        .route(
+            "/tokens/batch",
+            post(shipping::batch).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route(
             "/tokens/{serial}/delivery-link",
             post(tokens::delivery_link),

@@ -81,6 +81,21 @@ impl ListQuery {
     }
 }
 
+/// Whether the seed was checked against the device, for the list and the token's pages.
+pub(super) fn verified_text(token: &tokens::Token) -> Markup {
+    html! {
+        @match (token.verified_at, &token.verified_by) {
+            (Some(at), by) => span.verified { "verified " (when(at)) @if let Some(by) = by { " by " (by) } }
+            (None, _) => span.muted { "not verified" }
+        }
+    }
+}
+
+/// Whether an expected delivery date (`YYYY-MM-DD`) has passed.
+fn late(state: &AppState, expected: &str) -> bool {
+    expected < state.clock.now().date().to_string().as_str()
+}
+
 fn state_badge(state: TokenState) -> Markup {
     html! { span class={ "state " (state.as_str()) } { (state.as_str()) } }
 }
@@ -151,6 +166,7 @@ pub async fn list(
         }
     }
     per_policy.sort();
+    let bulk = op.has(Role::Provisioner) || op.has(Role::Helpdesk);
     let body = html! {
         h1 { "Tokens" }
         section.counts aria-label="Tokens per state and policy" {
@@ -203,29 +219,39 @@ pub async fn list(
             button type="submit" { "Search" }
             @if op.has(Role::Provisioner) { a.button.secondary href="/tokens/new" { "Capture a token" } }
         }
+        @if op.has(Role::Provisioner) { (batch_uploads()) }
         @if found.tokens.is_empty() {
             p.muted { "No token matches." }
         } @else {
+            form.stack #bulk method="post" action="/tokens/bulk" {
             div.table-wrap role="region" aria-label="Tokens" tabindex="0" { table {
                 thead { tr {
+                    @if bulk { th scope="col" { label.pick { input type="checkbox" data-select-all; span.visually-hidden { "Select every token on this page" } } } }
                     (sort_header(&query, TokenSort::Serial, "Serial", ""))
                     (sort_header(&query, TokenSort::Owner, "Owner", ""))
                     (sort_header(&query, TokenSort::State, "State", ""))
                     th.hide-narrow scope="col" { "Policy" }
                     (sort_header(&query, TokenSort::Deadline, "Deadline", "hide-narrow"))
                     (sort_header(&query, TokenSort::Captured, "Captured", "hide-narrow"))
+                    th.hide-narrow scope="col" { "Verified" }
+                    th.hide-narrow scope="col" { "Shipped" }
                 } }
                 tbody { @for t in &found.tokens {
                     tr {
+                        @if bulk { td { label.pick { input type="checkbox" name="serials" value=(t.serial); span.visually-hidden { "Select " (t.serial) } } } }
                         td { a href={ "/tokens/" (t.serial) } { (t.serial) } }
                         td { (t.owner.as_deref().unwrap_or("unassigned")) }
                         td { (state_badge(t.state)) @if let Some(r) = &t.purge_reason { " " span.muted { (r) } } }
                         td.hide-narrow { (t.policy) }
                         td.hide-narrow { @if t.state == TokenState::Escrowed { (when(t.retention_deadline)) } }
                         td.hide-narrow { (when(t.captured_at)) }
+                        td.hide-narrow { @if let Some(at) = t.verified_at { span.verified { "yes" } span.visually-hidden { ", " (when(at)) } } @else { span.muted { "no" } } }
+                        td.hide-narrow { @if let Some(at) = t.shipped_at { (when(at)) @if let Some(e) = &t.expected { ", expected " (e) } } }
                     }
                 } }
             } }
+            @if bulk { (bulk_actions(&op, &query, state_filter.as_deref(), policy_filter.as_deref(), found.tokens.len())) }
+            }
             (pager(
                 found.has_previous.then(|| query.href(&[("before", found.tokens.first().map(|t| t.serial.as_str())), ("after", None)])),
                 found.has_next.then(|| query.href(&[("after", found.tokens.last().map(|t| t.serial.as_str())), ("before", None)])),
@@ -234,6 +260,64 @@ pub async fn list(
         }
     };
     Ok(page(&op.ctx, "Tokens", body))
+}
+
+/// The list's bulk actions on the ticked tokens or on all matching the filter, and the CSV
+/// uploads (verify `serial,code` rows; ship a file of serials).
+fn bulk_actions(
+    op: &PageOperator,
+    query: &ListQuery,
+    state_filter: Option<&str>,
+    policy_filter: Option<&str>,
+    shown: usize,
+) -> Markup {
+    let provisioner = op.has(Role::Provisioner);
+    html! {
+        fieldset.bulk {
+            legend { "Act on several tokens" }
+            input type="hidden" name="q" value=(query.q.trim());
+            input type="hidden" name="state" value=(state_filter.unwrap_or(""));
+            input type="hidden" name="policy" value=(policy_filter.unwrap_or(""));
+            label.check { input type="checkbox" name="all" value="true"; span { "All tokens matching this search and filter, not only the " (shown) " ticked on this page" } }
+            label { "Action"
+                select name="action" {
+                    @if provisioner { option value="ship" { "Record a shipment" } }
+                    option value="slips" { "Print delivery slips" }
+                    @if provisioner { option value="cancel" { "Cancel (destroys the seeds)" } }
+                }
+            }
+            details {
+                summary { "Shipment details, slip paper, cancel reason" }
+                div.stack {
+                    @if provisioner { (super::shipping::shipment_fields()) }
+                    (super::shipping::paper_field())
+                    @if provisioner { label { "Reason for a cancellation (recorded in the audit trail)" input type="text" name="reason" maxlength="500"; } }
+                }
+            }
+            button type="submit" { "Apply to the selection" }
+            p.hint { "Each token is changed on its own, with its own audit event; a summary lists what succeeded and what did not." }
+        }
+    }
+}
+
+/// The CSV uploads of the token list: a provisioner's verify and ship batches.
+fn batch_uploads() -> Markup {
+    html! {
+        details.card {
+            summary { "Verify or ship a batch from a CSV file" }
+            form.stack method="post" action="/tokens/batch" enctype="multipart/form-data" {
+                input type="hidden" name="action" value="verify";
+                label { "Codes to verify: one " code { "serial,code" } " per line" input type="file" name="file" accept=".csv,text/csv,text/plain" required; }
+                button type="submit" { "Verify these tokens" }
+            }
+            form.stack method="post" action="/tokens/batch" enctype="multipart/form-data" {
+                input type="hidden" name="action" value="ship";
+                label { "Serials shipped together: one per line" input type="file" name="file" accept=".csv,text/csv,text/plain" required; }
+                (super::shipping::shipment_fields())
+                button type="submit" { "Record these shipments" }
+            }
+        }
+    }
 }
 
 pub async fn detail(
@@ -261,6 +345,16 @@ pub async fn detail(
                 dt { "Captured" } dd { (when(token.captured_at)) " by " (token.captured_by) }
                 @if escrowed { dt { "Seed destroyed by" } dd { (when(token.retention_deadline)) " at the latest (retention)" } }
                 @if let Some(at) = token.purged_at { dt { "Seed destroyed" } dd { (when(at)) } }
+                dt { "Verified against the device" } dd { (verified_text(&token)) }
+                @if let Some(at) = token.shipped_at {
+                    dt { "Shipped" }
+                    dd {
+                        (when(at))
+                        @if let Some(c) = &token.carrier { " with " (c) }
+                        @if let Some(t) = &token.tracking { ", tracking " span.mono { (t) } }
+                        @if let Some(e) = &token.expected { ", expected " (e) @if escrowed && late(&state, e) { " " strong { "(late)" } } }
+                    }
+                }
             }
         }
         @if token.state == TokenState::Programming && op.has(Role::Provisioner) {
@@ -292,7 +386,34 @@ pub async fn detail(
                     }
                 }
             }
+            @if op.has(Role::Provisioner) {
+                div.card {
+                    h2 { "Verify against the device" }
+                    p.muted { "Before the token ships: type the code it shows now. The seed is checked against it (±15 steps), the clock drift is recorded for later codes, and the token stays escrowed." }
+                    form.inline method="post" action={ "/tokens/" (token.serial) "/verify" } {
+                        label { "Code on the token" input type="text" name="code" inputmode="numeric" autocomplete="off" pattern="[0-9 ]{6,9}" required; }
+                        button type="submit" { "Verify the seed" }
+                    }
+                }
+                div.card {
+                    h2 { "Record the shipment" }
+                    form.inline method="post" action={ "/tokens/" (token.serial) "/shipment" } {
+                        (super::shipping::shipment_fields())
+                        button type="submit" { @if token.shipped_at.is_some() { "Replace the shipment" } @else { "Record the shipment" } }
+                    }
+                }
+            }
             @if (op.has(Role::Provisioner) || op.has(Role::Helpdesk)) && token.owner.is_some() {
+                div.card {
+                    h2 { "Delivery slip" }
+                    p.muted { "A page to print and put in the parcel: the owner's name, the serial, what to do on arrival, and a QR code of a new one-time delivery link (an earlier link stops working)." }
+                    form.inline method="post" action="/tokens/bulk" {
+                        input type="hidden" name="action" value="slips";
+                        input type="hidden" name="serials" value=(token.serial);
+                        (super::shipping::paper_field())
+                        button.secondary type="submit" { "Make the delivery slip" }
+                    }
+                }
                 div.card {
                     h2 { "Let the owner confirm delivery" }
                     p.muted { "Makes a one-time link for the owner: they open it, type the code their token shows, and the seed is destroyed as when you confirm it here. A new link replaces the previous one." }
@@ -640,6 +761,10 @@ pub async fn reveal(
     let body = html! {
         h1 { "Reveal a code for " (token.owner.as_deref().unwrap_or("(unassigned)")) }
         p.lead { "Token " span.mono { (token.serial) } " · policy " strong { (policy.name) } " · " (policy.description) }
+        p { "Seed checked against the physical token: " (verified_text(&token)) "." }
+        @if policy.require_verified && token.verified_at.is_none() && token.state == TokenState::Escrowed {
+            p.warning role="note" { "Policy " (policy.name) " reveals no code for a token that was not verified against its device. A provisioner verifies it with a code read from the token (its page, or " code { "seedvault token verify" } "); if it has already left, confirm its delivery with the owner instead, or cancel it and issue a new one." }
+        }
         @if token.state != TokenState::Escrowed {
             p.error-box role="alert" { "This token is " (token.state.as_str()) ": its seed is gone and no code can be revealed." }
         } @else {

@@ -84,7 +84,13 @@ impl TestServer {
         let config = Config::validate(Overrides {
             data_dir: Some(dir.path().join("data")),
             origin: Some(format!("http://localhost:{port}")),
-            policies_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
+            // The shipped policies unless the test brings its own (from tests/data/).
+            policies_dir: Some(
+                settings
+                    .policies_dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
+            ),
             ..settings
         })
         .unwrap();
