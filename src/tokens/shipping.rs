@@ -405,7 +405,7 @@ pub async fn cancel_batch(
 pub struct Slip {
     pub serial: String,
     pub owner: String,
-    /// The owner's name of record (the directory), if known.
+    /// The owner's name: of record (the directory), else as captured with the token.
     pub owner_name: Option<String>,
     /// What the token is for.
     pub purpose: String,
@@ -463,10 +463,12 @@ pub async fn slips(
             }
         };
         let owner = token.owner.clone().unwrap_or_default();
+        // The name of record first; else the name captured with the token.
         let owner_name = crate::directory::lookup(env.store, &owner)
             .await
             .map_err(TokenError::from)?
-            .display_name;
+            .display_name
+            .or_else(|| token.display_name.clone());
         report.succeeded.push(BatchLine {
             line,
             serial: serial.clone(),
@@ -495,17 +497,14 @@ fn purpose(token: &Token) -> String {
         .flatten()
         .collect::<Vec<_>>()
         .join(" ");
-    let what = match &token.display_name {
-        Some(name) => format!("your sign-in token for {name}"),
-        None => "your hardware sign-in token for your work account".to_owned(),
-    };
-    if device.is_empty() {
-        format!("This parcel holds {what}: it shows the one-time codes you sign in with.")
+    let device = if device.is_empty() {
+        String::new()
     } else {
-        format!(
-            "This parcel holds {what} ({device}): it shows the one-time codes you sign in with."
-        )
-    }
+        format!(" ({device})")
+    };
+    format!(
+        "This parcel holds your hardware sign-in token{device} for your work account: it shows the one-time codes you sign in with."
+    )
 }
 
 #[cfg(test)]

@@ -200,6 +200,43 @@ async fn every_page_meets_wcag_2_1_aa_for_every_role() {
     )
     .await;
 
+    // The pages that answer a form post: delivery slips and a batch's summary (on a token
+    // of their own, so that AX-1's delivery link stays the one the walks open).
+    api(
+        &driver,
+        "POST",
+        "/api/v1/tokens",
+        json!({ "serial": "AX-2", "owner": "bo@example.org", "secret": SEED_B32 }),
+    )
+    .await;
+    driver.goto(format!("{base}/tokens/AX-2")).await.unwrap();
+    wait_for(&driver, "form[action='/tokens/bulk'] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(&driver, "article.slip svg[data-qr-code]").await;
+    for v in violations(&driver, &axe).await {
+        found.push(format!("all roles, delivery slips: {v}"));
+    }
+    driver.goto(format!("{base}/tokens")).await.unwrap();
+    wait_for(&driver, "input[name=serials][value=AX-2]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("form#bulk button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&driver, "h1", "Shipments recorded").await;
+    for v in violations(&driver, &axe).await {
+        found.push(format!("all roles, batch summary: {v}"));
+    }
+
     // The reveal page with a code on screen (the countdown and its announcements).
     driver
         .goto(format!("{base}/tokens/AX-1/reveal"))

@@ -951,3 +951,109 @@ async fn a_generated_seed_is_read_from_the_page_screenshot_confirmed_and_never_s
     assert!(!driver.source().await.unwrap().contains(&secret));
     driver.quit().await.unwrap();
 }
+
+/// Types `text` into the field `css`.
+async fn type_into(driver: &WebDriver, css: &str, text: &str) {
+    wait_for(driver, css).await.send_keys(text).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_verified_shipped_and_its_printed_slips_qr_code_confirms_its_delivery() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, invite) = start_server(dir.path(), port);
+    let base = format!("http://localhost:{port}");
+    let (_chromedriver, driver_port) = start_chromedriver();
+    let driver = browser(driver_port, true).await;
+    without_autofill(&driver).await;
+    admin_with_desk_roles(&driver, &base, &invite).await;
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(SEED_B32.as_bytes())
+        .unwrap();
+
+    driver.goto(format!("{base}/tokens/new")).await.unwrap();
+    type_into(&driver, "input[name=owner]", "user5@example.org").await;
+    type_into(&driver, "input[name=serial]", "SHIP-1").await;
+    type_into(&driver, "textarea[name=secret]", SEED_B32).await;
+    click(&driver, "form[action='/tokens/new'] button[type=submit]").await;
+    wait_text(&driver, ".flash", "SHIP-1 escrowed").await;
+
+    // Verify against the device before it leaves.
+    let code = common::totp::totp(&seed, "SHA1", 6, 30, unix_now());
+    type_into(
+        &driver,
+        "form[action='/tokens/SHIP-1/verify'] input[name=code]",
+        &code,
+    )
+    .await;
+    click(
+        &driver,
+        "form[action='/tokens/SHIP-1/verify'] button[type=submit]",
+    )
+    .await;
+    wait_text(&driver, ".flash", "Verified: the code matched").await;
+    wait_text(&driver, "main", "verified 20").await;
+
+    // Record the shipment (the date field's value set as the date picker would).
+    let form = "form[action='/tokens/SHIP-1/shipment']";
+    type_into(&driver, &format!("{form} input[name=carrier]"), "DHL").await;
+    type_into(&driver, &format!("{form} input[name=tracking]"), "JJD0099").await;
+    let tomorrow = time::OffsetDateTime::from_unix_timestamp(unix_now() + 86_400)
+        .unwrap()
+        .date()
+        .to_string();
+    driver
+        .execute(
+            &format!(
+                "document.querySelector(\"{form} input[name=expected]\").value = arguments[0];"
+            ),
+            vec![json!(tomorrow)],
+        )
+        .await
+        .unwrap();
+    click(&driver, &format!("{form} button[type=submit]")).await;
+    wait_text(&driver, ".flash", "Shipment of SHIP-1 recorded").await;
+    wait_text(&driver, "main", "JJD0099").await;
+
+    // Print the slip: the print stylesheet as the print preview applies it.
+    click(&driver, "form[action='/tokens/bulk'] button[type=submit]").await;
+    wait_for(&driver, "article.slip svg[data-qr-code]").await;
+    wait_text(&driver, "article.slip", "For user5@example.org").await;
+    driver
+        .cdp()
+        .send_raw("Emulation.setEmulatedMedia", json!({ "media": "print" }))
+        .await
+        .unwrap();
+    let header_shown = driver
+        .execute(
+            "return getComputedStyle(document.querySelector('header.top')).display !== 'none';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(header_shown.json(), &json!(false), "print hides the shell");
+    let preview = driver.screenshot_as_png().await.unwrap();
+    shot(&driver, "slip-print-preview").await;
+    let url = common::qr::read(&preview);
+    assert!(
+        url.starts_with(&format!("{base}/deliver/")),
+        "the slip's QR code holds the delivery link: {url}"
+    );
+    driver
+        .cdp()
+        .send_raw("Emulation.setEmulatedMedia", json!({ "media": "" }))
+        .await
+        .unwrap();
+
+    // The owner scans it, types the token's code, and the seed is gone.
+    driver.goto(&url).await.unwrap();
+    wait_text(&driver, "h1", "Confirm that your token has arrived").await;
+    let code = common::totp::totp(&seed, "SHA1", 6, 30, unix_now());
+    type_into(&driver, "input[name=code]", &(code + "\n")).await;
+    wait_text(&driver, "h1", "delivery confirmed").await;
+    driver.goto(format!("{base}/tokens/SHIP-1")).await.unwrap();
+    wait_text(&driver, "main", "purged").await;
+    wait_text(&driver, "main", "delivered").await;
+    driver.quit().await.unwrap();
+}

@@ -399,7 +399,15 @@ async fn slips_carry_a_new_delivery_link_each_and_tokens_without_an_owner_get_no
         provisioner,
         helpdesk,
     } = Desk::start().await;
-    capture(&provisioner, "SL-1", Some("ada@example.org")).await;
+    let (status, body) = common::capture(
+        &provisioner,
+        "ada@example.org",
+        "SL-1",
+        SEED_B32,
+        json!({ "display_name": "Ada Lovelace" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     capture(&provisioner, "SL-2", None).await;
     capture(&provisioner, "SL-3", Some("bob@example.org")).await;
     let (status, page) = form(
@@ -416,7 +424,12 @@ async fn slips_carry_a_new_delivery_link_each_and_tokens_without_an_owner_get_no
     .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("slips paper-letter"), "{page}");
-    assert!(page.contains("For ada@example.org") && page.contains("For bob@example.org"));
+    assert!(page.contains("For Ada Lovelace") && page.contains("<dd>ada@example.org</dd>"));
+    assert!(page.contains("For bob@example.org"), "{page}");
+    assert!(
+        page.contains("type the 6-digit code it shows"),
+        "arrival instructions: {page}"
+    );
     assert!(
         page.contains("token 'SL-2' has no owner") && page.contains("assign it first"),
         "{page}"

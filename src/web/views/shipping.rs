@@ -417,7 +417,7 @@ fn slips_page(
                             li { "Check that the serial on the back of the token is " span.mono { (slip.serial) } "." }
                             li { "Scan the QR code with your phone's camera (or type the link below into a browser)." }
                             li { "Press the token's button and type the " (slip.digits) "-digit code it shows. That confirms it reached you." }
-                            li { "Keep this slip away from the token, and never tell anyone a code from it." }
+                            li { "If the serial differs or the parcel was opened, call your helpdesk before using the token." }
                         }
                         p.link.mono { (slip.url.as_str()) }
                         p.hint { "The link works once, until " (when(slip.link_expires_at)) ". If it does not work, call your helpdesk." }
