@@ -615,6 +615,8 @@ fn cli_audit_rule(command: &str) -> Option<&'static [&'static str]> {
         "token generate" => &["token.generated"],
         "token programmed" => &["token.programmed"],
         "token assign" => &["token.updated"],
+        "token verify" => &["token.verified"],
+        "token ship" => &["token.shipped"],
         "token deliver" => &["token.delivered"],
         "token cancel" => &["token.cancelled"],
         "import" => &["token.imported"],
@@ -818,6 +820,24 @@ fn every_cli_command_that_changes_the_vault_appends_its_audit_event() {
             "b@example.org",
         ],
         Some(secret),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let seed = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let device_code = crate::common::totp::totp(&seed, "SHA1", 6, 30, now);
+    step(
+        "token verify",
+        &["token", "verify", "CLI-2", "--code", &device_code],
+        None,
+    );
+    step(
+        "token ship",
+        &["token", "ship", "CLI-2", "--carrier", "DHL"],
+        None,
     );
     step(
         "token cancel",

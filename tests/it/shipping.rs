@@ -200,6 +200,8 @@ async fn a_policy_requiring_verification_refuses_reveals_until_the_token_is_veri
     );
     let (_, page) = helpdesk.get_text("/tokens/RV-1/reveal").await;
     assert!(page.contains("not verified"), "{page}");
+    let (_, page) = helpdesk.get_text("/policies").await;
+    assert!(page.contains("required before any reveal"), "{page}");
     assert!(actions(&srv.audit_actions().await, "reveal.denied").len() == 1);
     let (status, _) = verify(&provisioner, "RV-1", &code_at(T0)).await;
     assert_eq!(status, StatusCode::OK);

@@ -217,6 +217,7 @@ pub async fn policies(State(state): State<AppState>, op: PageOperator) -> Markup
                     dt { "Ticket" } dd { @if p.ticket_required { "required" } @else { "optional" } }
                     dt { "Reveals" } dd { (p.reveals_per_token_per_day) " per token per day, " (p.reveals_per_operator_per_hour) " per operator per hour" }
                     dt { "Next code shown" } dd { @if p.next_code { "yes" } @else { "no" } }
+                    dt { "Verified against the device" } dd { @if p.require_verified { "required before any reveal" } @else { "not required" } }
                     dt { "Second operator" } dd {
                         @if p.approval.second_operator {
                             "required: approved by " (p.approval.approvers.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")) " (never the requester) within " (p.approval.ttl_seconds / 60) " min"

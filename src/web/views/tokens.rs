@@ -226,7 +226,6 @@ pub async fn list(
             form.stack #bulk method="post" action="/tokens/bulk" {
             div.table-wrap role="region" aria-label="Tokens" tabindex="0" { table {
                 thead { tr {
-                    @if bulk { th scope="col" { label.pick { input type="checkbox" data-select-all; span.visually-hidden { "Select every token on this page" } } } }
                     (sort_header(&query, TokenSort::Serial, "Serial", ""))
                     (sort_header(&query, TokenSort::Owner, "Owner", ""))
                     (sort_header(&query, TokenSort::State, "State", ""))
@@ -235,10 +234,10 @@ pub async fn list(
                     (sort_header(&query, TokenSort::Captured, "Captured", "hide-narrow"))
                     th.hide-narrow scope="col" { "Verified" }
                     th.hide-narrow scope="col" { "Shipped" }
+                    @if bulk { th scope="col" { label.pick { input type="checkbox" data-select-all; span.visually-hidden { "Select every token on this page" } } } }
                 } }
                 tbody { @for t in &found.tokens {
                     tr {
-                        @if bulk { td { label.pick { input type="checkbox" name="serials" value=(t.serial); span.visually-hidden { "Select " (t.serial) } } } }
                         td { a href={ "/tokens/" (t.serial) } { (t.serial) } }
                         td { (t.owner.as_deref().unwrap_or("unassigned")) }
                         td { (state_badge(t.state)) @if let Some(r) = &t.purge_reason { " " span.muted { (r) } } }
@@ -247,6 +246,7 @@ pub async fn list(
                         td.hide-narrow { (when(t.captured_at)) }
                         td.hide-narrow { @if let Some(at) = t.verified_at { span.verified { "yes" } span.visually-hidden { ", " (when(at)) } } @else { span.muted { "no" } } }
                         td.hide-narrow { @if let Some(at) = t.shipped_at { (when(at)) @if let Some(e) = &t.expected { ", expected " (e) } } }
+                        @if bulk { td { label.pick { input type="checkbox" name="serials" value=(t.serial); span.visually-hidden { "Select " (t.serial) } } } }
                     }
                 } }
             } }
