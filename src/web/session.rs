@@ -108,12 +108,13 @@ impl FromRequestParts<AppState> for CurrentOperator {
         if record.expiry_date <= time::OffsetDateTime::now_utc() {
             return Err(AppError::Unauthenticated);
         }
+        let record_id = record.id;
         state.sessions.preload(record);
-        let Some(mut signed_in) = session
-            .get::<SignedIn>(SIGNED_IN)
-            .await
-            .map_err(session_error)?
-        else {
+        let signed_in = session.get::<SignedIn>(SIGNED_IN).await;
+        // Never left for a later request: when this request's session was already loaded
+        // (a second extractor), its load did not take the record.
+        state.sessions.unload(&record_id);
+        let Some(mut signed_in) = signed_in.map_err(session_error)? else {
             return Err(AppError::Unauthenticated);
         };
         let now = state.clock.unix();
@@ -332,6 +333,11 @@ impl SessionTable {
     /// Hands `record`, just read, to the session load of the same request.
     fn preload(&self, record: Record) {
         locked(&self.preloaded).insert(record.id, record);
+    }
+
+    /// Drops what [`Self::preload`] handed over and the load did not take.
+    fn unload(&self, id: &Id) {
+        locked(&self.preloaded).remove(id);
     }
 
     /// Deletes sessions past their expiry (run by the sweeper every minute).
