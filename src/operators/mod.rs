@@ -176,6 +176,19 @@ pub async fn by_id(store: &Store, id: i64) -> Result<Option<Operator>, OperatorE
         .transpose()
 }
 
+/// A session's stored record and the operator it is signed in as, read in one round trip
+/// (`operator_of` reads the operator id out of the record); `None` without such a session.
+pub async fn with_session(
+    store: &Store,
+    session_id: &str,
+    operator_of: impl FnOnce(&[u8]) -> Option<i64>,
+) -> Result<Option<(Vec<u8>, Option<Operator>)>, OperatorError> {
+    match crate::store::sessions::with_operator(store, session_id, operator_of).await? {
+        Some((data, row)) => Ok(Some((data, row.map(Operator::from_row).transpose()?))),
+        None => Ok(None),
+    }
+}
+
 pub async fn by_name(store: &Store, name: &str) -> Result<Option<Operator>, OperatorError> {
     rows::operator_by_name(store, name)
         .await?
@@ -382,7 +395,9 @@ fn unique_credential(e: StoreError) -> OperatorError {
     }
 }
 
-/// Records a successful sign-in: the credential's new counter and the audit event.
+/// Records a successful sign-in: the credential's new counter, the audit event and the new
+/// session row (the old one, if any, deleted), in one transaction — one durable commit per
+/// sign-in, and no session exists unless its sign-in is recorded.
 pub async fn record_sign_in(
     store: &Store,
     vault: &Vault,
@@ -390,9 +405,11 @@ pub async fn record_sign_in(
     operator: &Operator,
     used: &UsedPasskey,
     discoverable: bool,
+    session: &crate::store::sessions::SessionRow,
 ) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
     rows::update_credential_use(&mut tx, used.row, &used.stored, now.unix_timestamp()).await?;
+    crate::store::sessions::insert(&mut tx, session).await?;
     let event = NewEvent::new(operator.actor(), "auth.sign_in", operator.actor())
         .details(json!({ "credential": used.row, "discoverable": discoverable }));
     append(&mut tx, vault, now, event).await?;

@@ -10,6 +10,7 @@ pub mod key_slots;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
+pub mod sessions;
 pub mod siem;
 pub mod snapshot;
 pub mod token_pages;

@@ -42,6 +42,26 @@ pub async fn list_operators(db: impl Into<Db<'_>>) -> Result<Vec<OperatorRow>, S
     Ok(rows.into_iter().map(operator).collect())
 }
 
+/// [`operator_by_id`] on a held connection (see [`crate::store::sessions::with_operator`]).
+pub fn operator_by_id_on(c: &Inline<'_>, id: i64) -> Result<Option<OperatorRow>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(c.conn
+        .prepare_cached(&format!(
+            "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?1"
+        ))?
+        .query_row([id], |r| {
+            Ok(operator((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            )))
+        })
+        .optional()?)
+}
+
 pub async fn operator_by_id(
     db: impl Into<Db<'_>>,
     id: i64,

@@ -77,6 +77,8 @@ pub struct AppState {
     pub reveals: Arc<ceremony::PendingReveals>,
     /// Approvals between start and finish (in memory, single use).
     pub approvals: Arc<ceremony::PendingApprovals>,
+    /// Sign-ins between start and finish (in memory, single use, capped).
+    pub sign_ins: Arc<ceremony::PendingSignIns>,
     /// What each SIEM forwarder last saw (filled by `serve` once the forwarders run).
     pub siem: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::siem::SinkHealth>>>,
 }
@@ -130,6 +132,7 @@ impl AppState {
             policies: Arc::new(policies),
             reveals: Arc::default(),
             approvals: Arc::default(),
+            sign_ins: Arc::default(),
             siem: Arc::default(),
         })
     }

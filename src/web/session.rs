@@ -5,7 +5,9 @@
 //! is re-read on every request, so a disabled operator or a role change takes effect at once.
 
 use axum::extract::FromRequestParts;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -18,6 +20,7 @@ use tower_sessions_sqlx_store::SqliteStore;
 use super::{AppError, AppState};
 use crate::config::IpNetwork;
 use crate::operators::{self, Operator, Role};
+use crate::store::sessions::SessionRow;
 
 /// Session key of the signed-in marker.
 pub const SIGNED_IN: &str = "signed_in";
@@ -81,11 +84,37 @@ impl FromRequestParts<AppState> for CurrentOperator {
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(|(_, message)| AppError::Internal(message.to_owned()))?;
-        let Some(mut signed_in) = session
-            .get::<SignedIn>(SIGNED_IN)
-            .await
-            .map_err(session_error)?
-        else {
+        let Some(session_id) = session.id() else {
+            return Err(AppError::Unauthenticated);
+        };
+        // The session row and the operator it names in one round trip; the record is handed
+        // to tower-sessions for this request only (`SessionTable::preload`).
+        let mut record = None;
+        let loaded = operators::with_session(&state.store, &session_id.to_string(), |data| {
+            let decoded: Record = rmp_serde::from_slice(data).ok()?;
+            let operator_id = decoded
+                .data
+                .get(SIGNED_IN)
+                .and_then(|v| serde_json::from_value::<SignedIn>(v.clone()).ok())
+                .map(|s| s.operator_id);
+            record = Some(decoded);
+            operator_id
+        })
+        .await?;
+        let (Some((_, operator)), Some(record)) = (loaded, record) else {
+            return Err(AppError::Unauthenticated);
+        };
+        // As tower-sessions' own load: an expired row is no session.
+        if record.expiry_date <= time::OffsetDateTime::now_utc() {
+            return Err(AppError::Unauthenticated);
+        }
+        let record_id = record.id;
+        state.sessions.preload(record);
+        let signed_in = session.get::<SignedIn>(SIGNED_IN).await;
+        // Never left for a later request: when this request's session was already loaded
+        // (a second extractor), its load did not take the record.
+        state.sessions.unload(&record_id);
+        let Some(mut signed_in) = signed_in.map_err(session_error)? else {
             return Err(AppError::Unauthenticated);
         };
         let now = state.clock.unix();
@@ -95,10 +124,10 @@ impl FromRequestParts<AppState> for CurrentOperator {
             session.flush().await.map_err(session_error)?;
             return Err(AppError::Unauthenticated);
         }
-        let operator = operators::by_id(&state.store, signed_in.operator_id)
-            .await
-            .map_err(AppError::from)?;
-        let Some(operator) = operator.filter(|op| !op.disabled) else {
+        // Read in the same round trip as the session, on every request: a disabled operator
+        // is refused at once.
+        let Some(operator) = operator.filter(|op| op.id == signed_in.operator_id && !op.disabled)
+        else {
             session.flush().await.map_err(session_error)?;
             return Err(AppError::Unauthenticated);
         };
@@ -260,10 +289,29 @@ impl<R: RoleRule + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
 /// The session table (tower-sessions' SQLite store): loads go to the read pool, and every
 /// write to the store's single write connection, so session writes queue with the other
 /// writes instead of racing them for SQLite's lock (see [`crate::store::Store`]).
+///
+/// A sign-in writes its new session row itself, in the transaction that records the sign-in
+/// ([`Self::sign_in_row`], [`Self::adopt`]): tower-sessions' own create of that session and
+/// delete of the cycled one then find their work done and write nothing, so a completed
+/// sign-in costs one durable commit instead of three.
 #[derive(Debug, Clone)]
 pub struct SessionTable {
     reads: SqliteStore,
     writes: SqliteStore,
+    /// Rows a sign-in committed itself, until the session's first save adopts the id.
+    written: Arc<Mutex<HashSet<Id>>>,
+    /// Rows a sign-in deleted itself, until the id cycle's delete skips them.
+    deleted: Arc<Mutex<HashSet<Id>>>,
+    /// Records the signed-in extractor has just read with their operator, until this
+    /// request's session load takes them (never kept for another request).
+    preloaded: Arc<Mutex<HashMap<Id, Record>>>,
+}
+
+/// Session data key naming the row a sign-in wrote itself (see [`SessionTable::adopt`]).
+const WRITTEN_ROW: &str = "row";
+
+fn locked<T>(set: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SessionTable {
@@ -276,21 +324,113 @@ impl SessionTable {
         Ok(Self {
             reads: table(store.pool())?,
             writes,
+            written: Arc::default(),
+            deleted: Arc::default(),
+            preloaded: Arc::default(),
         })
     }
-}
 
-impl SessionTable {
+    /// Hands `record`, just read, to the session load of the same request.
+    fn preload(&self, record: Record) {
+        locked(&self.preloaded).insert(record.id, record);
+    }
+
+    /// Drops what [`Self::preload`] handed over and the load did not take.
+    fn unload(&self, id: &Id) {
+        locked(&self.preloaded).remove(id);
+    }
+
     /// Deletes sessions past their expiry (run by the sweeper every minute).
     pub async fn delete_expired(&self) -> session_store::Result<()> {
         use tower_sessions::ExpiredDeletion;
         self.writes.delete_expired().await
+    }
+
+    /// The row of a fresh session signed in as `signed_in` (a new random id: the id is cycled
+    /// at sign-in, against fixation), replacing `session`'s current one, for the sign-in's
+    /// transaction to write. Once that commits, [`Self::adopt`] makes `session` this row.
+    pub fn sign_in_row(
+        &self,
+        session: &Session,
+        signed_in: &SignedIn,
+        idle: time::Duration,
+    ) -> Result<(Id, SessionRow), AppError> {
+        let id = Id::default();
+        let mut data = std::collections::HashMap::new();
+        let encode = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| AppError::Internal(format!("session data: {e}")))
+        };
+        data.insert(
+            SIGNED_IN.to_owned(),
+            encode(serde_json::to_value(signed_in))?,
+        );
+        data.insert(
+            WRITTEN_ROW.to_owned(),
+            serde_json::Value::String(id.to_string()),
+        );
+        let record = Record {
+            id,
+            data,
+            // As the session layer's `Expiry::OnInactivity` sets it (wall clock, as its loads
+            // compare).
+            expiry_date: time::OffsetDateTime::now_utc() + idle,
+        };
+        let bytes = rmp_serde::to_vec(&record)
+            .map_err(|e| AppError::Internal(format!("session record: {e}")))?;
+        Ok((
+            id,
+            SessionRow {
+                id: id.to_string(),
+                data: bytes,
+                expiry: record.expiry_date,
+                replaces: session.id().map(|old| old.to_string()),
+            },
+        ))
+    }
+
+    /// After the sign-in's commit: `session` becomes the row [`Self::sign_in_row`] made (its
+    /// old id cycled out, its old data cleared), and neither change is written again.
+    pub async fn adopt(
+        &self,
+        session: &Session,
+        id: Id,
+        signed_in: &SignedIn,
+    ) -> Result<(), AppError> {
+        locked(&self.written).insert(id);
+        if let Some(old) = session.id() {
+            locked(&self.deleted).insert(old);
+            let cycled = session.cycle_id().await;
+            // Also when the old row had expired (then the cycle deleted some other id).
+            locked(&self.deleted).remove(&old);
+            cycled.map_err(session_error)?;
+        }
+        session.clear().await;
+        session
+            .insert(SIGNED_IN, signed_in)
+            .await
+            .map_err(session_error)?;
+        session
+            .insert(WRITTEN_ROW, id.to_string())
+            .await
+            .map_err(session_error)
     }
 }
 
 #[async_trait::async_trait]
 impl SessionStore for SessionTable {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let written = record
+            .data
+            .get(WRITTEN_ROW)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|id| id.parse::<Id>().ok());
+        if let Some(id) = written {
+            // Taken once: only the sign-in that wrote the row can adopt it.
+            if locked(&self.written).remove(&id) {
+                record.id = id;
+                return Ok(());
+            }
+        }
         self.writes.create(record).await
     }
 
@@ -299,10 +439,16 @@ impl SessionStore for SessionTable {
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        if let Some(record) = locked(&self.preloaded).remove(session_id) {
+            return Ok(Some(record));
+        }
         self.reads.load(session_id).await
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        if locked(&self.deleted).remove(session_id) {
+            return Ok(());
+        }
         self.writes.delete(session_id).await
     }
 }

@@ -130,6 +130,99 @@ async fn a_registration_started_in_one_session_cannot_be_finished_twice() {
     srv.stop_and_check().await;
 }
 
+/// The value of cookie `name` among a response's `Set-Cookie` headers.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A sign-in with the cookies set by hand (to see the ids): from `session` if given; returns
+/// the new session id.
+async fn sign_in_by_hand(
+    srv: &TestServer,
+    op: &mut Operator,
+    raw: &reqwest::Client,
+    session: Option<String>,
+) -> String {
+    let cookies = session
+        .map(|s| format!("seedvault_session={s}"))
+        .unwrap_or_default();
+    let started = raw
+        .post(srv.url("/api/v1/auth/login/start"))
+        .header("Origin", &srv.base)
+        .header("Cookie", cookies.clone())
+        .json(&json!({ "username": op.name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::OK);
+    // Starting a sign-in creates no session (nothing written for anonymous callers).
+    assert_eq!(set_cookie(&started, "seedvault_session"), None);
+    let ceremony = set_cookie(&started, "seedvault_sign_in").unwrap();
+    let assertion = op.assert(started.json().await.unwrap());
+    let finished = raw
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .header("Cookie", format!("{cookies}; seedvault_sign_in={ceremony}"))
+        .json(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), StatusCode::OK);
+    set_cookie(&finished, "seedvault_session").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_gives_a_new_session_id_and_the_old_one_stops_working() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("olga", "helpdesk").await;
+    let raw = reqwest::Client::new();
+    let me = |session: String| {
+        raw.get(srv.url("/api/v1/me"))
+            .header("Cookie", format!("seedvault_session={session}"))
+            .send()
+    };
+    let first = sign_in_by_hand(&srv, &mut op, &raw, None).await;
+    assert_eq!(me(first.clone()).await.unwrap().status(), StatusCode::OK);
+    // Signing in again from that session: a new id (no fixation), the old one is gone.
+    let second = sign_in_by_hand(&srv, &mut op, &raw, Some(first.clone())).await;
+    assert_ne!(first, second);
+    assert_eq!(me(first).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let response = me(second).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.finish("signed in", response).await;
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_cannot_be_finished_without_the_cookie_of_its_start() {
+    let srv = TestServer::start().await;
+    let mut op = srv.operator("pia", "helpdesk").await;
+    let (status, challenge) = op.login_start().await;
+    assert_eq!(status, StatusCode::OK);
+    let assertion = op.assert(challenge);
+    // Another client (no ceremony cookie) replays the assertion: nothing to finish.
+    let response = reqwest::Client::new()
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .json(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    srv.finish("no sign-in in progress", response).await;
+    // The starting client still can.
+    let (status, body) = op.post("/api/v1/auth/login/finish", assertion).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    srv.stop_and_check().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assertion_from_another_operators_passkey_is_refused_and_audited() {
     let srv = TestServer::start().await;

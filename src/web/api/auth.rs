@@ -1,13 +1,15 @@
 //! `/api/v1/auth/*`: passkey registration from an invite, sign-in (named and discoverable),
-//! sign-out. Ceremony state lives in the server-side session and is taken out (single use)
-//! by the matching `/finish`.
+//! sign-out. Registration state lives in the server-side session; sign-in state in memory
+//! (`web::ceremony::PendingSignIns`) under a random id in its own cookie, so that starting a
+//! sign-in writes nothing to disk. Both are taken out (single use) by the matching `/finish`.
 
 use super::webauthn::{
     AssertionCredential, CreationChallenge, RegistrationCredential, RequestChallenge,
 };
 use crate::web::extract::{Json, OptionalJson};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_sessions::Session;
@@ -22,11 +24,23 @@ use webauthn_rs_proto::{AllowCredentials, RequestChallengeResponse, ResidentKeyR
 
 use crate::audit::{NewEvent, Outcome};
 use crate::operators::{self, Operator, PendingInvite, Role};
+use crate::web::ceremony::SignInId;
 use crate::web::session::{session_error, ClientAddr, SignedIn, SIGNED_IN};
 use crate::web::{AppError, AppState};
 
 const REGISTRATION: &str = "ceremony.registration";
-const SIGN_IN: &str = "ceremony.sign_in";
+/// The cookie holding the id of the caller's sign-in in flight (see [`login_start`]).
+const SIGN_IN_COOKIE: &str = "seedvault_sign_in";
+/// How long a sign-in challenge can be answered (webauthn-rs's own timeout is 5 minutes).
+const SIGN_IN_SECONDS: i64 = 300;
+/// Sign-ins in flight at most: anyone can start one, so memory stays bounded.
+const MAX_PENDING_SIGN_INS: usize = 10_000;
+
+/// A sign-in between `login/start` and `login/finish`.
+pub struct StartedSignIn {
+    state: SignInState,
+    pub(crate) expires_at: i64,
+}
 
 #[derive(Serialize, Deserialize)]
 struct RegistrationState {
@@ -35,7 +49,6 @@ struct RegistrationState {
     user_handle: Uuid,
 }
 
-#[derive(Serialize, Deserialize)]
 enum SignInState {
     Named {
         operator_id: i64,
@@ -202,10 +215,9 @@ pub async fn register_finish(
               (status = 429, description = "too many failed sign-ins from this client")))]
 pub async fn login_start(
     State(state): State<AppState>,
-    session: Session,
     ClientAddr(addr): ClientAddr,
     OptionalJson(body): OptionalJson<SignInStart>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<impl IntoResponse, AppError> {
     let username = body
         .and_then(|b| b.username)
         .map(|u| u.trim().to_owned())
@@ -246,11 +258,49 @@ pub async fn login_start(
             (challenge, SignInState::Discoverable { ceremony })
         }
     };
-    session
-        .insert(SIGN_IN, pending)
-        .await
-        .map_err(session_error)?;
-    Ok(Json(to_json(&challenge)?))
+    let id: SignInId = rand::random();
+    let started = StartedSignIn {
+        state: pending,
+        expires_at: now.unix_timestamp() + SIGN_IN_SECONDS,
+    };
+    if !state
+        .sign_ins
+        .put_within(id, started, now.unix_timestamp(), MAX_PENDING_SIGN_INS)
+    {
+        return Err(AppError::TooManyRequests {
+            message: "too many sign-ins are in progress on this server; try again in a minute"
+                .into(),
+            retry_after_seconds: 60,
+        });
+    }
+    let cookie = sign_in_cookie(&state, data_encoding::HEXLOWER.encode(&id), SIGN_IN_SECONDS);
+    Ok(([(header::SET_COOKIE, cookie)], Json(to_json(&challenge)?)))
+}
+
+/// The sign-in cookie: `value` for `max_age` seconds (0 removes it). Scoped to the sign-in
+/// routes, with the session cookie's attributes.
+fn sign_in_cookie(state: &AppState, value: String, max_age: i64) -> String {
+    tower_sessions::cookie::Cookie::build((SIGN_IN_COOKIE, value))
+        .path("/api/v1/auth/login")
+        .http_only(true)
+        .same_site(tower_sessions::cookie::SameSite::Strict)
+        .secure(state.config.origin_is_https())
+        .max_age(time::Duration::seconds(max_age))
+        .build()
+        .to_string()
+}
+
+/// The id of the caller's sign-in in flight, from its cookie.
+fn sign_in_id(headers: &HeaderMap) -> Option<SignInId> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SIGN_IN_COOKIE)
+        .and_then(|(_, value)| data_encoding::HEXLOWER.decode(value.as_bytes()).ok())
+        .and_then(|bytes| SignInId::try_from(bytes.as_slice()).ok())
 }
 
 /// Finish signing in with the passkey's assertion.
@@ -261,12 +311,14 @@ pub async fn login_finish(
     State(state): State<AppState>,
     session: Session,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     credential: Result<Json<PublicKeyCredential>, AppError>,
-) -> Result<Json<SignedInOperator>, AppError> {
-    let Some(pending) = session
-        .remove::<SignInState>(SIGN_IN)
-        .await
-        .map_err(session_error)?
+) -> Result<impl IntoResponse, AppError> {
+    let now = state.clock.now();
+    let Some(pending) = sign_in_id(&headers)
+        .and_then(|id| state.sign_ins.take(id))
+        .filter(|started| started.expires_at >= now.unix_timestamp())
+        .map(|started| started.state)
     else {
         return Err(AppError::BadRequest(
             "no sign-in is in progress in this session — start again".into(),
@@ -279,7 +331,6 @@ pub async fn login_finish(
             return Err(error);
         }
     };
-    let now = state.clock.now();
     let operator = match &pending {
         SignInState::Decoy { name } => {
             sign_in_failed(
@@ -351,6 +402,13 @@ pub async fn login_finish(
         return Err(not_accepted());
     };
     let discoverable = credential.get_user_unique_id().is_some();
+    let signed_in = SignedIn {
+        operator_id: operator.id,
+        signed_in_at: now.unix_timestamp(),
+        last_seen: now.unix_timestamp(),
+    };
+    let idle = time::Duration::minutes(i64::from(state.config.session_idle_minutes));
+    let (id, row) = state.sessions.sign_in_row(&session, &signed_in, idle)?;
     operators::record_sign_in(
         &state.store,
         &state.vault,
@@ -358,10 +416,14 @@ pub async fn login_finish(
         &operator,
         &signer.used(&result)?,
         discoverable,
+        &row,
     )
     .await?;
-    sign_in_session(&session, &operator, now.unix_timestamp()).await?;
-    Ok(Json(SignedInOperator::from(&operator)))
+    state.sessions.adopt(&session, id, &signed_in).await?;
+    Ok((
+        [(header::SET_COOKIE, sign_in_cookie(&state, String::new(), 0))],
+        Json(SignedInOperator::from(&operator)),
+    ))
 }
 
 /// Sign out: the session is deleted server-side.
