@@ -41,6 +41,12 @@ pub fn cluster() -> Result<&'static Cluster, String> {
 
 /// A fresh, empty database on the process's cluster: its `postgres://` URL (with the password).
 pub async fn fresh_database() -> Result<String, String> {
+    let name = fresh_database_name().await?;
+    Ok(cluster()?.url(&name))
+}
+
+/// A fresh, empty database on the process's cluster: its name (see [`Cluster::url`]).
+pub async fn fresh_database_name() -> Result<String, String> {
     let cluster = cluster()?;
     let name = format!(
         "t{}_{}",
@@ -48,7 +54,7 @@ pub async fn fresh_database() -> Result<String, String> {
         DATABASES.fetch_add(1, Ordering::Relaxed)
     );
     cluster.create_database(&name).await?;
-    Ok(cluster.url(&name))
+    Ok(name)
 }
 
 impl Cluster {

@@ -42,6 +42,12 @@ pub async fn connect(
     password_file: Option<&Path>,
 ) -> Result<PgPool, StoreError> {
     let options = url.connect_options(password_file)?;
+    // One plain connection first: the pool retries a refused connection until its timeout and
+    // then reports only the timeout, not why (refused, wrong password, no such database).
+    let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .map_err(|e| explain(e, url))?;
+    let _ = sqlx::Connection::close(first).await;
     PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(15))
