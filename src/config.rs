@@ -1186,6 +1186,40 @@ mod tests {
         }
     }
 
+    /// The configuration is Debug-printed (and its values end up in messages): a database
+    /// password in the URL must never show in either.
+    #[test]
+    fn a_database_url_password_never_shows_in_the_configuration_or_its_errors() {
+        let config = Config::load(
+            None,
+            |name| {
+                (name == "SEEDVAULT_DATABASE_URL")
+                    .then(|| "postgres://vault:pa55-w0rd@db.example.org/seedvault".to_owned())
+            },
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(config.database_url.is_postgres());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pa55-w0rd") && shown.contains("vault:***@db.example.org"));
+        let refused = Config::load(
+            None,
+            |name| {
+                (name == "SEEDVAULT_DATABASE_URL")
+                    .then(|| "postgres://vault:pa55-w0rd@db.example.org/x?sslmode=on".to_owned())
+            },
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.starts_with("database_url = 'postgres://vault:***@"),
+            "{refused}"
+        );
+        assert!(refused.contains("sslmode must be one of"), "{refused}");
+        assert!(!refused.contains("pa55-w0rd"), "{refused}");
+    }
+
     #[test]
     fn flags_show_the_declared_help_default_and_environment_variable() {
         let help = flag_help("bind");
