@@ -82,6 +82,11 @@ impl Cluster {
         )
     }
 
+    /// The directory holding the cluster's data, socket and log (removed when it stops).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The loopback port the cluster listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -388,3 +388,50 @@ async fn bad_targets_and_a_postgres_database_url_fail_with_the_fix_and_never_sho
     assert!(stderr.contains("seedvault:***@127.0.0.1:1/db"), "{stderr}");
     assert!(!stderr.contains("hunter2-secret"), "{stderr}");
 }
+
+/// Run only by the test below, in a process of its own: starts the cluster, says where, fails.
+#[tokio::test]
+#[ignore = "run by the_cluster_stops_and_its_directory_goes_when_its_test_process_fails"]
+async fn starts_the_cluster_and_fails() {
+    if std::env::var_os("SEEDVAULT_PG_FAIL_ON_PURPOSE").is_none() {
+        return;
+    }
+    let cluster = seedvault::store::pg_cluster::cluster().unwrap();
+    println!("CLUSTER {} {}", cluster.port(), cluster.dir().display());
+    panic!("failing on purpose, with the cluster running");
+}
+
+#[test]
+fn the_cluster_stops_and_its_directory_goes_when_its_test_process_fails() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "postgres::starts_the_cluster_and_fails",
+            "--nocapture",
+        ])
+        .env("SEEDVAULT_PG_FAIL_ON_PURPOSE", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the inner test was meant to fail");
+    let stdout = text(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CLUSTER "))
+        .unwrap_or_else(|| panic!("{stdout}{}", text(&output.stderr)));
+    let (port, dir) = line.split_once(' ').unwrap();
+    let (port, dir): (u16, PathBuf) = (port.parse().unwrap(), PathBuf::from(dir));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !listening && !dir.exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "30 s after its process ended the cluster still {}",
+            if listening { "listens" } else { "has its directory" }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
