@@ -430,7 +430,11 @@ fn the_cluster_stops_and_its_directory_goes_when_its_test_process_fails() {
         assert!(
             std::time::Instant::now() < deadline,
             "30 s after its process ended the cluster still {}",
-            if listening { "listens" } else { "has its directory" }
+            if listening {
+                "listens"
+            } else {
+                "has its directory"
+            }
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
