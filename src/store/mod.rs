@@ -118,6 +118,65 @@ pub struct Db<'c>(Source<'c>);
 enum Source<'c> {
     Pool(&'c SqlitePool),
     Tx(&'c mut SqliteConnection),
+    /// PostgreSQL (issue #20): so far only the table modules ported to [`Engine`] run on it.
+    PgPool(&'c sqlx::PgPool),
+    PgTx(&'c mut sqlx::PgConnection),
+}
+
+impl<'c> From<&'c sqlx::PgPool> for Db<'c> {
+    fn from(pool: &'c sqlx::PgPool) -> Self {
+        Self(Source::PgPool(pool))
+    }
+}
+
+impl<'c> From<&'c mut postgres::PgTx> for Db<'c> {
+    fn from(tx: &'c mut postgres::PgTx) -> Self {
+        Self(Source::PgTx(tx.connection()))
+    }
+}
+
+/// A connection of either engine, for the table modules that choose SQL per dialect (the
+/// pattern for moving the store to PostgreSQL one module at a time; `siem` is the first).
+enum Engine<'c> {
+    Sqlite(Conn<'c>),
+    Postgres(PgConn<'c>),
+}
+
+/// A PostgreSQL connection for one store function: checked out of the pool, or borrowed from
+/// a transaction.
+enum PgConn<'c> {
+    Pooled(PoolConnection<sqlx::Postgres>),
+    Borrowed(&'c mut sqlx::PgConnection),
+}
+
+impl std::ops::Deref for PgConn<'_> {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &sqlx::PgConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for PgConn<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+/// The connection `db` names, of whichever engine.
+async fn engine<'c>(db: impl Into<Db<'c>>) -> Result<Engine<'c>, StoreError> {
+    Ok(match db.into().0 {
+        Source::Pool(pool) => Engine::Sqlite(Conn::Pooled(pool.acquire().await?)),
+        Source::Tx(conn) => Engine::Sqlite(Conn::Borrowed(conn)),
+        Source::PgPool(pool) => Engine::Postgres(PgConn::Pooled(pool.acquire().await?)),
+        Source::PgTx(conn) => Engine::Postgres(PgConn::Borrowed(conn)),
+    })
 }
 
 impl<'c> From<&'c Store> for Db<'c> {
@@ -144,6 +203,7 @@ impl<'c> Db<'c> {
         Ok(match self.0 {
             Source::Pool(pool) => Conn::Pooled(pool.acquire().await?),
             Source::Tx(conn) => Conn::Borrowed(conn),
+            Source::PgPool(_) | Source::PgTx(_) => return Err(not_on_postgres()),
         })
     }
 
@@ -152,6 +212,13 @@ impl<'c> Db<'c> {
         let mut conn = self.conn().await?;
         on_rusqlite(&mut conn, work, false).await
     }
+}
+
+/// What a table module not yet ported to PostgreSQL answers when handed a PostgreSQL source.
+fn not_on_postgres() -> StoreError {
+    StoreError::Postgres(
+        "this query does not run on PostgreSQL yet (issue #20: the store is ported one table module at a time)".into(),
+    )
 }
 
 /// The connection a table module's function runs its sqlx query on.

@@ -124,6 +124,19 @@ impl PgTx {
         Ok(Self { tx })
     }
 
+    /// A plain write transaction on a migrated database (foreign keys checked per
+    /// statement): what the table modules ported to PostgreSQL write through.
+    pub async fn write(pool: &PgPool) -> Result<Self, StoreError> {
+        Ok(Self {
+            tx: pool.begin().await.map_err(pg)?,
+        })
+    }
+
+    /// The transaction's connection, for the table modules ([`super::Db`]).
+    pub(super) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
     /// Checks the deferred foreign keys now, then commits.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
