@@ -15,6 +15,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::directory::ldap::{AttributeMap, LdapSettings};
+use crate::store::engine::DatabaseUrl;
 
 /// Default file read from the working directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "seedvault.toml";
@@ -171,6 +172,26 @@ settings! {
         default(_): PathBuf::from("seedvault-data"),
         shown: "`./seedvault-data`",
         check: not_empty("give a directory path"),
+    }
+    /// The database: empty or `sqlite:` for `seedvault.db` in `data_dir`, or
+    /// `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full]`. PostgreSQL is not yet a
+    /// serving engine: with a `postgres://` URL every command but `migrate-to-postgres` refuses
+    /// to start. The password never shows in logs or messages.
+    database_url: String => DatabaseUrl {
+        env: "SEEDVAULT_DATABASE_URL",
+        flag: Some("database-url"),
+        default(o): String::new(),
+        shown: "SQLite in `data_dir`",
+        check: |name, v: String| database_url(name, &v, o.data_dir.as_deref()),
+    }
+    /// File holding the PostgreSQL password when `database_url` has none (its first line); without
+    /// it, `PGPASSWORD` and `PGPASSFILE` / `~/.pgpass` apply as for libpq.
+    database_password_file: PathBuf => Option<PathBuf> {
+        env: "SEEDVAULT_DATABASE_PASSWORD_FILE",
+        flag: None,
+        default(_): PathBuf::new(),
+        shown: "none",
+        check: |_, v: PathBuf| Ok(Some(v).filter(|p| !p.as_os_str().is_empty())),
     }
     /// Address to listen on.
     bind: String => SocketAddr {
@@ -561,6 +582,20 @@ fn directory_settings(
         sync_interval_minutes: ldap.sync_interval_minutes.unwrap_or(DEFAULT_SYNC_MINUTES),
         timeout: std::time::Duration::from_secs(ldap.timeout_seconds.unwrap_or(10).into()),
     }))
+}
+
+fn database_url(
+    setting: &'static str,
+    text: &str,
+    data_dir: Option<&Path>,
+) -> Result<DatabaseUrl, ConfigError> {
+    let data_dir = data_dir.unwrap_or(Path::new("seedvault-data"));
+    DatabaseUrl::parse(text, data_dir).map_err(|e| ConfigError::Invalid {
+        setting,
+        // Never the password: the value as it may be shown.
+        value: e.shown,
+        fix: e.fix,
+    })
 }
 
 fn not_empty(fix: &'static str) -> impl Fn(&'static str, PathBuf) -> Result<PathBuf, ConfigError> {
@@ -1149,6 +1184,40 @@ mod tests {
             );
             assert!(!setting.help().is_empty(), "{} has no help", setting.name);
         }
+    }
+
+    /// The configuration is Debug-printed (and its values end up in messages): a database
+    /// password in the URL must never show in either.
+    #[test]
+    fn a_database_url_password_never_shows_in_the_configuration_or_its_errors() {
+        let config = Config::load(
+            None,
+            |name| {
+                (name == "SEEDVAULT_DATABASE_URL")
+                    .then(|| "postgres://vault:pa55-w0rd@db.example.org/seedvault".to_owned())
+            },
+            Overrides::default(),
+        )
+        .unwrap();
+        assert!(config.database_url.is_postgres());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pa55-w0rd") && shown.contains("vault:***@db.example.org"));
+        let refused = Config::load(
+            None,
+            |name| {
+                (name == "SEEDVAULT_DATABASE_URL")
+                    .then(|| "postgres://vault:pa55-w0rd@db.example.org/x?sslmode=on".to_owned())
+            },
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.starts_with("database_url = 'postgres://vault:***@"),
+            "{refused}"
+        );
+        assert!(refused.contains("sslmode must be one of"), "{refused}");
+        assert!(!refused.contains("pa55-w0rd"), "{refused}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::handover::{HandOver, HANDOVER_ACTION};
 pub use super::verify_file::{
     export_schedule, verify_export, ExportBreak, ExportOptions, ExportVerification,
 };
-use crate::store::audit::{AuditFilter, AuditReader};
+use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +379,110 @@ pub fn verify_live(
         head,
         broken,
     })
+}
+
+/// Verifies a trail handed over event by event in seq order from anywhere but the live SQLite
+/// file (the PostgreSQL copy `migrate-to-postgres` makes): every event's position, link and
+/// hash as it arrives, then, as [`verify_live`] decides them, the signing key hand-overs
+/// (proofs, and the genesis key `vault.init` published), the signature of each hand-over and
+/// of the newest event, which vouch for every event before them.
+pub struct StreamVerifier {
+    expected_seq: i64,
+    prev: [u8; 32],
+    broken: Option<ChainBreak>,
+    init_details: Option<String>,
+    handovers: Vec<Result<HandOver, ChainBreak>>,
+    /// (seq, hash, sig) of each hand-over and of the newest event so far.
+    signed: Vec<(i64, [u8; 32], Vec<u8>)>,
+    newest: Option<(i64, [u8; 32], Vec<u8>)>,
+}
+
+impl StreamVerifier {
+    /// A verifier expecting event 1 of vault `vault_id`'s trail.
+    pub fn new(vault_id: &str) -> Self {
+        Self {
+            expected_seq: 1,
+            prev: genesis_hash(vault_id),
+            broken: None,
+            init_details: None,
+            handovers: Vec::new(),
+            signed: Vec::new(),
+            newest: None,
+        }
+    }
+
+    /// Checks the next event; `false` once the chain is broken (later events are not needed).
+    pub fn push(&mut self, event: &AuditRowRef<'_>) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        match check_event(event, self.expected_seq, Some(&self.prev)) {
+            Ok(hash) => {
+                if event.seq == 1 && event.action == "vault.init" {
+                    self.init_details = Some(event.details.to_owned());
+                }
+                if let Some(handover) =
+                    HandOver::from_event(event.seq, event.action, event.details, event.prev_hash)
+                {
+                    self.handovers.push(handover);
+                    self.signed.push((event.seq, hash, event.sig.to_vec()));
+                }
+                self.newest = Some((event.seq, hash, event.sig.to_vec()));
+                self.prev = hash;
+                self.expected_seq += 1;
+                true
+            }
+            Err(broken) => {
+                self.broken = Some(broken);
+                false
+            }
+        }
+    }
+
+    /// The verdict, with `trusted` (the vault's audit public key) anchoring the signatures.
+    pub fn finish(self, trusted: &VerifyingKey) -> Verification {
+        let events = u64::try_from(self.expected_seq - 1).unwrap_or(0);
+        let head = self.newest.as_ref().map(|(seq, hash, _)| ChainHead {
+            seq: *seq,
+            hash: *hash,
+        });
+        let verdict = |broken| Verification {
+            events,
+            head: head.clone(),
+            broken,
+        };
+        if self.broken.is_some() {
+            return verdict(self.broken);
+        }
+        let schedule = match self
+            .handovers
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|handovers| {
+                let schedule = KeySchedule::build(trusted, &handovers)?;
+                if let (Some(first), Some(details)) = (handovers.first(), &self.init_details) {
+                    schedule
+                        .check_genesis_key(details)
+                        .map_err(|reason| ChainBreak {
+                            seq: first.seq,
+                            reason,
+                        })?;
+                }
+                Ok(schedule)
+            }) {
+            Ok(schedule) => schedule,
+            Err(broken) => return verdict(Some(broken)),
+        };
+        for (seq, hash, sig) in self.signed.iter().chain(self.newest.iter()) {
+            if !signature_valid_for(schedule.key_for(*seq), *seq, hash, sig) {
+                return verdict(Some(ChainBreak {
+                    seq: *seq,
+                    reason: BAD_SIGNATURE.into(),
+                }));
+            }
+        }
+        verdict(None)
+    }
 }
 
 #[cfg(test)]

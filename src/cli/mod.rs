@@ -10,6 +10,7 @@ mod doctor;
 mod import;
 mod init;
 mod key;
+mod migrate;
 mod operator;
 mod policy;
 mod purge;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
+use crate::store::engine::DatabaseUrl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,8 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[arg(long, global = true, value_name = "DIR", help = crate::config::flag_help("data_dir"))]
     pub data_dir: Option<PathBuf>,
+    #[arg(long, global = true, value_name = "URL", help = crate::config::flag_help("database_url"))]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +86,9 @@ pub enum Command {
     /// Check the deployment (key slots, origin, permissions, policies, retention sweeps, audit
     /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
+    /// Copy a SQLite vault into an empty PostgreSQL database and verify it there (row counts,
+    /// audit chain and head) before committing. PostgreSQL is not yet a serving engine.
+    MigrateToPostgres(migrate::MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,13 +102,23 @@ impl Cli {
     pub fn config(&self, flags: Overrides) -> anyhow::Result<Config> {
         let flags = Overrides {
             data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
             ..flags
         };
-        Ok(Config::load(
+        let config = Config::load(
             self.config.as_deref(),
             |name| std::env::var(name).ok(),
             flags,
-        )?)
+        )?;
+        if let DatabaseUrl::Postgres(url) = &config.database_url {
+            if !matches!(self.command, Command::MigrateToPostgres(_)) {
+                anyhow::bail!(
+                    "database_url names PostgreSQL ({url}), but this version of seedvault serves and runs its commands only on SQLite: the store's queries, group commit, sessions, pending reveal ceremonies, rate limits and the audit head's cross-instance lock do not run on PostgreSQL yet. \
+                     Leave database_url empty (SQLite in data_dir); `seedvault migrate-to-postgres --from DATA_DIR --to URL` can already copy and verify a vault into PostgreSQL"
+                );
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -123,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => backup::run_backup(&cli, args).await,
         Command::Restore(args) => backup::run_restore(&cli, args).await,
         Command::Doctor => doctor::run(&cli).await,
+        Command::MigrateToPostgres(args) => migrate::run(&cli, args).await,
     }
 }
 

@@ -1,16 +1,21 @@
-//! SQLite storage: the pool, its pragmas, migrations, and every query (grouped by table).
-//! No SQL lives outside this module.
+//! Storage: the SQLite pool, its pragmas, migrations, and every query (grouped by table);
+//! PostgreSQL's connection, migrations and the bulk copy from SQLite ([`postgres`]), not yet a
+//! serving engine. No SQL lives outside this module.
 
 pub mod approvals;
 pub mod audit;
 pub mod delivery_links;
 pub mod directory;
+pub mod engine;
 mod group;
 pub mod key_slots;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
 pub mod sessions;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod pg_cluster;
+pub mod postgres;
 pub mod siem;
 pub mod snapshot;
 pub mod token_pages;
@@ -114,6 +119,65 @@ pub struct Db<'c>(Source<'c>);
 enum Source<'c> {
     Pool(&'c SqlitePool),
     Tx(&'c mut SqliteConnection),
+    /// PostgreSQL (issue #20): so far only the table modules ported to [`Engine`] run on it.
+    PgPool(&'c sqlx::PgPool),
+    PgTx(&'c mut sqlx::PgConnection),
+}
+
+impl<'c> From<&'c sqlx::PgPool> for Db<'c> {
+    fn from(pool: &'c sqlx::PgPool) -> Self {
+        Self(Source::PgPool(pool))
+    }
+}
+
+impl<'c> From<&'c mut postgres::PgTx> for Db<'c> {
+    fn from(tx: &'c mut postgres::PgTx) -> Self {
+        Self(Source::PgTx(tx.connection()))
+    }
+}
+
+/// A connection of either engine, for the table modules that choose SQL per dialect (the
+/// pattern for moving the store to PostgreSQL one module at a time; `siem` is the first).
+enum Engine<'c> {
+    Sqlite(Conn<'c>),
+    Postgres(PgConn<'c>),
+}
+
+/// A PostgreSQL connection for one store function: checked out of the pool, or borrowed from
+/// a transaction.
+enum PgConn<'c> {
+    Pooled(PoolConnection<sqlx::Postgres>),
+    Borrowed(&'c mut sqlx::PgConnection),
+}
+
+impl std::ops::Deref for PgConn<'_> {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &sqlx::PgConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for PgConn<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Self::Pooled(conn) => conn,
+            Self::Borrowed(conn) => conn,
+        }
+    }
+}
+
+/// The connection `db` names, of whichever engine.
+async fn engine<'c>(db: impl Into<Db<'c>>) -> Result<Engine<'c>, StoreError> {
+    Ok(match db.into().0 {
+        Source::Pool(pool) => Engine::Sqlite(Conn::Pooled(pool.acquire().await?)),
+        Source::Tx(conn) => Engine::Sqlite(Conn::Borrowed(conn)),
+        Source::PgPool(pool) => Engine::Postgres(PgConn::Pooled(pool.acquire().await?)),
+        Source::PgTx(conn) => Engine::Postgres(PgConn::Borrowed(conn)),
+    })
 }
 
 impl<'c> From<&'c Store> for Db<'c> {
@@ -140,6 +204,7 @@ impl<'c> Db<'c> {
         Ok(match self.0 {
             Source::Pool(pool) => Conn::Pooled(pool.acquire().await?),
             Source::Tx(conn) => Conn::Borrowed(conn),
+            Source::PgPool(_) | Source::PgTx(_) => return Err(not_on_postgres()),
         })
     }
 
@@ -148,6 +213,13 @@ impl<'c> Db<'c> {
         let mut conn = self.conn().await?;
         on_rusqlite(&mut conn, work, false).await
     }
+}
+
+/// What a table module not yet ported to PostgreSQL answers when handed a PostgreSQL source.
+fn not_on_postgres() -> StoreError {
+    StoreError::Postgres(
+        "this query does not run on PostgreSQL yet (issue #20: the store is ported one table module at a time)".into(),
+    )
 }
 
 /// The connection a table module's function runs its sqlx query on.
@@ -206,6 +278,10 @@ pub struct Inline<'c> {
     conn: &'c rusqlite::Connection,
 }
 
+/// The SQLite engine's migrations (`migrations/sqlite/`; moved there from `migrations/` with
+/// names and contents unchanged, so existing vaults' recorded checksums still match).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "seedvault.db";
 
@@ -229,6 +305,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the write was not committed: {0}")]
     Batch(String),
+    /// A PostgreSQL failure, already in words that name the fix (see `postgres::connect`).
+    #[error("{0}")]
+    Postgres(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -236,6 +315,14 @@ impl From<sqlx::Error> for StoreError {
     /// another process past the busy timeout (or a queue for the write connection that long).
     fn from(e: sqlx::Error) -> Self {
         let code = match &e {
+            // PostgreSQL's SQLSTATEs are not SQLite result codes: never read them as such.
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                return Self::Sqlx(e)
+            }
             sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
             sqlx::Error::PoolTimedOut => return Self::Busy(e.to_string()),
             _ => None,
@@ -377,7 +464,7 @@ impl Store {
                 .after_release(|conn, _| Box::pin(async move { Ok(release_writer(conn).await) })),
         )
         .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
+        SQLITE_MIGRATOR.run(&writer).await?;
         let pool = connect(SqlitePoolOptions::new().max_connections(8)).await?;
         Ok(Self {
             pool,
@@ -472,7 +559,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
-        let missing = sqlx::migrate!("./migrations")
+        let missing = SQLITE_MIGRATOR
             .iter()
             .filter(|m| !applied.contains(&m.version))
             .count();

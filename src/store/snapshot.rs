@@ -59,7 +59,7 @@ pub fn integrity_problems(path: &Path) -> Result<Vec<String>, StoreError> {
     Ok(lines.into_iter().filter(|l| l != "ok").collect())
 }
 
-fn open_query_only(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+pub(crate) fn open_query_only(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
         path,

@@ -28,6 +28,7 @@ mod notices;
 mod observability;
 mod operators;
 mod pages;
+mod postgres;
 mod pskc;
 mod qr;
 mod reveal;

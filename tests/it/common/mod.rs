@@ -17,6 +17,7 @@ pub use canary::Canary;
 pub use passkey::Operator;
 
 pub mod passkey;
+pub mod postgres;
 pub mod qr;
 pub mod smtp;
 pub mod totp;
