@@ -26,6 +26,8 @@
 //!   verified restores, with purges replayed from a later audit export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
+//! - [`fuzzing`] (feature `fuzzing`) the properties the fuzz targets in `fuzz/` check, shared with
+//!   the stable replay of their corpus and saved crashes (`tests/it/fuzz_regressions.rs`).
 //! - [`qr`]      QR codes: the `otpauth://totp/` URI out of a PNG/JPEG screenshot (bounded in bytes,
 //!   pixels and time, zeroized) and a generated seed's QR as SVG or terminal blocks.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
@@ -57,6 +59,8 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod import;
 pub mod notices;
 pub mod operators;
