@@ -47,8 +47,9 @@
 //! crates link the same SQLite library, and a test in `store` fails if the two drivers ever see
 //! different libraries or different transactions. [`timesync`] asks the kernel for the clock's
 //! state with a read-only `adjtimex`. The binary (`src/main.rs`) has one more, in
-//! `wipe_environment_value`: it zeroes `SEEDVAULT_PASSPHRASE`'s value in the process's initial
-//! environment block before any thread starts, which no safe API can reach.
+//! `wipe_environment_value`: it zeroes the values of `SEEDVAULT_PASSPHRASE` and
+//! `SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD` in the process's initial environment block before
+//! any thread starts, which no safe API can reach.
 
 #![deny(unsafe_code)]
 
