@@ -77,9 +77,16 @@ fn import_as(bytes: &[u8], format: ImportFormat) {
         check_report(bytes, format, &parsed);
         // Parsing is pure: the same bytes give the same report (no hidden state, no time).
         let again = import::parse(bytes, &options);
-        assert_eq!(parsed.rows.len(), again.rows.len(), "rows differ on a re-parse");
+        assert_eq!(
+            parsed.rows.len(),
+            again.rows.len(),
+            "rows differ on a re-parse"
+        );
         assert_eq!(parsed.errors, again.errors, "errors differ on a re-parse");
-        assert_eq!(parsed.warnings, again.warnings, "warnings differ on a re-parse");
+        assert_eq!(
+            parsed.warnings, again.warnings,
+            "warnings differ on a re-parse"
+        );
     }
 }
 
@@ -119,16 +126,33 @@ fn options_for(format: ImportFormat) -> Vec<ImportOptions> {
 }
 
 fn check_report(bytes: &[u8], asked: ImportFormat, parsed: &ParsedFile) {
-    assert!(parsed.errors.len() <= MAX_LISTED, "more errors listed than MAX_LISTED");
-    assert!(parsed.warnings.len() <= MAX_LISTED, "more warnings listed than MAX_LISTED");
+    assert!(
+        parsed.errors.len() <= MAX_LISTED,
+        "more errors listed than MAX_LISTED"
+    );
+    assert!(
+        parsed.warnings.len() <= MAX_LISTED,
+        "more warnings listed than MAX_LISTED"
+    );
     if asked != ImportFormat::Auto {
-        assert_eq!(parsed.format, asked, "the format asked for is the format read");
+        assert_eq!(
+            parsed.format, asked,
+            "the format asked for is the format read"
+        );
     }
     if parsed.errors_omitted > 0 {
-        assert_eq!(parsed.errors.len(), MAX_LISTED, "errors omitted before the list is full");
+        assert_eq!(
+            parsed.errors.len(),
+            MAX_LISTED,
+            "errors omitted before the list is full"
+        );
     }
     if parsed.warnings_omitted > 0 {
-        assert_eq!(parsed.warnings.len(), MAX_LISTED, "warnings omitted before the list is full");
+        assert_eq!(
+            parsed.warnings.len(),
+            MAX_LISTED,
+            "warnings omitted before the list is full"
+        );
     }
     assert!(
         parsed.is_importable() || parsed.rows.is_empty() || !parsed.errors.is_empty(),
@@ -145,11 +169,24 @@ fn check_report(bytes: &[u8], asked: ImportFormat, parsed: &ParsedFile) {
     let input = String::from_utf8_lossy(bytes).to_ascii_uppercase();
     for row in &parsed.rows {
         assert!(row.line >= 1, "a row has line 0");
-        assert!(matches!(row.digits, 6 | 8), "digits {} accepted", row.digits);
-        assert!((1..=3600).contains(&row.period), "period {} accepted", row.period);
-        assert!(!row.serial.is_empty() && row.serial.chars().count() <= 128, "serial length");
         assert!(
-            !row.serial.chars().any(|c| c.is_whitespace() || c == '/' || c.is_control()),
+            matches!(row.digits, 6 | 8),
+            "digits {} accepted",
+            row.digits
+        );
+        assert!(
+            (1..=3600).contains(&row.period),
+            "period {} accepted",
+            row.period
+        );
+        assert!(
+            !row.serial.is_empty() && row.serial.chars().count() <= 128,
+            "serial length"
+        );
+        assert!(
+            !row.serial
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c.is_control()),
             "serial with a space, '/' or control character accepted"
         );
         let bits = row.seed.bits();
@@ -212,7 +249,11 @@ pub fn otpauth(bytes: &[u8]) {
             assert!(params.is_some(), "a URI parsed without its parameters");
             if let Some(params) = params {
                 assert!(matches!(params.digits, 6 | 8), "digits {}", params.digits);
-                assert!((1..=3600).contains(&params.period), "period {}", params.period);
+                assert!(
+                    (1..=3600).contains(&params.period),
+                    "period {}",
+                    params.period
+                );
             }
         }
         Err(error) => check_refusal_hides(input, &error.to_string()),
@@ -226,7 +267,11 @@ fn check_seed_round_trip(seed: &[u8]) {
     let hex = Zeroizing::new(data_encoding::HEXLOWER.encode(seed));
     for (text, format) in [(&base32, SecretFormat::Base32), (&hex, SecretFormat::Hex)] {
         match secret::parse_secret(text, format) {
-            Ok(again) => assert_eq!(again.seed.expose(), seed, "the seed changed on a round trip"),
+            Ok(again) => assert_eq!(
+                again.seed.expose(),
+                seed,
+                "the seed changed on a round trip"
+            ),
             Err(e) => panic!("an accepted seed is refused when written as {format:?}: {e}"),
         }
     }
@@ -237,12 +282,18 @@ fn check_refusal_hides(input: &str, message: &str) {
     // Messages name one offending character at most; eight characters of the input in a
     // message would be part of the secret.
     if input.chars().count() >= 8 {
-        assert!(!message.contains(input), "a refusal repeats the input: {message}");
+        assert!(
+            !message.contains(input),
+            "a refusal repeats the input: {message}"
+        );
     }
     if let Some((_, query)) = input.split_once("secret=") {
         let value: String = query.chars().take_while(|c| *c != '&').collect();
         if value.chars().count() >= 8 {
-            assert!(!message.contains(&value), "a refusal repeats the URI's secret");
+            assert!(
+                !message.contains(&value),
+                "a refusal repeats the URI's secret"
+            );
         }
     }
 }
@@ -255,7 +306,10 @@ pub fn policy(bytes: &[u8]) {
     };
     match policy::parse_policy("fuzz.toml", text) {
         Ok(policy) => {
-            assert!(!policy.checks.is_empty(), "a policy without checks accepted");
+            assert!(
+                !policy.checks.is_empty(),
+                "a policy without checks accepted"
+            );
             let every: Vec<String> = policy.checks.iter().map(|c| c.id.clone()).collect();
             let shortfalls = policy.evaluate(&Submission {
                 checks: &every,
@@ -269,7 +323,10 @@ pub fn policy(bytes: &[u8]) {
         }
         Err(policy::PolicyError::Invalid { line, .. }) => {
             let lines = text.matches('\n').count() + 1;
-            assert!(line >= 1 && line <= lines, "error on line {line} of {lines}");
+            assert!(
+                line >= 1 && line <= lines,
+                "error on line {line} of {lines}"
+            );
         }
         Err(other) => panic!("parse_policy answered a directory error for one file: {other}"),
     }

@@ -310,7 +310,10 @@ fn the_ldap_bind_password_is_gone_from_the_servers_environment_once_it_started()
     let (child, _) = start_serve(
         dir.path(),
         &[],
-        &[("SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD", "ldap-bind-secret-4711")],
+        &[(
+            "SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD",
+            "ldap-bind-secret-4711",
+        )],
     );
     let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
     let environ = String::from_utf8_lossy(&environ).into_owned();

@@ -11,8 +11,11 @@ fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
+/// A fuzz target's check of one input.
+type Check = fn(&[u8]);
+
 /// The files of `dir/TARGET/` for every target, with the target's check.
-fn inputs(dir: &Path) -> Vec<(PathBuf, fn(&[u8]))> {
+fn inputs(dir: &Path) -> Vec<(PathBuf, Check)> {
     let mut inputs = Vec::new();
     for (name, check) in TARGETS {
         let Ok(entries) = std::fs::read_dir(dir.join(name)) else {
@@ -34,7 +37,11 @@ fn replay(dir: &Path) -> usize {
     for (path, check) in &inputs {
         let bytes = std::fs::read(path).unwrap();
         let outcome = std::panic::catch_unwind(|| check(&bytes));
-        assert!(outcome.is_ok(), "{} breaks its fuzz target's properties", path.display());
+        assert!(
+            outcome.is_ok(),
+            "{} breaks its fuzz target's properties",
+            path.display()
+        );
     }
     inputs.len()
 }
@@ -63,7 +70,10 @@ fn every_fuzz_target_in_the_fuzz_crate_is_replayed_here() {
         .filter(|n| *n != "seedvault-fuzz")
         .collect();
     let replayed: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-    assert_eq!(declared, replayed, "fuzz/Cargo.toml's [[bin]]s and seedvault::fuzzing::TARGETS");
+    assert_eq!(
+        declared, replayed,
+        "fuzz/Cargo.toml's [[bin]]s and seedvault::fuzzing::TARGETS"
+    );
 }
 
 /// The QR target's seed in `fuzz/corpus/qr/` is such a screenshot; this one, drawn fresh by the

@@ -567,8 +567,15 @@ async fn a_silent_mail_server_is_given_up_on_after_smtp_timeout_seconds_and_trie
     .await;
     assert_eq!(rows[0].state, "pending", "{rows:?}");
     // Our deadline or lettre's (both are the setting), whichever fires first.
-    let error = rows[0].last_error.clone().unwrap_or_default().to_lowercase();
-    assert!(error.contains("within 1 s") || error.contains("timed out"), "{rows:?}");
+    let error = rows[0]
+        .last_error
+        .clone()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        error.contains("within 1 s") || error.contains("timed out"),
+        "{rows:?}"
+    );
     srv.stop_and_check().await;
 }
 
