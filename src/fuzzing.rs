@@ -291,6 +291,7 @@ fn check_refusal_hides(input: &str, message: &str, reparse: impl Fn(&str) -> Opt
     let mutated = mutate(input);
     let echoes = |needle: &str, mutated_needle: &str| {
         needle.chars().count() >= 8
+            && mutated_needle.chars().count() >= 8
             && message.contains(needle)
             && reparse(&mutated).is_some_and(|m| m.contains(mutated_needle))
     };
@@ -303,8 +304,10 @@ fn check_refusal_hides(input: &str, message: &str, reparse: impl Fn(&str) -> Opt
             .map(|(_, query)| query.chars().take_while(|c| *c != '&').collect())
             .unwrap_or_default()
     };
+    // The mutated input's secret is the mutated secret (mutating also renames `secret=`).
+    let value = secret_of(input);
     assert!(
-        !echoes(&secret_of(input), &secret_of(&mutated)),
+        !echoes(&value, &mutate(&value)),
         "a refusal repeats the URI's secret"
     );
 }
@@ -396,5 +399,11 @@ mod tests {
         secret(b"otpauth:/");
         // And by the secret target: `otpauth://`.
         secret(b"otpauth://");
+        // Found with the corrected check: inputs holding the message's own
+        // `?secret=…` (mutating renamed `secret=`, and the empty rest matched anything).
+        otpauth(
+            "otpauth URI: not a URI — expected otpauth://totp/LABEL?secret=…xxxxxxxx".as_bytes(),
+        );
+        secret(b"\x03otpauth://totp/EXampl0?secreth://totp/EXampl0?secret=ABCDEFGHIJ");
     }
 }
