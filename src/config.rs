@@ -392,6 +392,15 @@ settings! {
         shown: "none",
         check: |name, v| smtp_security_contact(name, v, o.smtp_host.as_deref()),
     }
+    /// Seconds one message may take to be accepted by the SMTP server, connection included; a
+    /// server that does not answer in time is tried again later with backoff.
+    smtp_timeout_seconds: u32 => u32 {
+        env: "SEEDVAULT_SMTP_TIMEOUT_SECONDS",
+        flag: None,
+        default(_): 30,
+        shown: "`30`",
+        check: at_least_one("expected at least 1 second"),
+    }
     /// Directory of notice templates (`reveal.txt`, `delivered.txt`, …) that replace the built-in
     /// ones in `templates/notices/`.
     smtp_templates_dir: PathBuf => Option<PathBuf> {

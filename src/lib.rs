@@ -27,6 +27,8 @@
 //!   verified restores, with purges replayed from a later audit export.
 //! - [`otp`]     TOTP codes and code verification with drift (RFC 6238, via totp-rs).
 //! - [`secret`]  parsing base32 / hex / `otpauth://` input into a typed, zeroizing `Seed`.
+//! - [`fuzzing`] (feature `fuzzing`) the properties the fuzz targets in `fuzz/` check, shared with
+//!   the stable replay of their corpus and saved crashes (`tests/it/fuzz_regressions.rs`).
 //! - [`qr`]      QR codes: the `otpauth://totp/` URI out of a PNG/JPEG screenshot (bounded in bytes,
 //!   pixels and time, zeroized) and a generated seed's QR as SVG or terminal blocks.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
@@ -50,8 +52,9 @@
 //! crates link the same SQLite library, and a test in `store` fails if the two drivers ever see
 //! different libraries or different transactions. [`timesync`] asks the kernel for the clock's
 //! state with a read-only `adjtimex`. The binary (`src/main.rs`) has one more, in
-//! `wipe_environment_value`: it zeroes `SEEDVAULT_PASSPHRASE`'s value in the process's initial
-//! environment block before any thread starts, which no safe API can reach.
+//! `wipe_environment_value`: it zeroes the values of `SEEDVAULT_PASSPHRASE` and
+//! `SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD` in the process's initial environment block before
+//! any thread starts, which no safe API can reach.
 
 #![deny(unsafe_code)]
 
@@ -62,6 +65,8 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod import;
 pub mod notices;
 pub mod operators;

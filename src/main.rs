@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     // Before any other thread exists (the runtime is built below): nothing else can be reading
     // the environment while it changes.
     take_passphrase_from_environment();
+    take_bind_password_from_environment();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,6 +44,20 @@ fn take_passphrase_from_environment() {
     wipe_environment_value(PASSPHRASE_ENV);
     std::env::remove_var(PASSPHRASE_ENV);
     keep_env_passphrase(passphrase);
+}
+
+/// The same for the LDAP bind password (`SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD`): the server
+/// binds at every directory sync, so the library keeps it, and the environment does not.
+fn take_bind_password_from_environment() {
+    use seedvault::directory::ldap::{keep_env_password, PASSWORD_ENV};
+    let Some(value) = std::env::var_os(PASSWORD_ENV) else {
+        keep_env_password(None);
+        return;
+    };
+    let password = value.into_string().ok().map(Zeroizing::new);
+    wipe_environment_value(PASSWORD_ENV);
+    std::env::remove_var(PASSWORD_ENV);
+    keep_env_password(password);
 }
 
 /// Overwrites the value of `name` in place with zero bytes.

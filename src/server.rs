@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -97,10 +99,6 @@ pub fn raise_open_file_limit() -> u64 {
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish for at most
 /// `limits.shutdown_grace`.
-///
-/// A loop of our own rather than `axum::serve`, for the limits it does not offer: a header
-/// read timeout (a client that trickles its header, or opens a connection and stays silent, is
-/// disconnected), a cap on concurrent connections, and a bounded graceful shutdown.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
@@ -109,7 +107,28 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // Stopped with the server: it follows key rotations only while requests may need them.
     let _follower = AbortOnDrop(spawn_key_follower(state.clone()));
-    let router = app(state).layer(RequestBodyTimeoutLayer::new(limits.body_read));
+    let https = state.config.origin_is_https();
+    serve(app(state), listener, shutdown, limits, https).await
+}
+
+/// The accept loop behind both listeners (the vault's and `metrics_bind`'s).
+///
+/// A loop of our own rather than `axum::serve`, for the limits it does not offer: a header
+/// read timeout (a client that trickles its header, or opens a connection and stays silent, is
+/// disconnected), a body read timeout, a cap on concurrent connections, a bounded graceful
+/// shutdown, and a refused body read away before the answer (see [`drain_unread`]).
+///
+/// `https`: whether the origin is https, for `Strict-Transport-Security` on the responses hyper
+/// writes itself (see [`HyperErrorHeaders`]).
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+    https: bool,
+) -> Result<(), ServeError> {
+    let error_headers = crate::web::middleware::security_headers::as_lines(https);
+    let router = router.layer(RequestBodyTimeoutLayer::new(limits.body_read));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: browsers reach the vault through a TLS proxy (or on localhost), and
@@ -141,11 +160,21 @@ pub async fn run(
             () = shutdown.as_mut() => break,
         };
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request.map(Body::new))
+        let drain_within = limits.body_read;
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = SharedBody::new(body);
+                let mut request = Request::from_parts(parts, Body::new(body.clone()));
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let response = router.oneshot(request).await;
+                drain_unread(body.take(), drain_within).await;
+                response
+            }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(HyperErrorHeaders::new(stream, error_headers));
+        let connection = builder.serve_connection(io, service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -162,6 +191,94 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// At most this much of a request body the handler left unread (a body over the route's
+/// limit, or one the route does not take) is read away before the answer; a larger rest
+/// closes the connection instead. Twice axum's default body limit, and far below what a
+/// connection may send anyway within [`ConnectionLimits::body_read`].
+pub const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The request body, shared between the router (which reads what it wants) and the
+/// connection (which reads away the rest, see [`drain_unread`]): hyper itself only drains what
+/// has already arrived and then closes, so a client still sending a refused body got a
+/// connection reset instead of the answer saying why.
+#[derive(Clone)]
+struct SharedBody(Arc<std::sync::Mutex<Option<Incoming>>>);
+
+impl SharedBody {
+    fn new(body: Incoming) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    /// The body's unread rest, taken from whatever still holds a clone.
+    fn take(&self) -> Option<Incoming> {
+        self.slot().take()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+        // A panic while polling leaves nothing half-changed in an Option: keep using it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl hyper::body::Body for SharedBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.slot().as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.slot()
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.slot().as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
+    }
+}
+
+/// Reads a request body's unread rest and drops it, at most [`DRAIN_LIMIT`] bytes within
+/// `within`, so that a client still sending (a JSON body over the limit, say) reads the 413
+/// instead of a reset (RFC 9112 §9.6: close only after the client has stopped sending). A rest
+/// declared larger, or one that does not arrive in time, is left: the connection then closes.
+async fn drain_unread(body: Option<Incoming>, within: Duration) {
+    use http_body_util::BodyExt;
+    use hyper::body::Body as _;
+    let Some(mut body) = body else { return };
+    if body.is_end_stream() || body.size_hint().lower() > DRAIN_LIMIT {
+        return;
+    }
+    let drained = tokio::time::timeout(within, async move {
+        let mut read: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            if let Some(data) = frame.data_ref() {
+                read = read.saturating_add(data.len() as u64);
+                if read > DRAIN_LIMIT {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("an unread request body did not arrive in time; closing the connection");
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called (not when
@@ -297,12 +414,192 @@ pub fn spawn_metrics_upkeep() {
     });
 }
 
-/// Serves `GET /metrics` (and nothing else) on the `metrics_bind` listener.
-pub fn spawn_metrics_listener(state: AppState, listener: TcpListener) {
+/// Connections the `metrics_bind` listener serves at once: a scraper needs one or two, and
+/// these come out of the same open-file budget as the vault's own connections.
+pub const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (and nothing else) on the `metrics_bind` listener, through the same
+/// accept loop as the vault's listener ([`serve`]): header and body timeouts and a cap of
+/// [`METRICS_CONNECTIONS`], so a client of the metrics port cannot hold the process's files
+/// either. Stops when the returned task is aborted.
+pub fn spawn_metrics_listener(
+    state: AppState,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) -> tokio::task::JoinHandle<()> {
+    let https = state.config.origin_is_https();
     let app = crate::web::prometheus::listener_app(state);
+    let limits = ConnectionLimits {
+        max_connections: limits.max_connections.min(METRICS_CONNECTIONS),
+        ..limits
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = serve(app, listener, std::future::pending(), limits, https).await {
             tracing::error!(error = %e, "the metrics listener stopped");
         }
-    });
+    })
+}
+
+/// The security headers on the responses hyper writes by itself, before any router sees the
+/// request: 400 for a request it cannot parse, 431 for a header too large, 414 for a URI too
+/// long. hyper builds those heads with no headers of its own choosing and offers no hook to
+/// add any (`Server::on_error` in hyper's `proto/h1/role.rs`), so the connection's writer adds
+/// them: a response head that starts with `HTTP/1.1 4` and carries no
+/// `content-security-policy` cannot have come from the router (whose every answer has one,
+/// see `web::middleware::security_headers`), and gets the same headers inserted after its
+/// status line.
+struct HyperErrorHeaders<IO> {
+    inner: IO,
+    /// The header lines to insert, each ending in CRLF.
+    lines: &'static [u8],
+    /// A rewritten head not yet written: it goes out before anything else.
+    pending: Vec<u8>,
+}
+
+impl<IO> HyperErrorHeaders<IO> {
+    fn new(inner: IO, lines: &'static [u8]) -> Self {
+        Self {
+            inner,
+            lines,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The head to write instead of the start of `buf`, and how many bytes of `buf` it
+    /// replaces; `None` for everything but hyper's own error heads.
+    fn rewrite(&self, buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+        if !(buf.starts_with(b"HTTP/1.1 4") || buf.starts_with(b"HTTP/1.0 4")) {
+            return None;
+        }
+        let head_len = memchr::memmem::find(buf, b"\r\n\r\n")? + 4;
+        let head = &buf[..head_len];
+        if memchr::memmem::find(&head.to_ascii_lowercase(), b"\ncontent-security-policy:").is_some()
+        {
+            return None;
+        }
+        let status_end = memchr::memmem::find(head, b"\r\n")? + 2;
+        let mut rewritten = Vec::with_capacity(head_len + self.lines.len());
+        rewritten.extend_from_slice(&head[..status_end]);
+        rewritten.extend_from_slice(self.lines);
+        rewritten.extend_from_slice(&head[status_end..]);
+        Some((rewritten, head_len))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> HyperErrorHeaders<IO> {
+    /// Writes what is pending; ready once nothing is.
+    fn poll_pending(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let written = std::task::ready!(
+                std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.pending)
+            )?;
+            if written == 0 {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..written);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for HyperErrorHeaders<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for HyperErrorHeaders<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some((rewritten, replaced)) = self.rewrite(buf) {
+            // The rewritten head counts as written in full; it goes out on the next write,
+            // flush or shutdown, before anything else.
+            self.pending = rewritten;
+            return std::task::Poll::Ready(Ok(replaced));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some((rewritten, replaced)) = bufs.first().and_then(|first| self.rewrite(first)) {
+            self.pending = rewritten;
+            return std::task::Poll::Ready(Ok(replaced));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rewrite(head: &[u8]) -> Option<String> {
+        let io = HyperErrorHeaders::new((), b"x-a: 1\r\n");
+        io.rewrite(head).map(|(rewritten, replaced)| {
+            assert_eq!(replaced, head.len());
+            String::from_utf8(rewritten).unwrap()
+        })
+    }
+
+    #[test]
+    fn hypers_own_error_head_gets_the_header_lines_after_its_status_line() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(
+            rewrite(head).unwrap(),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_routers_answers_and_successes_are_written_unchanged() {
+        assert_eq!(
+            rewrite(
+                b"HTTP/1.1 404 Not Found\r\ncontent-security-policy: default-src 'none'\r\n\r\n"
+            ),
+            None
+        );
+        assert_eq!(
+            rewrite(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        // A head that does not end in this write is never touched.
+        assert_eq!(rewrite(b"HTTP/1.1 400 Bad Request\r\ncontent-le"), None);
+    }
 }

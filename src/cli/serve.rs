@@ -116,13 +116,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     crate::server::spawn_directory_sync(state.clone());
     let sending = sender.spawn();
     crate::server::spawn_metrics_upkeep();
-    if let Some(listener) = metrics_listener {
+    let metrics = metrics_listener.map(|listener| {
         let at = listener
             .local_addr()
             .map_or_else(|_| String::from("?"), |a| a.to_string());
         println!("metrics on http://{at}/metrics");
-        crate::server::spawn_metrics_listener(state.clone(), listener);
-    }
+        crate::server::spawn_metrics_listener(state.clone(), listener, limits)
+    });
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.bind.to_string(), |a| a.to_string());
@@ -132,6 +132,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         config.origin_header()
     );
     crate::server::run(state, listener, shutdown, limits).await?;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     sending.abort();
     forwarding.stop().await;
     store.close().await;

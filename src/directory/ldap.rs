@@ -85,6 +85,25 @@ pub struct Fetched {
     pub warnings: Vec<String>,
 }
 
+/// The bind password `main` took out of the environment at start ([`keep_env_password`]).
+static ENV_PASSWORD: std::sync::OnceLock<Option<Zeroizing<String>>> = std::sync::OnceLock::new();
+
+/// Keeps the bind password the binary read from [`PASSWORD_ENV`] before it removed the
+/// variable from its environment (so that it is not in `/proc/PID/environ` for the life of the
+/// server, like `SEEDVAULT_PASSPHRASE`). Called once by `main`; later calls are ignored.
+pub fn keep_env_password(password: Option<Zeroizing<String>>) {
+    let _ = ENV_PASSWORD.set(password);
+}
+
+/// The bind password from the environment: the one `main` kept, or (for library callers that
+/// did not go through `main`) the variable itself.
+fn env_password() -> Option<Zeroizing<String>> {
+    match ENV_PASSWORD.get() {
+        Some(kept) => kept.clone(),
+        None => std::env::var(PASSWORD_ENV).ok().map(Zeroizing::new),
+    }
+}
+
 /// The bind password: the file's first line, else the environment variable.
 fn password(settings: &LdapSettings) -> Result<Zeroizing<String>, String> {
     if let Some(path) = &settings.bind_password_file {
@@ -96,7 +115,7 @@ fn password(settings: &LdapSettings) -> Result<Zeroizing<String>, String> {
         })?);
         return Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()));
     }
-    std::env::var(PASSWORD_ENV).map(Zeroizing::new).map_err(|_| {
+    env_password().ok_or_else(|| {
         format!("bind_dn is set but no password: set bind_password_file in [directory.ldap] or the {PASSWORD_ENV} environment variable")
     })
 }

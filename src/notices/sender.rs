@@ -27,8 +27,6 @@ use crate::store::{Store, StoreError};
 
 /// Attempts before a notice is given up (with the backoff capped at an hour, about two days).
 pub const MAX_ATTEMPTS: i64 = 50;
-/// Longest wait for one message to be accepted, connection included.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the outbox is looked at.
 const POLL: Duration = Duration::from_secs(1);
 /// Notices taken per pass.
@@ -49,6 +47,9 @@ pub enum NoticeError {
 struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// Longest wait for one message to be accepted, connection included
+    /// (`smtp_timeout_seconds`).
+    timeout: Duration,
 }
 
 /// Seconds before the next attempt after `attempts` failed ones: 30 s doubling, at most 1 h.
@@ -154,7 +155,7 @@ impl Sender {
             Ok(message) => message,
             Err(error) => return record(Attempt::Failed { error: &error }).await,
         };
-        let sent = tokio::time::timeout(SEND_TIMEOUT, mailer.transport.send(message)).await;
+        let sent = tokio::time::timeout(mailer.timeout, mailer.transport.send(message)).await;
         let failure = match sent {
             Ok(Ok(_)) => {
                 // A delivery link opens a delivery: once sent, the vault keeps no copy of it.
@@ -174,7 +175,7 @@ impl Sender {
                 return record(Attempt::Failed { error: &error }).await;
             }
             Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} s", SEND_TIMEOUT.as_secs()),
+            Err(_) => format!("no answer within {} s", mailer.timeout.as_secs()),
         };
         let attempts = notice.attempts + 1;
         tracing::warn!(notice = notice.id, serial = %notice.serial, attempts, error = %failure, "notice not sent; will retry");
@@ -239,9 +240,10 @@ impl Sender {
 
 fn mailer(config: &Config, host: &str, from: &str) -> Result<Mailer, NoticeError> {
     let tls = || TlsParameters::new(host.to_owned()).map_err(|e| NoticeError::Smtp(e.to_string()));
+    let timeout = Duration::from_secs(u64::from(config.smtp_timeout_seconds));
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(config.smtp_port)
-        .timeout(Some(SEND_TIMEOUT));
+        .timeout(Some(timeout));
     builder = match config.smtp_security {
         SmtpSecurity::Starttls => builder.tls(Tls::Required(tls()?)),
         SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls()?)),
@@ -259,6 +261,7 @@ fn mailer(config: &Config, host: &str, from: &str) -> Result<Mailer, NoticeError
     Ok(Mailer {
         transport: builder.build(),
         from,
+        timeout,
     })
 }
 

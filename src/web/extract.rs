@@ -122,7 +122,7 @@ impl From<QueryRejection> for AppError {
 fn body_error(status: StatusCode, what: &str, text: String) -> AppError {
     let message = format!("{what}: {text}");
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(message),
+        StatusCode::PAYLOAD_TOO_LARGE => super::middleware::body_limit::too_large(),
         s if s.is_server_error() => AppError::Internal(message),
         StatusCode::BAD_REQUEST => AppError::BadRequest(message),
         _ => AppError::Unprocessable(message),

@@ -165,6 +165,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .merge(api::router())
         .merge(views::router())
+        // Routes that take uploads switch this off and enforce max_upload_mb themselves.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            middleware::body_limit::DEFAULT_BODY_LIMIT,
+        ))
+        .layer(axum::middleware::from_fn(middleware::body_limit::explain))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::origin::require_same_origin,

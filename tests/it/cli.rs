@@ -302,6 +302,28 @@ fn a_passphrase_slot_unseals_from_the_environment_and_a_wrong_passphrase_exits_n
     assert!(stop(child).status.success());
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn the_ldap_bind_password_is_gone_from_the_servers_environment_once_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["init"]).status.success());
+    let (child, _) = start_serve(
+        dir.path(),
+        &[],
+        &[(
+            "SEEDVAULT_DIRECTORY_LDAP_BIND_PASSWORD",
+            "ldap-bind-secret-4711",
+        )],
+    );
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    let environ = String::from_utf8_lossy(&environ).into_owned();
+    assert!(stop(child).status.success());
+    assert!(
+        !environ.contains("ldap-bind-secret-4711"),
+        "the LDAP bind password is still in /proc/PID/environ"
+    );
+}
+
 #[test]
 fn key_slots_are_added_listed_and_removed_but_never_the_last_one() {
     let dir = tempfile::tempdir().unwrap();

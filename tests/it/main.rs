@@ -22,6 +22,7 @@ mod delivery;
 mod deploy;
 mod directory;
 mod full_disk;
+mod fuzz_regressions;
 mod hardening;
 mod import;
 mod notices;

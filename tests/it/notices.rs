@@ -544,6 +544,42 @@ async fn a_stalled_mail_server_never_slows_a_reveal_and_its_notice_stays_pending
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mail_server_is_given_up_on_after_smtp_timeout_seconds_and_tried_again_later() {
+    let smtp = SmtpServer::start(Mode::Stall).await;
+    let Cast {
+        srv,
+        provisioner,
+        mut helpdesk,
+    } = cast(Overrides {
+        smtp_timeout_seconds: Some(1),
+        ..smtp.settings()
+    })
+    .await;
+    capture(&provisioner, "N-8").await;
+    let (status, _) = helpdesk
+        .reveal("N-8", &["callback", "video-id"], Some("INC-13"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // With the default of 30 s this would not settle within `settled`'s 20 s.
+    let rows = settled(&srv, "N-8", |rows| {
+        rows.first().is_some_and(|r| r.attempts >= 1)
+    })
+    .await;
+    assert_eq!(rows[0].state, "pending", "{rows:?}");
+    // Our deadline or lettre's (both are the setting), whichever fires first.
+    let error = rows[0]
+        .last_error
+        .clone()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        error.contains("within 1 s") || error.contains("timed out"),
+        "{rows:?}"
+    );
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_page_makes_a_delivery_link_and_shows_it_once() {
     let Cast {
         srv,

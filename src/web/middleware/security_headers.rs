@@ -19,6 +19,35 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// a parent domain with hosts that are not on TLS.
 const HSTS: &str = "max-age=63072000";
 
+/// The headers of [`add`] as raw header lines (`name: value` CRLF), for the responses hyper
+/// writes itself before any router sees the request (`server::HyperErrorHeaders`).
+pub fn as_lines(https: bool) -> &'static [u8] {
+    static PLAIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    static HTTPS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let lines = |https: bool| {
+        let mut headers = vec![
+            ("content-security-policy", CSP),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("x-content-type-options", "nosniff"),
+            ("cross-origin-opener-policy", "same-origin"),
+            ("cache-control", "no-store"),
+        ];
+        if https {
+            headers.push(("strict-transport-security", HSTS));
+        }
+        headers
+            .into_iter()
+            .flat_map(|(name, value)| [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"].concat())
+            .collect::<Vec<u8>>()
+    };
+    if https {
+        HTTPS.get_or_init(|| lines(true))
+    } else {
+        PLAIN.get_or_init(|| lines(false))
+    }
+}
+
 /// Adds the headers; `Strict-Transport-Security` only when the configured origin is https
 /// (on http://localhost it would be ignored, and wrong).
 pub async fn add(State(https): State<OriginIsHttps>, request: Request, next: Next) -> Response {

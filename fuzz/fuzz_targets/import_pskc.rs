@@ -1,0 +1,4 @@
+#![no_main]
+//! See `seedvault::fuzzing::import_pskc` for the properties checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| seedvault::fuzzing::import_pskc(data));
