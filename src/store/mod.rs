@@ -12,10 +12,10 @@ pub mod key_slots;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
-pub mod sessions;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod pg_cluster;
 pub mod postgres;
+pub mod sessions;
 pub mod siem;
 pub mod snapshot;
 pub mod token_pages;
