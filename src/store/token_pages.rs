@@ -72,6 +72,18 @@ pub enum Cursor {
     Before(String),
 }
 
+/// Escrowed tokens in the post, as the dashboard and `status` count them
+/// ([`super::tokens::in_transit`]): the list filtered to one of its figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPost {
+    /// Shipped and still escrowed.
+    InTransit,
+    /// … and the expected delivery date (`YYYY-MM-DD`) is before `today`.
+    Late { today: String },
+    /// … and the seed's retention deadline is before `soon`.
+    NearingRetention { soon: i64 },
+}
+
 /// One page request of the token list.
 #[derive(Debug, Default)]
 pub struct PageRequest {
@@ -79,6 +91,7 @@ pub struct PageRequest {
     pub query: Option<String>,
     pub state: Option<String>,
     pub policy: Option<String>,
+    pub in_post: Option<InPost>,
     pub sort: TokenSort,
     pub descending: bool,
     pub cursor: Option<Cursor>,
@@ -162,6 +175,20 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
         if let Some(value) = value {
             conditions.push_str(&format!(" AND {column} = ?"));
             params.push(value.clone().into());
+        }
+    }
+    if let Some(in_post) = &request.in_post {
+        conditions.push_str(" AND shipped_at IS NOT NULL AND state = 'escrowed'");
+        match in_post {
+            InPost::InTransit => {}
+            InPost::Late { today } => {
+                conditions.push_str(" AND expected < ?");
+                params.push(today.clone().into());
+            }
+            InPost::NearingRetention { soon } => {
+                conditions.push_str(" AND retention_deadline < ?");
+                params.push((*soon).into());
+            }
         }
     }
     let key = request.sort.key();

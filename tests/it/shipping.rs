@@ -383,6 +383,33 @@ async fn the_dashboard_and_status_count_tokens_in_transit_late_and_nearing_reten
         dashboard.contains("<div class=\"n\">1</div><div class=\"l\">delivered late"),
         "{dashboard}"
     );
+    // Each figure opens the token list filtered to the tokens it counts.
+    assert!(
+        dashboard.contains("href=\"/tokens?post=late\""),
+        "{dashboard}"
+    );
+    let listed = |page: &str| {
+        ["P-1", "P-2", "P-3"]
+            .into_iter()
+            .filter(|serial| page.contains(&format!(">{serial}</a>")))
+            .collect::<Vec<_>>()
+    };
+    let (_, in_transit) = provisioner.get_text("/tokens?post=in_transit").await;
+    assert_eq!(listed(&in_transit), ["P-1", "P-2"], "{in_transit}");
+    let (_, late) = provisioner.get_text("/tokens?post=late").await;
+    assert_eq!(listed(&late), ["P-1"], "{late}");
+    let (_, nearing) = provisioner.get_text("/tokens?post=nearing_retention").await;
+    assert!(listed(&nearing).is_empty(), "{nearing}");
+    // A bulk action on "all matching the filter" keeps the filter: only the late token.
+    let (status, page) = form(
+        &provisioner,
+        "/tokens/bulk",
+        &[("action", "slips"), ("all", "true"), ("post", "late")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(slip_links(&page).len(), 1, "{page}");
+    assert!(page.contains("P-1") && !page.contains("P-2"), "{page}");
     srv.stop_and_check().await;
 }
 

@@ -58,9 +58,9 @@ pub async fn dashboard(
         }
         h2 { "In the post" }
         div.grid {
-            div.card.stat { div.n { (report.in_transit.in_transit) } div.l { "in transit" } }
-            div.card.stat { div.n { (report.in_transit.late) } div.l { "delivered late (expected date passed)" } }
-            div.card.stat { div.n { (report.in_transit.nearing_retention) } div.l { "in the post, seed reaching retention within 7 days" } }
+            a.card.stat href="/tokens?post=in_transit" { div.n { (report.in_transit.in_transit) } div.l { "in transit" } }
+            a.card.stat href="/tokens?post=late" { div.n { (report.in_transit.late) } div.l { "delivered late (expected date passed)" } }
+            a.card.stat href="/tokens?post=nearing_retention" { div.n { (report.in_transit.nearing_retention) } div.l { "in the post, seed reaching retention within 7 days" } }
         }
         @if report.in_transit.late > 0 || report.in_transit.nearing_retention > 0 {
             p.warning role="note" { "Ask the carrier about late parcels. A seed purged while its token is in the post leaves the owner with an unverifiable token: confirm delivery, or cancel and reissue, before its deadline." }

@@ -130,7 +130,7 @@ pub struct BulkForm {
     action: String,
     #[serde(default)]
     serials: Vec<String>,
-    /// `true`: every token matching `q`/`state`/`policy`, not only the ticked ones.
+    /// `true`: every token matching `q`/`state`/`policy`/`post`, not only the ticked ones.
     #[serde(default)]
     all: String,
     #[serde(default)]
@@ -139,6 +139,9 @@ pub struct BulkForm {
     state: String,
     #[serde(default)]
     policy: String,
+    /// The list's "In the post" filter (`super::tokens::in_post_filter`).
+    #[serde(default)]
+    post: String,
     #[serde(default)]
     carrier: String,
     #[serde(default)]
@@ -174,13 +177,14 @@ impl BulkForm {
             query: Some(self.q.trim().to_owned()).filter(|q| !q.is_empty()),
             state: TokenState::parse(&self.state).map(|s| s.as_str().to_owned()),
             policy: Some(self.policy.trim().to_owned()).filter(|p| !p.is_empty()),
+            in_post: super::tokens::in_post_filter(state, &self.post),
             limit: MAX_BATCH as i64 + 1,
             ..Default::default()
         };
         let found = tokens::list_page(&state.store, &request).await?;
         if found.tokens.len() > MAX_BATCH {
             return Err(AppError::Unprocessable(format!(
-                "all: more than {MAX_BATCH} tokens match the filter — narrow it (state, policy, search) and act in parts"
+                "all: more than {MAX_BATCH} tokens match the filter — narrow it (state, policy, in the post, search) and act in parts"
             )));
         }
         Ok(found.tokens.into_iter().map(|t| t.serial).collect())

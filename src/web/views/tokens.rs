@@ -11,7 +11,7 @@ use super::layout::{pager, when};
 use super::{page, set_flash, PageAuthorized, PageError, PageOperator};
 use crate::directory::{self, OfRecord};
 use crate::operators::Role;
-use crate::store::token_pages::{Cursor, PageRequest, TokenSort};
+use crate::store::token_pages::{Cursor, InPost, PageRequest, TokenSort};
 use crate::tokens::lifecycle::{self, CancelRequest, DeliveryRequest};
 use crate::tokens::{self, SecretInput, TokenState};
 use crate::web::extract::Upload;
@@ -26,6 +26,9 @@ pub struct ListQuery {
     state: String,
     #[serde(default)]
     policy: String,
+    /// `in_transit`, `late` or `nearing_retention`: the dashboard's "In the post" figures.
+    #[serde(default)]
+    post: String,
     #[serde(default)]
     sort: String,
     /// `asc` or `desc`; each order has its natural default.
@@ -61,6 +64,7 @@ impl ListQuery {
             ("q", self.q.trim().to_owned()),
             ("state", self.state.clone()),
             ("policy", self.policy.clone()),
+            ("post", self.post.clone()),
             ("sort", self.sort.clone()),
             ("dir", self.dir.clone()),
         ];
@@ -78,6 +82,29 @@ impl ListQuery {
         } else {
             format!("/tokens?{query}")
         }
+    }
+}
+
+/// The choices of the list's "In the post" filter: URL value and label.
+const IN_POST: [(&str, &str); 3] = [
+    ("in_transit", "in transit"),
+    ("late", "late (expected date passed)"),
+    ("nearing_retention", "seed reaching retention within 7 days"),
+];
+
+/// The "In the post" filter named by `value` (the list's and the bulk form's `post`), with the
+/// dates the dashboard's figures use; anything else filters nothing.
+pub(super) fn in_post_filter(state: &AppState, value: &str) -> Option<InPost> {
+    let now = state.clock.now();
+    match value {
+        "in_transit" => Some(InPost::InTransit),
+        "late" => Some(InPost::Late {
+            today: now.date().to_string(),
+        }),
+        "nearing_retention" => Some(InPost::NearingRetention {
+            soon: now.unix_timestamp() + crate::status::DUE_SOON_SECONDS,
+        }),
+        _ => None,
     }
 }
 
@@ -143,6 +170,7 @@ pub async fn list(
         query: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),
         state: state_filter.clone(),
         policy: policy_filter.clone(),
+        in_post: in_post_filter(&state, &query.post),
         sort: query.sort(),
         descending: query.descending(),
         cursor,
@@ -199,6 +227,14 @@ pub async fn list(
                     option value="" { "any" }
                     @for (p, _) in &per_policy {
                         option value=(p) selected[policy_filter.as_deref() == Some(*p)] { (p) }
+                    }
+                }
+            }
+            label { "In the post"
+                select name="post" {
+                    option value="" { "any" }
+                    @for (value, label) in IN_POST {
+                        option value=(value) selected[query.post == value] { (label) }
                     }
                 }
             }
@@ -278,6 +314,7 @@ fn bulk_actions(
             input type="hidden" name="q" value=(query.q.trim());
             input type="hidden" name="state" value=(state_filter.unwrap_or(""));
             input type="hidden" name="policy" value=(policy_filter.unwrap_or(""));
+            input type="hidden" name="post" value=(query.post);
             label.check { input type="checkbox" name="all" value="true"; span { "All tokens matching this search and filter, not only the " (shown) " ticked on this page" } }
             label { "Action"
                 select name="action" {
