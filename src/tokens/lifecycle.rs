@@ -241,6 +241,55 @@ pub(crate) fn attempts_exhausted(attempts: &[i64], now: i64) -> Option<u64> {
     })
 }
 
+/// Checks a code read from the token's device against its seed within the delivery window,
+/// under the hourly wrong-code limit: the one check behind delivery, confirming a programmed
+/// device and verifying before shipping. A refusal (limit reached, or a wrong code, which is
+/// counted) is audited as `refused_action` in `tx` and returned as the inner `Err`: the caller
+/// commits `tx` so that the refusal and the count stay, then reports it.
+pub(crate) async fn check_device_code(
+    env: &Env<'_>,
+    tx: &mut crate::store::WriteTx,
+    token: &Token,
+    actor: &str,
+    code: &str,
+    refused_action: &'static str,
+) -> Result<Result<otp::Verified, LifecycleError>, LifecycleError> {
+    let now = env.unix();
+    let attempts = rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
+    if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
+        let event = NewEvent::new(actor, refused_action, token.target())
+            .outcome(Outcome::Denied)
+            .details(json!({ "reason": "too many wrong codes in the last hour" }));
+        audit::append(tx, env.vault, env.now, event).await?;
+        return Ok(Err(LifecycleError::TooManyAttempts {
+            retry_after_seconds,
+        }));
+    }
+    let seed = unseal_in(env, tx, token).await?;
+    let verified = otp::verify(
+        &seed,
+        &token.spec()?,
+        now,
+        code,
+        token.drift_steps,
+        DELIVERY_WINDOW,
+    );
+    drop(seed);
+    match verified {
+        Some(verified) => Ok(Ok(verified)),
+        None => {
+            rows::insert_delivery_attempt(&mut *tx, token.row_id, now).await?;
+            let event = NewEvent::new(actor, refused_action, token.target())
+                .outcome(Outcome::Denied)
+                .details(
+                    json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }),
+                );
+            audit::append(tx, env.vault, env.now, event).await?;
+            Ok(Err(LifecycleError::WrongCode(token.serial.clone())))
+        }
+    }
+}
+
 /// How a delivery ended inside its transaction. A refusal has been audited (and a wrong code
 /// counted) in it, so the caller commits either way.
 pub(crate) enum Attempted {
@@ -285,7 +334,6 @@ pub(crate) async fn deliver_in(
     request: DeliveryRequest,
 ) -> Result<Attempted, LifecycleError> {
     let now = env.unix();
-    let serial = token.serial.clone();
     let (reason, drift, details) = match request {
         DeliveryRequest::Unverified { reason: why } => (
             "delivered-unverified",
@@ -293,37 +341,11 @@ pub(crate) async fn deliver_in(
             json!({ "verified": false, "reason": why }),
         ),
         DeliveryRequest::Code(code) => {
-            let attempts =
-                rows::delivery_attempts_since(&mut *tx, token.row_id, now - 3_600).await?;
-            if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
-                let event = NewEvent::new(actor, "delivery.refused", token.target())
-                    .outcome(Outcome::Denied)
-                    .details(json!({ "reason": "too many wrong codes in the last hour" }));
-                audit::append(tx, env.vault, env.now, event).await?;
-                return Ok(Attempted::Refused(LifecycleError::TooManyAttempts {
-                    retry_after_seconds,
-                }));
-            }
-            let seed = unseal_in(env, tx, &token).await?;
-            let verified = otp::verify(
-                &seed,
-                &token.spec()?,
-                now,
-                &code,
-                token.drift_steps,
-                DELIVERY_WINDOW,
-            );
-            drop(seed);
-            let Some(verified) = verified else {
-                rows::insert_delivery_attempt(&mut *tx, token.row_id, now).await?;
-                let event = NewEvent::new(actor, "delivery.refused", token.target())
-                    .outcome(Outcome::Denied)
-                    .details(
-                        json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }),
-                    );
-                audit::append(tx, env.vault, env.now, event).await?;
-                return Ok(Attempted::Refused(LifecycleError::WrongCode(serial)));
-            };
+            let verified =
+                match check_device_code(env, tx, &token, actor, &code, "delivery.refused").await? {
+                    Ok(verified) => verified,
+                    Err(refused) => return Ok(Attempted::Refused(refused)),
+                };
             (
                 "delivered",
                 Some(verified.drift_steps),

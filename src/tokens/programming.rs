@@ -15,12 +15,12 @@ use serde_json::json;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::lifecycle::{attempts_exhausted, unseal_in, LifecycleError, DELIVERY_WINDOW};
+use super::lifecycle::{check_device_code, unseal_in, LifecycleError};
 use super::{
     clean_field, clean_serial, resolve_policy, target, Env, Token, TokenError, TokenState,
 };
-use crate::audit::{self, NewEvent, Outcome};
-use crate::otp::{self, TotpSpec};
+use crate::audit::{self, NewEvent};
+use crate::otp::TotpSpec;
 use crate::secret::{Algorithm, Seed};
 use crate::store::tokens::{self as rows, NewTokenRow};
 
@@ -297,7 +297,6 @@ pub async fn confirm(
             "code: enter the code the programmed device shows now".into(),
         ));
     }
-    let now = env.unix();
     let mut tx = env.store.begin_write().await?;
     let row = rows::by_serial(&mut tx, serial)
         .await?
@@ -311,36 +310,14 @@ pub async fn confirm(
         }
         .into());
     }
-    let attempts = rows::delivery_attempts_since(&mut tx, token.row_id, now - 3_600).await?;
-    if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
-        let event = NewEvent::new(actor, "programming.refused", token.target())
-            .outcome(Outcome::Denied)
-            .details(json!({ "reason": "too many wrong codes in the last hour" }));
-        audit::append(&mut tx, env.vault, env.now, event).await?;
-        tx.commit().await?;
-        return Err(LifecycleError::TooManyAttempts {
-            retry_after_seconds,
-        });
-    }
-    let seed = unseal_in(env, &mut tx, &token).await?;
-    let verified = otp::verify(
-        &seed,
-        &token.spec()?,
-        now,
-        &code,
-        token.drift_steps,
-        DELIVERY_WINDOW,
-    );
-    drop(seed);
-    let Some(verified) = verified else {
-        rows::insert_delivery_attempt(&mut tx, token.row_id, now).await?;
-        let event = NewEvent::new(actor, "programming.refused", token.target())
-            .outcome(Outcome::Denied)
-            .details(json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }));
-        audit::append(&mut tx, env.vault, env.now, event).await?;
-        tx.commit().await?;
-        return Err(LifecycleError::WrongCode(token.serial));
-    };
+    let verified =
+        match check_device_code(env, &mut tx, &token, actor, &code, "programming.refused").await? {
+            Ok(verified) => verified,
+            Err(refused) => {
+                tx.commit().await?;
+                return Err(refused);
+            }
+        };
     if !rows::finish_programming(&mut tx, token.row_id, verified.drift_steps).await? {
         return Err(TokenError::WrongState {
             serial: token.serial,

@@ -13,13 +13,9 @@ use time::Date;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::lifecycle::{
-    self, attempts_exhausted, require_escrowed, unseal_in, CancelRequest, LifecycleError,
-    DELIVERY_WINDOW,
-};
+use super::lifecycle::{self, check_device_code, require_escrowed, CancelRequest, LifecycleError};
 use super::{delivery_link, Env, Token, TokenError};
-use crate::audit::{self, NewEvent, Outcome};
-use crate::otp;
+use crate::audit::{self, NewEvent};
 use crate::store::tokens::{self as rows, ShipmentRow};
 
 /// Longest carrier name or tracking reference accepted.
@@ -56,36 +52,14 @@ pub async fn verify(
     let mut tx = env.store.begin_write().await?;
     let token = token_in(&mut tx, serial).await?;
     require_escrowed(&token)?;
-    let attempts = rows::delivery_attempts_since(&mut tx, token.row_id, now - 3_600).await?;
-    if let Some(retry_after_seconds) = attempts_exhausted(&attempts, now) {
-        let event = NewEvent::new(actor, "verify.refused", token.target())
-            .outcome(Outcome::Denied)
-            .details(json!({ "reason": "too many wrong codes in the last hour" }));
-        audit::append(&mut tx, env.vault, env.now, event).await?;
-        tx.commit().await?;
-        return Err(LifecycleError::TooManyAttempts {
-            retry_after_seconds,
-        });
-    }
-    let seed = unseal_in(env, &mut tx, &token).await?;
-    let found = otp::verify(
-        &seed,
-        &token.spec()?,
-        now,
-        &code,
-        token.drift_steps,
-        DELIVERY_WINDOW,
-    );
-    drop(seed);
-    let Some(found) = found else {
-        rows::insert_delivery_attempt(&mut tx, token.row_id, now).await?;
-        let event = NewEvent::new(actor, "verify.refused", token.target())
-            .outcome(Outcome::Denied)
-            .details(json!({ "reason": "wrong code", "attempts_last_hour": attempts.len() + 1 }));
-        audit::append(&mut tx, env.vault, env.now, event).await?;
-        tx.commit().await?;
-        return Err(LifecycleError::WrongCode(token.serial));
-    };
+    let found =
+        match check_device_code(env, &mut tx, &token, actor, &code, "verify.refused").await? {
+            Ok(found) => found,
+            Err(refused) => {
+                tx.commit().await?;
+                return Err(refused);
+            }
+        };
     if !rows::record_verified(&mut tx, token.row_id, found.drift_steps, now, actor).await? {
         return Err(changed_meanwhile(&token).into());
     }
