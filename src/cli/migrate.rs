@@ -23,11 +23,11 @@ pub struct MigrateArgs {
     /// Keep the password out of it (it would show in the process list): use
     /// database_password_file, PGPASSWORD or PGPASSFILE.
     #[arg(long, value_name = "URL")]
-    to: String,
+    to: super::UrlArg,
 }
 
 pub async fn run(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<()> {
-    let url = PostgresUrl::parse(&args.to)
+    let url = PostgresUrl::parse(&args.to.0)
         .map_err(|e| anyhow::anyhow!("--to '{}': {}", e.shown, e.fix))?;
     let config = cli.config(Overrides::default())?;
     let started = Instant::now();

@@ -27,6 +27,29 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Overrides};
 use crate::store::engine::DatabaseUrl;
 
+/// A database URL as typed on the command line: it may hold a password, so its Debug output
+/// shows it redacted. Parsed and checked where it is used, whose refusal shows it redacted too
+/// (a clap value parser's error would echo the raw text).
+#[derive(Clone)]
+pub struct UrlArg(pub String);
+
+impl std::str::FromStr for UrlArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for UrlArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match crate::store::engine::PostgresUrl::parse(&self.0) {
+            Ok(url) => write!(f, "{url}"),
+            Err(refused) => f.write_str(&refused.shown),
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "seedvault",
@@ -41,7 +64,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", help = crate::config::flag_help("data_dir"))]
     pub data_dir: Option<PathBuf>,
     #[arg(long, global = true, value_name = "URL", help = crate::config::flag_help("database_url"))]
-    pub database_url: Option<String>,
+    pub database_url: Option<UrlArg>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -102,7 +125,7 @@ impl Cli {
     pub fn config(&self, flags: Overrides) -> anyhow::Result<Config> {
         let flags = Overrides {
             data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone(),
+            database_url: self.database_url.as_ref().map(|url| url.0.clone()),
             ..flags
         };
         let config = Config::load(
@@ -232,5 +255,23 @@ mod tests {
                 assert_eq!(setting.flag, Some(long.as_str()), "--{long}");
             }
         }
+    }
+
+    #[test]
+    fn a_password_in_a_database_url_argument_never_shows_in_the_parsed_arguments_debug_output() {
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "seedvault",
+            "--database-url",
+            "postgres://sv:hunter2-secret@db.example/vault",
+            "migrate-to-postgres",
+            "--from",
+            "/var/lib/seedvault",
+            "--to",
+            "postgres://sv:hunter2-secret@db.example/vault?sslmode=sometimes",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sv:***@db.example/vault"), "{shown}");
     }
 }

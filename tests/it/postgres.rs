@@ -332,7 +332,13 @@ async fn bad_targets_and_a_postgres_database_url_fail_with_the_fix_and_never_sho
     let from = data.to_str().unwrap();
     let wrong_password = db.url().replace(Cluster::PASSWORD, "not-the-password-123");
     let unreachable = "postgres://seedvault:hunter2-secret@127.0.0.1:1/db?sslmode=disable";
-    let cases: [(Vec<&str>, &str, &str); 4] = [
+    let bad_sslmode = "postgres://seedvault:hunter2-secret@127.0.0.1/db?sslmode=sometimes";
+    let cases: [(Vec<&str>, &str, &str); 5] = [
+        (
+            vec!["migrate-to-postgres", "--from", from, "--to", bad_sslmode],
+            "sslmode must be one of disable",
+            "hunter2-secret",
+        ),
         (
             vec![
                 "migrate-to-postgres",
