@@ -367,16 +367,15 @@ pub async fn open_invite_for(
     name: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        on_either!(db, |conn| {
-            sqlx::query_scalar(
+    let found: Option<i64> = on_either!(db, |conn| {
+        sqlx::query_scalar(
         "SELECT id FROM invites WHERE name = $1 AND used_at IS NULL AND expires_at > $2 LIMIT 1",
     )
     .bind(name)
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?
-        });
+    });
     Ok(found.is_some())
 }
 
