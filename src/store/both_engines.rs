@@ -866,3 +866,61 @@ fn the_placeholder_translation_numbers_bare_placeholders_and_keeps_numbered_ones
     );
     assert_eq!(super::dollars("x = ?1 OR y = ?1"), "x = $1 OR y = $1");
 }
+
+/// `store::sessions` against the table tower-sessions keeps (its SQLite store's, created by
+/// `web::session::SessionTable`; on PostgreSQL the same columns, made here until the session
+/// store moves there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_session_is_written_replaced_and_read_with_its_operator_alike_on_both_engines()
+{
+    async fn scenario(store: &Store) -> impl PartialEq + std::fmt::Debug {
+        let operator = operators::insert_operator(store, "hal", "h-1", "helpdesk", 0)
+            .await
+            .unwrap();
+        let expiry = OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap();
+        let row = |id: &str, replaces: Option<&str>| super::sessions::SessionRow {
+            id: id.into(),
+            data: operator.to_be_bytes().to_vec(),
+            expiry,
+            replaces: replaces.map(str::to_owned),
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        super::sessions::insert(&mut tx, &row("s-1", None))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        super::sessions::insert(&mut tx, &row("s-2", Some("s-1")))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let read = |id: &'static str| async move {
+            super::sessions::with_operator(store, id, |data| {
+                Some(i64::from_be_bytes(data.try_into().ok()?))
+            })
+            .await
+            .unwrap()
+            .map(|(data, operator)| (data, operator.map(|o| (o.id, o.name))))
+        };
+        let replaced = read("s-1").await;
+        assert_eq!(replaced, None, "the replaced session is gone");
+        (replaced, read("s-2").await)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(dir.path()).await.unwrap();
+    raw(
+        &sqlite,
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY NOT NULL, data BLOB NOT NULL, expiry_date INTEGER NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let pg = postgres_store().await;
+    raw(
+        &pg,
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY NOT NULL, data BYTEA NOT NULL, expiry_date TIMESTAMPTZ NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let on_sqlite = scenario(&sqlite).await;
+    assert_eq!(on_sqlite, scenario(&pg).await);
+}
