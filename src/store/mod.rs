@@ -730,7 +730,8 @@ impl Store {
     /// Test hook: while `full`, every [`WriteTx`] (and so every group-commit batch) fails at
     /// its commit with SQLite's own `SQLITE_FULL`, exactly as when the disk holding the data
     /// directory has no room; `false` is the space freed again. Writes outside a `WriteTx`
-    /// (the session store) are not affected.
+    /// (the session store) are not affected, nor PostgreSQL stores (a server's full disk is
+    /// the server's to simulate).
     #[doc(hidden)]
     pub fn simulate_full_disk(&self, full: bool) {
         self.simulated_full_disk.store(full, Ordering::Relaxed);
@@ -862,7 +863,7 @@ impl Store {
     }
 
     /// Runs `work` on a pooled read connection held on the calling thread: several short reads
-    /// with one hand-off in all (see [`WriteTx::inline`]).
+    /// with one hand-off in all (see [`WriteTx::inline`]; on PostgreSQL, [`on_postgres`]).
     pub async fn inline<R>(&self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
         Db::from(self).inline(work).await
     }
