@@ -128,11 +128,11 @@ fn main() {
             .await
             .unwrap(),
         };
-        let have = seedvault::store::audit::count(store.pool()).await.unwrap() as u64;
+        let have = seedvault::store::audit::count(store.pool().unwrap()).await.unwrap() as u64;
         if have < args.events {
             let start = Instant::now();
             seedvault::audit::fixture::fill(
-                store.path(),
+                store.path().unwrap(),
                 &vault,
                 args.events - have,
                 OffsetDateTime::now_utc(),
@@ -151,11 +151,11 @@ fn main() {
             vault.audit_public_key(),
         )
     });
-    let db_size = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    let db_size = std::fs::metadata(store.path().unwrap()).map_or(0, |m| m.len());
     println!(
         "trail: {} events, database {:.0} MiB, {} cores",
         runtime
-            .block_on(seedvault::store::audit::count(store.pool()))
+            .block_on(seedvault::store::audit::count(store.pool().unwrap()))
             .unwrap(),
         db_size as f64 / (1024.0 * 1024.0),
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -168,7 +168,7 @@ fn main() {
         for (threads, into) in [(0, &mut library), (1, &mut single)] {
             let start = Instant::now();
             let result = verify::verify_live(
-                store.path(),
+                store.path().unwrap(),
                 &vault_id,
                 &key,
                 &VerifyOptions {
@@ -272,7 +272,7 @@ fn main() {
     if args.all_signatures {
         let start = Instant::now();
         let result = verify::verify_live(
-            store.path(),
+            store.path().unwrap(),
             &vault_id,
             &key,
             &VerifyOptions {

@@ -95,7 +95,13 @@ async fn seed(dir: &Path, tokens: u64, events: u64) {
     let store = Store::open(&data).await.unwrap();
     let vault = open::unlock(&store, &Unlocker::Development).await.unwrap();
     let start = Instant::now();
-    audit::fixture::fill(store.path(), &vault, events, OffsetDateTime::now_utc()).unwrap();
+    audit::fixture::fill(
+        store.path().unwrap(),
+        &vault,
+        events,
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     store.checkpoint_truncate().await.unwrap();
     println!(
         "fixture: {events} events in {:.1} s",

@@ -88,9 +88,9 @@ fn main() {
         )
         .await
         .unwrap();
-        fill_tokens(store.path(), tokens);
+        fill_tokens(store.path().unwrap(), tokens);
         seedvault::audit::fixture::fill(
-            store.path(),
+            store.path().unwrap(),
             &vault,
             events.saturating_sub(1),
             OffsetDateTime::now_utc(),

@@ -147,7 +147,7 @@ async fn token_list(count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let started = Instant::now();
-    fill_tokens(store.path(), count);
+    fill_tokens(store.path().unwrap(), count);
     println!(
         "token list at {count} tokens (written in {:.1} s):",
         started.elapsed().as_secs_f64()
@@ -226,7 +226,7 @@ async fn audit_page(count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let started = Instant::now();
-    fill_events(store.path(), count);
+    fill_events(store.path().unwrap(), count);
     println!(
         "audit page at {count} events (written in {:.1} s):",
         started.elapsed().as_secs_f64()

@@ -887,7 +887,7 @@ async fn siem_forwarding(events: u64) {
     )
     .await
     .unwrap();
-    let path = store.path().to_owned();
+    let path = store.path().unwrap().to_owned();
     let vault = Arc::new(vault);
     let v = vault.clone();
     let started = Instant::now();

@@ -214,7 +214,7 @@ pub async fn create(
         return Err(BackupError::NoRecipients);
     }
     let dir = store
-        .path()
+        .path()?
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
@@ -605,7 +605,7 @@ async fn verify_restored(store: &Store, manifest: &Manifest) -> Result<u64, Back
         expect_head,
         threads: 0,
     };
-    let path = store.path().to_path_buf();
+    let path = store.path()?.to_path_buf();
     let vault_id = meta.vault_id.clone();
     let result =
         tokio::task::spawn_blocking(move || verify::verify_live(&path, &vault_id, &key, &options))

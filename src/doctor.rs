@@ -174,7 +174,7 @@ async fn check_vault(
     now: i64,
     findings: &mut Vec<Finding>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Some(meta) = store::meta::get(store.pool()).await? else {
+    let Some(meta) = store::meta::get(store).await? else {
         findings.push(finding(
             "vault",
             "the database holds no vault",
@@ -183,7 +183,7 @@ async fn check_vault(
         return Ok(());
     };
 
-    let slots = store::key_slots::list(store.pool()).await?;
+    let slots = store::key_slots::list(store).await?;
     let has = |kind: SlotKind| slots.iter().any(|s| s.kind == kind.as_str());
     if has(SlotKind::Development) {
         findings.push(finding(
@@ -200,7 +200,7 @@ async fn check_vault(
         ));
     }
 
-    let overdue = store::tokens::overdue(store.pool(), now - SWEEP_GRACE_SECONDS, 1_000).await?;
+    let overdue = store::tokens::overdue(store, now - SWEEP_GRACE_SECONDS, 1_000).await?;
     if !overdue.is_empty() {
         findings.push(finding(
             "retention",
@@ -231,7 +231,7 @@ async fn check_vault(
     }
 
     let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;
-    let path = store.path().to_path_buf();
+    let path = store.path()?.to_path_buf();
     let vault_id = meta.vault_id.clone();
     let verification = tokio::task::spawn_blocking(move || {
         verify::verify_live(&path, &vault_id, &key, &VerifyOptions::default())

@@ -33,9 +33,11 @@
 //!   pixels and time, zeroized) and a generated seed's QR as SVG or terminal blocks.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
 //! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
-//! - [`store`]   SQLite: pool, pragmas, migrations and every SQL query, grouped by table;
-//!   PostgreSQL (`store::postgres`): connection, its own migrations, the bulk copy from SQLite
-//!   (not yet a serving engine); `store::engine` parses `database_url`.
+//! - [`store`]   the engine (SQLite: pool, pragmas, one writer; PostgreSQL: a pool) behind one
+//!   `Store`/`WriteTx`/`Inline`, migrations and every SQL query, grouped by table, per dialect
+//!   only where they differ (`tokens`/`token_pages` still SQLite-only); `store::postgres`:
+//!   connection, its own migrations, the bulk copy from SQLite (not yet a serving engine);
+//!   `store::engine` parses `database_url`.
 //! - [`transfer`] `migrate-to-postgres`: a SQLite vault copied into an empty PostgreSQL database
 //!   in one transaction, verified there (row counts, audit chain and head) before the commit.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.

@@ -47,7 +47,7 @@ fn export_peak(store: &Store, vault: &Vault, plan: &export::ExportPlan) -> (usiz
     PEAK.store(before, Ordering::Relaxed);
     let mut bytes = 0u64;
     let written = export::write(
-        store.path(),
+        store.path().unwrap(),
         plan,
         vault,
         |chunk| {
@@ -73,8 +73,13 @@ async fn a_100_000_event_export_uses_no_more_memory_than_a_10_000_event_one() {
     )
     .await
     .unwrap();
-    seedvault::audit::fixture::fill(store.path(), &vault, 100_000, OffsetDateTime::UNIX_EPOCH)
-        .unwrap();
+    seedvault::audit::fixture::fill(
+        store.path().unwrap(),
+        &vault,
+        100_000,
+        OffsetDateTime::UNIX_EPOCH,
+    )
+    .unwrap();
     let plan = export::begin(
         &store,
         &vault,

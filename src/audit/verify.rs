@@ -497,13 +497,24 @@ mod tests {
 
     async fn trail(events: u64) -> (tempfile::TempDir, Store, Vault) {
         let (dir, store, vault) = open::temporary().await;
-        crate::audit::fixture::fill(store.path(), &vault, events, OffsetDateTime::UNIX_EPOCH)
-            .unwrap();
+        crate::audit::fixture::fill(
+            store.path().unwrap(),
+            &vault,
+            events,
+            OffsetDateTime::UNIX_EPOCH,
+        )
+        .unwrap();
         (dir, store, vault)
     }
 
     fn verify(store: &Store, vault: &Vault, options: &VerifyOptions) -> Verification {
-        verify_live(store.path(), vault.id(), &vault.audit_public_key(), options).unwrap()
+        verify_live(
+            store.path().unwrap(),
+            vault.id(),
+            &vault.audit_public_key(),
+            options,
+        )
+        .unwrap()
     }
 
     /// Runs SQL with the append-only triggers dropped, as a tamperer with the file would.

@@ -97,7 +97,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify(args) => verify_live(&config.data_dir, args).await,
         AuditCommand::Head => {
             let store = open_existing(&config.data_dir).await?;
-            let path = store.path().to_path_buf();
+            let path = store.path()?.to_path_buf();
             let head =
                 tokio::task::spawn_blocking(move || AuditReader::open(&path)?.head()).await??;
             let Some((seq, hash)) = head else {
@@ -168,7 +168,7 @@ async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
             .transpose()?,
         threads: 0,
     };
-    let path = store.path().to_path_buf();
+    let path = store.path()?.to_path_buf();
     let result = tokio::task::spawn_blocking(move || {
         verify::verify_live(&path, &meta.vault_id, &key, &options)
     })
@@ -332,7 +332,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     let bar = std::io::stderr()
         .is_terminal()
         .then(|| progress_bar(plan.count));
-    let path = store.path().to_path_buf();
+    let path = store.path()?.to_path_buf();
     let job_plan = plan.clone();
     let job_bar = bar.clone();
     // Reading and encoding on one thread, writing on another: the two halves of the work

@@ -136,7 +136,7 @@ impl Cli {
         if let DatabaseUrl::Postgres(url) = &config.database_url {
             if !matches!(self.command, Command::MigrateToPostgres(_)) {
                 anyhow::bail!(
-                    "database_url names PostgreSQL ({url}), but this version of seedvault serves and runs its commands only on SQLite: the store's queries, group commit, sessions, pending reveal ceremonies, rate limits and the audit head's cross-instance lock do not run on PostgreSQL yet. \
+                    "database_url names PostgreSQL ({url}), but this version of seedvault serves and runs its commands only on SQLite: the token queries (tokens, token pages, bulk import), sessions, pending reveal ceremonies, rate limits, the SIEM forwarder, the audit trail's bulk readers (verify, export) and backups do not run on PostgreSQL yet. \
                      Leave database_url empty (SQLite in data_dir); `seedvault migrate-to-postgres --from DATA_DIR --to URL` can already copy and verify a vault into PostgreSQL"
                 );
             }

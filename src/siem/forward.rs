@@ -140,7 +140,15 @@ async fn run(store: Store, sink: Sink, health: Arc<Mutex<BTreeMap<String, SinkHe
     let syslog = (sink.kind != Kind::Http).then(SyslogHeader::local);
     let mut backoff = BACKOFF_START;
     let mut reported_ahead = false;
-    let path = store.path().to_owned();
+    // The batches are read from the database file (AuditReader); on PostgreSQL the forwarder
+    // does not run yet (issue #20, docs/ARCHITECTURE.md "PostgreSQL").
+    let path = match store.path() {
+        Ok(path) => path.to_owned(),
+        Err(e) => {
+            tracing::error!(sink = %sink.name, error = %e, "SIEM forwarding does not run on this engine yet");
+            return;
+        }
+    };
     let mut reader: Option<AuditReader> = None;
     loop {
         let step = async {

@@ -5,8 +5,10 @@
 use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
 
+use sqlx::Row as _;
+
 use super::tokens::RevealWindow;
-use super::{inline, Db, Inline, StoreError};
+use super::{dollars, inline, Db, Inline, On, StoreError};
 
 /// One approval as stored, with the names the views need joined in.
 #[derive(Debug, Clone)]
@@ -68,18 +70,77 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     })
 }
 
+fn approval_pg(r: &sqlx::postgres::PgRow) -> Result<ApprovalRow, sqlx::Error> {
+    Ok(ApprovalRow {
+        id: r.try_get(0)?,
+        token_row: r.try_get(1)?,
+        serial: r.try_get(2)?,
+        owner: r.try_get(3)?,
+        requester_id: r.try_get(4)?,
+        requester: r.try_get(5)?,
+        policy: r.try_get(6)?,
+        policy_hash: r.try_get(7)?,
+        checks: r.try_get(8)?,
+        ticket: r.try_get(9)?,
+        note: r.try_get(10)?,
+        binding: r.try_get(11)?,
+        status: r.try_get(12)?,
+        created_at: r.try_get(13)?,
+        expires_at: r.try_get(14)?,
+        decided_by_id: r.try_get(15)?,
+        decided_by: r.try_get(16)?,
+        decision: r.try_get(17)?,
+        decided_at: r.try_get(18)?,
+        reason: r.try_get(19)?,
+        used_at: r.try_get(20)?,
+    })
+}
+
+/// Approvals selected by `conditions` (SQL after `WHERE`, with `?` parameters, the same on
+/// both engines).
 fn select(
     c: &Inline<'_>,
     conditions: &str,
     params: &[Value],
 ) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut statement = c
-        .conn
-        .prepare_cached(&format!("{SELECT} WHERE {conditions}"))?;
-    let rows = statement
-        .query_map(rusqlite::params_from_iter(params), approval_row)?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(&format!("{SELECT} WHERE {conditions}"))?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(params), approval_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        }
+        On::Postgres(pg) => {
+            let sql = dollars(&format!("{SELECT} WHERE {conditions}"));
+            let mut query = sqlx::query(&sql);
+            for value in params {
+                query = match value {
+                    Value::Integer(n) => query.bind(*n),
+                    Value::Text(text) => query.bind(text.as_str()),
+                    Value::Null => query.bind(None::<i64>),
+                    Value::Real(x) => query.bind(*x),
+                    Value::Blob(bytes) => query.bind(bytes.as_slice()),
+                };
+            }
+            let rows = pg.rows(query)?;
+            Ok(rows
+                .iter()
+                .map(approval_pg)
+                .collect::<Result<_, sqlx::Error>>()?)
+        }
+    }
+}
+
+/// `policy IN` the policies of a JSON array bound as text: SQLite's `json_each`, PostgreSQL's
+/// `jsonb_array_elements_text`.
+fn in_policies(c: &Inline<'_>, column: &str) -> String {
+    match c.on() {
+        On::Sqlite(_) => format!("{column} IN (SELECT value FROM json_each(?))"),
+        On::Postgres(_) => {
+            format!("{column} IN (SELECT jsonb_array_elements_text(CAST(? AS jsonb)))")
+        }
+    }
 }
 
 /// A request to store.
@@ -98,24 +159,41 @@ pub struct NewApproval<'a> {
 
 /// Stores a pending request; its id.
 pub fn insert_on(c: &Inline<'_>, a: &NewApproval<'_>) -> Result<i64, StoreError> {
-    c.conn
-        .prepare_cached(
-            "INSERT INTO approvals (token_id, requester_id, policy, policy_hash, checks, ticket, note, \
-             binding, status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        )?
-        .execute(rusqlite::params![
-            a.token_row,
-            a.requester_id,
-            a.policy,
-            a.policy_hash,
-            a.checks,
-            a.ticket,
-            a.note,
-            a.binding,
-            a.created_at,
-            a.expires_at,
-        ])?;
-    Ok(c.conn.last_insert_rowid())
+    const SQL: &str =
+        "INSERT INTO approvals (token_id, requester_id, policy, policy_hash, checks, ticket, note, \
+             binding, status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)";
+    let conn = match c.on() {
+        On::Sqlite(conn) => conn,
+        On::Postgres(pg) => {
+            let (id,): (i64,) = pg.one(
+                sqlx::query_as(&dollars(&format!("{SQL} RETURNING id")))
+                    .bind(a.token_row)
+                    .bind(a.requester_id)
+                    .bind(a.policy)
+                    .bind(a.policy_hash)
+                    .bind(a.checks)
+                    .bind(a.ticket)
+                    .bind(a.note)
+                    .bind(a.binding)
+                    .bind(a.created_at)
+                    .bind(a.expires_at),
+            )?;
+            return Ok(id);
+        }
+    };
+    conn.prepare_cached(SQL)?.execute(rusqlite::params![
+        a.token_row,
+        a.requester_id,
+        a.policy,
+        a.policy_hash,
+        a.checks,
+        a.ticket,
+        a.note,
+        a.binding,
+        a.created_at,
+        a.expires_at,
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// The approval with `id`, if any.
@@ -139,8 +217,11 @@ pub async fn pending(
     inline(db, |c| {
         select(
             c,
-            "a.status = 'pending' AND a.expires_at >= ? AND a.requester_id != ? \
-             AND a.policy IN (SELECT value FROM json_each(?)) ORDER BY a.created_at, a.id LIMIT 200",
+            &format!(
+                "a.status = 'pending' AND a.expires_at >= ? AND a.requester_id != ? \
+                 AND {} ORDER BY a.created_at, a.id LIMIT 200",
+                in_policies(c, "a.policy")
+            ),
             &[now.into(), viewer.into(), list.into()],
         )
     })
@@ -156,12 +237,25 @@ pub async fn count_pending(
 ) -> Result<i64, StoreError> {
     let list = serde_json::Value::from(policies).to_string();
     inline(db, |c| {
-        Ok(c.conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at >= ?1 \
-                 AND requester_id != ?2 AND policy IN (SELECT value FROM json_each(?3))",
-            )?
-            .query_row(rusqlite::params![now, viewer, list], |r| r.get(0))?)
+        let sql = format!(
+            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at >= ? \
+             AND requester_id != ? AND {}",
+            in_policies(c, "policy")
+        );
+        match c.on() {
+            On::Sqlite(conn) => Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params![now, viewer, list], |r| r.get(0))?),
+            On::Postgres(pg) => {
+                let (n,): (i64,) = pg.one(
+                    sqlx::query_as(&dollars(&sql))
+                        .bind(now)
+                        .bind(viewer)
+                        .bind(&list),
+                )?;
+                Ok(n)
+            }
+        }
     })
     .await?
 }
@@ -180,13 +274,12 @@ pub async fn overdue(db: impl Into<Db<'_>>, now: i64) -> Result<Vec<ApprovalRow>
 
 /// Marks a pending or approved request whose time ran out as expired; whether it was.
 pub fn expire_on(c: &Inline<'_>, id: i64, now: i64) -> Result<bool, StoreError> {
-    Ok(c.conn
-        .prepare_cached(
-            "UPDATE approvals SET status = 'expired' WHERE id = ?1 \
-             AND (status = 'pending' OR status = 'approved') AND expires_at < ?2",
-        )?
-        .execute([id, now])?
-        == 1)
+    const SQL: &str = "UPDATE approvals SET status = 'expired' WHERE id = ?1 \
+             AND (status = 'pending' OR status = 'approved') AND expires_at < ?2";
+    Ok(match c.on() {
+        On::Sqlite(conn) => conn.prepare_cached(SQL)?.execute([id, now])? as u64,
+        On::Postgres(pg) => pg.execute(sqlx::query(&dollars(SQL)).bind(id).bind(now))?,
+    } == 1)
 }
 
 /// A decision on a pending request.
@@ -202,44 +295,55 @@ pub struct Decision<'a> {
 
 /// Records a decision if the request is still pending and unexpired; whether it was.
 pub fn decide_on(c: &Inline<'_>, d: &Decision<'_>) -> Result<bool, StoreError> {
+    const SQL: &str =
+        "UPDATE approvals SET status = ?1, decision = ?1, decided_by = ?2, decided_at = ?3, \
+             reason = ?4, expires_at = ?5 WHERE id = ?6 AND status = 'pending' AND expires_at >= ?3";
     let status = if d.approved { "approved" } else { "denied" };
-    Ok(c.conn
-        .prepare_cached(
-            "UPDATE approvals SET status = ?1, decision = ?1, decided_by = ?2, decided_at = ?3, \
-             reason = ?4, expires_at = ?5 WHERE id = ?6 AND status = 'pending' AND expires_at >= ?3",
-        )?
-        .execute(rusqlite::params![
+    Ok(match c.on() {
+        On::Sqlite(conn) => conn.prepare_cached(SQL)?.execute(rusqlite::params![
             status,
             d.by,
             d.at,
             d.reason,
             d.expires_at,
             d.id
-        ])?
-        == 1)
+        ])? as u64,
+        On::Postgres(pg) => pg.execute(
+            sqlx::query(&dollars(SQL))
+                .bind(status)
+                .bind(d.by)
+                .bind(d.at)
+                .bind(d.reason)
+                .bind(d.expires_at)
+                .bind(d.id),
+        )?,
+    } == 1)
 }
 
 /// Voids a pending or approved request (what it bound has changed); whether it was.
 pub fn void_on(c: &Inline<'_>, id: i64) -> Result<bool, StoreError> {
-    Ok(c.conn
-        .prepare_cached(
-            "UPDATE approvals SET status = 'void' WHERE id = ?1 \
-             AND (status = 'pending' OR status = 'approved')",
-        )?
-        .execute([id])?
-        == 1)
+    const SQL: &str = "UPDATE approvals SET status = 'void' WHERE id = ?1 \
+             AND (status = 'pending' OR status = 'approved')";
+    Ok(match c.on() {
+        On::Sqlite(conn) => conn.prepare_cached(SQL)?.execute([id])? as u64,
+        On::Postgres(pg) => pg.execute(sqlx::query(&dollars(SQL)).bind(id))?,
+    } == 1)
 }
 
 /// Consumes an approval for the reveal it approved: only while approved, unexpired and bound
 /// to exactly this reveal. Whether it was (at most one reveal ever gets `true`).
 pub fn use_on(c: &Inline<'_>, id: i64, binding: &str, at: i64) -> Result<bool, StoreError> {
-    Ok(c.conn
-        .prepare_cached(
-            "UPDATE approvals SET status = 'used', used_at = ?3 WHERE id = ?1 AND status = 'approved' \
-             AND expires_at >= ?3 AND binding = ?2",
-        )?
-        .execute(rusqlite::params![id, binding, at])?
-        == 1)
+    const SQL: &str =
+        "UPDATE approvals SET status = 'used', used_at = ?3 WHERE id = ?1 AND status = 'approved' \
+             AND expires_at >= ?3 AND binding = ?2";
+    Ok(match c.on() {
+        On::Sqlite(conn) => conn
+            .prepare_cached(SQL)?
+            .execute(rusqlite::params![id, binding, at])? as u64,
+        On::Postgres(pg) => {
+            pg.execute(sqlx::query(&dollars(SQL)).bind(id).bind(binding).bind(at))?
+        }
+    } == 1)
 }
 
 /// The approvals `operator` granted since `since` (their approval limit), counted in the index.
@@ -257,17 +361,26 @@ pub fn approved_by_since_on(
     operator: i64,
     since: i64,
 ) -> Result<RevealWindow, StoreError> {
-    Ok(c.conn
-        .prepare_cached(
-            "SELECT COUNT(*), MIN(decided_at) FROM approvals \
-             WHERE decided_by = ?1 AND decided_at > ?2 AND decision = 'approved'",
-        )?
-        .query_row([operator, since], |r| {
-            Ok(RevealWindow {
-                count: r.get(0)?,
-                oldest: r.get(1)?,
+    const SQL: &str = "SELECT COUNT(*), MIN(decided_at) FROM approvals \
+             WHERE decided_by = ?1 AND decided_at > ?2 AND decision = 'approved'";
+    match c.on() {
+        On::Sqlite(conn) => Ok(conn
+            .prepare_cached(SQL)?
+            .query_row([operator, since], |r| {
+                Ok(RevealWindow {
+                    count: r.get(0)?,
+                    oldest: r.get(1)?,
+                })
             })
-        })
-        .optional()?
-        .unwrap_or_default())
+            .optional()?
+            .unwrap_or_default()),
+        On::Postgres(pg) => Ok(pg
+            .optional(
+                sqlx::query_as::<_, (i64, Option<i64>)>(&dollars(SQL))
+                    .bind(operator)
+                    .bind(since),
+            )?
+            .map(|(count, oldest)| RevealWindow { count, oldest })
+            .unwrap_or_default()),
+    }
 }

@@ -4,7 +4,7 @@
 use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
 
-use super::{conn, inline, Db, Inline, StoreError};
+use super::{dollars, inline, Db, Inline, On, PgInline, StoreError};
 
 /// One stored audit event.
 #[derive(Clone)]
@@ -23,14 +23,37 @@ pub struct AuditRow {
 
 const COLUMNS: &str = "seq, time, actor, action, target, outcome, details, prev_hash, hash, sig";
 
-/// The newest event's `seq` and `hash`, if any.
+/// The newest event's `seq` and `hash`, if any (to show; an append reads it with
+/// [`head_on`]).
 pub async fn head(db: impl Into<Db<'_>>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    inline(db, head_on).await?
+    inline(db, read_head_on).await?
 }
 
-/// [`head`] on a held connection.
+/// The key of the PostgreSQL advisory lock that serialises appends to the audit chain across
+/// instances ("SVAUDIT" in ASCII): one chain, never a fork.
+pub const HEAD_LOCK: i64 = 0x0053_5641_5544_4954;
+
+/// The newest event's `seq` and `hash`, if any, read to append after it: inside a write
+/// transaction, which then holds the chain's end until it commits. On SQLite the write
+/// transaction's `BEGIN IMMEDIATE` already excludes every other writer; on PostgreSQL this
+/// first takes the transaction-scoped advisory lock [`HEAD_LOCK`] (held to commit or
+/// rollback), so two instances appending at once queue instead of both linking to the same
+/// head. Under `READ COMMITTED` the read after the lock sees the head the previous holder
+/// committed.
 pub fn head_on(c: &Inline<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    select_head(c.conn)
+    if let On::Postgres(pg) = c.on() {
+        pg.execute(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(HEAD_LOCK))?;
+    }
+    read_head_on(c)
+}
+
+fn read_head_on(c: &Inline<'_>) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    match c.on() {
+        On::Sqlite(conn) => select_head(conn),
+        On::Postgres(pg) => pg.optional(sqlx::query_as(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+        )),
+    }
 }
 
 pub(super) fn select_head(
@@ -50,15 +73,32 @@ pub async fn insert(db: impl Into<Db<'_>>, row: &AuditRow) -> Result<(), StoreEr
 
 /// [`insert`] on a held connection.
 pub fn insert_on(c: &Inline<'_>, row: &AuditRow) -> Result<(), StoreError> {
-    insert_row(c.conn, row)
+    match c.on() {
+        On::Sqlite(conn) => insert_row(conn, row),
+        On::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(&dollars(INSERT))
+                    .bind(row.seq)
+                    .bind(&row.time)
+                    .bind(&row.actor)
+                    .bind(&row.action)
+                    .bind(&row.target)
+                    .bind(&row.outcome)
+                    .bind(&row.details)
+                    .bind(&row.prev_hash)
+                    .bind(&row.hash)
+                    .bind(&row.sig),
+            )?;
+            Ok(())
+        }
+    }
 }
 
+const INSERT: &str = "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
 fn insert_row(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash, sig)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(rusqlite::params![
+    conn.prepare_cached(INSERT)?.execute(rusqlite::params![
         row.seq,
         row.time,
         row.actor,
@@ -73,8 +113,74 @@ fn insert_row(conn: &rusqlite::Connection, row: &AuditRow) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Events selected by `conditions` (SQL after `WHERE`, with `?` parameters).
-fn select(
+/// An event as PostgreSQL returns it.
+type PgAuditTuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+fn from_tuple(t: PgAuditTuple) -> AuditRow {
+    AuditRow {
+        seq: t.0,
+        time: t.1,
+        actor: t.2,
+        action: t.3,
+        target: t.4,
+        outcome: t.5,
+        details: t.6,
+        prev_hash: t.7,
+        hash: t.8,
+        sig: t.9,
+    }
+}
+
+/// `query` with `params` bound in order: the filters' values, built once for both engines as
+/// rusqlite values.
+fn bind_values<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    params: &'q [Value],
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    for value in params {
+        query = match value {
+            Value::Null => query.bind(None::<i64>),
+            Value::Integer(n) => query.bind(*n),
+            Value::Real(x) => query.bind(*x),
+            Value::Text(text) => query.bind(text.as_str()),
+            Value::Blob(bytes) => query.bind(bytes.as_slice()),
+        };
+    }
+    query
+}
+
+/// Events selected by `conditions` (SQL after `WHERE`, with `?` parameters), on either engine.
+fn select(c: &Inline<'_>, conditions: &str, params: &[Value]) -> Result<Vec<AuditRow>, StoreError> {
+    match c.on() {
+        On::Sqlite(conn) => select_sqlite(conn, conditions, params),
+        On::Postgres(pg) => select_pg(pg, conditions, params),
+    }
+}
+
+fn select_pg(
+    pg: &PgInline<'_>,
+    conditions: &str,
+    params: &[Value],
+) -> Result<Vec<AuditRow>, StoreError> {
+    let sql = dollars(&format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE {conditions}"
+    ));
+    let rows: Vec<PgAuditTuple> = pg.all(bind_values(sqlx::query_as(&sql), params))?;
+    Ok(rows.into_iter().map(from_tuple).collect())
+}
+
+fn select_sqlite(
     conn: &rusqlite::Connection,
     conditions: &str,
     params: &[Value],
@@ -98,7 +204,7 @@ pub async fn page_after(
 ) -> Result<Vec<AuditRow>, StoreError> {
     inline(db, |c| {
         select(
-            c.conn,
+            c,
             "seq > ? ORDER BY seq LIMIT ?",
             &[after.into(), limit.into()],
         )
@@ -109,19 +215,16 @@ pub async fn page_after(
 /// Events about one target, oldest first (a token's timeline).
 pub async fn for_target(db: impl Into<Db<'_>>, target: &str) -> Result<Vec<AuditRow>, StoreError> {
     inline(db, |c| {
-        select(
-            c.conn,
-            "target = ? ORDER BY seq",
-            &[target.to_owned().into()],
-        )
+        select(c, "target = ? ORDER BY seq", &[target.to_owned().into()])
     })
     .await?
 }
 
 pub async fn count(db: impl Into<Db<'_>>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(&mut *conn(db).await?)
-        .await?)
+    const SQL: &str = "SELECT COUNT(*) FROM audit_events";
+    Ok(on_either!(db, |conn| sqlx::query_scalar(SQL)
+        .fetch_one(&mut *conn)
+        .await?))
 }
 
 /// Filters over the trail; all optional.
@@ -146,12 +249,15 @@ pub(crate) async fn set_hashes(
     prev_hash: &[u8],
     hash: &[u8],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?")
-        .bind(prev_hash)
-        .bind(hash)
-        .bind(seq)
-        .execute(&mut *conn(db).await?)
-        .await?;
+    const SQL: &str = "UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3";
+    on_either!(db, |conn| {
+        sqlx::query(SQL)
+            .bind(prev_hash)
+            .bind(hash)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
@@ -163,12 +269,18 @@ pub async fn count_matching(
 ) -> Result<i64, StoreError> {
     let (conditions, mut params) = filter_sql(filter);
     params.insert(0, through.into());
+    let sql = format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}");
     inline(db, |c| -> Result<i64, StoreError> {
-        Ok(c.conn.query_row(
-            &format!("SELECT COUNT(*) FROM audit_events WHERE seq <= ?{conditions}"),
-            rusqlite::params_from_iter(&params),
-            |row| row.get(0),
-        )?)
+        match c.on() {
+            On::Sqlite(conn) => {
+                Ok(conn.query_row(&sql, rusqlite::params_from_iter(&params), |row| row.get(0))?)
+            }
+            On::Postgres(pg) => {
+                let sql = dollars(&sql);
+                let (n,): (i64,) = pg.one(bind_values(sqlx::query_as(&sql), &params))?;
+                Ok(n)
+            }
+        }
     })
     .await?
 }
@@ -414,11 +526,11 @@ pub async fn page(
     cursor: Option<AuditCursor>,
     limit: i64,
 ) -> Result<AuditPage, StoreError> {
-    inline(db, |c| page_on(c.conn, filter, cursor, limit)).await?
+    inline(db, |c| page_on(c, filter, cursor, limit)).await?
 }
 
 fn page_on(
-    conn: &rusqlite::Connection,
+    conn: &Inline<'_>,
     filter: &AuditFilter,
     cursor: Option<AuditCursor>,
     limit: i64,
@@ -461,17 +573,30 @@ fn page_on(
 /// order, so each bound is a binary search over seq (about 24 primary-key reads for 10,000,000
 /// events) instead of a scan or another index on every append; the time conditions still
 /// apply to each row.
-fn seq_range(conn: &rusqlite::Connection, filter: &AuditFilter) -> Result<(i64, i64), StoreError> {
-    let Some((head, _)) = select_head(conn)? else {
+fn seq_range(c: &Inline<'_>, filter: &AuditFilter) -> Result<(i64, i64), StoreError> {
+    let Some((head, _)) = read_head_on(c)? else {
         return Ok((1, 0));
     };
-    let mut time_at = conn.prepare_cached("SELECT time FROM audit_events WHERE seq = ?")?;
+    const TIME_AT: &str = "SELECT time FROM audit_events WHERE seq = ";
+    let mut time_at = match c.on() {
+        On::Sqlite(conn) => Some(conn.prepare_cached(&format!("{TIME_AT}?"))?),
+        On::Postgres(_) => None,
+    };
+    let mut time_of = |seq: i64| -> Result<Option<String>, StoreError> {
+        match (&mut time_at, c.on()) {
+            (Some(stmt), _) => Ok(stmt.query_row([seq], |r| r.get(0)).optional()?),
+            (None, On::Postgres(pg)) => Ok(pg
+                .optional(sqlx::query_as::<_, (String,)>(&format!("{TIME_AT}$1")).bind(seq))?
+                .map(|(time,)| time)),
+            (None, On::Sqlite(_)) => Ok(None),
+        }
+    };
     // The first seq whose time is >= `bound` (head + 1 when none).
     let mut first_at_or_after = |bound: &str| -> Result<i64, StoreError> {
         let (mut low, mut high) = (1, head + 1);
         while low < high {
             let middle = low + (high - low) / 2;
-            let time: Option<String> = time_at.query_row([middle], |r| r.get(0)).optional()?;
+            let time = time_of(middle)?;
             match time {
                 Some(time) if time.as_str() < bound => low = middle + 1,
                 _ => high = middle,

@@ -3,10 +3,10 @@
 
 use rusqlite::OptionalExtension;
 
-use super::{inline, Db, StoreError};
+use super::{dollars, inline, Db, On, StoreError};
 
 /// A link as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkRow {
     pub id: i64,
     /// The token's row id.
@@ -26,29 +26,43 @@ pub async fn replace(
     created_at: i64,
     expires_at: i64,
 ) -> Result<u64, StoreError> {
-    inline(db, |c| {
-        let voided = c.conn.execute(
-            "UPDATE delivery_links SET state = 'void' WHERE token_id = ?1 AND state = 'open'",
-            [token],
-        )?;
-        c.conn.execute(
-            "INSERT INTO delivery_links (token_id, link_hash, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![token, hash, created_by, created_at, expires_at],
-        )?;
-        Ok(voided as u64)
+    const VOID: &str =
+        "UPDATE delivery_links SET state = 'void' WHERE token_id = ?1 AND state = 'open'";
+    const INSERT: &str =
+        "INSERT INTO delivery_links (token_id, link_hash, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)";
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => {
+            let voided = conn.execute(VOID, [token])?;
+            conn.execute(
+                INSERT,
+                rusqlite::params![token, hash, created_by, created_at, expires_at],
+            )?;
+            Ok(voided as u64)
+        }
+        On::Postgres(pg) => {
+            let voided = pg.execute(sqlx::query(&dollars(VOID)).bind(token))?;
+            pg.execute(
+                sqlx::query(&dollars(INSERT))
+                    .bind(token)
+                    .bind(hash)
+                    .bind(created_by)
+                    .bind(created_at)
+                    .bind(expires_at),
+            )?;
+            Ok(voided)
+        }
     })
     .await?
 }
 
 /// The link whose token hashes to `hash`, if any.
 pub async fn by_hash(db: impl Into<Db<'_>>, hash: &[u8]) -> Result<Option<LinkRow>, StoreError> {
-    inline(db, |c| {
-        Ok(c.conn
-            .prepare_cached(
-                "SELECT id, token_id, expires_at, wrong_codes, state FROM delivery_links
-                 WHERE link_hash = ?1",
-            )?
+    const SQL: &str = "SELECT id, token_id, expires_at, wrong_codes, state FROM delivery_links
+                 WHERE link_hash = ?1";
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => Ok(conn
+            .prepare_cached(SQL)?
             .query_row([hash], |r| {
                 Ok(LinkRow {
                     id: r.get(0)?,
@@ -58,7 +72,16 @@ pub async fn by_hash(db: impl Into<Db<'_>>, hash: &[u8]) -> Result<Option<LinkRo
                     state: r.get(4)?,
                 })
             })
-            .optional()?)
+            .optional()?),
+        On::Postgres(pg) => Ok(pg
+            .optional(sqlx::query_as::<_, (i64, i64, i64, i64, String)>(&dollars(SQL)).bind(hash))?
+            .map(|(id, token, expires_at, wrong_codes, state)| LinkRow {
+                id,
+                token,
+                expires_at,
+                wrong_codes,
+                state,
+            })),
     })
     .await?
 }
@@ -70,25 +93,31 @@ pub async fn count_wrong_code(
     id: i64,
     lock_at: i64,
 ) -> Result<i64, StoreError> {
-    inline(db, |c| {
-        Ok(c.conn.query_row(
-            "UPDATE delivery_links SET wrong_codes = wrong_codes + 1,
+    const SQL: &str = "UPDATE delivery_links SET wrong_codes = wrong_codes + 1,
                     state = CASE WHEN wrong_codes + 1 >= ?2 THEN 'locked' ELSE state END
-             WHERE id = ?1 RETURNING wrong_codes",
-            [id, lock_at],
-            |r| r.get(0),
-        )?)
+             WHERE id = ?1 RETURNING wrong_codes";
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => Ok(conn.query_row(SQL, [id, lock_at], |r| r.get(0))?),
+        On::Postgres(pg) => {
+            let (n,): (i64,) = pg.one(sqlx::query_as(&dollars(SQL)).bind(id).bind(lock_at))?;
+            Ok(n)
+        }
     })
     .await?
 }
 
 /// Marks link `id` used (its delivery was confirmed).
 pub async fn mark_used(db: impl Into<Db<'_>>, id: i64) -> Result<(), StoreError> {
+    const SQL: &str = "UPDATE delivery_links SET state = 'used' WHERE id = ?1";
     inline(db, |c| {
-        c.conn.execute(
-            "UPDATE delivery_links SET state = 'used' WHERE id = ?1",
-            [id],
-        )?;
+        match c.on() {
+            On::Sqlite(conn) => {
+                conn.execute(SQL, [id])?;
+            }
+            On::Postgres(pg) => {
+                pg.execute(sqlx::query(&dollars(SQL)).bind(id))?;
+            }
+        }
         Ok(())
     })
     .await?

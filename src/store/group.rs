@@ -48,8 +48,12 @@ pub(super) type Group = Arc<Mutex<Batch>>;
 /// One job's part of a shared write transaction. Dereferences to the [`WriteTx`], so domain
 /// code runs on it exactly as on a transaction of its own (`&mut *tx`, `tx.inline(…)`); end
 /// it with [`commit`](Self::commit) or [`rollback`](Self::rollback).
+///
+/// On PostgreSQL, which takes concurrent writers, a `GroupTx` is a transaction of its own
+/// ([`GroupTx::solo`]): the same API, no batch.
 pub struct GroupTx {
-    group: Group,
+    /// `None`: a job alone in its own transaction (PostgreSQL).
+    group: Option<Group>,
     batch: Option<OwnedMutexGuard<Batch>>,
     tx: Option<WriteTx>,
 }
@@ -59,7 +63,7 @@ const RELEASE: &str = "RELEASE grouped_job";
 const ROLLBACK_TO: &str = "ROLLBACK TO grouped_job";
 
 async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
-    sqlx::query(sql).execute(&mut *tx.tx).await?;
+    sqlx::query(sql).execute(tx.sqlite()?).await?;
     Ok(())
 }
 
@@ -76,15 +80,30 @@ impl GroupTx {
             return Err(e);
         }
         Ok(Self {
-            group: group.clone(),
+            group: Some(group.clone()),
             batch: Some(batch),
             tx: Some(tx),
         })
     }
 
+    /// A job in a transaction of its own (PostgreSQL).
+    pub(super) fn solo(tx: WriteTx) -> Self {
+        Self {
+            group: None,
+            batch: None,
+            tx: Some(tx),
+        }
+    }
+
     /// Keeps this job's writes and waits until the shared transaction holding them is
     /// durably committed.
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        let Some(group) = self.group.clone() else {
+            return match self.tx.take() {
+                Some(tx) => tx.commit().await,
+                None => Err(StoreError::Batch("the job was already ended".into())),
+            };
+        };
         let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
             return Err(StoreError::Batch("the job was already ended".into()));
         };
@@ -98,7 +117,7 @@ impl GroupTx {
         drop(batch);
         // Queued behind the jobs already waiting for the lock, so they join this batch. A task
         // of its own, so a caller that goes away cannot leave the transaction open.
-        tokio::spawn(flush(self.group.clone()));
+        tokio::spawn(flush(group));
         match verdict.await {
             Ok(verdict) => verdict,
             Err(_) => Err(StoreError::Batch("the shared commit was abandoned".into())),
@@ -107,6 +126,12 @@ impl GroupTx {
 
     /// Undoes this job's writes, leaving the other jobs of the batch untouched.
     pub async fn rollback(mut self) {
+        if self.group.is_none() {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.rollback().await;
+            }
+            return;
+        }
         let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
             return;
         };
@@ -118,7 +143,7 @@ impl GroupTx {
             batch.abort(&e);
         } else if batch.waiting.is_empty() {
             // Nothing of anyone else's is in it: end it now and free the write connection.
-            let _ = tx.tx.rollback().await;
+            let _ = tx.rollback().await;
         } else {
             batch.tx = Some(tx);
         }
@@ -190,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         sqlx::query("CREATE TABLE scratch (n INTEGER NOT NULL)")
-            .execute(store.writer())
+            .execute(store.writer().unwrap())
             .await
             .unwrap();
         (dir, store)
@@ -201,7 +226,7 @@ mod tests {
         let job: &mut WriteTx = &mut tx;
         sqlx::query("INSERT INTO scratch (n) VALUES (?)")
             .bind(n)
-            .execute(&mut *job.tx)
+            .execute(job.sqlite().unwrap())
             .await
             .unwrap();
         if keep {
@@ -214,7 +239,7 @@ mod tests {
 
     async fn rows(store: &Store) -> Vec<i64> {
         sqlx::query_scalar("SELECT n FROM scratch ORDER BY n")
-            .fetch_all(store.pool())
+            .fetch_all(store.pool().unwrap())
             .await
             .unwrap()
     }
@@ -235,7 +260,7 @@ mod tests {
         let mut tx = store.begin_grouped().await.unwrap();
         let job: &mut WriteTx = &mut tx;
         sqlx::query("INSERT INTO scratch (n) VALUES (1)")
-            .execute(&mut *job.tx)
+            .execute(job.sqlite().unwrap())
             .await
             .unwrap();
         drop(tx);
@@ -249,7 +274,7 @@ mod tests {
         assert!(!insert(&store, 1, false).await);
         let mut tx = store.begin_write().await.unwrap();
         sqlx::query("INSERT INTO scratch (n) VALUES (3)")
-            .execute(&mut *tx.tx)
+            .execute(tx.sqlite().unwrap())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -268,7 +293,7 @@ mod tests {
                 let job: &mut WriteTx = &mut tx;
                 sqlx::query("INSERT INTO scratch (n) VALUES (?)")
                     .bind(n)
-                    .execute(&mut *job.tx)
+                    .execute(job.sqlite().unwrap())
                     .await
                     .unwrap();
                 tx.commit().await

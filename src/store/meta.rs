@@ -1,9 +1,9 @@
 //! `vault_meta`: the vault's id, key check, data key generation and sealed audit signing key;
 //! `key_rotation`: a data key rotation under way.
 
-use super::{conn, inline, Db, Inline, StoreError, WriteTx};
+use super::{inline, Db, Inline, On, StoreError, WriteTx};
 
-#[derive(sqlx::FromRow)]
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct VaultMetaRow {
     pub vault_id: String,
     pub created_at: i64,
@@ -14,26 +14,26 @@ pub struct VaultMetaRow {
 }
 
 pub async fn get(db: impl Into<Db<'_>>) -> Result<Option<VaultMetaRow>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT vault_id, created_at, key_check, audit_signing_key, audit_public_key, key_generation FROM vault_meta WHERE id = 1",
-    )
-    .fetch_optional(&mut *conn(db).await?)
-    .await?)
+    const SQL: &str = "SELECT vault_id, created_at, key_check, audit_signing_key, audit_public_key, key_generation FROM vault_meta WHERE id = 1";
+    Ok(on_either!(db, |conn| sqlx::query_as(SQL)
+        .fetch_optional(&mut *conn)
+        .await?))
 }
 
 pub async fn insert(db: impl Into<Db<'_>>, row: &VaultMetaRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO vault_meta (id, vault_id, created_at, key_check, audit_signing_key, audit_public_key, key_generation)
-         VALUES (1, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&row.vault_id)
-    .bind(row.created_at)
-    .bind(&row.key_check)
-    .bind(&row.audit_signing_key)
-    .bind(&row.audit_public_key)
-    .bind(row.key_generation)
-    .execute(&mut *conn(db).await?)
-    .await?;
+    const SQL: &str = "INSERT INTO vault_meta (id, vault_id, created_at, key_check, audit_signing_key, audit_public_key, key_generation)
+         VALUES (1, $1, $2, $3, $4, $5, $6)";
+    on_either!(db, |conn| {
+        sqlx::query(SQL)
+            .bind(&row.vault_id)
+            .bind(row.created_at)
+            .bind(&row.key_check)
+            .bind(&row.audit_signing_key)
+            .bind(&row.audit_public_key)
+            .bind(row.key_generation)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
@@ -46,29 +46,41 @@ pub struct SigningKeyRow {
 /// The stored audit signing key, read on the caller's held connection (every audit append
 /// compares it with the key in memory).
 pub fn signing_key_on(c: &Inline<'_>) -> Result<Option<SigningKeyRow>, StoreError> {
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT audit_signing_key, audit_public_key FROM vault_meta WHERE id = 1",
-    )?;
-    let mut rows = stmt.query([])?;
-    Ok(match rows.next()? {
-        Some(row) => Some(SigningKeyRow {
-            sealed: row.get(0)?,
-            public: row.get(1)?,
-        }),
-        None => None,
-    })
+    const SQL: &str = "SELECT audit_signing_key, audit_public_key FROM vault_meta WHERE id = 1";
+    match c.on() {
+        On::Sqlite(conn) => {
+            let mut stmt = conn.prepare_cached(SQL)?;
+            let mut rows = stmt.query([])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(SigningKeyRow {
+                    sealed: row.get(0)?,
+                    public: row.get(1)?,
+                }),
+                None => None,
+            })
+        }
+        On::Postgres(pg) => Ok(pg
+            .optional(sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(SQL))?
+            .map(|(sealed, public)| SigningKeyRow { sealed, public })),
+    }
 }
 
 /// Just the stored public half, for the per-append comparison.
 pub fn signing_public_key_on(c: &Inline<'_>) -> Result<Option<Vec<u8>>, StoreError> {
-    let mut stmt = c
-        .conn
-        .prepare_cached("SELECT audit_public_key FROM vault_meta WHERE id = 1")?;
-    let mut rows = stmt.query([])?;
-    Ok(match rows.next()? {
-        Some(row) => Some(row.get(0)?),
-        None => None,
-    })
+    const SQL: &str = "SELECT audit_public_key FROM vault_meta WHERE id = 1";
+    match c.on() {
+        On::Sqlite(conn) => {
+            let mut stmt = conn.prepare_cached(SQL)?;
+            let mut rows = stmt.query([])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(row.get(0)?),
+                None => None,
+            })
+        }
+        On::Postgres(pg) => Ok(pg
+            .optional(sqlx::query_as::<_, (Vec<u8>,)>(SQL))?
+            .map(|(public,)| public)),
+    }
 }
 
 /// Replaces the audit signing key (`audit rotate-signing-key`).
@@ -77,15 +89,20 @@ pub async fn set_signing_key(
     sealed: &[u8],
     public: &[u8],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE vault_meta SET audit_signing_key = ?, audit_public_key = ? WHERE id = 1")
-        .bind(sealed)
-        .bind(public)
-        .execute(&mut *tx.tx)
-        .await?;
+    const SQL: &str =
+        "UPDATE vault_meta SET audit_signing_key = $1, audit_public_key = $2 WHERE id = 1";
+    on_either!(tx, |conn| {
+        sqlx::query(SQL)
+            .bind(sealed)
+            .bind(public)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
 /// A data key rotation under way.
+#[derive(Debug, PartialEq, Eq)]
 pub struct RotationRow {
     pub generation: i64,
     /// The new data key, sealed under the current one.
@@ -100,31 +117,46 @@ pub async fn rotation(db: impl Into<Db<'_>>) -> Result<Option<RotationRow>, Stor
 
 /// [`rotation`] on a held connection (a grant that met a seed sealed under the new key).
 pub fn rotation_on(c: &Inline<'_>) -> Result<Option<RotationRow>, StoreError> {
-    let mut stmt = c.conn.prepare_cached(
-        "SELECT generation, next_key, started_at, started_by FROM key_rotation WHERE id = 1",
-    )?;
-    let mut rows = stmt.query([])?;
-    Ok(match rows.next()? {
-        Some(row) => Some(RotationRow {
-            generation: row.get(0)?,
-            next_key: row.get(1)?,
-            started_at: row.get(2)?,
-            started_by: row.get(3)?,
-        }),
-        None => None,
-    })
+    const SQL: &str =
+        "SELECT generation, next_key, started_at, started_by FROM key_rotation WHERE id = 1";
+    match c.on() {
+        On::Sqlite(conn) => {
+            let mut stmt = conn.prepare_cached(SQL)?;
+            let mut rows = stmt.query([])?;
+            Ok(match rows.next()? {
+                Some(row) => Some(RotationRow {
+                    generation: row.get(0)?,
+                    next_key: row.get(1)?,
+                    started_at: row.get(2)?,
+                    started_by: row.get(3)?,
+                }),
+                None => None,
+            })
+        }
+        On::Postgres(pg) => Ok(pg
+            .optional(sqlx::query_as::<_, (i64, Vec<u8>, i64, String)>(SQL))?
+            .map(
+                |(generation, next_key, started_at, started_by)| RotationRow {
+                    generation,
+                    next_key,
+                    started_at,
+                    started_by,
+                },
+            )),
+    }
 }
 
 pub async fn insert_rotation(tx: &mut WriteTx, row: &RotationRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO key_rotation (id, generation, next_key, started_at, started_by) VALUES (1, ?, ?, ?, ?)",
-    )
-    .bind(row.generation)
-    .bind(&row.next_key)
-    .bind(row.started_at)
-    .bind(&row.started_by)
-    .execute(&mut *tx.tx)
-    .await?;
+    const SQL: &str = "INSERT INTO key_rotation (id, generation, next_key, started_at, started_by) VALUES (1, $1, $2, $3, $4)";
+    on_either!(tx, |conn| {
+        sqlx::query(SQL)
+            .bind(row.generation)
+            .bind(&row.next_key)
+            .bind(row.started_at)
+            .bind(&row.started_by)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
@@ -136,19 +168,32 @@ pub async fn finish_rotation(
     key_check: &[u8],
     audit_signing_key: &[u8],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE vault_meta SET key_generation = ?, key_check = ?, audit_signing_key = ? WHERE id = 1",
-    )
-    .bind(generation)
-    .bind(key_check)
-    .bind(audit_signing_key)
-    .execute(&mut *tx.tx)
-    .await?;
-    sqlx::query("UPDATE key_rotation SET next_key = zeroblob(length(next_key))")
-        .execute(&mut *tx.tx)
-        .await?;
-    sqlx::query("DELETE FROM key_rotation")
-        .execute(&mut *tx.tx)
-        .await?;
+    const META: &str =
+        "UPDATE vault_meta SET key_generation = $1, key_check = $2, audit_signing_key = $3 WHERE id = 1";
+    const DELETE: &str = "DELETE FROM key_rotation";
+    on_either!(&mut *tx, |conn| {
+        sqlx::query(META)
+            .bind(generation)
+            .bind(key_check)
+            .bind(audit_signing_key)
+            .execute(&mut *conn)
+            .await?;
+    });
+    match super::engine(&mut *tx).await? {
+        super::Engine::Sqlite(mut conn) => {
+            sqlx::query("UPDATE key_rotation SET next_key = zeroblob(length(next_key))")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(DELETE).execute(&mut *conn).await?;
+        }
+        super::Engine::Postgres(mut conn) => {
+            sqlx::query(
+                "UPDATE key_rotation SET next_key = decode(repeat('00', length(next_key)), 'hex')",
+            )
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(DELETE).execute(&mut *conn).await?;
+        }
+    }
     Ok(())
 }

@@ -196,7 +196,7 @@ async fn a_vault_created_before_the_migrations_moved_opens_with_its_rows() {
         .await
         .unwrap();
     let serials: Vec<String> = sqlx::query_scalar("SELECT serial FROM tokens ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.pool().unwrap())
         .await
         .unwrap();
     assert_eq!(serials, ["T-1", "00042"]);

@@ -1,6 +1,19 @@
-//! Storage: the SQLite pool, its pragmas, migrations, and every query (grouped by table);
-//! PostgreSQL's connection, migrations and the bulk copy from SQLite ([`postgres`]), not yet a
-//! serving engine. No SQL lives outside this module.
+//! Storage: the engine (SQLite: a read pool, one write connection, pragmas; PostgreSQL: a pool),
+//! migrations, and every query (grouped by table, choosing SQL per engine only where the
+//! dialects differ); PostgreSQL's connection, migrations and the bulk copy from SQLite
+//! ([`postgres`]). No SQL lives outside this module.
+
+/// Runs `$body` with `$conn` bound to the connection `$db` names, of whichever engine: the
+/// same tokens compile once per engine. For queries whose SQL is the same on both, written
+/// with `$N` placeholders (sqlx's SQLite driver takes them as it takes `?N`).
+macro_rules! on_either {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $crate::store::engine($db).await? {
+            $crate::store::Engine::Sqlite(mut $conn) => $body,
+            $crate::store::Engine::Postgres(mut $conn) => $body,
+        }
+    };
+}
 
 pub mod approvals;
 pub mod audit;
@@ -21,6 +34,7 @@ pub mod snapshot;
 pub mod token_pages;
 pub mod tokens;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,55 +43,89 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-/// A write transaction, opened with `BEGIN IMMEDIATE` so that it holds SQLite's write lock from
-/// the start (a deferred transaction that reads and then writes can fail with `SQLITE_BUSY`
-/// when the CLI writes beside a running server). Pass `&mut tx` to the store's functions; it
-/// rolls back when dropped without [`commit`](Self::commit).
+/// A write transaction. On SQLite it is opened with `BEGIN IMMEDIATE` so that it holds the
+/// write lock from the start (a deferred transaction that reads and then writes can fail with
+/// `SQLITE_BUSY` when the CLI writes beside a running server); on PostgreSQL it is a plain
+/// `READ COMMITTED` transaction (what must be serialised across instances, the audit head,
+/// takes its own lock: [`audit::head_on`]). Pass `&mut tx` to the store's functions; it rolls
+/// back when dropped without [`commit`](Self::commit).
 ///
-/// Statements run through sqlx, or through rusqlite on the same connection ([`Self::inline`],
-/// bulk inserts); which one is the store's choice per query, never the caller's.
+/// Statements run through sqlx, or on the same connection through [`Self::inline`] (rusqlite
+/// on SQLite, sqlx blocking on PostgreSQL); which one is the store's choice per query, never
+/// the caller's.
 ///
 /// A write that fails (a full disk, a refused `COMMIT`, a cancelled request) never leaves the
-/// write connection inside a transaction: see [`release_writer`].
+/// SQLite write connection inside a transaction: see [`release_writer`].
 pub struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: EngineTx,
     simulated_full_disk: Arc<AtomicBool>,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// The transaction of either engine.
+enum EngineTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
 impl WriteTx {
     /// Makes the transaction's writes durable.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        if self.simulated_full_disk.load(Ordering::Relaxed) {
+        if matches!(self.tx, EngineTx::Sqlite(_))
+            && self.simulated_full_disk.load(Ordering::Relaxed)
+        {
             self.exhaust_space().await?;
         }
-        self.tx.commit().await?;
+        match self.tx {
+            EngineTx::Sqlite(tx) => tx.commit().await?,
+            EngineTx::Postgres(tx) => tx.commit().await?,
+        }
         // Wakes the SIEM forwarders (`Store::commits`); never waits for them.
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
+    }
+
+    /// Ends the transaction without keeping its writes (what dropping it does, awaited).
+    pub(crate) async fn rollback(self) -> Result<(), StoreError> {
+        match self.tx {
+            EngineTx::Sqlite(tx) => tx.rollback().await?,
+            EngineTx::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// The SQLite connection of this transaction, for the table modules not yet ported to
+    /// PostgreSQL (`tokens`, `token_pages`): on PostgreSQL they answer with
+    /// [`not_on_postgres`] instead of running SQLite's SQL.
+    fn sqlite(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        match &mut self.tx {
+            EngineTx::Sqlite(tx) => Ok(tx),
+            EngineTx::Postgres(_) => Err(not_on_postgres()),
+        }
     }
 
     /// The test hook behind [`Store::simulate_full_disk`]: grows the database past a page limit
     /// set at its current size, so that SQLite itself fails the transaction with `SQLITE_FULL`
     /// and handles it as on a full disk (it may roll the whole transaction back on its own).
     async fn exhaust_space(&mut self) -> Result<(), StoreError> {
+        let tx = self.sqlite()?;
         let limit: i64 = sqlx::query_scalar("PRAGMA max_page_count")
-            .fetch_one(&mut *self.tx)
+            .fetch_one(&mut *tx)
             .await?;
         // A limit below the current size is raised to it: no page can be added.
         sqlx::query("PRAGMA max_page_count = 1")
-            .execute(&mut *self.tx)
+            .execute(&mut *tx)
             .await?;
         let mut grown = Ok(());
         for _ in 0..64 {
             grown = sqlx::query("CREATE TABLE IF NOT EXISTS simulated_full_disk (b BLOB)")
-                .execute(&mut *self.tx)
+                .execute(&mut *tx)
                 .await
                 .and(
                     sqlx::query("INSERT INTO simulated_full_disk (b) VALUES (zeroblob(1048576))")
-                        .execute(&mut *self.tx)
+                        .execute(&mut *tx)
                         .await,
                 )
                 .map(|_| ());
@@ -86,7 +134,7 @@ impl WriteTx {
             }
         }
         sqlx::query(&format!("PRAGMA max_page_count = {limit}"))
-            .execute(&mut *self.tx)
+            .execute(&mut *tx)
             .await?;
         Ok(grown?)
     }
@@ -94,11 +142,15 @@ impl WriteTx {
     /// Runs `work` on this transaction's connection, held on the calling thread: a run of
     /// short statements (the `_on` functions of the table modules) with one hand-off from
     /// sqlx's worker thread in all, instead of one each. The writes belong to the transaction.
+    /// On PostgreSQL see [`on_postgres`] (needs tokio's multi-threaded runtime).
     pub async fn inline<R>(
         &mut self,
         work: impl FnOnce(&Inline<'_>) -> R,
     ) -> Result<R, StoreError> {
-        on_rusqlite(&mut self.tx, work, false).await
+        match &mut self.tx {
+            EngineTx::Sqlite(tx) => on_rusqlite(tx, work, false).await,
+            EngineTx::Postgres(tx) => on_postgres(tx, work),
+        }
     }
 
     /// [`Self::inline`] for long work (bulk inserts): on a multi-threaded runtime the worker
@@ -107,7 +159,10 @@ impl WriteTx {
         &mut self,
         work: impl FnOnce(&Inline<'_>) -> R,
     ) -> Result<R, StoreError> {
-        on_rusqlite(&mut self.tx, work, true).await
+        match &mut self.tx {
+            EngineTx::Sqlite(tx) => on_rusqlite(tx, work, true).await,
+            EngineTx::Postgres(tx) => on_postgres(tx, work),
+        }
     }
 }
 
@@ -119,9 +174,10 @@ pub struct Db<'c>(Source<'c>);
 enum Source<'c> {
     Pool(&'c SqlitePool),
     Tx(&'c mut SqliteConnection),
-    /// PostgreSQL (issue #20): so far only the table modules ported to [`Engine`] run on it.
-    PgPool(&'c sqlx::PgPool),
-    PgTx(&'c mut sqlx::PgConnection),
+    /// PostgreSQL: the table modules ported to [`Engine`] run on it (all but `tokens` and
+    /// `token_pages`, which answer [`not_on_postgres`]).
+    PgPool(&'c PgPool),
+    PgTx(&'c mut PgConnection),
 }
 
 impl<'c> From<&'c sqlx::PgPool> for Db<'c> {
@@ -182,7 +238,10 @@ async fn engine<'c>(db: impl Into<Db<'c>>) -> Result<Engine<'c>, StoreError> {
 
 impl<'c> From<&'c Store> for Db<'c> {
     fn from(store: &'c Store) -> Self {
-        Self(Source::Pool(&store.pool))
+        Self(match &store.engine {
+            StoreEngine::Sqlite(sqlite) => Source::Pool(&sqlite.pool),
+            StoreEngine::Postgres(pool) => Source::PgPool(pool),
+        })
     }
 }
 
@@ -194,7 +253,10 @@ impl<'c> From<&'c SqlitePool> for Db<'c> {
 
 impl<'c> From<&'c mut WriteTx> for Db<'c> {
     fn from(tx: &'c mut WriteTx) -> Self {
-        Self(Source::Tx(&mut tx.tx))
+        Self(match &mut tx.tx {
+            EngineTx::Sqlite(tx) => Source::Tx(tx),
+            EngineTx::Postgres(tx) => Source::PgTx(tx),
+        })
     }
 }
 
@@ -208,17 +270,20 @@ impl<'c> Db<'c> {
         })
     }
 
-    /// Runs `work` through rusqlite on that connection, on the calling thread.
+    /// Runs `work` on that connection, on the calling thread (see [`WriteTx::inline`]).
     async fn inline<R>(self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
-        let mut conn = self.conn().await?;
-        on_rusqlite(&mut conn, work, false).await
+        match engine(self).await? {
+            Engine::Sqlite(mut conn) => on_rusqlite(&mut conn, work, false).await,
+            Engine::Postgres(mut conn) => on_postgres(&mut conn, work),
+        }
     }
 }
 
-/// What a table module not yet ported to PostgreSQL answers when handed a PostgreSQL source.
+/// What a table module not yet ported to PostgreSQL (`tokens`, `token_pages`) answers when
+/// handed a PostgreSQL source.
 fn not_on_postgres() -> StoreError {
     StoreError::Postgres(
-        "this query does not run on PostgreSQL yet (issue #20: the store is ported one table module at a time)".into(),
+        "this query does not run on PostgreSQL yet (issue #20: tokens and token pages are still SQLite-only)".into(),
     )
 }
 
@@ -273,9 +338,130 @@ impl std::ops::DerefMut for Conn<'_> {
 }
 
 /// A connection held on the calling thread for a run of statements ([`WriteTx::inline`],
-/// [`Store::inline`]); the table modules' `_on` functions run on it.
-pub struct Inline<'c> {
-    conn: &'c rusqlite::Connection,
+/// [`Store::inline`]); the table modules' `_on` functions run on it, matching on
+/// [`Inline::on`] where the engines differ.
+pub struct Inline<'c>(InlineConn<'c>);
+
+enum InlineConn<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres(PgInline<'c>),
+}
+
+/// Which engine an [`Inline`] holds, for a table module's `_on` function.
+enum On<'a, 'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres(&'a PgInline<'c>),
+}
+
+impl<'c> Inline<'c> {
+    fn on(&self) -> On<'_, 'c> {
+        match &self.0 {
+            InlineConn::Sqlite(conn) => On::Sqlite(conn),
+            InlineConn::Postgres(pg) => On::Postgres(pg),
+        }
+    }
+
+    /// The SQLite connection, for the `_on` functions not yet ported (`tokens`,
+    /// `token_pages`); on PostgreSQL they answer [`not_on_postgres`].
+    fn sqlite(&self) -> Result<&'c rusqlite::Connection, StoreError> {
+        match &self.0 {
+            InlineConn::Sqlite(conn) => Ok(conn),
+            InlineConn::Postgres(_) => Err(not_on_postgres()),
+        }
+    }
+}
+
+/// A PostgreSQL connection held inside `tokio::task::block_in_place` ([`on_postgres`]): each
+/// statement runs to completion with `Handle::block_on`, the pattern tokio documents for
+/// calling async code from a synchronous closure on a multi-threaded runtime. The `RefCell`
+/// lends the connection to one statement at a time (the `_on` functions take `&Inline`).
+struct PgInline<'c> {
+    conn: RefCell<&'c mut PgConnection>,
+    handle: tokio::runtime::Handle,
+}
+
+impl PgInline<'_> {
+    /// Runs a statement; how many rows it changed.
+    fn execute(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        Ok(self
+            .handle
+            .block_on(query.execute(&mut **conn))?
+            .rows_affected())
+    }
+
+    /// Every row a query returns, undecoded (for rows wider than sqlx's tuples).
+    fn rows(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        Ok(self.handle.block_on(query.fetch_all(&mut **conn))?)
+    }
+
+    /// Every row a query returns.
+    fn all<O>(
+        &self,
+        query: sqlx::query::QueryAs<'_, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<O>, StoreError>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut conn = self.conn.borrow_mut();
+        Ok(self.handle.block_on(query.fetch_all(&mut **conn))?)
+    }
+
+    /// The first row a query returns, if any.
+    fn optional<O>(
+        &self,
+        query: sqlx::query::QueryAs<'_, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<O>, StoreError>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut conn = self.conn.borrow_mut();
+        Ok(self.handle.block_on(query.fetch_optional(&mut **conn))?)
+    }
+
+    /// The one row a query returns.
+    fn one<O>(
+        &self,
+        query: sqlx::query::QueryAs<'_, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> Result<O, StoreError>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut conn = self.conn.borrow_mut();
+        Ok(self.handle.block_on(query.fetch_one(&mut **conn))?)
+    }
+}
+
+/// SQLite's placeholders (`?`, `?NNN`) as PostgreSQL's (`$N`), for the `_on` functions whose
+/// SQL is otherwise the same on both engines (no `?` in their literals). Runs on PostgreSQL
+/// only; sqlx's statement cache keys on the result, so the statement is still prepared once.
+fn dollars(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut next = 0u32;
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '?' {
+            out.push(ch);
+            continue;
+        }
+        out.push('$');
+        if chars.peek().is_some_and(char::is_ascii_digit) {
+            while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                out.push(digit);
+            }
+        } else {
+            next += 1;
+            out.push_str(&next.to_string());
+        }
+    }
+    out
 }
 
 /// The SQLite engine's migrations (`migrations/sqlite/`; moved there from `migrations/` with
@@ -389,14 +575,37 @@ impl StoreError {
 /// tens or hundreds of milliseconds. Every write in this process therefore goes through one
 /// connection, queued fairly by the pool (no busy handler involved); reads never wait for it
 /// (WAL). The busy timeout still covers the CLI writing beside a running server.
+///
+/// On PostgreSQL ([`Store::open_postgres`]) the store is a pool: the server serialises
+/// writers itself, and several instances share one database.
 #[derive(Clone)]
 pub struct Store {
+    engine: StoreEngine,
+    simulated_full_disk: Arc<AtomicBool>,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+#[derive(Clone)]
+enum StoreEngine {
+    Sqlite(SqliteStore),
+    Postgres(PgPool),
+}
+
+/// The SQLite engine's parts.
+#[derive(Clone)]
+struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
     group: group::Group,
     path: PathBuf,
-    simulated_full_disk: Arc<AtomicBool>,
-    commits: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// What a SQLite-only operation answers on a PostgreSQL store: `what` cannot be done there,
+/// `instead` is how it is done on PostgreSQL.
+fn sqlite_only(what: &str, instead: &str) -> StoreError {
+    StoreError::Postgres(format!(
+        "{what} is a SQLite vault's; this vault is on PostgreSQL — {instead}"
+    ))
 }
 
 pub use group::GroupTx;
@@ -466,20 +675,63 @@ impl Store {
         .await?;
         SQLITE_MIGRATOR.run(&writer).await?;
         let pool = connect(SqlitePoolOptions::new().max_connections(8)).await?;
-        Ok(Self {
+        Ok(Self::with_engine(StoreEngine::Sqlite(SqliteStore {
             pool,
             writer,
             group: Default::default(),
             path,
+        })))
+    }
+
+    fn with_engine(engine: StoreEngine) -> Self {
+        Self {
+            engine,
             simulated_full_disk: Default::default(),
             commits: Arc::new(tokio::sync::watch::Sender::new(0)),
-        })
+        }
+    }
+
+    /// Opens the vault database on the PostgreSQL server `url` names (password as
+    /// [`postgres::connect`] finds it) with a pool of `connections`, and runs the engine's
+    /// migrations ([`postgres::MIGRATOR`]).
+    pub async fn open_postgres(
+        url: &engine::PostgresUrl,
+        password_file: Option<&Path>,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = postgres::connect_pool(url, password_file, connections).await?;
+        postgres::MIGRATOR.run(&pool).await.map_err(|e| {
+            StoreError::Postgres(format!(
+                "cannot migrate the PostgreSQL database of {url}: {e} — the database may come from a newer seedvault"
+            ))
+        })?;
+        Ok(Self::from_postgres_pool(pool))
+    }
+
+    /// A store on an already migrated PostgreSQL pool (tests, and two "instances" on one
+    /// database).
+    pub fn from_postgres_pool(pool: PgPool) -> Self {
+        Self::with_engine(StoreEngine::Postgres(pool))
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, StoreEngine::Postgres(_))
+    }
+
+    /// The SQLite engine's parts, or the error naming what to do on PostgreSQL.
+    fn sqlite(&self, what: &str, instead: &str) -> Result<&SqliteStore, StoreError> {
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => Ok(sqlite),
+            StoreEngine::Postgres(_) => Err(sqlite_only(what, instead)),
+        }
     }
 
     /// Test hook: while `full`, every [`WriteTx`] (and so every group-commit batch) fails at
     /// its commit with SQLite's own `SQLITE_FULL`, exactly as when the disk holding the data
     /// directory has no room; `false` is the space freed again. Writes outside a `WriteTx`
-    /// (the session store) are not affected.
+    /// (the session store) are not affected, nor PostgreSQL stores (a server's full disk is
+    /// the server's to simulate).
     #[doc(hidden)]
     pub fn simulate_full_disk(&self, full: bool) {
         self.simulated_full_disk.store(full, Ordering::Relaxed);
@@ -510,35 +762,55 @@ impl Store {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        Ok(Self {
+        Ok(Self::with_engine(StoreEngine::Sqlite(SqliteStore {
             writer: pool.clone(),
             pool,
             group: Default::default(),
             path,
-            simulated_full_disk: Default::default(),
-            commits: Arc::new(tokio::sync::watch::Sender::new(0)),
-        })
+        })))
     }
 
-    /// The pool for reads, for what runs its own SQL on it (the session store, tests).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The SQLite read pool, for what runs its own SQL on it (the session store, tests).
+    pub fn pool(&self) -> Result<&SqlitePool, StoreError> {
+        Ok(&self
+            .sqlite(
+                "the SQLite read pool",
+                "pass the store itself (`&store`) to the store's functions",
+            )?
+            .pool)
     }
 
-    /// The single write connection, for writes that are not a [`WriteTx`] (the session store).
-    pub fn writer(&self) -> &SqlitePool {
-        &self.writer
+    /// The single SQLite write connection, for writes that are not a [`WriteTx`] (the session
+    /// store).
+    pub fn writer(&self) -> Result<&SqlitePool, StoreError> {
+        Ok(&self
+            .sqlite(
+                "the SQLite write connection",
+                "write through Store::begin_write",
+            )?
+            .writer)
     }
 
-    /// Path of the database file (its `-wal` and `-shm` sit beside it).
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Path of the SQLite database file (its `-wal` and `-shm` sit beside it).
+    pub fn path(&self) -> Result<&Path, StoreError> {
+        Ok(&self
+            .sqlite(
+                "the database file",
+                "read the trail through the store's functions, and back up the database with pg_dump",
+            )?
+            .path)
     }
 
-    /// Starts a write transaction that holds the write lock.
+    /// Starts a write transaction: on SQLite one that holds the write lock.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let tx = match &self.engine {
+            StoreEngine::Sqlite(sqlite) => {
+                EngineTx::Sqlite(sqlite.writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            StoreEngine::Postgres(pool) => EngineTx::Postgres(pool.begin().await?),
+        };
         Ok(WriteTx {
-            tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            tx,
             simulated_full_disk: self.simulated_full_disk.clone(),
             commits: self.commits.clone(),
         })
@@ -554,12 +826,20 @@ impl Store {
     /// start within `within` (another writer holding the lock longer means not ready), and
     /// every migration this binary ships must be applied.
     pub async fn readiness(&self, within: Duration) -> Result<(), String> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| format!("cannot read the applied migrations: {e}"))?;
-        let missing = SQLITE_MIGRATOR
+        // `WHERE success`: an integer on SQLite, a boolean on PostgreSQL.
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let (applied, migrator): (Result<Vec<i64>, _>, _) = match &self.engine {
+            StoreEngine::Sqlite(sqlite) => (
+                sqlx::query_scalar(APPLIED).fetch_all(&sqlite.pool).await,
+                &SQLITE_MIGRATOR,
+            ),
+            StoreEngine::Postgres(pool) => (
+                sqlx::query_scalar(APPLIED).fetch_all(pool).await,
+                &postgres::MIGRATOR,
+            ),
+        };
+        let applied = applied.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+        let missing = migrator
             .iter()
             .filter(|m| !applied.contains(&m.version))
             .count();
@@ -583,36 +863,57 @@ impl Store {
     }
 
     /// Runs `work` on a pooled read connection held on the calling thread: several short reads
-    /// with one hand-off in all (see [`WriteTx::inline`]).
+    /// with one hand-off in all (see [`WriteTx::inline`]; on PostgreSQL, [`on_postgres`]).
     pub async fn inline<R>(&self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
         Db::from(self).inline(work).await
     }
 
     /// A trivial query: proves the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => {
+                sqlx::query("SELECT 1").execute(&sqlite.pool).await?;
+            }
+            StoreEngine::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
         Ok(())
     }
 
     /// Starts a write that shares its transaction, and so its `fsync`, with concurrent
     /// writes of the same kind (group commit, see [`GroupTx`]). For hot paths where many
-    /// small durable writes arrive at once; the job stays atomic on its own.
+    /// small durable writes arrive at once; the job stays atomic on its own. On PostgreSQL,
+    /// which takes concurrent writers, each job is an ordinary transaction of its own.
     pub async fn begin_grouped(&self) -> Result<GroupTx, StoreError> {
-        GroupTx::begin(&self.group, self).await
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => GroupTx::begin(&sqlite.group, self).await,
+            StoreEngine::Postgres(_) => Ok(GroupTx::solo(self.begin_write().await?)),
+        }
     }
 
     /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
-    /// so that overwritten pages do not survive in the log.
+    /// so that overwritten pages do not survive in the log. SQLite only: PostgreSQL's WAL is
+    /// the server's (what purge guarantees there: docs/ARCHITECTURE.md, "PostgreSQL").
     pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let sqlite = self.sqlite(
+            "truncating the write-ahead log",
+            "PostgreSQL's WAL, replicas and base backups are the server's; retire old page images with key rotate",
+        )?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.writer)
+            .execute(&sqlite.writer)
             .await?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => {
+                sqlite.pool.close().await;
+                sqlite.writer.close().await;
+            }
+            StoreEngine::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -621,15 +922,23 @@ pub const VAULT_ID_FILE: &str = "vault-id";
 
 /// The data directory's record of its vault, kept outside the database so that losing the
 /// database (or its WAL) cannot also lose the knowledge that a vault was here.
+///
+/// On PostgreSQL there is no marker: the database is the server's, and no file of the data
+/// directory can lose it; the vault's id lives in `vault_meta` alone.
 impl Store {
-    /// Path of the vault id marker.
-    pub fn vault_id_marker(&self) -> PathBuf {
-        self.path.with_file_name(VAULT_ID_FILE)
+    /// Path of the vault id marker (`None` on PostgreSQL).
+    pub fn vault_id_marker(&self) -> Option<PathBuf> {
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => Some(sqlite.path.with_file_name(VAULT_ID_FILE)),
+            StoreEngine::Postgres(_) => None,
+        }
     }
 
-    /// The vault id this data directory recorded, if any.
+    /// The vault id this data directory recorded, if any (always none on PostgreSQL).
     pub fn recorded_vault_id(&self) -> Result<Option<String>, StoreError> {
-        let path = self.vault_id_marker();
+        let Some(path) = self.vault_id_marker() else {
+            return Ok(None);
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text.trim().to_owned()).filter(|id| !id.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -640,9 +949,11 @@ impl Store {
         }
     }
 
-    /// Records `vault_id` as this data directory's vault (mode 0600).
+    /// Records `vault_id` as this data directory's vault (mode 0600); nothing on PostgreSQL.
     pub fn record_vault_id(&self, vault_id: &str) -> Result<(), StoreError> {
-        let path = self.vault_id_marker();
+        let Some(path) = self.vault_id_marker() else {
+            return Ok(());
+        };
         write_private(&path, format!("{vault_id}\n").as_bytes()).map_err(|e| StoreError::DataDir {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -741,6 +1052,30 @@ async fn release_writer(conn: &mut SqliteConnection) -> bool {
     false
 }
 
+/// Runs `work` on a PostgreSQL connection inside `tokio::task::block_in_place`, its statements
+/// each driven by `Handle::block_on` ([`PgInline`]): the domain's synchronous closures run
+/// unchanged on PostgreSQL. The worker thread's other tasks move elsewhere meanwhile. Needs
+/// tokio's multi-threaded runtime (the server's, the CLI's and the integration tests'); on
+/// another it refuses instead of panicking.
+fn on_postgres<R>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&Inline<'_>) -> R,
+) -> Result<R, StoreError> {
+    let handle = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .ok_or_else(|| {
+            StoreError::Postgres(
+                "the PostgreSQL store runs its statement sequences on tokio's multi-threaded runtime; this code runs on another (use #[tokio::main] / #[tokio::test(flavor = \"multi_thread\")])".into(),
+            )
+        })?;
+    let inline = Inline(InlineConn::Postgres(PgInline {
+        conn: RefCell::new(conn),
+        handle,
+    }));
+    Ok(tokio::task::block_in_place(|| work(&inline)))
+}
+
 /// Runs `work` through rusqlite on the connection sqlx opened, on the calling thread, and hands
 /// back what it returns: for runs of statements and for bulk writes, where sqlx would copy every
 /// bound value into an owned argument list and ship it to its worker thread (for 100,000 rows
@@ -769,7 +1104,7 @@ async fn on_rusqlite<R>(
     // link the same libsqlite3-sys, so this is the library that opened the handle (checked by
     // `tests::rusqlite_and_sqlx_share_one_sqlite_and_one_transaction`).
     let conn = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr())? };
-    let inline = Inline { conn: &conn };
+    let inline = Inline(InlineConn::Sqlite(&conn));
     let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) if may_block => {
             tokio::task::block_in_place(|| work(&inline))
@@ -794,13 +1129,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         let through_sqlx: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().unwrap())
             .await
             .unwrap();
         assert_eq!(through_sqlx, rusqlite::version());
         let through_handle: String = store
             .inline(|c| {
-                c.conn
+                c.sqlite()
+                    .unwrap()
                     .query_row("SELECT sqlite_version()", [], |r| r.get(0))
             })
             .await
@@ -810,7 +1146,7 @@ mod tests {
         // Same version but built differently (bundled beside a system library) shows in the
         // compile options: those of a connection rusqlite opens itself, against sqlx's.
         let sqlx_options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
-            .fetch_all(store.pool())
+            .fetch_all(store.pool().unwrap())
             .await
             .unwrap();
         let own = rusqlite::Connection::open_in_memory().unwrap();
@@ -825,24 +1161,28 @@ mod tests {
 
         let mut tx = store.begin_write().await.unwrap();
         sqlx::query("CREATE TABLE scratch (n INTEGER NOT NULL)")
-            .execute(&mut *tx.tx)
+            .execute(tx.sqlite().unwrap())
             .await
             .unwrap();
         sqlx::query("INSERT INTO scratch (n) VALUES (41)")
-            .execute(&mut *tx.tx)
+            .execute(tx.sqlite().unwrap())
             .await
             .unwrap();
         let seen: i64 = tx
             .inline(|c| {
-                c.conn.execute("UPDATE scratch SET n = n + 1", [])?;
-                c.conn.query_row("SELECT n FROM scratch", [], |r| r.get(0))
+                c.sqlite()
+                    .unwrap()
+                    .execute("UPDATE scratch SET n = n + 1", [])?;
+                c.sqlite()
+                    .unwrap()
+                    .query_row("SELECT n FROM scratch", [], |r| r.get(0))
             })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(seen, 42, "rusqlite sees sqlx's uncommitted row");
         let after: i64 = sqlx::query_scalar("SELECT n FROM scratch")
-            .fetch_one(&mut *tx.tx)
+            .fetch_one(tx.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(
@@ -851,7 +1191,7 @@ mod tests {
         );
         drop(tx);
         let gone = sqlx::query("SELECT n FROM scratch")
-            .fetch_optional(store.pool())
+            .fetch_optional(store.pool().unwrap())
             .await;
         assert!(gone.is_err(), "the rollback undid both drivers' work");
     }
@@ -861,9 +1201,12 @@ mod tests {
         let store = Store::open_with(dir.path(), Duration::from_millis(200))
             .await
             .unwrap();
-        execute(store.writer(), "CREATE TABLE scratch (b BLOB NOT NULL)")
-            .await
-            .unwrap();
+        execute(
+            store.writer().unwrap(),
+            "CREATE TABLE scratch (b BLOB NOT NULL)",
+        )
+        .await
+        .unwrap();
         (dir, store)
     }
 
@@ -875,14 +1218,14 @@ mod tests {
 
     async fn rows(store: &Store) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM scratch")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().unwrap())
             .await
             .unwrap()
     }
 
     /// What another process (the CLI) sees: it can take the write lock and write.
     fn another_process_can_write(store: &Store) {
-        let other = rusqlite::Connection::open(store.path()).unwrap();
+        let other = rusqlite::Connection::open(store.path().unwrap()).unwrap();
         other.busy_timeout(Duration::from_secs(2)).unwrap();
         other
             .execute_batch("BEGIN IMMEDIATE; INSERT INTO scratch (b) VALUES (x'00'); COMMIT;")
@@ -909,7 +1252,7 @@ mod tests {
     async fn a_statement_on_a_full_disk_leaves_no_transaction_behind() {
         let (_dir, store) = scratch_store().await;
         // Caps the file at its current size on the write connection: no page can be added.
-        execute(store.writer(), "PRAGMA max_page_count = 1")
+        execute(store.writer().unwrap(), "PRAGMA max_page_count = 1")
             .await
             .unwrap();
         let mut tx = store.begin_write().await.unwrap();
@@ -921,9 +1264,12 @@ mod tests {
         assert!(matches!(failed, Err(StoreError::DiskFull(_))), "{failed:?}");
         drop(tx);
         // Space back: on this connection if it survived, or on a fresh one with no limit.
-        execute(store.writer(), "PRAGMA max_page_count = 1073741823")
-            .await
-            .unwrap();
+        execute(
+            store.writer().unwrap(),
+            "PRAGMA max_page_count = 1073741823",
+        )
+        .await
+        .unwrap();
         write_row(&store).await.unwrap();
         another_process_can_write(&store);
         assert_eq!(rows(&store).await, 2);
@@ -932,7 +1278,7 @@ mod tests {
     #[tokio::test]
     async fn a_lock_held_past_the_busy_timeout_fails_as_busy_and_does_not_outlive_the_lock() {
         let (_dir, store) = scratch_store().await;
-        let other = rusqlite::Connection::open(store.path()).unwrap();
+        let other = rusqlite::Connection::open(store.path().unwrap()).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let failed = write_row(&store).await;
         assert!(matches!(failed, Err(StoreError::Busy(_))), "{failed:?}");
@@ -942,5 +1288,7 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod both_engines;
 #[cfg(test)]
 mod migration_tests;

@@ -1,6 +1,6 @@
 //! `operators`, `credentials` and `invites`.
 
-use super::{conn, inline, Db, Inline, StoreError};
+use super::{engine, inline, Db, Engine, Inline, On, StoreError};
 
 #[derive(Clone)]
 pub struct OperatorRow {
@@ -28,50 +28,66 @@ fn operator(t: OperatorTuple) -> OperatorRow {
 const OPERATOR_COLUMNS: &str = "id, name, user_handle, roles, disabled, created_at";
 
 pub async fn count_operators(db: impl Into<Db<'_>>) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM operators")
-        .fetch_one(&mut *conn(db).await?)
-        .await?)
+    const SQL: &str = "SELECT COUNT(*) FROM operators";
+    Ok(on_either!(db, |conn| sqlx::query_scalar(SQL)
+        .fetch_one(&mut *conn)
+        .await?))
 }
 
 pub async fn list_operators(db: impl Into<Db<'_>>) -> Result<Vec<OperatorRow>, StoreError> {
-    let rows: Vec<OperatorTuple> = sqlx::query_as(&format!(
-        "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"
-    ))
-    .fetch_all(&mut *conn(db).await?)
-    .await?;
+    let sql = format!("SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name");
+    let rows: Vec<OperatorTuple> = match engine(db).await? {
+        Engine::Sqlite(mut conn) => sqlx::query_as(&sql).fetch_all(&mut *conn).await?,
+        // Bytewise, as SQLite orders text, whatever the database's collation.
+        Engine::Postgres(mut conn) => {
+            sqlx::query_as(&format!("{sql} COLLATE \"C\""))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
     Ok(rows.into_iter().map(operator).collect())
 }
 
 /// [`operator_by_id`] on a held connection (see [`crate::store::sessions::with_operator`]).
 pub fn operator_by_id_on(c: &Inline<'_>, id: i64) -> Result<Option<OperatorRow>, StoreError> {
     use rusqlite::OptionalExtension;
-    Ok(c.conn
-        .prepare_cached(&format!(
-            "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?1"
-        ))?
-        .query_row([id], |r| {
-            Ok(operator((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            )))
-        })
-        .optional()?)
+    match c.on() {
+        On::Sqlite(conn) => Ok(conn
+            .prepare_cached(&format!(
+                "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?1"
+            ))?
+            .query_row([id], |r| {
+                Ok(operator((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                )))
+            })
+            .optional()?),
+        On::Postgres(pg) => Ok(pg
+            .optional(
+                sqlx::query_as(&format!(
+                    "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = $1"
+                ))
+                .bind(id),
+            )?
+            .map(operator)),
+    }
 }
 
 pub async fn operator_by_id(
     db: impl Into<Db<'_>>,
     id: i64,
 ) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
-        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?"
+    let row: Option<OperatorTuple> = on_either!(db, |conn| sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?);
     Ok(row.map(operator))
 }
 
@@ -79,12 +95,12 @@ pub async fn operator_by_name(
     db: impl Into<Db<'_>>,
     name: &str,
 ) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
-        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = ?"
+    let row: Option<OperatorTuple> = on_either!(db, |conn| sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = $1"
     ))
     .bind(name)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?);
     Ok(row.map(operator))
 }
 
@@ -92,12 +108,12 @@ pub async fn operator_by_handle(
     db: impl Into<Db<'_>>,
     handle: &str,
 ) -> Result<Option<OperatorRow>, StoreError> {
-    let row: Option<OperatorTuple> = sqlx::query_as(&format!(
-        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE user_handle = ?"
+    let row: Option<OperatorTuple> = on_either!(db, |conn| sqlx::query_as(&format!(
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE user_handle = $1"
     ))
     .bind(handle)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?);
     Ok(row.map(operator))
 }
 
@@ -108,24 +124,29 @@ pub async fn insert_operator(
     roles: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO operators (name, user_handle, roles, created_at) VALUES (?, ?, ?, ?)",
+    let id = on_either!(db, |conn| {
+        sqlx::query_scalar(
+        "INSERT INTO operators (name, user_handle, roles, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(name)
     .bind(user_handle)
     .bind(roles)
     .bind(now)
-    .execute(&mut *conn(db).await?)
-    .await?;
-    Ok(done.last_insert_rowid())
+    .fetch_one(&mut *conn)
+    .await?
+    });
+    Ok(id)
 }
 
 pub async fn set_roles(db: impl Into<Db<'_>>, id: i64, roles: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE operators SET roles = ? WHERE id = ?")
-        .bind(roles)
-        .bind(id)
-        .execute(&mut *conn(db).await?)
-        .await?;
+    on_either!(db, |conn| sqlx::query(
+        "UPDATE operators SET roles = $1 WHERE id = $2"
+    )
+    .bind(roles)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -134,11 +155,14 @@ pub async fn set_disabled(
     id: i64,
     disabled: bool,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE operators SET disabled = ? WHERE id = ?")
-        .bind(i64::from(disabled))
-        .bind(id)
-        .execute(&mut *conn(db).await?)
-        .await?;
+    on_either!(db, |conn| sqlx::query(
+        "UPDATE operators SET disabled = $1 WHERE id = $2"
+    )
+    .bind(i64::from(disabled))
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -174,21 +198,21 @@ pub async fn credentials_of(
     db: impl Into<Db<'_>>,
     operator_id: i64,
 ) -> Result<Vec<CredentialRow>, StoreError> {
-    let rows: Vec<CredentialTuple> = sqlx::query_as(&format!(
-        "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = ? ORDER BY id"
+    let rows: Vec<CredentialTuple> = on_either!(db, |conn| sqlx::query_as(&format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = $1 ORDER BY id"
     ))
     .bind(operator_id)
-    .fetch_all(&mut *conn(db).await?)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await?);
     Ok(rows.into_iter().map(credential).collect())
 }
 
 pub async fn credential_counts(db: impl Into<Db<'_>>) -> Result<Vec<(i64, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT operator_id, COUNT(*) FROM credentials GROUP BY operator_id")
-            .fetch_all(&mut *conn(db).await?)
-            .await?,
+    Ok(on_either!(db, |conn| sqlx::query_as(
+        "SELECT operator_id, COUNT(*) FROM credentials GROUP BY operator_id"
     )
+    .fetch_all(&mut *conn)
+    .await?))
 }
 
 pub async fn insert_credential(
@@ -199,17 +223,19 @@ pub async fn insert_credential(
     passkey: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO credentials (operator_id, credential_id, label, passkey, created_at) VALUES (?, ?, ?, ?, ?)",
+    let id = on_either!(db, |conn| {
+        sqlx::query_scalar(
+        "INSERT INTO credentials (operator_id, credential_id, label, passkey, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(operator_id)
     .bind(credential_id)
     .bind(label)
     .bind(passkey)
     .bind(now)
-    .execute(&mut *conn(db).await?)
-    .await?;
-    Ok(done.last_insert_rowid())
+    .fetch_one(&mut *conn)
+    .await?
+    });
+    Ok(id)
 }
 
 /// Stores a credential's passkey after use (its new signature counter) and when it was used.
@@ -229,9 +255,21 @@ pub fn update_credential_use_on(
     passkey: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    c.conn
-        .prepare_cached("UPDATE credentials SET passkey = ?1, last_used_at = ?2 WHERE id = ?3")?
-        .execute(rusqlite::params![passkey, now, id])?;
+    const SQL: &str = "UPDATE credentials SET passkey = ?1, last_used_at = ?2 WHERE id = ?3";
+    match c.on() {
+        On::Sqlite(conn) => {
+            conn.prepare_cached(SQL)?
+                .execute(rusqlite::params![passkey, now, id])?;
+        }
+        On::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(&super::dollars(SQL))
+                    .bind(passkey)
+                    .bind(now)
+                    .bind(id),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -240,12 +278,15 @@ pub async fn delete_credential(
     operator_id: i64,
     id: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM credentials WHERE id = ? AND operator_id = ?")
-        .bind(id)
-        .bind(operator_id)
-        .execute(&mut *conn(db).await?)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let done = on_either!(db, |conn| sqlx::query(
+        "DELETE FROM credentials WHERE id = $1 AND operator_id = $2"
+    )
+    .bind(id)
+    .bind(operator_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected());
+    Ok(done == 1)
 }
 
 pub struct InviteRow {
@@ -265,8 +306,9 @@ pub async fn insert_invite(
     now: i64,
     expires_at: i64,
 ) -> Result<i64, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO invites (token_hash, name, roles, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+    let id = on_either!(db, |conn| {
+        sqlx::query_scalar(
+        "INSERT INTO invites (token_hash, name, roles, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(token_hash)
     .bind(name)
@@ -274,21 +316,23 @@ pub async fn insert_invite(
     .bind(created_by)
     .bind(now)
     .bind(expires_at)
-    .execute(&mut *conn(db).await?)
-    .await?;
-    Ok(done.last_insert_rowid())
+    .fetch_one(&mut *conn)
+    .await?
+    });
+    Ok(id)
 }
 
 pub async fn invite_by_hash(
     db: impl Into<Db<'_>>,
     token_hash: &[u8],
 ) -> Result<Option<InviteRow>, StoreError> {
-    let row: Option<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, name, roles, expires_at, used_at FROM invites WHERE token_hash = ?",
-    )
-    .bind(token_hash)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?;
+    let row: Option<(i64, String, String, i64, Option<i64>)> =
+        on_either!(db, |conn| sqlx::query_as(
+            "SELECT id, name, roles, expires_at, used_at FROM invites WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *conn)
+        .await?);
     Ok(row.map(|(id, name, roles, expires_at, used_at)| InviteRow {
         id,
         name,
@@ -305,14 +349,16 @@ pub async fn consume_invite(
     operator_id: i64,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("UPDATE invites SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(operator_id)
-            .bind(id)
-            .execute(&mut *conn(db).await?)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    let done = on_either!(db, |conn| sqlx::query(
+        "UPDATE invites SET used_at = $1, used_by = $2 WHERE id = $3 AND used_at IS NULL"
+    )
+    .bind(now)
+    .bind(operator_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected());
+    Ok(done == 1)
 }
 
 /// Whether an unused, unexpired invite exists for `name` (a second one would be confusing).
@@ -321,13 +367,15 @@ pub async fn open_invite_for(
     name: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM invites WHERE name = ? AND used_at IS NULL AND expires_at > ? LIMIT 1",
+    let found: Option<i64> = on_either!(db, |conn| {
+        sqlx::query_scalar(
+        "SELECT id FROM invites WHERE name = $1 AND used_at IS NULL AND expires_at > $2 LIMIT 1",
     )
     .bind(name)
     .bind(now)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    });
     Ok(found.is_some())
 }
 
@@ -337,13 +385,15 @@ pub async fn expire_open_invites(
     name: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE invites SET expires_at = ? WHERE name = ? AND used_at IS NULL AND expires_at > ?",
+    on_either!(db, |conn| {
+        sqlx::query(
+        "UPDATE invites SET expires_at = $1 WHERE name = $2 AND used_at IS NULL AND expires_at > $3",
     )
     .bind(now)
     .bind(name)
     .bind(now)
-    .execute(&mut *conn(db).await?)
-    .await?;
+    .execute(&mut *conn)
+    .await?.rows_affected()
+    });
     Ok(())
 }

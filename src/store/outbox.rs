@@ -3,7 +3,7 @@
 
 use rusqlite::OptionalExtension;
 
-use super::{inline, Db, Inline, StoreError};
+use super::{dollars, inline, Db, Inline, On, StoreError};
 
 /// A notice as the action's transaction records it.
 pub struct NewNotice<'a> {
@@ -22,14 +22,30 @@ const INSERT: &str =
 
 /// Records a notice on a held connection (the reveal grant's group-commit transaction).
 pub fn insert_on(c: &Inline<'_>, n: &NewNotice<'_>) -> Result<(), StoreError> {
-    c.conn.prepare_cached(INSERT)?.execute(rusqlite::params![
-        n.kind,
-        n.serial,
-        n.owner,
-        n.notify_manager,
-        n.facts,
-        n.created_at,
-    ])?;
+    match c.on() {
+        On::Sqlite(conn) => {
+            conn.prepare_cached(INSERT)?.execute(rusqlite::params![
+                n.kind,
+                n.serial,
+                n.owner,
+                n.notify_manager,
+                n.facts,
+                n.created_at,
+            ])?;
+        }
+        // The flag is a 0/1 BIGINT on PostgreSQL, as SQLite stores it.
+        On::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(&dollars(INSERT))
+                    .bind(n.kind)
+                    .bind(n.serial)
+                    .bind(n.owner)
+                    .bind(i64::from(n.notify_manager))
+                    .bind(n.facts)
+                    .bind(n.created_at),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -57,11 +73,30 @@ pub async fn due(
     now: i64,
     limit: i64,
 ) -> Result<Vec<PendingNotice>, StoreError> {
+    const SQL: &str = "SELECT id, kind, serial, owner, notify_manager, facts, created_at, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2";
     inline(db, |c| {
-        let mut statement = c.conn.prepare_cached(
-            "SELECT id, kind, serial, owner, notify_manager, facts, created_at, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
-        )?;
+        let conn = match c.on() {
+            On::Sqlite(conn) => conn,
+            On::Postgres(pg) => {
+                type Row = (i64, String, String, String, i64, String, i64, i64);
+                let rows: Vec<Row> = pg.all(sqlx::query_as(&dollars(SQL)).bind(now).bind(limit))?;
+                return Ok(rows
+                    .into_iter()
+                    .map(|r| PendingNotice {
+                        id: r.0,
+                        kind: r.1,
+                        serial: r.2,
+                        owner: r.3,
+                        notify_manager: r.4 != 0,
+                        facts: r.5,
+                        created_at: r.6,
+                        attempts: r.7,
+                    })
+                    .collect());
+            }
+        };
+        let mut statement = conn.prepare_cached(SQL)?;
         let rows = statement
             .query_map([now, limit], |r| {
                 Ok(PendingNotice {
@@ -101,30 +136,61 @@ pub async fn record_attempt(
     at: i64,
     attempt: Attempt<'_>,
 ) -> Result<(), StoreError> {
+    const SENT: &str = "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2,
+                        recipients = ?3, facts = ?4, last_error = NULL WHERE id = ?1";
+    const RETRY: &str =
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
+                 WHERE id = ?1";
+    // A row that will not be sent keeps no delivery link either: SQLite's json_remove,
+    // PostgreSQL's jsonb `-` (facts is a JSON object as text on both).
+    const FAILED: &str =
+        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                        facts = json_remove(facts, '$.link') WHERE id = ?1";
+    const FAILED_PG: &str =
+        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2,
+                        facts = (CAST(facts AS jsonb) - 'link')::text WHERE id = $1";
+    const UNSENT: &str = "UPDATE outbox SET state = 'unsent', last_error = ?2,
+                        facts = json_remove(facts, '$.link') WHERE id = ?1";
+    const UNSENT_PG: &str = "UPDATE outbox SET state = 'unsent', last_error = $2,
+                        facts = (CAST(facts AS jsonb) - 'link')::text WHERE id = $1";
     inline(db, |c| {
-        match attempt {
-            Attempt::Sent { recipients, facts } => c.conn.execute(
-                "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2,
-                        recipients = ?3, facts = ?4, last_error = NULL WHERE id = ?1",
-                rusqlite::params![id, at, recipients, facts],
-            )?,
-            Attempt::Retry { error, retry_at } => c.conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
-                 WHERE id = ?1",
-                rusqlite::params![id, retry_at, error],
-            )?,
-            // A row that will not be sent keeps no delivery link either.
-            Attempt::Failed { error } => c.conn.execute(
-                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2,
-                        facts = json_remove(facts, '$.link') WHERE id = ?1",
-                rusqlite::params![id, error],
-            )?,
-            Attempt::Unsent { reason } => c.conn.execute(
-                "UPDATE outbox SET state = 'unsent', last_error = ?2,
-                        facts = json_remove(facts, '$.link') WHERE id = ?1",
-                rusqlite::params![id, reason],
-            )?,
-        };
+        match (c.on(), attempt) {
+            (On::Sqlite(conn), Attempt::Sent { recipients, facts }) => {
+                conn.execute(SENT, rusqlite::params![id, at, recipients, facts])?;
+            }
+            (On::Sqlite(conn), Attempt::Retry { error, retry_at }) => {
+                conn.execute(RETRY, rusqlite::params![id, retry_at, error])?;
+            }
+            (On::Sqlite(conn), Attempt::Failed { error }) => {
+                conn.execute(FAILED, rusqlite::params![id, error])?;
+            }
+            (On::Sqlite(conn), Attempt::Unsent { reason }) => {
+                conn.execute(UNSENT, rusqlite::params![id, reason])?;
+            }
+            (On::Postgres(pg), Attempt::Sent { recipients, facts }) => {
+                pg.execute(
+                    sqlx::query(&dollars(SENT))
+                        .bind(id)
+                        .bind(at)
+                        .bind(recipients)
+                        .bind(facts),
+                )?;
+            }
+            (On::Postgres(pg), Attempt::Retry { error, retry_at }) => {
+                pg.execute(
+                    sqlx::query(&dollars(RETRY))
+                        .bind(id)
+                        .bind(retry_at)
+                        .bind(error),
+                )?;
+            }
+            (On::Postgres(pg), Attempt::Failed { error }) => {
+                pg.execute(sqlx::query(FAILED_PG).bind(id).bind(error))?;
+            }
+            (On::Postgres(pg), Attempt::Unsent { reason }) => {
+                pg.execute(sqlx::query(UNSENT_PG).bind(id).bind(reason))?;
+            }
+        }
         Ok(())
     })
     .await?
@@ -140,14 +206,18 @@ pub struct OutboxCounts {
 }
 
 pub async fn counts(db: impl Into<Db<'_>>) -> Result<OutboxCounts, StoreError> {
+    const SQL: &str = "SELECT state, COUNT(*) FROM outbox GROUP BY state";
     inline(db, |c| {
         let mut counts = OutboxCounts::default();
-        let mut statement = c
-            .conn
-            .prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
-        let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-        for row in rows {
-            let (state, n) = row?;
+        let rows: Vec<(String, i64)> = match c.on() {
+            On::Sqlite(conn) => {
+                let mut statement = conn.prepare_cached(SQL)?;
+                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            }
+            On::Postgres(pg) => pg.all(sqlx::query_as(SQL))?,
+        };
+        for (state, n) in rows {
             match state.as_str() {
                 "pending" => counts.pending = n,
                 "sent" => counts.sent = n,
@@ -174,11 +244,37 @@ pub struct NoticeRow {
 
 /// Every notice about `serial`, oldest first.
 pub async fn for_serial(db: impl Into<Db<'_>>, serial: &str) -> Result<Vec<NoticeRow>, StoreError> {
+    const SQL: &str = "SELECT id, kind, serial, state, attempts, last_error, recipients FROM outbox
+             WHERE serial = ?1 ORDER BY id";
     inline(db, |c| {
-        let mut statement = c.conn.prepare_cached(
-            "SELECT id, kind, serial, state, attempts, last_error, recipients FROM outbox
-             WHERE serial = ?1 ORDER BY id",
-        )?;
+        let conn = match c.on() {
+            On::Sqlite(conn) => conn,
+            On::Postgres(pg) => {
+                type Row = (
+                    i64,
+                    String,
+                    String,
+                    String,
+                    i64,
+                    Option<String>,
+                    Option<String>,
+                );
+                let rows: Vec<Row> = pg.all(sqlx::query_as(&dollars(SQL)).bind(serial))?;
+                return Ok(rows
+                    .into_iter()
+                    .map(|r| NoticeRow {
+                        id: r.0,
+                        kind: r.1,
+                        serial: r.2,
+                        state: r.3,
+                        attempts: r.4,
+                        last_error: r.5,
+                        recipients: r.6,
+                    })
+                    .collect());
+            }
+        };
+        let mut statement = conn.prepare_cached(SQL)?;
         let rows = statement
             .query_map([serial], |r| {
                 Ok(NoticeRow {
@@ -199,11 +295,12 @@ pub async fn for_serial(db: impl Into<Db<'_>>, serial: &str) -> Result<Vec<Notic
 
 /// The newest notice's id, if any (so a caller can wait for the ones after it).
 pub async fn last_id(db: impl Into<Db<'_>>) -> Result<Option<i64>, StoreError> {
-    inline(db, |c| {
-        Ok(c.conn
-            .query_row("SELECT MAX(id) FROM outbox", [], |r| r.get(0))
-            .optional()?
-            .flatten())
+    const SQL: &str = "SELECT MAX(id) FROM outbox";
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => Ok(conn.query_row(SQL, [], |r| r.get(0)).optional()?.flatten()),
+        On::Postgres(pg) => Ok(pg
+            .optional(sqlx::query_as::<_, (Option<i64>,)>(SQL))?
+            .and_then(|(id,)| id)),
     })
     .await?
 }
@@ -216,7 +313,7 @@ mod tests {
 
     async fn facts(store: &Store) -> Vec<String> {
         sqlx::query_scalar("SELECT facts FROM outbox ORDER BY id")
-            .fetch_all(store.pool())
+            .fetch_all(store.pool().unwrap())
             .await
             .unwrap()
     }

@@ -41,6 +41,15 @@ pub async fn connect(
     url: &PostgresUrl,
     password_file: Option<&Path>,
 ) -> Result<PgPool, StoreError> {
+    connect_pool(url, password_file, 2).await
+}
+
+/// [`connect`] with a pool of at most `connections` (the serving store's).
+pub async fn connect_pool(
+    url: &PostgresUrl,
+    password_file: Option<&Path>,
+    connections: u32,
+) -> Result<PgPool, StoreError> {
     let options = url.connect_options(password_file)?;
     // One plain connection first: the pool retries a refused connection until its timeout and
     // then reports only the timeout, not why (refused, wrong password, no such database).
@@ -49,7 +58,7 @@ pub async fn connect(
         .map_err(|e| explain(e, url))?;
     let _ = sqlx::Connection::close(first).await;
     PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(connections.max(1))
         .acquire_timeout(Duration::from_secs(15))
         .connect_with(options)
         .await
@@ -698,7 +707,7 @@ mod tests {
     async fn every_sqlite_table_and_column_has_its_postgres_counterpart_with_a_compatible_type() {
         let (_dir, store, pool) = both_engines().await;
         let sqlite = {
-            let conn = rusqlite::Connection::open(store.path()).unwrap();
+            let conn = rusqlite::Connection::open(store.path().unwrap()).unwrap();
             sqlite_shapes(&conn).unwrap()
         };
         let mut tx = PgTx {
@@ -783,7 +792,7 @@ mod tests {
     #[tokio::test]
     async fn every_check_refuses_the_same_rows_on_both_engines() {
         let (_dir, store, pool) = both_engines().await;
-        let sqlite = rusqlite::Connection::open(store.path()).unwrap();
+        let sqlite = rusqlite::Connection::open(store.path().unwrap()).unwrap();
         sqlite.execute_batch("PRAGMA foreign_keys = ON").unwrap();
         let on_sqlite = |sql: &str| sqlite.execute_batch(&sql.replace("{blob}", "x'0011'"));
         let pool = &pool;

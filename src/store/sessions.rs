@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::{conn, StoreError, WriteTx};
+use super::{dollars, On, StoreError, WriteTx};
 
 /// A session row as tower-sessions' SQLite store writes it: the id as text, the whole record
 /// encoded (MessagePack), and the expiry bound as sqlx binds an `OffsetDateTime`, which is
@@ -21,17 +21,20 @@ pub struct SessionRow {
 /// Writes `row` (and deletes the session it replaces) inside `tx`.
 pub async fn insert(tx: &mut WriteTx, row: &SessionRow) -> Result<(), StoreError> {
     if let Some(old) = &row.replaces {
-        sqlx::query("DELETE FROM sessions WHERE id = ?")
-            .bind(old)
-            .execute(&mut *conn(&mut *tx).await?)
-            .await?;
+        const DELETE: &str = "DELETE FROM sessions WHERE id = $1";
+        on_either!(&mut *tx, |conn| {
+            sqlx::query(DELETE).bind(old).execute(&mut *conn).await?;
+        });
     }
-    sqlx::query("INSERT INTO sessions (id, data, expiry_date) VALUES (?, ?, ?)")
-        .bind(&row.id)
-        .bind(&row.data)
-        .bind(row.expiry)
-        .execute(&mut *conn(&mut *tx).await?)
-        .await?;
+    const INSERT: &str = "INSERT INTO sessions (id, data, expiry_date) VALUES ($1, $2, $3)";
+    on_either!(&mut *tx, |conn| {
+        sqlx::query(INSERT)
+            .bind(&row.id)
+            .bind(&row.data)
+            .bind(row.expiry)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
@@ -47,11 +50,16 @@ pub async fn with_operator(
     use rusqlite::OptionalExtension;
     store
         .inline(|c| -> Result<_, StoreError> {
-            let data: Option<Vec<u8>> = c
-                .conn
-                .prepare_cached("SELECT data FROM sessions WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
-                .optional()?;
+            const SQL: &str = "SELECT data FROM sessions WHERE id = ?1";
+            let data: Option<Vec<u8>> = match c.on() {
+                On::Sqlite(conn) => conn
+                    .prepare_cached(SQL)?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?,
+                On::Postgres(pg) => pg
+                    .optional(sqlx::query_as::<_, (Vec<u8>,)>(&dollars(SQL)).bind(id))?
+                    .map(|(data,)| data),
+            };
             let Some(data) = data else {
                 return Ok(None);
             };

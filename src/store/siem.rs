@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(event_time(&pool, 1).await.unwrap(), None);
         assert_eq!(event_time(&store, 1).await.unwrap(), None);
         // A module not yet ported says so instead of running SQLite's SQL on PostgreSQL.
-        let refused = crate::store::meta::get(&pool)
+        let refused = crate::store::tokens::count_by_state(&pool)
             .await
             .err()
             .unwrap()

@@ -10,6 +10,12 @@ use super::{conn, Store, StoreError};
 /// from its first byte). Runs in one read transaction: in WAL mode writers, and so reveals,
 /// go on meanwhile.
 pub async fn vacuum_into(store: &Store, target: &Path) -> Result<(), StoreError> {
+    if store.is_postgres() {
+        return Err(super::sqlite_only(
+            "a snapshot of the database file",
+            "back the database up with pg_dump (or the server's base backups); seedvault backup covers SQLite vaults",
+        ));
+    }
     let target = target
         .to_str()
         .ok_or_else(|| StoreError::DataDir {

@@ -160,7 +160,7 @@ pub(super) fn search_condition(
 
 /// One page of the token list.
 pub async fn page(db: impl Into<Db<'_>>, request: &PageRequest) -> Result<TokenPage, StoreError> {
-    inline(db, |c| page_on(c.conn, request)).await?
+    inline(db, |c| page_on(c.sqlite()?, request)).await?
 }
 
 fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPage, StoreError> {
@@ -255,7 +255,7 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
 /// Tokens per state and policy: the figures above the list.
 pub async fn counts(db: impl Into<Db<'_>>) -> Result<Vec<(String, String, i64)>, StoreError> {
     inline(db, |c| -> Result<_, StoreError> {
-        let mut statement = c.conn.prepare_cached(
+        let mut statement = c.sqlite()?.prepare_cached(
             "SELECT state, policy, COUNT(*) FROM tokens GROUP BY state, policy ORDER BY state, policy",
         )?;
         let rows = statement

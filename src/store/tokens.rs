@@ -157,7 +157,7 @@ fn insert_with(
 /// ([`StoreError::is_unique_violation`]).
 pub async fn insert(db: impl Into<Db<'_>>, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
     inline(db, |c| {
-        let mut statement = c.conn.prepare_cached(INSERT)?;
+        let mut statement = c.sqlite()?.prepare_cached(INSERT)?;
         insert_with(&mut statement, t)
     })
     .await?
@@ -172,7 +172,7 @@ pub async fn insert_programming(
     shown_at: Option<i64>,
 ) -> Result<i64, StoreError> {
     inline(&mut *tx, |c| {
-        c.conn.execute(
+        c.sqlite()?.execute(
             "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period,
                                  policy, state, sealed_seed, captured_by, captured_at, retention_deadline)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'programming', ?, ?, ?, ?)",
@@ -193,8 +193,8 @@ pub async fn insert_programming(
                 t.retention_deadline,
             ],
         )?;
-        let id = c.conn.last_insert_rowid();
-        c.conn.execute(
+        let id = c.sqlite()?.last_insert_rowid();
+        c.sqlite()?.execute(
             "INSERT INTO token_programming (token_id, generated_by, shown_at) VALUES (?, ?, ?)",
             rusqlite::params![id, t.captured_by, shown_at],
         )?;
@@ -217,7 +217,7 @@ pub async fn mark_seed_shown(
     .bind(at)
     .bind(id)
     .bind(actor)
-    .execute(&mut *tx.tx)
+    .execute(tx.sqlite()?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -234,7 +234,7 @@ pub async fn finish_programming(
     )
     .bind(drift_steps)
     .bind(id)
-    .execute(&mut *tx.tx)
+    .execute(tx.sqlite()?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -255,7 +255,7 @@ pub async fn record_verified(
     .bind(at)
     .bind(by)
     .bind(id)
-    .execute(&mut *tx.tx)
+    .execute(tx.sqlite()?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -282,7 +282,7 @@ pub async fn record_shipment(tx: &mut WriteTx, s: &ShipmentRow<'_>) -> Result<bo
     .bind(s.tracking)
     .bind(s.expected)
     .bind(s.id)
-    .execute(&mut *tx.tx)
+    .execute(tx.sqlite()?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -303,7 +303,7 @@ pub async fn in_transit(
 ) -> Result<InTransit, StoreError> {
     let today = today.to_owned();
     inline(db, move |c| {
-        Ok(c.conn
+        Ok(c.sqlite()?
             .prepare_cached(
                 "SELECT COUNT(*), COUNT(CASE WHEN expected < ?1 THEN 1 END),
                         COUNT(CASE WHEN retention_deadline < ?2 THEN 1 END)
@@ -331,14 +331,14 @@ pub async fn by_serial(
 /// The token with row id `id`, if any.
 pub async fn by_id(db: impl Into<Db<'_>>, id: i64) -> Result<Option<TokenRow>, StoreError> {
     inline(db, |c| {
-        Ok(select_rows(c.conn, "id = ?", &[id.into()])?.pop())
+        Ok(select_rows(c.sqlite()?, "id = ?", &[id.into()])?.pop())
     })
     .await?
 }
 
 /// [`by_serial`] on a held connection.
 pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, StoreError> {
-    Ok(select_rows(c.conn, "serial = ?", &[serial.to_owned().into()])?.pop())
+    Ok(select_rows(c.sqlite()?, "serial = ?", &[serial.to_owned().into()])?.pop())
 }
 
 /// Which of `serials` already exist (for import's duplicate check). One statement and one
@@ -382,7 +382,7 @@ pub fn by_serial_with_seed_on(
     c: &Inline<'_>,
     serial: &str,
 ) -> Result<Option<TokenWithSeed>, StoreError> {
-    let mut statement = c.conn.prepare_cached(&format!(
+    let mut statement = c.sqlite()?.prepare_cached(&format!(
         "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1"
     ))?;
     Ok(statement
@@ -412,7 +412,7 @@ pub async fn sealed_not_under(
     limit: i64,
 ) -> Result<Vec<SealedSeedRow>, StoreError> {
     inline(db, |c| {
-        let mut statement = c.conn.prepare_cached(
+        let mut statement = c.sqlite()?.prepare_cached(
             "SELECT id, token_id, serial, sealed_seed FROM tokens
              WHERE id > ?2 AND sealed_seed IS NOT NULL AND substr(sealed_seed, 1, length(?1)) <> ?1
              ORDER BY id LIMIT ?3",
@@ -436,7 +436,7 @@ pub async fn sealed_not_under(
 /// delivery or purge meanwhile wins). Returns how many were replaced.
 pub async fn reseal(tx: &mut WriteTx, rows: &[(i64, &[u8], &[u8])]) -> Result<u64, StoreError> {
     tx.inline(|c| {
-        let mut statement = c.conn.prepare_cached(
+        let mut statement = c.sqlite()?.prepare_cached(
             "UPDATE tokens SET sealed_seed = ?3 WHERE id = ?1 AND sealed_seed = ?2",
         )?;
         let mut done = 0u64;
@@ -457,7 +457,7 @@ pub fn reveal_windows_on(
     operator: i64,
     operator_since: i64,
 ) -> Result<(RevealWindow, RevealWindow), StoreError> {
-    let mut statement = c.conn.prepare_cached(REVEAL_WINDOWS)?;
+    let mut statement = c.sqlite()?.prepare_cached(REVEAL_WINDOWS)?;
     let counted = statement.query_row([token, token_since, operator, operator_since], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
@@ -471,7 +471,7 @@ pub fn insert_reveal_on(
     operator: i64,
     at: i64,
 ) -> Result<(), StoreError> {
-    c.conn
+    c.sqlite()?
         .prepare_cached("INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)")?
         .execute([token, operator, at])?;
     Ok(())
@@ -497,7 +497,7 @@ pub async fn search(
         let mut conditions = String::from("1 = 1");
         let mut params: Vec<Value> = Vec::new();
         if let Some(q) = filter.query.as_deref().filter(|q| !q.is_empty()) {
-            let (sql, values) = super::token_pages::search_condition(c.conn, q)?;
+            let (sql, values) = super::token_pages::search_condition(c.sqlite()?, q)?;
             conditions.push_str(&sql);
             params.extend(values);
         }
@@ -519,7 +519,7 @@ pub async fn search(
         }
         conditions.push_str(" LIMIT ?");
         params.push(filter.limit.into());
-        select_rows(c.conn, &conditions, &params)
+        select_rows(c.sqlite()?, &conditions, &params)
     })
     .await?
 }
@@ -610,7 +610,7 @@ pub struct PurgeRow<'a> {
 pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
     sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND (state = 'escrowed' OR state = 'programming')")
         .bind(p.id)
-        .execute(&mut *tx.tx)
+        .execute(tx.sqlite()?)
         .await?;
     let done = sqlx::query(
         "UPDATE tokens SET state = 'purged', sealed_seed = NULL, purged_at = ?, purge_reason = ?,
@@ -626,7 +626,7 @@ pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreErro
     .bind(p.delivered_by)
     .bind(p.drift_steps)
     .bind(p.id)
-    .execute(&mut *tx.tx)
+    .execute(tx.sqlite()?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -640,7 +640,7 @@ pub async fn overdue(
 ) -> Result<Vec<TokenRow>, StoreError> {
     inline(db, |c| {
         select_rows(
-            c.conn,
+            c.sqlite()?,
             "(state = 'escrowed' OR state = 'programming') AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
             &[now.into(), limit.into()],
         )
@@ -703,7 +703,7 @@ pub async fn insert_bulk<R>(
     fill: impl FnOnce(&mut TokenSink<'_>) -> R,
 ) -> Result<R, StoreError> {
     tx.inline_long(|c| -> Result<R, StoreError> {
-        let conn = c.conn;
+        let conn = c.sqlite()?;
         // Room for every page the transaction dirties, so that SQLite does not spill pages to
         // the WAL mid-transaction and read them back (100,000 tokens dirty ≈ 34 MB; the
         // default cache is 2 MB). The memory is taken only as pages are used, and given back
@@ -771,7 +771,7 @@ mod tests {
 
     async fn serials(store: &Store) -> Vec<String> {
         sqlx::query_scalar("SELECT serial FROM tokens ORDER BY id")
-            .fetch_all(store.pool())
+            .fetch_all(store.pool().unwrap())
             .await
             .unwrap()
     }
@@ -781,7 +781,7 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
         let usual: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *tx.tx)
+            .fetch_one(tx.sqlite().unwrap())
             .await
             .unwrap();
         let inserted = insert_bulk(&mut tx, |sink| {
@@ -796,13 +796,13 @@ mod tests {
         assert_eq!(inserted, 2);
         // Visible inside the transaction through sqlx, and to nobody else before the commit.
         let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-            .fetch_one(&mut *tx.tx)
+            .fetch_one(tx.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(inside, 2);
         assert!(serials(&store).await.is_empty());
         let after: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *tx.tx)
+            .fetch_one(tx.sqlite().unwrap())
             .await
             .unwrap();
         assert_eq!(after, usual);
@@ -855,12 +855,12 @@ mod tests {
         insert(&mut tx, &row("t1", "S1")).await.unwrap();
         insert(&mut tx, &row("t2", "S\"2,")).await.unwrap();
         tx.commit().await.unwrap();
-        let mut found = existing_serials(store.pool(), &["S0", "S1", "S\"2,", "S3"])
+        let mut found = existing_serials(store.pool().unwrap(), &["S0", "S1", "S\"2,", "S3"])
             .await
             .unwrap();
         found.sort();
         assert_eq!(found, ["S\"2,", "S1"]);
-        assert!(existing_serials(store.pool(), &[])
+        assert!(existing_serials(store.pool().unwrap(), &[])
             .await
             .unwrap()
             .is_empty());

@@ -72,13 +72,16 @@ pub async fn create(
     }
     // A data directory that once held a vault whose database now holds none (a deleted WAL, a
     // replaced file) must not silently become a new, empty vault with a fresh admin invite.
-    if let Some(existing) = meta::get(store.pool()).await? {
+    if let Some(existing) = meta::get(store).await? {
         return Err(VaultError::AlreadyInitialised(existing.vault_id));
     }
     if let Some(recorded) = store.recorded_vault_id()? {
         return Err(VaultError::VaultLost {
             vault_id: recorded,
-            marker: store.vault_id_marker().display().to_string(),
+            marker: store
+                .vault_id_marker()
+                .map(|m| m.display().to_string())
+                .unwrap_or_default(),
         });
     }
     let key = DataKey::generate();

@@ -319,10 +319,10 @@ impl SessionTable {
     pub async fn open(store: &crate::store::Store) -> Result<Self, String> {
         let table =
             |pool: &sqlx::SqlitePool| SqliteStore::new(pool.clone()).with_table_name("sessions");
-        let writes = table(store.writer())?;
+        let writes = table(store.writer().map_err(|e| e.to_string())?)?;
         writes.migrate().await.map_err(|e| e.to_string())?;
         Ok(Self {
-            reads: table(store.pool())?,
+            reads: table(store.pool().map_err(|e| e.to_string())?)?,
             writes,
             written: Arc::default(),
             deleted: Arc::default(),

@@ -56,7 +56,7 @@ async fn server_with_trail() -> TestServer {
     srv.operator("aud", "auditor").await;
     let start = time::OffsetDateTime::from_unix_timestamp(T0).unwrap();
     seedvault::audit::fixture::fill(
-        srv.state.store.path(),
+        srv.state.store.path().unwrap(),
         &srv.state.vault,
         FIXTURE_EVENTS,
         start,

@@ -306,7 +306,7 @@ async fn a_failing_audit_append_leaves_the_token_unchanged() {
     } = desk().await;
     capture(&provisioner, "D-6", json!({})).await;
     let sealed = srv.sealed_bytes("D-6").await.unwrap();
-    let pool = srv.state.store.pool();
+    let pool = srv.state.store.pool().unwrap();
     sqlx::query("CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END")
         .execute(pool)
         .await

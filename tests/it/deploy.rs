@@ -205,12 +205,12 @@ async fn doctor_flags_seeds_left_past_their_retention_deadline_as_a_sweep_that_i
             retention_deadline,
         };
     // Due a minute ago: the next sweep (every minute) takes it; not a finding yet.
-    seedvault::store::tokens::insert(store.pool(), &token("DUE-1", now() - 60))
+    seedvault::store::tokens::insert(store.pool().unwrap(), &token("DUE-1", now() - 60))
         .await
         .unwrap();
     assert!(deployment.checks().await.is_empty());
 
-    seedvault::store::tokens::insert(store.pool(), &token("LATE-1", now() - 3_600))
+    seedvault::store::tokens::insert(store.pool().unwrap(), &token("LATE-1", now() - 3_600))
         .await
         .unwrap();
     store.close().await;

@@ -45,7 +45,7 @@ async fn sweep(srv: &TestServer) -> Result<Vec<String>, StatusCode> {
 
 /// A write by another process, as the CLI makes beside the server.
 fn another_process_writes(srv: &TestServer) {
-    let other = rusqlite::Connection::open(srv.state.store.path()).unwrap();
+    let other = rusqlite::Connection::open(srv.state.store.path().unwrap()).unwrap();
     other.busy_timeout(Duration::from_secs(5)).unwrap();
     other
         .execute_batch("BEGIN IMMEDIATE; DELETE FROM sessions WHERE 0; COMMIT;")
@@ -134,7 +134,7 @@ async fn a_lock_held_past_the_busy_timeout_answers_503_with_retry_after_and_then
     let provisioner = srv.operator("pat", "provisioner").await;
 
     // Another process (a CLI command, say) holds the write lock for longer than the timeout.
-    let other = rusqlite::Connection::open(srv.state.store.path()).unwrap();
+    let other = rusqlite::Connection::open(srv.state.store.path().unwrap()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let response = provisioner
         .http

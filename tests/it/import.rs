@@ -60,7 +60,7 @@ async fn stored_codes(srv: &TestServer) -> Vec<(String, Option<String>, String)>
     let rows: Vec<(String, String, Option<String>, Vec<u8>, String, i64, i64)> = sqlx::query_as(
         "SELECT token_id, serial, owner, sealed_seed, algorithm, digits, period FROM tokens WHERE state = 'escrowed'",
     )
-    .fetch_all(srv.state.store.pool())
+    .fetch_all(srv.state.store.pool().unwrap())
     .await
     .unwrap();
     rows.into_iter()

@@ -192,7 +192,7 @@ async fn readyz_is_ready_until_another_writer_holds_the_database_lock() {
     let (status, body) = srv.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready");
-    let path = srv.state.store.path().to_owned();
+    let path = srv.state.store.path().unwrap().to_owned();
     let lock = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -539,7 +539,7 @@ async fn vault_with_events(count: u64) -> (tempfile::TempDir, Store, Arc<seedvau
     )
     .await
     .unwrap();
-    let path = store.path().to_owned();
+    let path = store.path().unwrap().to_owned();
     let vault = Arc::new(vault);
     let v = vault.clone();
     tokio::task::spawn_blocking(move || {
@@ -649,7 +649,7 @@ async fn a_syslog_sink_killed_mid_stream_while_the_server_restarts_gets_every_ev
     forwarding.stop().await;
     store.close().await;
     let store = Store::open(dir.path()).await.unwrap();
-    let path = store.path().to_owned();
+    let path = store.path().unwrap().to_owned();
     let more = tokio::task::spawn_blocking(move || {
         seedvault::audit::fixture::fill(
             &path,

@@ -86,7 +86,7 @@ pub async fn export(
     )
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
-    let path = state.store.path().to_path_buf();
+    let path = state.store.path()?.to_path_buf();
     let job = plan.clone();
     let vault = state.vault.clone();
     tokio::task::spawn_blocking(move || {
@@ -197,7 +197,7 @@ pub async fn verify(
             .map_err(|e| AppError::Unprocessable(format!("expect_head: {e}")))?,
         threads: 0,
     };
-    let path = state.store.path().to_path_buf();
+    let path = state.store.path()?.to_path_buf();
     let vault_id = state.vault.id().to_owned();
     let key = state.vault.audit_public_key();
     let result =

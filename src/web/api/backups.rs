@@ -43,7 +43,7 @@ pub async fn create(
     let recipients = backup::recipients(&state.store, &given).await?;
     let dir = state
         .store
-        .path()
+        .path()?
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();

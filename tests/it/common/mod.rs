@@ -186,7 +186,7 @@ impl TestServer {
     pub async fn sealed_bytes(&self, serial: &str) -> Option<Vec<u8>> {
         sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE serial = ?")
             .bind(serial)
-            .fetch_one(self.state.store.pool())
+            .fetch_one(self.state.store.pool().unwrap())
             .await
             .unwrap()
     }
@@ -194,7 +194,7 @@ impl TestServer {
     /// Fails if any 12-byte window of `sealed` appears in the database, its WAL or its
     /// shared-memory file.
     pub fn assert_no_trace(&self, what: &str, sealed: &[u8]) {
-        let db = self.state.store.path().to_path_buf();
+        let db = self.state.store.path().unwrap().to_path_buf();
         for suffix in ["", "-wal", "-shm"] {
             let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
             let Ok(bytes) = std::fs::read(&path) else {
@@ -211,7 +211,7 @@ impl TestServer {
 
     /// The audit actions recorded so far, oldest first.
     pub async fn audit_actions(&self) -> Vec<(String, String, String)> {
-        seedvault::store::audit::page_after(self.state.store.pool(), 0, 1_000_000)
+        seedvault::store::audit::page_after(self.state.store.pool().unwrap(), 0, 1_000_000)
             .await
             .unwrap()
             .into_iter()
