@@ -9,6 +9,7 @@ pub mod directory;
 pub mod engine;
 mod group;
 pub mod key_slots;
+pub mod leader;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
@@ -20,6 +21,7 @@ pub mod siem;
 pub mod snapshot;
 pub mod token_pages;
 pub mod tokens;
+pub mod transient;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -26,13 +26,14 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::policy::PolicySet;
 use crate::ratelimit::RateLimiter;
+use crate::shared::Shared;
 use crate::store::Store;
 use crate::vault::Vault;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "seedvault_session";
 
-/// In-memory rate limits shared by all requests.
+/// Rate limits shared by all requests (and, on PostgreSQL, by all instances).
 pub struct Limits {
     /// Failed sign-ins per client (never per operator name: anyone could lock a name out).
     pub sign_in_by_addr: RateLimiter,
@@ -46,19 +47,30 @@ pub struct Limits {
 
 impl Limits {
     /// The configured sign-in limit (`sign_in_attempts_per_address`,
-    /// `sign_in_address_window_minutes`).
+    /// `sign_in_address_window_minutes`), in memory.
     pub fn new(config: &Config) -> Self {
+        Self::with_backing(config, &Shared::Memory)
+    }
+
+    /// The configured limits, kept where `shared` says.
+    pub fn with_backing(config: &Config, shared: &Shared) -> Self {
+        let max = config.sign_in_attempts_per_address as usize;
+        let window = i64::from(config.sign_in_address_window_minutes) * 60;
+        let limiter = |name: &'static str| match shared {
+            Shared::Memory => RateLimiter::new(max, window),
+            Shared::Postgres(pool) => RateLimiter::postgres(pool.clone(), name, max, window),
+        };
         Self {
-            sign_in_by_addr: RateLimiter::new(
-                config.sign_in_attempts_per_address as usize,
-                i64::from(config.sign_in_address_window_minutes) * 60,
-            ),
-            delivery_link_by_addr: RateLimiter::new(
-                config.sign_in_attempts_per_address as usize,
-                i64::from(config.sign_in_address_window_minutes) * 60,
-            ),
+            sign_in_by_addr: limiter("sign_in_by_addr"),
+            delivery_link_by_addr: limiter("delivery_link_by_addr"),
             decoy_key: rand::random(),
         }
+    }
+
+    /// Forgets events that left their windows (the sweeper's minute).
+    pub async fn sweep(&self, now: i64) -> Result<(), crate::store::StoreError> {
+        self.sign_in_by_addr.sweep(now).await?;
+        self.delivery_link_by_addr.sweep(now).await
     }
 }
 
@@ -73,12 +85,14 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub sessions: session::SessionTable,
     pub policies: Arc<PolicySet>,
-    /// Reveals between start and finish (in memory, single use).
+    /// Reveals between start and finish (single use, across instances).
     pub reveals: Arc<ceremony::PendingReveals>,
-    /// Approvals between start and finish (in memory, single use).
+    /// Approvals between start and finish (single use, across instances).
     pub approvals: Arc<ceremony::PendingApprovals>,
-    /// Sign-ins between start and finish (in memory, single use, capped).
+    /// Sign-ins between start and finish (single use, across instances, capped).
     pub sign_ins: Arc<ceremony::PendingSignIns>,
+    /// Where the state above lives, and the gate of scheduled jobs (`shared::JobLock`).
+    pub shared: Shared,
     /// What each SIEM forwarder last saw (filled by `serve` once the forwarders run).
     pub siem: Arc<std::sync::Mutex<std::collections::BTreeMap<String, crate::siem::SinkHealth>>>,
 }
@@ -94,12 +108,26 @@ pub enum StateError {
 }
 
 impl AppState {
-    /// Assembles the state: WebAuthn bound to the configured origin, the session table.
+    /// Assembles the state: WebAuthn bound to the configured origin, the session table;
+    /// ceremonies, limits and job gates in this process's memory (SQLite's one server).
     pub async fn new(
         store: Store,
         vault: Vault,
         config: Config,
         clock: SharedClock,
+    ) -> Result<Self, StateError> {
+        Self::with_shared(store, vault, config, clock, Shared::Memory).await
+    }
+
+    /// [`Self::new`] with the state instances must agree on kept where `shared` says: on
+    /// PostgreSQL, sessions, ceremonies in flight and rate limits in its `transient` schema
+    /// and scheduled jobs gated by advisory locks, so that any instance can serve any step.
+    pub async fn with_shared(
+        store: Store,
+        vault: Vault,
+        config: Config,
+        clock: SharedClock,
+        shared: Shared,
     ) -> Result<Self, StateError> {
         let origin = config.origin.clone();
         let webauthn_error = |reason: String| StateError::Webauthn {
@@ -115,11 +143,24 @@ impl AppState {
             .rp_name("seedvault")
             .build()
             .map_err(|e| webauthn_error(e.to_string()))?;
-        let sessions = session::SessionTable::open(&store)
-            .await
-            .map_err(StateError::Sessions)?;
+        let sessions = match &shared {
+            Shared::Memory => session::SessionTable::open(&store)
+                .await
+                .map_err(StateError::Sessions)?,
+            Shared::Postgres(pool) => {
+                session::SessionTable::postgres(pool.clone()).map_err(StateError::Sessions)?
+            }
+        };
         let policies = crate::policy::load_configured(&config.policies_dir)?;
-        let limits = Arc::new(Limits::new(&config));
+        let limits = Arc::new(Limits::with_backing(&config, &shared));
+        let (reveals, approvals, sign_ins) = match &shared {
+            Shared::Memory => Default::default(),
+            Shared::Postgres(pool) => (
+                Arc::new(ceremony::Pending::postgres(pool.clone(), "reveal")),
+                Arc::new(ceremony::Pending::postgres(pool.clone(), "approval")),
+                Arc::new(ceremony::Pending::postgres(pool.clone(), "sign_in")),
+            ),
+        };
         crate::telemetry::install();
         Ok(Self {
             store,
@@ -130,9 +171,10 @@ impl AppState {
             limits,
             sessions,
             policies: Arc::new(policies),
-            reveals: Arc::default(),
-            approvals: Arc::default(),
-            sign_ins: Arc::default(),
+            reveals,
+            approvals,
+            sign_ins,
+            shared,
             siem: Arc::default(),
         })
     }
@@ -189,17 +231,18 @@ mod tests {
     use super::*;
     use crate::config::Overrides;
 
-    #[test]
-    fn configured_sign_in_limits_count_per_address_over_their_window() {
+    #[tokio::test]
+    async fn configured_sign_in_limits_count_per_address_over_their_window() {
         let config = Config::validate(Overrides {
             sign_in_attempts_per_address: Some(2),
             ..Default::default()
         })
         .unwrap();
         let limits = Limits::new(&config);
-        limits.sign_in_by_addr.record("10.0.0.1", 1_000);
-        assert_eq!(limits.sign_in_by_addr.check("10.0.0.1", 1_000), Ok(()));
-        limits.sign_in_by_addr.record("10.0.0.1", 1_000);
-        assert_eq!(limits.sign_in_by_addr.check("10.0.0.1", 1_000), Err(900));
+        let limit = &limits.sign_in_by_addr;
+        limit.record("10.0.0.1", 1_000).await.unwrap();
+        assert_eq!(limit.check("10.0.0.1", 1_000).await.unwrap(), Ok(()));
+        limit.record("10.0.0.1", 1_000).await.unwrap();
+        assert_eq!(limit.check("10.0.0.1", 1_000).await.unwrap(), Err(900));
     }
 }

@@ -633,7 +633,7 @@ pub async fn reveal_start(
             if let Some(fields) = body.as_object_mut() {
                 fields.insert("directory".into(), to_json(&started.of_record)?);
             }
-            state.reveals.put(session, *started, env.unix());
+            state.reveals.put(session, *started, env.unix()).await?;
             Ok(Json(body).into_response())
         }
         reveal::Started::AwaitingApproval(approval) => {
@@ -665,7 +665,8 @@ pub async fn reveal_finish(
     let operator = auth.operator();
     let Some(started) = state
         .reveals
-        .take(signed_in_session_id(&auth)?)
+        .take(signed_in_session_id(&auth)?, state.clock.unix())
+        .await?
         .filter(|c| c.pending.operator_id == operator.id)
     else {
         return Err(AppError::BadRequest(
