@@ -88,23 +88,19 @@ pub async fn put_ceremony_within(
 }
 
 /// Takes `key`'s ceremony of `kind` out (`DELETE … RETURNING`: of any number of instances
-/// asking at once, exactly one gets it); `None` when there is none or it expired before `now`.
+/// asking at once, exactly one gets it), expired or not: its finish judges the expiry.
 pub async fn take_ceremony(
     pool: &PgPool,
     kind: &str,
     key: &str,
-    now: i64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
-        "DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key = $2 RETURNING state, expires_at",
+    Ok(sqlx::query_scalar(
+        "DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key = $2 RETURNING state",
     )
     .bind(kind)
     .bind(key)
     .fetch_optional(pool)
-    .await?;
-    Ok(row
-        .filter(|(_, expires_at)| *expires_at >= now)
-        .map(|(state, _)| state))
+    .await?)
 }
 
 /// Deletes the ceremonies of `kind` that expired before `now`; how many.

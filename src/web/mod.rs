@@ -41,7 +41,8 @@ pub struct Limits {
     /// counted like failed sign-ins (same settings): a link cannot be guessed at speed.
     pub delivery_link_by_addr: RateLimiter,
     /// Keys the decoy credential ids `login/start` hands out for names that cannot sign in, so
-    /// that the same name gets the same decoy within this process (random per start).
+    /// that the same name gets the same decoy within this process (random per start) or, on
+    /// PostgreSQL, from every instance ([`shared_decoy_key`]).
     pub decoy_key: [u8; 32],
 }
 
@@ -72,6 +73,15 @@ impl Limits {
         self.sign_in_by_addr.sweep(now).await?;
         self.delivery_link_by_addr.sweep(now).await
     }
+}
+
+/// The decoy key every instance of one vault derives alike: a hash of the vault's Ed25519
+/// audit signature over a fixed label (Ed25519 signs deterministically), which nobody can
+/// compute without the vault's key; the signature itself is never shown. It changes when the
+/// audit signing key is rotated, like a restart changes the in-memory one.
+pub fn shared_decoy_key(vault: &Vault) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(vault.sign_audit(b"seedvault: decoy credential ids, v1")).into()
 }
 
 /// What every handler can reach.
@@ -152,7 +162,13 @@ impl AppState {
             }
         };
         let policies = crate::policy::load_configured(&config.policies_dir)?;
-        let limits = Arc::new(Limits::with_backing(&config, &shared));
+        let mut limits = Limits::with_backing(&config, &shared);
+        if matches!(shared, Shared::Postgres(_)) {
+            // Behind a load balancer, a decoy that differs between instances would tell a
+            // name that cannot sign in from a real one (whose credential ids never change).
+            limits.decoy_key = shared_decoy_key(&vault);
+        }
+        let limits = Arc::new(limits);
         let (reveals, approvals, sign_ins) = match &shared {
             Shared::Memory => Default::default(),
             Shared::Postgres(pool) => (
@@ -230,6 +246,29 @@ pub fn app(state: AppState) -> Router {
 mod tests {
     use super::*;
     use crate::config::Overrides;
+
+    #[test]
+    fn instances_of_one_vault_derive_one_decoy_key_and_other_vaults_another() {
+        use crate::vault::DataKey;
+        use ed25519_dalek::SigningKey;
+        let vault = |signer: [u8; 32]| {
+            Vault::new(
+                "v".into(),
+                DataKey::generate(),
+                SigningKey::from_bytes(&signer),
+                false,
+            )
+        };
+        // Two processes holding the same vault (each with its own copy of the keys).
+        assert_eq!(
+            shared_decoy_key(&vault([1; 32])),
+            shared_decoy_key(&vault([1; 32]))
+        );
+        assert_ne!(
+            shared_decoy_key(&vault([1; 32])),
+            shared_decoy_key(&vault([2; 32]))
+        );
+    }
 
     #[tokio::test]
     async fn configured_sign_in_limits_count_per_address_over_their_window() {

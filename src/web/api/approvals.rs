@@ -99,7 +99,7 @@ pub async fn approve_finish(
     let operator = &current.operator;
     let Some(started) = state
         .approvals
-        .take(session_id(&current)?, state.clock.unix())
+        .take(session_id(&current)?)
         .await?
         .filter(|s| s.approver_id == operator.id)
     else {

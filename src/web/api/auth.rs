@@ -320,10 +320,13 @@ pub async fn login_finish(
 ) -> Result<impl IntoResponse, AppError> {
     let now = state.clock.now();
     let taken = match sign_in_id(&headers) {
-        Some(id) => state.sign_ins.take(id, now.unix_timestamp()).await?,
+        Some(id) => state.sign_ins.take(id).await?,
         None => None,
     };
-    let Some(pending) = taken.map(|started| started.state) else {
+    let Some(pending) = taken
+        .filter(|started| started.expires_at >= now.unix_timestamp())
+        .map(|started| started.state)
+    else {
         return Err(AppError::BadRequest(
             "no sign-in is in progress in this session — start again".into(),
         ));
@@ -598,7 +601,7 @@ mod shared_tests {
             .put_within([7; 16], started, 100, 10)
             .await
             .unwrap());
-        let taken = finished_on.take([7; 16], 150).await.unwrap().unwrap();
+        let taken = finished_on.take([7; 16]).await.unwrap().unwrap();
         let SignInState::Named {
             operator_id,
             ceremony,

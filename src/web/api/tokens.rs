@@ -665,7 +665,7 @@ pub async fn reveal_finish(
     let operator = auth.operator();
     let Some(started) = state
         .reveals
-        .take(signed_in_session_id(&auth)?, state.clock.unix())
+        .take(signed_in_session_id(&auth)?)
         .await?
         .filter(|c| c.pending.operator_id == operator.id)
     else {
