@@ -88,22 +88,44 @@ impl FromRequestParts<AppState> for CurrentOperator {
         let Some(session_id) = session.id() else {
             return Err(AppError::Unauthenticated);
         };
-        // The session row and the operator it names in one round trip; the record is handed
-        // to tower-sessions for this request only (`SessionTable::preload`).
-        let mut record = None;
-        let loaded = operators::with_session(&state.store, &session_id.to_string(), |data| {
-            let decoded: Record = rmp_serde::from_slice(data).ok()?;
-            let operator_id = decoded
+        let signed_in_as = |record: &Record| {
+            record
                 .data
                 .get(SIGNED_IN)
                 .and_then(|v| serde_json::from_value::<SignedIn>(v.clone()).ok())
-                .map(|s| s.operator_id);
-            record = Some(decoded);
-            operator_id
-        })
-        .await?;
-        let (Some((_, operator)), Some(record)) = (loaded, record) else {
-            return Err(AppError::Unauthenticated);
+                .map(|s| s.operator_id)
+        };
+        // The record is handed to tower-sessions for this request only
+        // (`SessionTable::preload`).
+        let (operator, record) = if state.sessions.is_shared() {
+            // Sessions in the instances' shared table, the operator from the vault's.
+            let Some(record) = state
+                .sessions
+                .load(&session_id)
+                .await
+                .map_err(|e| AppError::Internal(format!("session store: {e}")))?
+            else {
+                return Err(AppError::Unauthenticated);
+            };
+            let operator = match signed_in_as(&record) {
+                Some(id) => operators::by_id(&state.store, id).await?,
+                None => None,
+            };
+            (operator, record)
+        } else {
+            // The session row and the operator it names in one round trip.
+            let mut record = None;
+            let loaded = operators::with_session(&state.store, &session_id.to_string(), |data| {
+                let decoded: Record = rmp_serde::from_slice(data).ok()?;
+                let operator_id = signed_in_as(&decoded);
+                record = Some(decoded);
+                operator_id
+            })
+            .await?;
+            let (Some((_, operator)), Some(record)) = (loaded, record) else {
+                return Err(AppError::Unauthenticated);
+            };
+            (operator, record)
         };
         // As tower-sessions' own load: an expired row is no session.
         if record.expiry_date <= time::OffsetDateTime::now_utc() {
@@ -358,6 +380,11 @@ impl SessionTable {
         })
     }
 
+    /// Whether sessions live in the table instances share (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Postgres(_))
+    }
+
     /// Where writes go.
     fn writes(&self) -> &dyn SessionStore {
         match &self.backing {
@@ -468,8 +495,8 @@ impl SessionStore for SessionTable {
             if locked(&self.written).remove(&id) {
                 record.id = id;
                 if let Backing::Postgres(store) = &self.backing {
-                    // The sign-in's transaction wrote SQLite's table only: written here (the
-                    // store keeps the id unless a row already holds it).
+                    // Shared sessions are not in the sign-in's transaction: written here, as
+                    // the session's first save.
                     return store.create(record).await;
                 }
                 return Ok(());

@@ -423,7 +423,8 @@ pub async fn login_finish(
         &operator,
         &signer.used(&result)?,
         discoverable,
-        &row,
+        // Shared sessions are written by the session layer after the commit (`adopt`).
+        (!state.sessions.is_shared()).then_some(&row),
     )
     .await?;
     state.sessions.adopt(&session, id, &signed_in).await?;
