@@ -20,7 +20,10 @@
 //! - [`notices`] notices to token owners: the outbox written with each reveal, delivery, cancel
 //!   and purge, its templates, and the sender task that mails them (SMTP, retries with backoff).
 //! - [`policy`]  reveal policies from `policies/*.toml`: checklists, limits, retention; evaluation.
-//! - [`ratelimit`] in-memory sliding windows (failed sign-ins, wrong delivery codes).
+//! - [`ratelimit`] sliding windows (failed sign-ins, refused delivery links): in memory, or in
+//!   PostgreSQL for several instances.
+//! - [`shared`]  where the state instances must agree on lives (memory on SQLite, PostgreSQL's
+//!   `transient` schema and advisory locks otherwise) and the one-instance gate of scheduled jobs.
 //! - [`audit`]   the tamper-evident trail: append inside the caller's transaction, hash chain,
 //!   signatures; verify (live and exports) and streamed JSONL/CSV export.
 //! - [`backup`]  backups (an age-encrypted `VACUUM INTO` snapshot with its manifest) and
@@ -37,7 +40,9 @@
 //!   `Store`/`WriteTx`/`Inline`, migrations and every SQL query, grouped by table, per dialect
 //!   only where they differ (`tokens`/`token_pages` still SQLite-only); `store::postgres`:
 //!   connection, its own migrations, the bulk copy from SQLite (not yet a serving engine);
-//!   `store::engine` parses `database_url`.
+//!   `store::engine` parses `database_url`; `store::transient` (ceremonies in flight, rate
+//!   events) and `store::leader` (scheduled jobs' advisory locks) hold what several instances
+//!   share.
 //! - [`transfer`] `migrate-to-postgres`: a SQLite vault copied into an empty PostgreSQL database
 //!   in one transaction, verified there (row counts, audit chain and head) before the commit.
 //! - [`config`]  defaults → `seedvault.toml` → `SEEDVAULT_*` → flags, validated once.
@@ -78,6 +83,7 @@ pub mod qr;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod siem;
 pub mod status;
 pub mod store;

@@ -340,12 +340,17 @@ impl Drop for AbortOnDrop {
 }
 
 /// Expires and purges overdue seeds, records approvals whose time ran out, and deletes expired
-/// sessions, once at start and then every minute.
+/// sessions, ceremonies and rate-limit events, once at start and then every minute; on
+/// PostgreSQL only on the instance holding the job's lock (`shared::JobLock`).
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut lock = state.shared.job_lock("retention-sweep");
         loop {
             every_minute.tick().await;
+            if !lock.may_run().await {
+                continue;
+            }
             match crate::tokens::lifecycle::purge_expired(&state.env(), "system").await {
                 Ok(purged) if !purged.is_empty() => {
                     tracing::info!(count = purged.len(), "purged expired seeds")
@@ -365,8 +370,20 @@ pub fn spawn_sweeper(state: AppState) {
             if let Err(e) = state.sessions.delete_expired().await {
                 tracing::warn!(error = %e, "could not delete expired sessions");
             }
+            if let Err(e) = sweep_transient(&state).await {
+                tracing::warn!(error = %e, "could not forget expired ceremonies and limit events");
+            }
         }
     });
+}
+
+/// Forgets ceremonies in flight and rate-limit events whose time passed.
+async fn sweep_transient(state: &AppState) -> Result<(), crate::store::StoreError> {
+    let now = state.clock.unix();
+    state.reveals.sweep(now).await?;
+    state.approvals.sweep(now).await?;
+    state.sign_ins.sweep(now).await?;
+    state.limits.sweep(now).await
 }
 
 /// Syncs the directory from `[directory.ldap]` at start and every `sync_interval_minutes`
@@ -383,8 +400,12 @@ pub fn spawn_directory_sync(state: AppState) {
         let period = std::time::Duration::from_secs(u64::from(settings.sync_interval_minutes) * 60);
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lock = state.shared.job_lock("directory-sync");
         loop {
             ticks.tick().await;
+            if !lock.may_run().await {
+                continue;
+            }
             let env = crate::directory::SyncEnv {
                 store: &state.store,
                 vault: &state.vault,

@@ -85,7 +85,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     };
     let mut state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
     // Started before the first request: a restart resumes each sink at its cursor.
-    let forwarding = crate::siem::spawn(&store, &config.siem);
+    let forwarding = crate::siem::forward::spawn_with(&store, &config.siem, &state.shared);
     state.siem = forwarding.health_table();
     for sink in &config.siem {
         tracing::info!(sink = %sink.name, kind = sink.kind.as_str(), endpoint = %sink.endpoint(), "forwarding the audit trail");
@@ -114,7 +114,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     }
     crate::server::spawn_sweeper(state.clone());
     crate::server::spawn_directory_sync(state.clone());
-    let sending = sender.spawn();
+    let sending = sender.spawn_gated(state.shared.job_lock("notice-sender"));
     crate::server::spawn_metrics_upkeep();
     let metrics = metrics_listener.map(|listener| {
         let at = listener

@@ -430,7 +430,7 @@ fn diff(
 }
 
 /// An owner's record as the reveal page and `reveal/start` show it beside the checklist.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct OfRecord {
     pub owner: String,
     /// Whether the directory has a record for the owner.

@@ -96,9 +96,19 @@ impl Sender {
     /// Runs until the process ends: a first pass over every pending notice, then due ones
     /// every second.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        self.spawn_gated(crate::shared::JobLock::Single)
+    }
+
+    /// [`Self::spawn`] for one of several instances: passes run only while this instance
+    /// holds `lock` (`notice-sender`), so no two instances mail one notice at once.
+    pub fn spawn_gated(self, mut lock: crate::shared::JobLock) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut first = true;
             loop {
+                if !lock.may_run().await {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
                 match self.pass(first).await {
                     Ok(n) if n as i64 == BATCH => continue,
                     Ok(_) => first = false,

@@ -397,7 +397,9 @@ fn unique_credential(e: StoreError) -> OperatorError {
 
 /// Records a successful sign-in: the credential's new counter, the audit event and the new
 /// session row (the old one, if any, deleted), in one transaction — one durable commit per
-/// sign-in, and no session exists unless its sign-in is recorded.
+/// sign-in, and no session exists unless its sign-in is recorded. `session` is `None` when
+/// sessions live apart from the vault's tables (instances sharing PostgreSQL's
+/// `transient.sessions`): the session layer writes it once this commits.
 pub async fn record_sign_in(
     store: &Store,
     vault: &Vault,
@@ -405,11 +407,13 @@ pub async fn record_sign_in(
     operator: &Operator,
     used: &UsedPasskey,
     discoverable: bool,
-    session: &crate::store::sessions::SessionRow,
+    session: Option<&crate::store::sessions::SessionRow>,
 ) -> Result<(), OperatorError> {
     let mut tx = store.begin_write().await?;
     rows::update_credential_use(&mut tx, used.row, &used.stored, now.unix_timestamp()).await?;
-    crate::store::sessions::insert(&mut tx, session).await?;
+    if let Some(session) = session {
+        crate::store::sessions::insert(&mut tx, session).await?;
+    }
     let event = NewEvent::new(operator.actor(), "auth.sign_in", operator.actor())
         .details(json!({ "credential": used.row, "discoverable": discoverable }));
     append(&mut tx, vault, now, event).await?;

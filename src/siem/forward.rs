@@ -69,6 +69,13 @@ impl Drop for Forwarding {
 
 /// Starts one forwarder per sink. Call within a Tokio runtime.
 pub fn spawn(store: &Store, sinks: &[Sink]) -> Forwarding {
+    spawn_with(store, sinks, &crate::shared::Shared::Memory)
+}
+
+/// [`spawn`] for one of several instances: each sink's forwarder sends only while this
+/// instance holds the sink's job lock (`siem:<name>`), so no two instances send one batch
+/// twice; another takes over when the holder dies.
+pub fn spawn_with(store: &Store, sinks: &[Sink], shared: &crate::shared::Shared) -> Forwarding {
     let mut forwarding = Forwarding::default();
     for sink in sinks {
         if let Ok(mut health) = forwarding.health.lock() {
@@ -78,6 +85,7 @@ pub fn spawn(store: &Store, sinks: &[Sink]) -> Forwarding {
             store.clone(),
             sink.clone(),
             forwarding.health.clone(),
+            shared.job_lock(&format!("siem:{}", sink.name)),
         )));
     }
     forwarding
@@ -134,7 +142,12 @@ fn note(health: &Mutex<BTreeMap<String, SinkHealth>>, sink: &str, f: impl FnOnce
     }
 }
 
-async fn run(store: Store, sink: Sink, health: Arc<Mutex<BTreeMap<String, SinkHealth>>>) {
+async fn run(
+    store: Store,
+    sink: Sink,
+    health: Arc<Mutex<BTreeMap<String, SinkHealth>>>,
+    mut lock: crate::shared::JobLock,
+) {
     let mut commits = store.commits();
     let mut connection = Connection::new(sink.clone());
     let syslog = (sink.kind != Kind::Http).then(SyslogHeader::local);
@@ -151,6 +164,10 @@ async fn run(store: Store, sink: Sink, health: Arc<Mutex<BTreeMap<String, SinkHe
     };
     let mut reader: Option<AuditReader> = None;
     loop {
+        if !lock.may_run().await {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         let step = async {
             let acked = store::siem::cursor(&store, &sink.name)
                 .await?

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod engine;
 mod group;
 pub mod key_slots;
+pub mod leader;
 pub mod meta;
 pub mod operators;
 pub mod outbox;
@@ -33,6 +34,7 @@ pub mod siem;
 pub mod snapshot;
 pub mod token_pages;
 pub mod tokens;
+pub mod transient;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

@@ -617,7 +617,9 @@ async fn decidable(
 }
 
 /// An approval's passkey prompt in flight: which approval, as it stood, and the WebAuthn state
-/// the approver's assertion must answer. Holds no secret; finish it once.
+/// the approver's assertion must answer. Holds no secret; finish it once. Serialisable so
+/// that instances on PostgreSQL share it (`web::ceremony`); no `Debug`.
+#[derive(Serialize, serde::Deserialize)]
 pub struct StartedApproval {
     pub approval: i64,
     pub approver_id: i64,

@@ -165,6 +165,8 @@ pub enum Started {
 
 /// A started reveal: what was checked, and the WebAuthn challenge state its passkey
 /// assertion must answer. Holds no secret; finish it once ([`finish`] consumes it).
+/// Serialisable so that instances on PostgreSQL share it (`web::ceremony`); no `Debug`.
+#[derive(Serialize, Deserialize)]
 pub struct StartedReveal {
     pub pending: PendingReveal,
     /// The owner's directory record, shown beside the checklist while the passkey signs.

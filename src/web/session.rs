@@ -1,5 +1,6 @@
-//! The signed-in operator, as an extractor. Sessions live server-side (tower-sessions, SQLite
-//! store); the cookie holds only the session id.
+//! The signed-in operator, as an extractor. Sessions live server-side (tower-sessions: its
+//! SQLite store, or on PostgreSQL its Postgres store on `transient.sessions`, shared by every
+//! instance); the cookie holds only the session id.
 //!
 //! Idle and absolute timeouts are checked here against the injectable clock, and the operator
 //! is re-read on every request, so a disabled operator or a role change takes effect at once.
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::Session;
-use tower_sessions_sqlx_store::SqliteStore;
+use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
 use super::{AppError, AppState};
 use crate::config::IpNetwork;
@@ -87,22 +88,44 @@ impl FromRequestParts<AppState> for CurrentOperator {
         let Some(session_id) = session.id() else {
             return Err(AppError::Unauthenticated);
         };
-        // The session row and the operator it names in one round trip; the record is handed
-        // to tower-sessions for this request only (`SessionTable::preload`).
-        let mut record = None;
-        let loaded = operators::with_session(&state.store, &session_id.to_string(), |data| {
-            let decoded: Record = rmp_serde::from_slice(data).ok()?;
-            let operator_id = decoded
+        let signed_in_as = |record: &Record| {
+            record
                 .data
                 .get(SIGNED_IN)
                 .and_then(|v| serde_json::from_value::<SignedIn>(v.clone()).ok())
-                .map(|s| s.operator_id);
-            record = Some(decoded);
-            operator_id
-        })
-        .await?;
-        let (Some((_, operator)), Some(record)) = (loaded, record) else {
-            return Err(AppError::Unauthenticated);
+                .map(|s| s.operator_id)
+        };
+        // The record is handed to tower-sessions for this request only
+        // (`SessionTable::preload`).
+        let (operator, record) = if state.sessions.is_shared() {
+            // Sessions in the instances' shared table, the operator from the vault's.
+            let Some(record) = state
+                .sessions
+                .load(&session_id)
+                .await
+                .map_err(|e| AppError::Internal(format!("session store: {e}")))?
+            else {
+                return Err(AppError::Unauthenticated);
+            };
+            let operator = match signed_in_as(&record) {
+                Some(id) => operators::by_id(&state.store, id).await?,
+                None => None,
+            };
+            (operator, record)
+        } else {
+            // The session row and the operator it names in one round trip.
+            let mut record = None;
+            let loaded = operators::with_session(&state.store, &session_id.to_string(), |data| {
+                let decoded: Record = rmp_serde::from_slice(data).ok()?;
+                let operator_id = signed_in_as(&decoded);
+                record = Some(decoded);
+                operator_id
+            })
+            .await?;
+            let (Some((_, operator)), Some(record)) = (loaded, record) else {
+                return Err(AppError::Unauthenticated);
+            };
+            (operator, record)
         };
         // As tower-sessions' own load: an expired row is no session.
         if record.expiry_date <= time::OffsetDateTime::now_utc() {
@@ -296,8 +319,7 @@ impl<R: RoleRule + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
 /// sign-in costs one durable commit instead of three.
 #[derive(Debug, Clone)]
 pub struct SessionTable {
-    reads: SqliteStore,
-    writes: SqliteStore,
+    backing: Backing,
     /// Rows a sign-in committed itself, until the session's first save adopts the id.
     written: Arc<Mutex<HashSet<Id>>>,
     /// Rows a sign-in deleted itself, until the id cycle's delete skips them.
@@ -305,6 +327,16 @@ pub struct SessionTable {
     /// Records the signed-in extractor has just read with their operator, until this
     /// request's session load takes them (never kept for another request).
     preloaded: Arc<Mutex<HashMap<Id, Record>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Backing {
+    Sqlite {
+        reads: SqliteStore,
+        writes: SqliteStore,
+    },
+    /// `transient.sessions` (created by the PostgreSQL migrations), shared by every instance.
+    Postgres(PostgresStore),
 }
 
 /// Session data key naming the row a sign-in wrote itself (see [`SessionTable::adopt`]).
@@ -322,12 +354,43 @@ impl SessionTable {
         let writes = table(store.writer().map_err(|e| e.to_string())?)?;
         writes.migrate().await.map_err(|e| e.to_string())?;
         Ok(Self {
-            reads: table(store.pool().map_err(|e| e.to_string())?)?,
-            writes,
+            backing: Backing::Sqlite {
+                reads: table(store.pool().map_err(|e| e.to_string())?)?,
+                writes,
+            },
             written: Arc::default(),
             deleted: Arc::default(),
             preloaded: Arc::default(),
         })
+    }
+
+    /// The `transient.sessions` table on PostgreSQL, shared by every instance on `pool` (a
+    /// session signed in through one loads through another). The table comes with the
+    /// PostgreSQL migrations, not the store's own `migrate`, which returns early without it
+    /// when two instances start at once and race on `CREATE SCHEMA`.
+    pub fn postgres(pool: sqlx::PgPool) -> Result<Self, String> {
+        let store = PostgresStore::new(pool)
+            .with_schema_name("transient")?
+            .with_table_name("sessions")?;
+        Ok(Self {
+            backing: Backing::Postgres(store),
+            written: Arc::default(),
+            deleted: Arc::default(),
+            preloaded: Arc::default(),
+        })
+    }
+
+    /// Whether sessions live in the table instances share (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Postgres(_))
+    }
+
+    /// Where writes go.
+    fn writes(&self) -> &dyn SessionStore {
+        match &self.backing {
+            Backing::Sqlite { writes, .. } => writes,
+            Backing::Postgres(store) => store,
+        }
     }
 
     /// Hands `record`, just read, to the session load of the same request.
@@ -343,7 +406,10 @@ impl SessionTable {
     /// Deletes sessions past their expiry (run by the sweeper every minute).
     pub async fn delete_expired(&self) -> session_store::Result<()> {
         use tower_sessions::ExpiredDeletion;
-        self.writes.delete_expired().await
+        match &self.backing {
+            Backing::Sqlite { writes, .. } => writes.delete_expired().await,
+            Backing::Postgres(store) => store.delete_expired().await,
+        }
     }
 
     /// The row of a fresh session signed in as `signed_in` (a new random id: the id is cycled
@@ -428,28 +494,38 @@ impl SessionStore for SessionTable {
             // Taken once: only the sign-in that wrote the row can adopt it.
             if locked(&self.written).remove(&id) {
                 record.id = id;
+                if let Backing::Postgres(store) = &self.backing {
+                    // Shared sessions are not in the sign-in's transaction: written here, as
+                    // the session's first save.
+                    return store.create(record).await;
+                }
                 return Ok(());
             }
         }
-        self.writes.create(record).await
+        self.writes().create(record).await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.writes.save(record).await
+        self.writes().save(record).await
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         if let Some(record) = locked(&self.preloaded).remove(session_id) {
             return Ok(Some(record));
         }
-        self.reads.load(session_id).await
+        match &self.backing {
+            Backing::Sqlite { reads, .. } => reads.load(session_id).await,
+            Backing::Postgres(store) => store.load(session_id).await,
+        }
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        if locked(&self.deleted).remove(session_id) {
+        if locked(&self.deleted).remove(session_id)
+            && matches!(self.backing, Backing::Sqlite { .. })
+        {
             return Ok(());
         }
-        self.writes.delete(session_id).await
+        self.writes().delete(session_id).await
     }
 }
 
@@ -513,5 +589,110 @@ mod client_addr_tests {
             client_behind(ip("10.0.0.2"), &via_proxy, &[]),
             ip("10.0.0.2")
         );
+    }
+}
+
+#[cfg(test)]
+mod postgres_tests {
+    #![allow(clippy::unwrap_used)]
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+    use tower_sessions::SessionManagerLayer;
+
+    use super::*;
+
+    /// One instance's app: `/set` stores a number in the session, `/get` reads it.
+    fn instance(table: SessionTable) -> Router {
+        Router::new()
+            .route(
+                "/set",
+                get(|session: Session| async move {
+                    session.insert("n", 42).await.unwrap();
+                    "set"
+                }),
+            )
+            .route(
+                "/get",
+                get(|session: Session| async move {
+                    let n: Option<i32> = session.get("n").await.unwrap();
+                    format!("{n:?}")
+                }),
+            )
+            .layer(SessionManagerLayer::new(table).with_secure(false))
+    }
+
+    async fn body(response: axum::response::Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_saved_through_one_instance_loads_through_the_other() {
+        let (a, b) = crate::shared::two_instances().await;
+        let (one, two) = (
+            SessionTable::postgres(a).unwrap(),
+            SessionTable::postgres(b).unwrap(),
+        );
+        let set = instance(one.clone())
+            .oneshot(Request::get("/set").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let cookie = set.headers()[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let get = |app: Router| {
+            let cookie = cookie.clone();
+            async move {
+                body(
+                    app.oneshot(
+                        Request::get("/get")
+                            .header(header::COOKIE, cookie)
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap(),
+                )
+                .await
+            }
+        };
+        assert_eq!(get(instance(two.clone())).await, "Some(42)");
+
+        // Deleted on one (sign-out): gone on the other.
+        let id: Id = cookie.split_once('=').unwrap().1.parse().unwrap();
+        one.delete(&id).await.unwrap();
+        assert_eq!(get(instance(two.clone())).await, "None");
+
+        // Expired rows are not sessions; the sweep runs on the migrations' table (the store's
+        // own SQL against the schema we created for it) and keeps live ones.
+        let mut stale = Record {
+            id: Id::default(),
+            data: HashMap::new(),
+            expiry_date: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        };
+        one.create(&mut stale).await.unwrap();
+        assert!(two.load(&stale.id).await.unwrap().is_none());
+        two.delete_expired().await.unwrap();
+        assert_eq!(get(instance(two.clone())).await, "None");
+        let set = instance(one.clone())
+            .oneshot(Request::get("/set").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let fresh = set.headers()[header::SET_COOKIE].to_str().unwrap();
+        let fresh: Id = fresh
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        two.delete_expired().await.unwrap();
+        assert!(one.load(&fresh).await.unwrap().is_some());
     }
 }

@@ -25,6 +25,7 @@ mod full_disk;
 mod fuzz_regressions;
 mod hardening;
 mod import;
+mod instances;
 mod notices;
 mod observability;
 mod operators;

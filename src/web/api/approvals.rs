@@ -78,7 +78,8 @@ pub async fn approve_start(
         approval::approve_start(&env, &state.webauthn, &current.operator, id).await?;
     state
         .approvals
-        .put(session_id(&current)?, started, env.unix());
+        .put(session_id(&current)?, started, env.unix())
+        .await?;
     Ok(Json(to_json(&challenge)?))
 }
 
@@ -99,6 +100,7 @@ pub async fn approve_finish(
     let Some(started) = state
         .approvals
         .take(session_id(&current)?)
+        .await?
         .filter(|s| s.approver_id == operator.id)
     else {
         return Err(AppError::BadRequest(

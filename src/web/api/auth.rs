@@ -36,7 +36,9 @@ const SIGN_IN_SECONDS: i64 = 300;
 /// Sign-ins in flight at most: anyone can start one, so memory stays bounded.
 const MAX_PENDING_SIGN_INS: usize = 10_000;
 
-/// A sign-in between `login/start` and `login/finish`.
+/// A sign-in between `login/start` and `login/finish` (serialisable for instances on
+/// PostgreSQL, `web::ceremony`; no `Debug`).
+#[derive(Serialize, Deserialize)]
 pub struct StartedSignIn {
     state: SignInState,
     pub(crate) expires_at: i64,
@@ -49,6 +51,7 @@ struct RegistrationState {
     user_handle: Uuid,
 }
 
+#[derive(Serialize, Deserialize)]
 enum SignInState {
     Named {
         operator_id: i64,
@@ -224,7 +227,7 @@ pub async fn login_start(
         .filter(|u| !u.is_empty());
     let now = state.clock.now();
     // Per client only: a limit per operator name would let anyone lock that operator out.
-    check_sign_in_limit(&state, &addr, now.unix_timestamp())?;
+    check_sign_in_limit(&state, &addr, now.unix_timestamp()).await?;
     let (challenge, pending) = match &username {
         Some(name) => {
             let operator = operators::by_name(&state.store, name)
@@ -266,6 +269,7 @@ pub async fn login_start(
     if !state
         .sign_ins
         .put_within(id, started, now.unix_timestamp(), MAX_PENDING_SIGN_INS)
+        .await?
     {
         return Err(AppError::TooManyRequests {
             message: "too many sign-ins are in progress on this server; try again in a minute"
@@ -315,8 +319,11 @@ pub async fn login_finish(
     credential: Result<Json<PublicKeyCredential>, AppError>,
 ) -> Result<impl IntoResponse, AppError> {
     let now = state.clock.now();
-    let Some(pending) = sign_in_id(&headers)
-        .and_then(|id| state.sign_ins.take(id))
+    let taken = match sign_in_id(&headers) {
+        Some(id) => state.sign_ins.take(id).await?,
+        None => None,
+    };
+    let Some(pending) = taken
         .filter(|started| started.expires_at >= now.unix_timestamp())
         .map(|started| started.state)
     else {
@@ -416,7 +423,8 @@ pub async fn login_finish(
         &operator,
         &signer.used(&result)?,
         discoverable,
-        &row,
+        // Shared sessions are written by the session layer after the commit (`adopt`).
+        (!state.sessions.is_shared()).then_some(&row),
     )
     .await?;
     state.sessions.adopt(&session, id, &signed_in).await?;
@@ -508,11 +516,12 @@ fn decoy_challenge(
     ))
 }
 
-fn check_sign_in_limit(state: &AppState, addr: &str, now: i64) -> Result<(), AppError> {
+async fn check_sign_in_limit(state: &AppState, addr: &str, now: i64) -> Result<(), AppError> {
     state
         .limits
         .sign_in_by_addr
         .check(addr, now)
+        .await?
         .map_err(|retry_after_seconds| AppError::TooManyRequests {
             message: format!(
                 "too many failed sign-ins from this client; try again in {retry_after_seconds} seconds"
@@ -531,7 +540,8 @@ async fn sign_in_failed(
     state
         .limits
         .sign_in_by_addr
-        .record(addr, now.unix_timestamp());
+        .record(addr, now.unix_timestamp())
+        .await?;
     let target = name.map_or_else(
         || "operator:unknown".to_owned(),
         |n| format!("operator:{n}"),
@@ -547,4 +557,63 @@ async fn sign_in_failed(
 pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
     serde_json::to_value(value)
         .map_err(|e| AppError::Internal(format!("cannot encode challenge: {e}")))
+}
+
+#[cfg(test)]
+mod shared_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+
+    use super::*;
+
+    /// The WebAuthn state survives its trip through PostgreSQL: a passkey answers the
+    /// challenge of a sign-in started on another instance.
+    #[tokio::test]
+    async fn a_sign_in_started_on_one_instance_is_finished_with_its_passkey_on_the_other() {
+        let origin = url::Url::parse("http://localhost:8080").unwrap();
+        let webauthn = webauthn_rs::WebauthnBuilder::new("localhost", &origin)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut authenticator = WebauthnAuthenticator::new(SoftPasskey::new(true));
+        let (creation, registration) = webauthn
+            .start_passkey_registration(Uuid::new_v4(), "op", "op", None)
+            .unwrap();
+        let credential = authenticator
+            .do_registration(origin.clone(), creation)
+            .unwrap();
+        let passkey = webauthn
+            .finish_passkey_registration(&credential, &registration)
+            .unwrap();
+        let (request, ceremony) = webauthn.start_passkey_authentication(&[passkey]).unwrap();
+
+        let (a, b) = crate::shared::two_instances().await;
+        let started_on = crate::web::ceremony::PendingSignIns::postgres(a, "sign_in");
+        let finished_on = crate::web::ceremony::PendingSignIns::postgres(b, "sign_in");
+        let started = StartedSignIn {
+            state: SignInState::Named {
+                operator_id: 1,
+                ceremony,
+            },
+            expires_at: 200,
+        };
+        assert!(started_on
+            .put_within([7; 16], started, 100, 10)
+            .await
+            .unwrap());
+        let taken = finished_on.take([7; 16]).await.unwrap().unwrap();
+        let SignInState::Named {
+            operator_id,
+            ceremony,
+        } = taken.state
+        else {
+            panic!("a named sign-in came back as another kind");
+        };
+        assert_eq!(operator_id, 1);
+        let assertion = authenticator.do_authentication(origin, request).unwrap();
+        assert!(webauthn
+            .finish_passkey_authentication(&assertion, &ceremony)
+            .is_ok());
+    }
 }

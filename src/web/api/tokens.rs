@@ -633,7 +633,7 @@ pub async fn reveal_start(
             if let Some(fields) = body.as_object_mut() {
                 fields.insert("directory".into(), to_json(&started.of_record)?);
             }
-            state.reveals.put(session, *started, env.unix());
+            state.reveals.put(session, *started, env.unix()).await?;
             Ok(Json(body).into_response())
         }
         reveal::Started::AwaitingApproval(approval) => {
@@ -666,6 +666,7 @@ pub async fn reveal_finish(
     let Some(started) = state
         .reveals
         .take(signed_in_session_id(&auth)?)
+        .await?
         .filter(|c| c.pending.operator_id == operator.id)
     else {
         return Err(AppError::BadRequest(

@@ -103,26 +103,54 @@ fn counts(error: &LinkError) -> bool {
     !matches!(error, LinkError::Lifecycle(_) | LinkError::NoCode)
 }
 
+/// Takes one of the client's attempts (checked and counted at once, so that requests racing
+/// for the last one, on any instance, cannot all pass), or the page that refuses to look.
+async fn attempt(
+    state: &AppState,
+    addr: &str,
+    now: i64,
+) -> Result<crate::ratelimit::Admitted, Response> {
+    match state.limits.delivery_link_by_addr.admit(addr, now).await {
+        Ok(Ok(admitted)) => Ok(admitted),
+        Ok(Err(retry_after)) => Err(limited(state, retry_after)),
+        Err(e) => Err(super::PageError::from(AppError::from(e)).into_response()),
+    }
+}
+
+/// Gives the attempt back when it did not count (the link worked, or the refusal was not
+/// the client's doing).
+async fn settle(state: &AppState, admitted: crate::ratelimit::Admitted, counted: bool) {
+    if counted {
+        return;
+    }
+    if let Err(e) = state.limits.delivery_link_by_addr.forgive(admitted).await {
+        // The client keeps one attempt fewer until the window passes: safe side.
+        tracing::warn!(error = %e, "cannot give back a delivery-link attempt");
+    }
+}
+
 pub async fn show(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Path(token): Path<String>,
 ) -> Response {
     let now = state.clock.unix();
-    if let Err(retry_after) = state.limits.delivery_link_by_addr.check(&addr, now) {
-        return limited(&state, retry_after);
-    }
+    let admitted = match attempt(&state, &addr, now).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     match delivery_link::open(&state.env(), &token).await {
-        Ok(view) => respond(
-            &state,
-            StatusCode::OK,
-            "Confirm delivery",
-            form(&view, None),
-        ),
+        Ok(view) => {
+            settle(&state, admitted, false).await;
+            respond(
+                &state,
+                StatusCode::OK,
+                "Confirm delivery",
+                form(&view, None),
+            )
+        }
         Err(error) => {
-            if counts(&error) {
-                state.limits.delivery_link_by_addr.record(&addr, now);
-            }
+            settle(&state, admitted, counts(&error)).await;
             refusal(&state, error)
         }
     }
@@ -135,13 +163,15 @@ pub async fn confirm(
     axum_extra::extract::Form(submitted): axum_extra::extract::Form<CodeForm>,
 ) -> Response {
     let now = state.clock.unix();
-    if let Err(retry_after) = state.limits.delivery_link_by_addr.check(&addr, now) {
-        return limited(&state, retry_after);
-    }
+    let admitted = match attempt(&state, &addr, now).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     let env = state.env();
     let code = submitted.code.unwrap_or_default();
     match delivery_link::confirm(&env, &token, code).await {
         Ok(_) => {
+            settle(&state, admitted, false).await;
             let body = html! {
                 div.center.card.deliver {
                     h1 { "Thank you — delivery confirmed" }
@@ -152,9 +182,7 @@ pub async fn confirm(
             respond(&state, StatusCode::OK, "Delivery confirmed", body)
         }
         Err(error) => {
-            if counts(&error) {
-                state.limits.delivery_link_by_addr.record(&addr, now);
-            }
+            settle(&state, admitted, counts(&error)).await;
             let retry = matches!(error, LinkError::WrongCode { .. } | LinkError::NoCode);
             if retry {
                 if let Ok(view) = delivery_link::open(&env, &token).await {

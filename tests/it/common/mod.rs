@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use seedvault::clock::ManualClock;
 use seedvault::config::{Config, Overrides};
+use seedvault::shared::Shared;
 use seedvault::store::Store;
 use seedvault::vault::open::{self, SlotRequest};
 use seedvault::web::AppState;
@@ -58,7 +59,27 @@ impl TestServer {
         settings: Overrides,
         limits: seedvault::server::ConnectionLimits,
     ) -> Self {
-        Self::launch(tempfile::tempdir().unwrap(), settings, limits, None).await
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            settings,
+            limits,
+            None,
+            Shared::Memory,
+        )
+        .await
+    }
+
+    /// A server keeping the state instances share (sessions, ceremonies in flight, rate
+    /// limits) in the PostgreSQL database of `pool`, as one of several instances does.
+    pub async fn start_sharing(settings: Overrides, pool: sqlx::PgPool) -> Self {
+        Self::launch(
+            tempfile::tempdir().unwrap(),
+            settings,
+            seedvault::server::ConnectionLimits::for_open_file_limit(1024),
+            None,
+            Shared::Postgres(pool),
+        )
+        .await
     }
 
     /// Starts the server again on the data directory a stopped one left ([`Self::stop_keep_dir`]),
@@ -69,6 +90,7 @@ impl TestServer {
             settings,
             seedvault::server::ConnectionLimits::for_open_file_limit(1024),
             Some(at_unix),
+            Shared::Memory,
         )
         .await
     }
@@ -78,6 +100,7 @@ impl TestServer {
         settings: Overrides,
         limits: seedvault::server::ConnectionLimits,
         restart_at: Option<i64>,
+        shared: Shared,
     ) -> Self {
         let canary = Arc::new(Canary::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -119,7 +142,7 @@ impl TestServer {
         )
         .unwrap()
         .spawn();
-        let state = AppState::new(store, vault, config, Arc::new(clock.clone()))
+        let state = AppState::with_shared(store, vault, config, Arc::new(clock.clone()), shared)
             .await
             .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
