@@ -339,8 +339,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Expires and purges overdue seeds, records approvals whose time ran out, and deletes expired
-/// sessions, once at start and then every minute.
+/// Expires and purges overdue seeds, deletes the rows of imports that never committed, records
+/// approvals whose time ran out, and deletes expired sessions, once at start and then every
+/// minute.
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -354,6 +355,9 @@ pub fn spawn_sweeper(state: AppState) {
                 Err(e) => {
                     tracing::error!(error = %e, "retention sweep failed; will retry in a minute")
                 }
+            }
+            if let Err(e) = crate::tokens::import::discard_abandoned(&state.store).await {
+                tracing::error!(error = %e, "could not delete an abandoned import's rows; will retry in a minute");
             }
             match crate::tokens::approval::expire_overdue(&state.env()).await {
                 Ok(0) => {}
