@@ -53,6 +53,15 @@ impl Expiring for crate::web::api::auth::StartedSignIn {
     }
 }
 
+/// Why [`Pending::put_within_per_client`] refused a ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The server-wide limit is reached.
+    Server,
+    /// This client has its limit in flight; one expires in `retry_after_seconds`.
+    Client { retry_after_seconds: u64 },
+}
+
 /// Ceremonies of one kind in flight, at most one per key (a session id, by default).
 pub struct Pending<T, K = Id>(Mutex<HashMap<K, T>>);
 
@@ -94,11 +103,95 @@ impl<T: Expiring, K: Eq + Hash> Pending<T, K> {
         true
     }
 
+    /// [`Self::put_within`] that also holds each client to `per_client` unexpired ceremonies
+    /// (`client` says whose a ceremony is), so that one client's flood cannot fill the
+    /// server-wide `limit` and lock everyone else out until its ceremonies expire.
+    pub fn put_within_per_client(
+        &self,
+        key: K,
+        ceremony: T,
+        now: i64,
+        limit: usize,
+        per_client: usize,
+        client: impl Fn(&T) -> &str,
+    ) -> Result<(), Full> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let theirs = client(&ceremony);
+        let mut count = 0;
+        let mut oldest = i64::MAX;
+        for c in map.values() {
+            if c.expires_at() >= now && client(c) == theirs {
+                count += 1;
+                oldest = oldest.min(c.expires_at());
+            }
+        }
+        if count >= per_client {
+            // Room for one more once the client's oldest ceremony expires.
+            return Err(Full::Client {
+                retry_after_seconds: (oldest - now + 1).max(1) as u64,
+            });
+        }
+        if map.len() >= limit {
+            map.retain(|_, c| c.expires_at() >= now);
+            if map.len() >= limit {
+                return Err(Full::Server);
+            }
+        }
+        map.insert(key, ceremony);
+        Ok(())
+    }
+
     /// Takes the key's ceremony out: it can be finished once.
     pub fn take(&self, key: K) -> Option<T> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Started(&'static str, i64);
+
+    impl Expiring for Started {
+        fn expires_at(&self) -> i64 {
+            self.1
+        }
+    }
+
+    fn put(
+        pending: &Pending<Started, u32>,
+        key: u32,
+        client: &'static str,
+        now: i64,
+    ) -> Result<(), Full> {
+        pending.put_within_per_client(key, Started(client, now + 300), now, 10, 3, |s| s.0)
+    }
+
+    #[test]
+    fn one_client_is_held_to_its_share_and_the_server_to_its_total() {
+        let pending = Pending::<Started, u32>::default();
+        for key in 0..3 {
+            assert_eq!(put(&pending, key, "a", 100 + i64::from(key)), Ok(()));
+        }
+        // a's oldest expires at 400: room again one second after.
+        assert_eq!(
+            put(&pending, 3, "a", 110),
+            Err(Full::Client {
+                retry_after_seconds: 291
+            })
+        );
+        for key in 10..17 {
+            assert_eq!(
+                put(&pending, key, ["b", "c", "d"][key as usize % 3], 110),
+                Ok(())
+            );
+        }
+        assert_eq!(put(&pending, 20, "e", 110), Err(Full::Server));
+        // Expired ceremonies count for nobody.
+        assert_eq!(put(&pending, 21, "a", 401), Ok(()));
     }
 }
