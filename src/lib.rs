@@ -12,7 +12,8 @@
 //! - [`doctor`]  what is wrong with a deployment (`seedvault doctor`): read-only findings and fixes.
 //! - [`tokens`]  the token model: capture, search, reassignment, reveal (checklist, limits,
 //!   passkey-signed grant), four-eyes approvals (`tokens::approval`), delivery, cancel, purge
-//!   and the retention sweep; bulk import's store; shipping (`tokens::shipping`: verify against
+//!   and the retention sweep; bulk import's store (in chunks, invisible until committed:
+//!   `tokens::import`, `store::imports`); shipping (`tokens::shipping`: verify against
 //!   the device, shipments, delivery slips, per-token batches).
 //! - [`operators`] invites, passkey registration, roles, credentials and sign-in records.
 //! - [`directory`] the directory of record: owners' phones and managers from CSV or LDAP, synced

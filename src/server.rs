@@ -339,9 +339,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Expires and purges overdue seeds, records approvals whose time ran out, and deletes expired
-/// sessions, ceremonies and rate-limit events, once at start and then every minute; on
-/// PostgreSQL only on the instance holding the job's lock (`shared::JobLock`).
+/// Expires and purges overdue seeds, deletes the rows of imports that never committed, records
+/// approvals whose time ran out, and deletes expired sessions, ceremonies and rate-limit events,
+/// once at start and then every minute; on PostgreSQL only on the instance holding the job's
+/// lock (`shared::JobLock`).
 pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -359,6 +360,9 @@ pub fn spawn_sweeper(state: AppState) {
                 Err(e) => {
                     tracing::error!(error = %e, "retention sweep failed; will retry in a minute")
                 }
+            }
+            if let Err(e) = crate::tokens::import::discard_abandoned(&state.store).await {
+                tracing::error!(error = %e, "could not delete an abandoned import's rows; will retry in a minute");
             }
             match crate::tokens::approval::expire_overdue(&state.env()).await {
                 Ok(0) => {}

@@ -31,6 +31,8 @@ pub enum TransferError {
     Mismatch(String),
     #[error("the copied audit trail does not verify: {0} — nothing was committed; the target is as empty as before")]
     Chain(ChainBreak),
+    #[error("a bulk import on this vault has not committed (it is still running, or its process died) — let it finish, or start `seedvault serve` once (it deletes an abandoned import's rows), then retry; nothing was copied")]
+    ImportPending,
     #[error("the vault changed while it was copied (its audit head moved) — stop `seedvault serve` and any other seedvault command on it, then retry; nothing was committed")]
     SourceChanged,
 }
@@ -68,7 +70,13 @@ pub async fn copy(
     }
     let source = Store::open_read_only(data_dir).await?;
     let vault = meta::get(&source).await?;
+    // A copy holds only what readers of the vault can see: an import that has not committed
+    // would come across as rows the target has no way to judge.
+    let pending = crate::store::imports::pending(&source).await?;
     source.close().await;
+    if !pending.is_empty() {
+        return Err(TransferError::ImportPending);
+    }
     let vault = vault.ok_or_else(|| TransferError::NoVault(data_dir.display().to_string()))?;
     let public_key = <[u8; 32]>::try_from(vault.audit_public_key.as_slice())
         .ok()

@@ -5,15 +5,19 @@
 CREATE SCHEMA IF NOT EXISTS transient;
 
 -- A ceremony between its start and finish (reveal, approval, sign-in), at most one per key;
--- `state` is the serialised WebAuthn challenge state: deleted when taken or expired.
+-- `state` is the serialised WebAuthn challenge state: deleted when taken or expired. `client`
+-- is who started it, for ceremonies anyone can start (sign-in; empty otherwise), so that one
+-- client's flood cannot fill the kind's cap.
 CREATE TABLE transient.pending_ceremonies (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
     state BYTEA NOT NULL,
     expires_at BIGINT NOT NULL,
+    client TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (kind, key)
 );
 CREATE INDEX pending_ceremonies_expiry ON transient.pending_ceremonies (kind, expires_at);
+CREATE INDEX pending_ceremonies_client ON transient.pending_ceremonies (kind, client, expires_at);
 
 -- One counted event of a sliding-window limit (a failed sign-in, a refused delivery link).
 CREATE TABLE transient.rate_events (

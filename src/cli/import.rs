@@ -130,6 +130,8 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<()> {
         parsed,
         args.policy.as_deref(),
         args.dry_run,
+        // A server may be running on the same data directory: leave its writes room.
+        crate::tokens::import::PAUSE_BESIDE_A_SERVER,
         &progress,
     )
     .await?;

@@ -21,6 +21,7 @@ pub mod delivery_links;
 pub mod directory;
 pub mod engine;
 mod group;
+pub mod imports;
 pub mod key_slots;
 pub mod leader;
 pub mod meta;

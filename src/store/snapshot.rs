@@ -8,7 +8,7 @@ use super::{conn, Store, StoreError};
 /// Writes a transactionally consistent copy of the whole database into `target`, which must
 /// not exist or be empty (the caller creates it empty with mode 0600, so the copy is private
 /// from its first byte). Runs in one read transaction: in WAL mode writers, and so reveals,
-/// go on meanwhile.
+/// go on meanwhile. Rows of imports that have not committed are left out.
 pub async fn vacuum_into(store: &Store, target: &Path) -> Result<(), StoreError> {
     if store.is_postgres() {
         return Err(super::sqlite_only(
@@ -24,9 +24,16 @@ pub async fn vacuum_into(store: &Store, target: &Path) -> Result<(), StoreError>
         })?
         .to_owned();
     sqlx::query("VACUUM INTO ?")
-        .bind(target)
+        .bind(&target)
         .execute(&mut *conn(store).await?)
         .await?;
+    // The copy holds what readers of the vault could see: not the rows of an import still
+    // being written (or abandoned), which a restore would otherwise bring back as pending.
+    tokio::task::spawn_blocking(move || {
+        super::imports::scrub_uncommitted(&rusqlite::Connection::open(&target)?)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("scrubbing the snapshot: {e}")))??;
     Ok(())
 }
 

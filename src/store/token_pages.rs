@@ -13,7 +13,7 @@
 use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
 
-use super::tokens::{select_rows, TokenRow};
+use super::tokens::{select_rows, TokenRow, VISIBLE};
 use super::{inline, Db, StoreError};
 
 /// The orders the token list offers; each is backed by an index.
@@ -123,7 +123,7 @@ pub(super) fn search_condition(
     let mut candidates: Vec<i64> = Vec::new();
     for column in columns {
         let mut statement = conn.prepare_cached(&format!(
-            "SELECT id FROM tokens WHERE {column} COLLATE NOCASE >= ?1 AND {column} COLLATE NOCASE < ?2 LIMIT {}",
+            "SELECT id FROM tokens WHERE {column} COLLATE NOCASE >= ?1 AND {column} COLLATE NOCASE < ?2 AND {VISIBLE} LIMIT {}",
             NARROW + 1
         ))?;
         let ids = statement
@@ -164,7 +164,9 @@ pub async fn page(db: impl Into<Db<'_>>, request: &PageRequest) -> Result<TokenP
 }
 
 fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPage, StoreError> {
-    let mut conditions = String::from("1 = 1");
+    // Visibility inside the conditions too: the cursor's subqueries take their LIMIT before
+    // `select_rows` filters.
+    let mut conditions = String::from(VISIBLE);
     let mut params: Vec<Value> = Vec::new();
     if let Some(query) = request.query.as_deref().filter(|q| !q.is_empty()) {
         let (sql, values) = search_condition(conn, query)?;
@@ -199,7 +201,9 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
     let take = request.limit + 1;
     let position = match &request.cursor {
         Some(Cursor::After(serial) | Cursor::Before(serial)) => conn
-            .prepare_cached(&format!("SELECT id, {key} FROM tokens WHERE serial = ?"))?
+            .prepare_cached(&format!(
+                "SELECT id, {key} FROM tokens WHERE serial = ? AND {VISIBLE}"
+            ))?
             .query_row([serial], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Value>(1)?))
             })
@@ -255,9 +259,9 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
 /// Tokens per state and policy: the figures above the list.
 pub async fn counts(db: impl Into<Db<'_>>) -> Result<Vec<(String, String, i64)>, StoreError> {
     inline(db, |c| -> Result<_, StoreError> {
-        let mut statement = c.sqlite()?.prepare_cached(
-            "SELECT state, policy, COUNT(*) FROM tokens GROUP BY state, policy ORDER BY state, policy",
-        )?;
+        let mut statement = c.sqlite()?.prepare_cached(&format!(
+            "SELECT state, policy, COUNT(*) FROM tokens WHERE {VISIBLE} GROUP BY state, policy ORDER BY state, policy",
+        ))?;
         let rows = statement
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<Vec<_>, _>>()?;

@@ -55,6 +55,15 @@ const COLUMNS: &str = "id, token_id, serial, owner, display_name, manufacturer, 
      drift_steps, policy, state, captured_by, captured_at, retention_deadline, delivered_at, delivered_by, purged_at, purge_reason, \
      verified_at, verified_by, shipped_at, shipped_by, carrier, tracking, expected";
 
+/// The rows readers may see: not those of a bulk import that has not committed (or never
+/// will: failed, abandoned, being deleted). Every read of `tokens` carries it (`VISIBLE_T`:
+/// for `tokens t`); see `store::imports`. A row imported in chunks stays tagged after its
+/// import commits, so this costs one primary-key lookup per such row.
+pub const VISIBLE: &str = "(import_id IS NULL OR EXISTS (SELECT 1 FROM imports WHERE imports.id = import_id AND imports.committed_at IS NOT NULL))";
+
+/// [`VISIBLE`] for `tokens` aliased as `t`.
+pub const VISIBLE_T: &str = "(t.import_id IS NULL OR EXISTS (SELECT 1 FROM imports WHERE imports.id = t.import_id AND imports.committed_at IS NOT NULL))";
+
 /// How many columns [`COLUMNS`] names: the index of a column selected after them.
 const COLUMN_COUNT: usize = 28;
 
@@ -94,14 +103,16 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-/// Tokens selected by `conditions` (SQL after `WHERE`, with `?` parameters), as [`TokenRow`]s.
+/// Visible tokens selected by `conditions` (SQL after `WHERE … AND`, with `?` parameters; no
+/// top-level `OR`), as [`TokenRow`]s.
 pub(super) fn select_rows(
     conn: &rusqlite::Connection,
     conditions: &str,
     params: &[Value],
 ) -> Result<Vec<TokenRow>, StoreError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE {conditions}"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tokens WHERE {VISIBLE} AND {conditions}"
+    ))?;
     let rows = statement
         .query_map(rusqlite::params_from_iter(params), token_row)?
         .collect::<Result<_, _>>()?;
@@ -125,14 +136,16 @@ pub struct NewTokenRow<'a> {
     pub retention_deadline: i64,
 }
 
+/// An escrowed token's insert; the last parameter is its chunked import (NULL: none).
 const INSERT: &str =
     "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
-                         state, sealed_seed, captured_by, captured_at, retention_deadline)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?)";
+                         state, sealed_seed, captured_by, captured_at, retention_deadline, import_id)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?, ?)";
 
 fn insert_with(
     statement: &mut rusqlite::Statement<'_>,
     t: &NewTokenRow<'_>,
+    import_id: Option<i64>,
 ) -> Result<(), StoreError> {
     statement.execute(rusqlite::params![
         t.token_id,
@@ -149,6 +162,7 @@ fn insert_with(
         t.captured_by,
         t.captured_at,
         t.retention_deadline,
+        import_id,
     ])?;
     Ok(())
 }
@@ -158,7 +172,7 @@ fn insert_with(
 pub async fn insert(db: impl Into<Db<'_>>, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
     inline(db, |c| {
         let mut statement = c.sqlite()?.prepare_cached(INSERT)?;
-        insert_with(&mut statement, t)
+        insert_with(&mut statement, t, None)
     })
     .await?
 }
@@ -304,11 +318,11 @@ pub async fn in_transit(
     let today = today.to_owned();
     inline(db, move |c| {
         Ok(c.sqlite()?
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT COUNT(*), COUNT(CASE WHEN expected < ?1 THEN 1 END),
                         COUNT(CASE WHEN retention_deadline < ?2 THEN 1 END)
-                 FROM tokens WHERE shipped_at IS NOT NULL AND state = 'escrowed'",
-            )?
+                 FROM tokens WHERE shipped_at IS NOT NULL AND state = 'escrowed' AND {VISIBLE}"
+            ))?
             .query_row(rusqlite::params![today, soon], |r| {
                 Ok(InTransit {
                     in_transit: r.get(0)?,
@@ -341,20 +355,22 @@ pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, St
     Ok(select_rows(c.sqlite()?, "serial = ?", &[serial.to_owned().into()])?.pop())
 }
 
-/// Which of `serials` already exist (for import's duplicate check). One statement and one
-/// bound value however many serials: they travel as a JSON array that `json_each` unpacks
-/// inside SQLite, which then looks each one up in the `serial` index.
+/// Which of `serials` already exist (for import's duplicate check), each with whether it is
+/// visible (false: it belongs to an import that has not committed, whose serials are taken
+/// all the same). One statement and one bound value however many serials: they travel as a
+/// JSON array that `json_each` unpacks inside SQLite, which then looks each one up in the
+/// `serial` index.
 pub async fn existing_serials(
     db: impl Into<Db<'_>>,
     serials: &[&str],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, bool)>, StoreError> {
     if serials.is_empty() {
         return Ok(Vec::new());
     }
     let list = serde_json::Value::from(serials).to_string();
-    Ok(sqlx::query_scalar(
-        "SELECT serial FROM tokens WHERE serial IN (SELECT value FROM json_each(?))",
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT serial, {VISIBLE} FROM tokens WHERE serial IN (SELECT value FROM json_each(?))"
+    ))
     .bind(list)
     .fetch_all(&mut *conn(db).await?)
     .await?)
@@ -362,13 +378,13 @@ pub async fn existing_serials(
 
 /// The sealed seed of an escrowed token (`None` once purged).
 pub async fn sealed_seed(db: impl Into<Db<'_>>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *conn(db).await?)
-            .await?
-            .flatten(),
-    )
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT sealed_seed FROM tokens WHERE id = ? AND {VISIBLE}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn(db).await?)
+    .await?
+    .flatten())
 }
 
 /// A token's row and its sealed seed (`None` once purged).
@@ -383,7 +399,7 @@ pub fn by_serial_with_seed_on(
     serial: &str,
 ) -> Result<Option<TokenWithSeed>, StoreError> {
     let mut statement = c.sqlite()?.prepare_cached(&format!(
-        "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1"
+        "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1 AND {VISIBLE}"
     ))?;
     Ok(statement
         .query_row([serial], |r| {
@@ -572,11 +588,11 @@ fn windows(
 
 /// Number of tokens in each state, for `status` and the dashboard.
 pub async fn count_by_state(db: impl Into<Db<'_>>) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT state, COUNT(*) FROM tokens GROUP BY state ORDER BY state")
-            .fetch_all(&mut *conn(db).await?)
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT state, COUNT(*) FROM tokens WHERE {VISIBLE} GROUP BY state ORDER BY state"
+    ))
+    .fetch_all(&mut *conn(db).await?)
+    .await?)
 }
 
 /// Escrowed tokens and, of those, how many are past their retention deadline at `now` (the
@@ -585,9 +601,9 @@ pub async fn escrowed_and_overdue(
     db: impl Into<Db<'_>>,
     now: i64,
 ) -> Result<(i64, i64), StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(retention_deadline <= ?), 0) FROM tokens WHERE state = 'escrowed'",
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT COUNT(*), COALESCE(SUM(retention_deadline <= ?), 0) FROM tokens WHERE state = 'escrowed' AND {VISIBLE}",
+    ))
     .bind(now)
     .fetch_one(&mut *conn(db).await?)
     .await?)
@@ -681,17 +697,18 @@ pub async fn recent_reveals(
     db: impl Into<Db<'_>>,
     limit: i64,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(&format!(
         "SELECT t.serial, o.name, r.at FROM reveals r JOIN tokens t ON t.id = r.token_id JOIN operators o ON o.id = r.operator_id
-         ORDER BY r.at DESC, r.id DESC LIMIT ?",
-    )
+         WHERE {VISIBLE_T} ORDER BY r.at DESC, r.id DESC LIMIT ?",
+    ))
     .bind(limit)
     .fetch_all(&mut *conn(db).await?)
     .await?)
 }
 
-/// Inserts escrowed tokens in bulk inside `tx`: `fill` runs on the calling thread (see
-/// [`WriteTx::inline`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
+/// Inserts one chunk of a bulk import's escrowed tokens inside `tx`, tagged with `import_id`
+/// (invisible until the import commits, `store::imports`): `fill` runs on the calling thread
+/// (see [`WriteTx::inline`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
 /// returns comes back. The rows commit or roll back with `tx`.
 ///
 /// Why one prepared single-row statement rather than multi-row `INSERT … VALUES (…), (…)`:
@@ -700,39 +717,28 @@ pub async fn recent_reveals(
 /// a `UNIQUE` constraint makes SQLite journal every page it touches).
 pub async fn insert_bulk<R>(
     tx: &mut WriteTx,
+    import_id: i64,
     fill: impl FnOnce(&mut TokenSink<'_>) -> R,
 ) -> Result<R, StoreError> {
     tx.inline_long(|c| -> Result<R, StoreError> {
-        let conn = c.sqlite()?;
-        // Room for every page the transaction dirties, so that SQLite does not spill pages to
-        // the WAL mid-transaction and read them back (100,000 tokens dirty ≈ 34 MB; the
-        // default cache is 2 MB). The memory is taken only as pages are used, and given back
-        // when the connection's cache shrinks to its usual size afterwards.
-        let usual: i64 = conn.pragma_query_value(None, "cache_size", |row| row.get(0))?;
-        conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
-        let filled = (|| {
-            let mut sink = TokenSink {
-                insert: conn.prepare(INSERT)?,
-            };
-            Ok(fill(&mut sink))
-        })();
-        conn.pragma_update(None, "cache_size", usual)?;
-        filled
+        let mut sink = TokenSink {
+            insert: c.sqlite()?.prepare_cached(INSERT)?,
+            import_id,
+        };
+        Ok(fill(&mut sink))
     })
     .await?
 }
 
-/// Page cache for [`insert_bulk`], as SQLite's `cache_size` (negative: KiB).
-const BULK_CACHE_KIB: i64 = -128 * 1024;
-
 /// Where [`insert_bulk`]'s rows go.
 pub struct TokenSink<'c> {
-    insert: rusqlite::Statement<'c>,
+    insert: rusqlite::CachedStatement<'c>,
+    import_id: i64,
 }
 
 impl TokenSink<'_> {
     pub fn insert(&mut self, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
-        insert_with(&mut self.insert, t)
+        insert_with(&mut self.insert, t, Some(self.import_id))
     }
 }
 
@@ -776,15 +782,30 @@ mod tests {
             .unwrap()
     }
 
-    async fn bulk_insert_commits_with_its_transaction_and_restores_the_cache() {
+    async fn new_import(store: &Store) -> i64 {
+        let mut tx = store.begin_write().await.unwrap();
+        let id = crate::store::imports::begin(
+            &mut tx,
+            &crate::store::imports::NewImport {
+                actor: "cli:test",
+                file: "f.csv",
+                started_at: 1,
+                pid: 1,
+                pid_start: 1,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
+    async fn bulk_rows_commit_with_their_chunk_but_stay_unseen_until_their_import_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
+        let import = new_import(&store).await;
         let mut tx = store.begin_write().await.unwrap();
-        let usual: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(tx.sqlite().unwrap())
-            .await
-            .unwrap();
-        let inserted = insert_bulk(&mut tx, |sink| {
+        let inserted = insert_bulk(&mut tx, import, |sink| {
             for (id, serial) in [("t1", "S1"), ("t2", "S2")] {
                 sink.insert(&row(id, serial))?;
             }
@@ -794,27 +815,29 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(inserted, 2);
-        // Visible inside the transaction through sqlx, and to nobody else before the commit.
-        let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-            .fetch_one(tx.sqlite().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(inside, 2);
-        assert!(serials(&store).await.is_empty());
-        let after: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(tx.sqlite().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(after, usual);
         tx.commit().await.unwrap();
+        // Stored, but no reader sees them before the import commits.
         assert_eq!(serials(&store).await, ["S1", "S2"]);
+        assert!(by_serial(&store, "S1").await.unwrap().is_none());
+        assert!(count_by_state(&store).await.unwrap().is_empty());
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(crate::store::imports::mark_committed(&mut tx, import, 3)
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        assert!(by_serial(&store, "S1").await.unwrap().is_some());
+        assert_eq!(
+            count_by_state(&store).await.unwrap(),
+            [("escrowed".to_owned(), 2)]
+        );
     }
 
     async fn a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
+        let import = new_import(&store).await;
         let mut tx = store.begin_write().await.unwrap();
-        let result = insert_bulk(&mut tx, |sink| {
+        let result = insert_bulk(&mut tx, import, |sink| {
             sink.insert(&row("t1", "S1"))?;
             sink.insert(&row("t2", "S1"))
         })
@@ -825,7 +848,7 @@ mod tests {
         assert!(serials(&store).await.is_empty());
         // The write connection is usable again afterwards.
         let mut tx = store.begin_write().await.unwrap();
-        insert_bulk(&mut tx, |sink| sink.insert(&row("t3", "S3")))
+        insert_bulk(&mut tx, import, |sink| sink.insert(&row("t3", "S3")))
             .await
             .unwrap()
             .unwrap();
@@ -837,13 +860,13 @@ mod tests {
     // `block_in_place` on a multi-threaded one: both are exercised.
     #[tokio::test]
     async fn bulk_insert_on_a_current_thread_runtime() {
-        bulk_insert_commits_with_its_transaction_and_restores_the_cache().await;
+        bulk_rows_commit_with_their_chunk_but_stay_unseen_until_their_import_commits().await;
         a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_insert_on_a_multi_threaded_runtime() {
-        bulk_insert_commits_with_its_transaction_and_restores_the_cache().await;
+        bulk_rows_commit_with_their_chunk_but_stay_unseen_until_their_import_commits().await;
         a_duplicate_in_a_bulk_insert_is_a_unique_violation_and_nothing_is_kept().await;
     }
 
@@ -859,7 +882,7 @@ mod tests {
             .await
             .unwrap();
         found.sort();
-        assert_eq!(found, ["S\"2,", "S1"]);
+        assert_eq!(found, [("S\"2,".into(), true), ("S1".into(), true)]);
         assert!(existing_serials(store.pool().unwrap(), &[])
             .await
             .unwrap()

@@ -42,9 +42,22 @@ pub async fn put_ceremony(
     Ok(())
 }
 
-/// [`put_ceremony`] unless `limit` unexpired ceremonies of `kind` are stored (false then). The
-/// count and the insert hold the kind's advisory lock, so instances starting ceremonies at
-/// once cannot overshoot the cap.
+/// Whether [`put_ceremony_within`] stored the ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Stored,
+    /// `limit` unexpired ceremonies of the kind are stored.
+    KindFull,
+    /// `per_client` unexpired ceremonies of this client are stored; the oldest expires then.
+    ClientFull {
+        oldest_expires_at: i64,
+    },
+}
+
+/// [`put_ceremony`] unless `limit` unexpired ceremonies of `kind`, or `per_client` of
+/// `client`'s, are stored. The counts and the insert hold the kind's advisory lock, so
+/// instances starting ceremonies at once cannot overshoot either cap.
+#[allow(clippy::too_many_arguments)]
 pub async fn put_ceremony_within(
     pool: &PgPool,
     kind: &str,
@@ -53,13 +66,30 @@ pub async fn put_ceremony_within(
     expires_at: i64,
     now: i64,
     limit: i64,
-) -> Result<bool, StoreError> {
+    client: &str,
+    per_client: i64,
+) -> Result<Admission, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(CEREMONY_CAP_LOCK)
         .bind(kind)
         .execute(&mut *tx)
         .await?;
+    let (theirs, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), min(expires_at) FROM transient.pending_ceremonies
+         WHERE kind = $1 AND client = $2 AND expires_at >= $3",
+    )
+    .bind(kind)
+    .bind(client)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if theirs >= per_client {
+        tx.rollback().await?;
+        return Ok(Admission::ClientFull {
+            oldest_expires_at: oldest.unwrap_or(now),
+        });
+    }
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM transient.pending_ceremonies WHERE kind = $1 AND expires_at >= $2",
     )
@@ -69,22 +99,23 @@ pub async fn put_ceremony_within(
     .await?;
     if stored >= limit {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Admission::KindFull);
     }
     sqlx::query(
         "WITH swept AS (DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key <> $2 AND expires_at < $5)
-         INSERT INTO transient.pending_ceremonies (kind, key, state, expires_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+         INSERT INTO transient.pending_ceremonies (kind, key, state, expires_at, client) VALUES ($1, $2, $3, $4, $6)
+         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at, client = excluded.client",
     )
     .bind(kind)
     .bind(key)
     .bind(state)
     .bind(expires_at)
     .bind(now)
+    .bind(client)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Admission::Stored)
 }
 
 /// Takes `key`'s ceremony of `kind` out (`DELETE … RETURNING`: of any number of instances

@@ -60,6 +60,10 @@ pub enum TokenError {
     NotFound(String),
     #[error("a token with serial '{0}' already exists — serials are unique; cancel the old token first if it is being replaced")]
     Duplicate(String),
+    #[error("serial '{0}' is being imported by a bulk import that has not finished — wait for it: if it escrows this serial, the token exists; if it fails, retry")]
+    BeingImported(String),
+    #[error("the import was abandoned before it committed (another seedvault process judged it stalled and deleted its rows) — nothing was imported; run it again")]
+    ImportAbandoned,
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("token '{serial}' is {state}, not escrowed — {hint}")]
@@ -520,14 +524,24 @@ pub async fn insert_sealed(
         captured_at: env.unix(),
         retention_deadline: env.deadline_for(policy),
     };
-    rows::insert(&mut *tx, &row).await.map_err(|e| {
-        if e.is_unique_violation() {
-            TokenError::Duplicate(token.serial.clone())
-        } else {
-            TokenError::Store(e)
-        }
-    })?;
+    if let Err(e) = rows::insert(&mut *tx, &row).await {
+        return Err(serial_taken(env.store, &token.serial, e).await);
+    }
     Ok(())
+}
+
+/// The error for an insert of `serial` that failed with `e`: a unique violation is a
+/// duplicate, or — when the serial belongs to a bulk import that has not committed (and so
+/// cannot be seen yet) — [`TokenError::BeingImported`].
+pub(crate) async fn serial_taken(store: &Store, serial: &str, e: StoreError) -> TokenError {
+    if !e.is_unique_violation() {
+        return TokenError::Store(e);
+    }
+    match crate::store::imports::serial_being_imported(store, serial).await {
+        Ok(true) => TokenError::BeingImported(serial.to_owned()),
+        Ok(false) => TokenError::Duplicate(serial.to_owned()),
+        Err(other) => TokenError::Store(other),
+    }
 }
 
 /// Captures one seed: validate, seal, store, audit — one transaction.

@@ -218,15 +218,9 @@ pub async fn generate(
     };
     let shown_now = show == Show::Now;
     let mut tx = env.store.begin_write().await?;
-    rows::insert_programming(&mut tx, &row, shown_now.then(|| env.unix()))
-        .await
-        .map_err(|e| {
-            if e.is_unique_violation() {
-                TokenError::Duplicate(valid.serial.clone())
-            } else {
-                TokenError::Store(e)
-            }
-        })?;
+    if let Err(e) = rows::insert_programming(&mut tx, &row, shown_now.then(|| env.unix())).await {
+        return Err(super::serial_taken(env.store, &valid.serial, e).await);
+    }
     let event = NewEvent::new(actor, "token.generated", target(&valid.serial)).details(json!({
         "owner": valid.owner,
         "algorithm": valid.spec.algorithm.as_str(),

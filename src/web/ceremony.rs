@@ -80,6 +80,15 @@ impl PendingKey for SignInId {
     }
 }
 
+/// Why [`Pending::put_within_per_client`] refused a ceremony.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The server-wide limit is reached.
+    Server,
+    /// This client has its limit in flight; one expires in `retry_after_seconds`.
+    Client { retry_after_seconds: u64 },
+}
+
 /// Ceremonies of one kind in flight, at most one per key (a session id, by default).
 pub struct Pending<T, K = Id>(Backing<T, K>);
 
@@ -153,31 +162,77 @@ impl<T: Expiring + Serialize + DeserializeOwned, K: PendingKey> Pending<T, K> {
         now: i64,
         limit: usize,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .put_within_per_client(key, ceremony, now, limit, usize::MAX, |_| "")
+            .await?
+            .is_ok())
+    }
+
+    /// [`Self::put_within`] that also holds each client to `per_client` unexpired ceremonies
+    /// (`client` says whose a ceremony is), so that one client's flood cannot fill the
+    /// server-wide `limit` and lock everyone else out until its ceremonies expire. Both caps
+    /// hold across instances on PostgreSQL.
+    pub async fn put_within_per_client(
+        &self,
+        key: K,
+        ceremony: T,
+        now: i64,
+        limit: usize,
+        per_client: usize,
+        client: impl Fn(&T) -> &str,
+    ) -> Result<Result<(), Full>, StoreError> {
+        let client_full = |oldest: i64| Full::Client {
+            // Room for one more once the client's oldest ceremony expires.
+            retry_after_seconds: u64::try_from(oldest - now + 1).unwrap_or(1).max(1),
+        };
         match &self.0 {
             Backing::Memory(map) => {
                 let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+                if per_client < usize::MAX {
+                    let theirs = client(&ceremony);
+                    let mut count = 0;
+                    let mut oldest = i64::MAX;
+                    for c in map.values() {
+                        if c.expires_at() >= now && client(c) == theirs {
+                            count += 1;
+                            oldest = oldest.min(c.expires_at());
+                        }
+                    }
+                    if count >= per_client {
+                        return Ok(Err(client_full(oldest)));
+                    }
+                }
                 if map.len() >= limit {
                     map.retain(|_, c| c.expires_at() >= now);
                     if map.len() >= limit {
-                        return Ok(false);
+                        return Ok(Err(Full::Server));
                     }
                 }
                 map.insert(key, ceremony);
-                Ok(true)
+                Ok(Ok(()))
             }
             Backing::Postgres { pool, kind } => {
                 let state = encode(&ceremony)?;
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                transient::put_ceremony_within(
+                let cap = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                let admission = transient::put_ceremony_within(
                     pool,
                     kind,
                     &key.text(),
                     &state,
                     ceremony.expires_at(),
                     now,
-                    limit,
+                    cap(limit),
+                    client(&ceremony),
+                    cap(per_client),
                 )
-                .await
+                .await?;
+                Ok(match admission {
+                    transient::Admission::Stored => Ok(()),
+                    transient::Admission::KindFull => Err(Full::Server),
+                    transient::Admission::ClientFull { oldest_expires_at } => {
+                        Err(client_full(oldest_expires_at))
+                    }
+                })
             }
         }
     }
@@ -342,6 +397,67 @@ mod tests {
                 a.put_within([99; 16], probe(99), 1_001, 5).await.unwrap(),
                 "{name}"
             );
+        }
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    struct Started(String, i64);
+
+    impl Expiring for Started {
+        fn expires_at(&self) -> i64 {
+            self.1
+        }
+    }
+
+    async fn put(
+        instance: &Pending<Started, SignInId>,
+        key: u8,
+        client: &str,
+        now: i64,
+    ) -> Result<(), Full> {
+        let started = Started(client.to_owned(), now + 300);
+        instance
+            .put_within_per_client([key; 16], started, now, 10, 3, |s| &s.0)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_client_is_held_to_its_share_and_the_server_to_its_total_on_every_instance() {
+        let memory = Arc::new(Pending::<Started, SignInId>::default());
+        let (a, b) = crate::shared::two_instances().await;
+        let backings = [
+            ("memory", memory.clone(), memory),
+            (
+                "postgres",
+                Arc::new(Pending::postgres(a, "per_client_probe")),
+                Arc::new(Pending::postgres(b, "per_client_probe")),
+            ),
+        ];
+        for (name, a, b) in backings {
+            for key in 0..3u8 {
+                let on = if key % 2 == 0 { &a } else { &b };
+                assert_eq!(
+                    put(on, key, "a", 100 + i64::from(key)).await,
+                    Ok(()),
+                    "{name}"
+                );
+            }
+            // a's oldest expires at 400: room again one second after.
+            assert_eq!(
+                put(&b, 3, "a", 110).await,
+                Err(Full::Client {
+                    retry_after_seconds: 291
+                }),
+                "{name}"
+            );
+            for key in 10..17u8 {
+                let client = ["b", "c", "d"][usize::from(key) % 3];
+                assert_eq!(put(&a, key, client, 110).await, Ok(()), "{name}");
+            }
+            assert_eq!(put(&b, 20, "e", 110).await, Err(Full::Server), "{name}");
+            // Expired ceremonies count for nobody.
+            assert_eq!(put(&a, 21, "a", 401).await, Ok(()), "{name}");
         }
     }
 }

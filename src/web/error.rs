@@ -236,7 +236,9 @@ impl From<crate::tokens::TokenError> for AppError {
         let message = e.to_string();
         match e {
             E::NotFound(_) => Self::NotFound(message),
-            E::Duplicate(_) | E::WrongState { .. } => Self::Conflict(message),
+            E::Duplicate(_) | E::BeingImported(_) | E::ImportAbandoned | E::WrongState { .. } => {
+                Self::Conflict(message)
+            }
             E::Invalid { .. } | E::UnknownPolicy(_) => Self::Unprocessable(message),
             E::Qr(crate::qr::QrError::TooManyBytes { .. }) => Self::PayloadTooLarge(message),
             E::Qr(_) => Self::Unprocessable(message),

@@ -16,6 +16,7 @@ mod audit_completeness;
 mod backup;
 mod browser;
 mod canary;
+mod chunked_import;
 mod cli;
 mod concurrency;
 mod delivery;

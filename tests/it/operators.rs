@@ -442,6 +442,61 @@ async fn failed_sign_ins_limit_the_failing_client_and_never_lock_the_named_opera
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_flooding_sign_in_starts_cannot_stop_another_from_signing_in() {
+    let srv = behind_a_proxy().await;
+    let mut kate = srv.operator("kate", "helpdesk").await;
+    // A fresh cookie jar per start, as a flood would: none of them is ever finished.
+    let flood = |_: usize| {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    };
+    for i in 0..100 {
+        let response = login_start_from(&srv, &flood(i), "198.51.100.66", "nobody").await;
+        assert_eq!(response.status(), StatusCode::OK, "start {i}");
+    }
+    // The flooding client is held to its share, told when to come back…
+    let response = login_start_from(&srv, &flood(100), "198.51.100.66", "nobody").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 301, "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("in progress from this client"),
+        "{body}"
+    );
+    // Kate, from her own address, signs in as usual.
+    let response = login_start_from(&srv, &kate.http, "198.51.100.5", "kate").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let challenge: Value = response.json().await.unwrap();
+    let assertion = kate.assert(challenge);
+    let response = kate
+        .http
+        .post(srv.url("/api/v1/auth/login/finish"))
+        .header("Origin", &srv.base)
+        .header("X-Forwarded-For", "198.51.100.5")
+        .json(&assertion)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.finish("signed in", response).await;
+    // Once the flood's ceremonies expire, that client may start again.
+    srv.clock.advance(time::Duration::minutes(6));
+    let response = login_start_from(&srv, &flood(102), "198.51.100.66", "nobody").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_assertion_signs_in_even_after_others_failed_from_the_same_client() {
     let srv = behind_a_proxy().await;
     let mut kate = srv.operator("kate", "helpdesk").await;

@@ -24,7 +24,7 @@ use webauthn_rs_proto::{AllowCredentials, RequestChallengeResponse, ResidentKeyR
 
 use crate::audit::{NewEvent, Outcome};
 use crate::operators::{self, Operator, PendingInvite, Role};
-use crate::web::ceremony::SignInId;
+use crate::web::ceremony::{Full, SignInId};
 use crate::web::session::{session_error, ClientAddr, SignedIn, SIGNED_IN};
 use crate::web::{AppError, AppState};
 
@@ -35,6 +35,11 @@ const SIGN_IN_COOKIE: &str = "seedvault_sign_in";
 const SIGN_IN_SECONDS: i64 = 300;
 /// Sign-ins in flight at most: anyone can start one, so memory stays bounded.
 const MAX_PENDING_SIGN_INS: usize = 10_000;
+/// Sign-ins in flight at most from one client (an IPv4 address or an IPv6 /64, see
+/// [`sign_in_client`]): far more than an office behind one NAT has unfinished at once (a
+/// finished or failed ceremony no longer counts), far fewer than the server-wide limit, so
+/// one client's flood leaves room for everyone else.
+const MAX_PENDING_SIGN_INS_PER_CLIENT: usize = 100;
 
 /// A sign-in between `login/start` and `login/finish` (serialisable for instances on
 /// PostgreSQL, `web::ceremony`; no `Debug`).
@@ -42,6 +47,21 @@ const MAX_PENDING_SIGN_INS: usize = 10_000;
 pub struct StartedSignIn {
     state: SignInState,
     pub(crate) expires_at: i64,
+    /// Who started it ([`sign_in_client`]), for the per-client limit.
+    client: String,
+}
+
+/// The client a sign-in counts against: its address ([`ClientAddr`]: behind a trusted proxy,
+/// the one the proxy reports), an IPv6 address by its /64, since one host commonly holds a
+/// whole /64 and could otherwise start each sign-in from a fresh address.
+fn sign_in_client(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => addr.to_owned(),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -215,7 +235,7 @@ pub async fn register_finish(
 /// Start signing in: with a name, or without for a discoverable credential.
 #[utoipa::path(post, path = "/auth/login/start", tag = "auth", request_body = Option<SignInStart>,
     responses((status = 200, description = "WebAuthn request challenge; a name that cannot sign in gets one no passkey can answer", body = RequestChallenge),
-              (status = 429, description = "too many failed sign-ins from this client")))]
+              (status = 429, description = "too many failed sign-ins from this client, or too many sign-ins in progress from it or on the server (Retry-After)")))]
 pub async fn login_start(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -265,17 +285,36 @@ pub async fn login_start(
     let started = StartedSignIn {
         state: pending,
         expires_at: now.unix_timestamp() + SIGN_IN_SECONDS,
+        client: sign_in_client(&addr),
     };
-    if !state
-        .sign_ins
-        .put_within(id, started, now.unix_timestamp(), MAX_PENDING_SIGN_INS)
-        .await?
+    match state.sign_ins.put_within_per_client(
+        id,
+        started,
+        now.unix_timestamp(),
+        MAX_PENDING_SIGN_INS,
+        MAX_PENDING_SIGN_INS_PER_CLIENT,
+        |s| &s.client,
+    )
+    .await?
     {
-        return Err(AppError::TooManyRequests {
-            message: "too many sign-ins are in progress on this server; try again in a minute"
-                .into(),
-            retry_after_seconds: 60,
-        });
+        Ok(()) => {}
+        Err(Full::Server) => {
+            return Err(AppError::TooManyRequests {
+                message: "too many sign-ins are in progress on this server; try again in a minute"
+                    .into(),
+                retry_after_seconds: 60,
+            })
+        }
+        Err(Full::Client {
+            retry_after_seconds,
+        }) => {
+            return Err(AppError::TooManyRequests {
+                message: format!(
+                    "too many sign-ins are in progress from this client ({MAX_PENDING_SIGN_INS_PER_CLIENT} unfinished) — finish one, or try again in {retry_after_seconds} seconds"
+                ),
+                retry_after_seconds,
+            })
+        }
     }
     let cookie = sign_in_cookie(&state, data_encoding::HEXLOWER.encode(&id), SIGN_IN_SECONDS);
     Ok(([(header::SET_COOKIE, cookie)], Json(to_json(&challenge)?)))
@@ -597,6 +636,7 @@ mod shared_tests {
                 ceremony,
             },
             expires_at: 200,
+            client: "198.51.100.7".into(),
         };
         assert!(started_on
             .put_within([7; 16], started, 100, 10)
@@ -615,5 +655,28 @@ mod shared_tests {
         assert!(webauthn
             .finish_passkey_authentication(&assertion, &ceremony)
             .is_ok());
+    }
+}
+
+#[cfg(test)]
+mod sign_in_client_tests {
+    use super::sign_in_client;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_an_ipv4_client_by_its_address() {
+        assert_eq!(
+            sign_in_client("2001:db8:1:2:aaaa::1"),
+            sign_in_client("2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(
+            sign_in_client("2001:db8:1:2::1"),
+            sign_in_client("2001:db8:1:3::1")
+        );
+        assert_eq!(sign_in_client("198.51.100.7"), "198.51.100.7");
+        assert_ne!(
+            sign_in_client("198.51.100.7"),
+            sign_in_client("198.51.100.8")
+        );
+        assert_eq!(sign_in_client("unknown"), "unknown");
     }
 }

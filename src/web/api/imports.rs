@@ -167,6 +167,7 @@ pub async fn import(
         parsed,
         policy.as_deref(),
         dry_run,
+        std::time::Duration::ZERO,
         &|_, _| {},
     )
     .await?;

@@ -116,6 +116,7 @@ pub async fn page_post(
         parsed,
         upload.field("policy"),
         dry_run,
+        std::time::Duration::ZERO,
         &|_, _| {},
     )
     .await
