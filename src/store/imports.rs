@@ -40,32 +40,32 @@ pub async fn begin(tx: &mut WriteTx, new: &NewImport<'_>) -> Result<i64, StoreEr
 /// Says the import is still being written (with each chunk). False if it was claimed as
 /// abandoned meanwhile ([`claim_abandoned`]): the importer must stop.
 pub async fn heartbeat(tx: &mut WriteTx, id: i64, at: i64) -> Result<bool, StoreError> {
-    let done = on_either!(Db::from(&mut *tx), |conn| {
-        sqlx::query(
-        "UPDATE imports SET heartbeat_at = $1 WHERE id = $2 AND committed_at IS NULL AND pid >= 0",
-    )
-    .bind(at)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-    });
-    Ok(done == 1)
+    set_while_pending(tx, "heartbeat_at", id, at).await
 }
 
 /// Makes every row of the import visible at once. False if the import is no longer pending
 /// (another process judged it abandoned and is deleting it): the caller must roll back.
 pub async fn mark_committed(tx: &mut WriteTx, id: i64, at: i64) -> Result<bool, StoreError> {
-    let done = on_either!(Db::from(&mut *tx), |conn| {
-        sqlx::query(
-        "UPDATE imports SET committed_at = $1 WHERE id = $2 AND committed_at IS NULL AND pid >= 0",
-    )
-    .bind(at)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-    });
+    set_while_pending(tx, "committed_at", id, at).await
+}
+
+/// Sets `column` to `at` on an import that is neither committed nor claimed as abandoned;
+/// whether it was such an import.
+async fn set_while_pending(
+    tx: &mut WriteTx,
+    column: &'static str,
+    id: i64,
+    at: i64,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE imports SET {column} = $1 WHERE id = $2 AND committed_at IS NULL AND pid >= 0"
+    );
+    let done = on_either!(Db::from(&mut *tx), |conn| sqlx::query(&sql)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected());
     Ok(done == 1)
 }
 

@@ -17,6 +17,13 @@ use super::StoreError;
 const CEREMONY_CAP_LOCK: i32 = 0x5356_0001;
 const RATE_LIMIT_LOCK: i32 = 0x5356_0002;
 
+/// Stores a ceremony, replacing its key's earlier one, and forgets the kind's expired ones, in
+/// one statement: $1 kind, $2 key, $3 state, $4 expiry, $5 now, $6 client.
+const UPSERT_CEREMONY: &str =
+    "WITH swept AS (DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key <> $2 AND expires_at < $5)
+     INSERT INTO transient.pending_ceremonies (kind, key, state, expires_at, client) VALUES ($1, $2, $3, $4, $6)
+     ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at, client = excluded.client";
+
 /// Stores `key`'s ceremony of `kind` (replacing an earlier one) and forgets the kind's expired
 /// ones, in one statement.
 pub async fn put_ceremony(
@@ -27,18 +34,15 @@ pub async fn put_ceremony(
     expires_at: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "WITH swept AS (DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key <> $2 AND expires_at < $5)
-         INSERT INTO transient.pending_ceremonies (kind, key, state, expires_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
-    )
-    .bind(kind)
-    .bind(key)
-    .bind(state)
-    .bind(expires_at)
-    .bind(now)
-    .execute(pool)
-    .await?;
+    sqlx::query(UPSERT_CEREMONY)
+        .bind(kind)
+        .bind(key)
+        .bind(state)
+        .bind(expires_at)
+        .bind(now)
+        .bind("")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -101,19 +105,15 @@ pub async fn put_ceremony_within(
         tx.rollback().await?;
         return Ok(Admission::KindFull);
     }
-    sqlx::query(
-        "WITH swept AS (DELETE FROM transient.pending_ceremonies WHERE kind = $1 AND key <> $2 AND expires_at < $5)
-         INSERT INTO transient.pending_ceremonies (kind, key, state, expires_at, client) VALUES ($1, $2, $3, $4, $6)
-         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at, client = excluded.client",
-    )
-    .bind(kind)
-    .bind(key)
-    .bind(state)
-    .bind(expires_at)
-    .bind(now)
-    .bind(client)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(UPSERT_CEREMONY)
+        .bind(kind)
+        .bind(key)
+        .bind(state)
+        .bind(expires_at)
+        .bind(now)
+        .bind(client)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Admission::Stored)
 }
