@@ -1000,6 +1000,12 @@ async fn a_token_is_captured_programmed_shipped_revealed_and_purged_alike_on_bot
         ] {
             found.push(serials_of(&tokens::search(store, &filter).await.unwrap()));
         }
+        assert_eq!(
+            found[0],
+            ["x-9", "Zed-1", "ab-200", "AB-100"],
+            "serial, display name or owner starting with `ab` in any case, newest first"
+        );
+        assert!(duplicate, "a second AB-100 is a unique violation");
         tokens::update_fields(store, ab.id, Some("ada@example.org"), Some("Ada"), "vip")
             .await
             .unwrap();
@@ -1292,6 +1298,15 @@ async fn token_pages_sort_page_and_search_alike_on_both_engines() {
             .unwrap();
             filtered.push(serials_of(&page.rows));
         }
+        let (_, _, _, first_walk) = &pages[0];
+        assert_eq!(
+            first_walk
+                .iter()
+                .map(|(rows, ..)| rows.len())
+                .sum::<usize>(),
+            12 + 4,
+            "three pages of four, then the last page again backwards"
+        );
         (pages, filtered, token_pages::counts(store).await.unwrap())
     }
     let (_dir, sqlite, pg) = both().await;
@@ -1340,7 +1355,7 @@ async fn a_chunked_import_is_invisible_until_committed_and_refuses_duplicates_al
         .unwrap();
         tx.commit().await.unwrap();
         let request = token_pages::PageRequest {
-            query: Some("bulk-0".into()),
+            query: Some("bulk".into()),
             sort: token_pages::TokenSort::Serial,
             descending: true,
             limit: 3,
@@ -1397,6 +1412,8 @@ async fn a_chunked_import_is_invisible_until_committed_and_refuses_duplicates_al
         };
         drop(tx);
         let kept = tokens::existing_serials(store, &["New-1"]).await.unwrap();
+        assert!(violated && kept.is_empty());
+        assert_eq!(seen.2, ["Bulk-10049", "Bulk-10048", "Bulk-10047"]);
         (inserted, unseen, seen, violated, kept)
     }
     let (_dir, sqlite, pg) = both().await;
