@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::engine::PostgresUrl;
 use super::{
-    approvals, audit, delivery_links, directory, key_slots, meta, operators, outbox, pg_cluster,
-    siem, Store, StoreError,
+    approvals, audit, delivery_links, directory, imports, key_slots, meta, operators, outbox,
+    pg_cluster, siem, token_pages, tokens, Store, StoreError,
 };
 
 /// A SQLite store and a PostgreSQL store, both empty and migrated.
@@ -777,10 +777,6 @@ async fn sqlite_only_operations_on_postgres_name_the_alternative_instead_of_pani
                 .err(),
             "pg_dump",
         ),
-        (
-            super::tokens::count_by_state(&store).await.err(),
-            "does not run on PostgreSQL yet",
-        ),
     ] {
         let refused = refused.map(|e| e.to_string()).unwrap_or_default();
         assert!(refused.contains(names), "{refused}");
@@ -923,4 +919,594 @@ async fn a_signed_in_session_is_written_replaced_and_read_with_its_operator_alik
     .unwrap();
     let on_sqlite = scenario(&sqlite).await;
     assert_eq!(on_sqlite, scenario(&pg).await);
+}
+
+/// A new escrowed token's row for the token scenarios.
+fn new_token<'a>(
+    serial: &'a str,
+    owner: Option<&'a str>,
+    seed: &'a [u8],
+) -> tokens::NewTokenRow<'a> {
+    tokens::NewTokenRow {
+        token_id: serial,
+        serial,
+        owner,
+        display_name: None,
+        manufacturer: Some("Token2"),
+        model: None,
+        algorithm: "SHA1",
+        digits: 6,
+        period: 30,
+        policy: "standard",
+        sealed_seed: seed,
+        captured_by: "cli:test",
+        captured_at: 10,
+        retention_deadline: 1_000,
+    }
+}
+
+/// Serials of a list of rows, in order.
+fn serials_of(rows: &[tokens::TokenRow]) -> Vec<String> {
+    rows.iter().map(|r| r.serial.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_captured_programmed_shipped_revealed_and_purged_alike_on_both_engines() {
+    async fn scenario(store: &Store) -> impl PartialEq + std::fmt::Debug {
+        let mut tx = store.begin_write().await.unwrap();
+        for (i, (serial, owner)) in [
+            ("AB-100", Some("Ada@Example.org")),
+            ("ab-200", Some("bob@example.org")),
+            ("Zed-1", None),
+            ("x-9", Some("abe@example.org")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut row = new_token(serial, owner, b"sealed-seed");
+            row.captured_at = 10 + i as i64;
+            row.retention_deadline = 1_000 - i as i64;
+            if serial == "Zed-1" {
+                row.display_name = Some("Abacus desk");
+            }
+            tokens::insert(&mut tx, &row).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let duplicate = tokens::insert(store, &new_token("AB-100", None, b"s"))
+            .await
+            .unwrap_err()
+            .is_unique_violation();
+        let ab = tokens::by_serial(store, "AB-100").await.unwrap().unwrap();
+        let by_id = tokens::by_id(store, ab.id).await.unwrap().map(|r| r.serial);
+
+        // Search: case-insensitive prefixes of serial, owner or display name.
+        let search = |query: &str, state: Option<&str>, owner: Option<&str>, due: Option<i64>| {
+            tokens::TokenFilter {
+                query: Some(query.to_owned()),
+                state: state.map(str::to_owned),
+                owner: owner.map(str::to_owned),
+                due_before: due,
+                limit: 10,
+            }
+        };
+        let mut found = Vec::new();
+        for filter in [
+            search("ab", None, None, None),
+            search("AB-1", None, None, None),
+            search("abe", None, None, None),
+            search("nobody", None, None, None),
+            search("", Some("escrowed"), Some("bob@example.org"), None),
+            search("", None, None, Some(999)),
+        ] {
+            found.push(serials_of(&tokens::search(store, &filter).await.unwrap()));
+        }
+        assert_eq!(
+            found[0],
+            ["x-9", "Zed-1", "ab-200", "AB-100"],
+            "serial, display name or owner starting with `ab` in any case, newest first"
+        );
+        assert!(duplicate, "a second AB-100 is a unique violation");
+        tokens::update_fields(store, ab.id, Some("ada@example.org"), Some("Ada"), "vip")
+            .await
+            .unwrap();
+
+        // A generated token: shown once, then programmed.
+        let mut tx = store.begin_write().await.unwrap();
+        let generated =
+            tokens::insert_programming(&mut tx, &new_token("GEN-1", None, b"gen"), None)
+                .await
+                .unwrap();
+        let shown = (
+            tokens::mark_seed_shown(&mut tx, generated, "someone else", 20)
+                .await
+                .unwrap(),
+            tokens::mark_seed_shown(&mut tx, generated, "cli:test", 20)
+                .await
+                .unwrap(),
+            tokens::mark_seed_shown(&mut tx, generated, "cli:test", 21)
+                .await
+                .unwrap(),
+        );
+        let programmed = (
+            tokens::finish_programming(&mut tx, generated, 1)
+                .await
+                .unwrap(),
+            tokens::finish_programming(&mut tx, generated, 1)
+                .await
+                .unwrap(),
+        );
+        let verified = tokens::record_verified(&mut tx, ab.id, -1, 30, "hal")
+            .await
+            .unwrap();
+        let shipped = tokens::record_shipment(
+            &mut tx,
+            &tokens::ShipmentRow {
+                id: ab.id,
+                at: 31,
+                by: "hal",
+                carrier: Some("DHL"),
+                tracking: Some("JD1"),
+                expected: Some("2026-12-01"),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let in_post = (
+            tokens::in_transit(store, "2026-12-02", 1_000)
+                .await
+                .unwrap(),
+            tokens::in_transit(store, "2026-11-30", 500).await.unwrap(),
+        );
+        let mut existing = tokens::existing_serials(store, &["AB-100", "ab-100", "GEN-1", "none"])
+            .await
+            .unwrap();
+        existing.sort();
+
+        // Seeds: read, re-sealed under a new header, read with the row.
+        let seed = tokens::sealed_seed(store, ab.id).await.unwrap();
+        let batch = tokens::sealed_not_under(store, b"sealed", 0, 10)
+            .await
+            .unwrap();
+        let batch: Vec<(String, Vec<u8>)> = batch
+            .into_iter()
+            .map(|r| (r.serial, r.sealed_seed))
+            .collect();
+        let mut tx = store.begin_write().await.unwrap();
+        let resealed = tokens::reseal(
+            &mut tx,
+            &[
+                (ab.id, b"sealed-seed", b"v2-seed"),
+                (ab.id, b"stale", b"v3"),
+            ],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        // Reveals and their windows; wrong delivery codes.
+        let hal = operators::insert_operator(store, "hal", "h-1", "helpdesk", 0)
+            .await
+            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let granted = tx
+            .inline(|c| {
+                let with_seed = tokens::by_serial_with_seed_on(c, "AB-100")?
+                    .map(|t| (t.row.serial, t.sealed_seed));
+                let missing = tokens::by_serial_with_seed_on(c, "nope")?.is_none();
+                tokens::insert_reveal_on(c, ab.id, hal, 40)?;
+                tokens::insert_reveal_on(c, ab.id, hal, 41)?;
+                let (token, operator) = tokens::reveal_windows_on(c, ab.id, 40, hal, 0)?;
+                let on = tokens::by_serial_on(c, "x-9")?.map(|r| r.owner);
+                Ok::<_, StoreError>((with_seed, missing, token, operator, on))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        tokens::insert_delivery_attempt(store, ab.id, 50)
+            .await
+            .unwrap();
+        tokens::insert_delivery_attempt(store, ab.id, 52)
+            .await
+            .unwrap();
+        let attempts = tokens::delivery_attempts_since(store, ab.id, 50)
+            .await
+            .unwrap();
+        let recent = tokens::recent_reveals(store, 5).await.unwrap();
+
+        // Figures, the sweeper's view, and the purge.
+        let before = (
+            tokens::count_by_state(store).await.unwrap(),
+            tokens::escrowed_and_overdue(store, 998).await.unwrap(),
+            serials_of(&tokens::overdue(store, 999, 10).await.unwrap()),
+            token_pages::counts(store).await.unwrap(),
+        );
+        let mut tx = store.begin_write().await.unwrap();
+        let purge = |id, by| tokens::PurgeRow {
+            id,
+            reason: "delivered",
+            at: 60,
+            delivered_by: by,
+            drift_steps: Some(2),
+        };
+        let purged = (
+            tokens::purge(&mut tx, &purge(ab.id, Some("hal")))
+                .await
+                .unwrap(),
+            tokens::purge(&mut tx, &purge(ab.id, Some("hal")))
+                .await
+                .unwrap(),
+        );
+        tx.commit().await.unwrap();
+        let after = (
+            tokens::sealed_seed(store, ab.id).await.unwrap(),
+            format!("{:?}", tokens::by_id(store, ab.id).await.unwrap()),
+            tokens::count_by_state(store).await.unwrap(),
+        );
+        (
+            duplicate,
+            by_id,
+            found,
+            (shown, programmed, verified, shipped, in_post, existing),
+            (seed, batch, resealed),
+            format!("{granted:?}"),
+            (attempts, recent),
+            before,
+            purged,
+            after,
+        )
+    }
+    let (_dir, sqlite, pg) = both().await;
+    let on_sqlite = scenario(&sqlite).await;
+    assert_eq!(on_sqlite, scenario(&pg).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_pages_sort_page_and_search_alike_on_both_engines() {
+    async fn scenario(store: &Store) -> impl PartialEq + std::fmt::Debug {
+        let mut tx = store.begin_write().await.unwrap();
+        let owners = [
+            "amy@x.org",
+            "Bea@x.org",
+            "carl@x.org",
+            "_dan@x.org",
+            "bea@x.org",
+        ];
+        for i in 0..12i64 {
+            let serial = format!("{}-{:02}", ["Ab", "ab", "B", "a_"][i as usize % 4], i);
+            let mut row = new_token(&serial, None, b"seed");
+            let owner = owners[i as usize % owners.len()];
+            row.owner = (i != 7).then_some(owner);
+            row.captured_at = 100 + i % 5;
+            row.retention_deadline = 2_000 + i % 3;
+            row.policy = ["standard", "vip", "Vip"][i as usize % 3];
+            tokens::insert(&mut tx, &row).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut shipping = store.begin_write().await.unwrap();
+        for serial in ["Ab-00", "B-02"] {
+            let row = tokens::by_serial(&mut shipping, serial)
+                .await
+                .unwrap()
+                .unwrap();
+            tokens::record_shipment(
+                &mut shipping,
+                &tokens::ShipmentRow {
+                    id: row.id,
+                    at: 1,
+                    by: "hal",
+                    carrier: None,
+                    tracking: None,
+                    expected: Some(if serial == "B-02" {
+                        "2026-01-01"
+                    } else {
+                        "2027-01-01"
+                    }),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        shipping.commit().await.unwrap();
+        let mut pages = Vec::new();
+        for sort in token_pages::TokenSort::ALL {
+            for descending in [false, true] {
+                for query in [None, Some("AB"), Some("bea"), Some("a_")] {
+                    // Walk forwards to the end, then one page back.
+                    let mut cursor = None;
+                    let mut walk = Vec::new();
+                    loop {
+                        let page = token_pages::page(
+                            store,
+                            &token_pages::PageRequest {
+                                query: query.map(str::to_owned),
+                                sort,
+                                descending,
+                                cursor: cursor.clone(),
+                                limit: 4,
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
+                        walk.push((serials_of(&page.rows), page.has_previous, page.has_next));
+                        match page.rows.last() {
+                            Some(last) if page.has_next => {
+                                cursor = Some(token_pages::Cursor::After(last.serial.clone()))
+                            }
+                            _ => {
+                                if let Some(first) = page.rows.first() {
+                                    let back = token_pages::page(
+                                        store,
+                                        &token_pages::PageRequest {
+                                            query: query.map(str::to_owned),
+                                            sort,
+                                            descending,
+                                            cursor: Some(token_pages::Cursor::Before(
+                                                first.serial.clone(),
+                                            )),
+                                            limit: 4,
+                                            ..Default::default()
+                                        },
+                                    )
+                                    .await
+                                    .unwrap();
+                                    walk.push((
+                                        serials_of(&back.rows),
+                                        back.has_previous,
+                                        back.has_next,
+                                    ));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    pages.push((sort, descending, query, walk));
+                }
+            }
+        }
+        let mut filtered = Vec::new();
+        for (state, policy, in_post) in [
+            (Some("escrowed"), Some("Vip"), None),
+            (None, None, Some(token_pages::InPost::InTransit)),
+            (
+                None,
+                None,
+                Some(token_pages::InPost::Late {
+                    today: "2026-06-01".into(),
+                }),
+            ),
+            (
+                None,
+                None,
+                Some(token_pages::InPost::NearingRetention { soon: 2_001 }),
+            ),
+        ] {
+            let page = token_pages::page(
+                store,
+                &token_pages::PageRequest {
+                    state: state.map(str::to_owned),
+                    policy: policy.map(str::to_owned),
+                    in_post,
+                    sort: token_pages::TokenSort::Serial,
+                    limit: 20,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            filtered.push(serials_of(&page.rows));
+        }
+        let (_, _, _, first_walk) = &pages[0];
+        assert_eq!(
+            first_walk
+                .iter()
+                .map(|(rows, ..)| rows.len())
+                .sum::<usize>(),
+            12 + 4,
+            "three pages of four, then the last page again backwards"
+        );
+        (pages, filtered, token_pages::counts(store).await.unwrap())
+    }
+    let (_dir, sqlite, pg) = both().await;
+    let on_sqlite = scenario(&sqlite).await;
+    assert_eq!(on_sqlite, scenario(&pg).await);
+}
+
+/// Past [`tokens::PG_ROWS_PER_INSERT`] rows a chunk is several multi-row inserts on
+/// PostgreSQL, and past 10,000 matches the search reads the list's order instead of
+/// collecting candidates: both are crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_import_is_invisible_until_committed_and_refuses_duplicates_alike_on_both_engines(
+) {
+    async fn scenario(store: &Store) -> impl PartialEq + std::fmt::Debug {
+        let begin = |store: &Store| {
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin_write().await.unwrap();
+                let id = imports::begin(
+                    &mut tx,
+                    &imports::NewImport {
+                        actor: "cli:test",
+                        file: "f.csv",
+                        started_at: 1,
+                        pid: 1,
+                        pid_start: 1,
+                    },
+                )
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                id
+            }
+        };
+        let import = begin(store).await;
+        let serials: Vec<String> = (0..10_050).map(|i| format!("Bulk-{i:05}")).collect();
+        let mut tx = store.begin_write().await.unwrap();
+        let inserted = tokens::insert_bulk(&mut tx, import, |sink| {
+            for serial in &serials {
+                sink.insert(&new_token(serial, Some("Owner@x.org"), b"sealed"))?;
+            }
+            Ok::<_, StoreError>(serials.len())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        tx.commit().await.unwrap();
+        let request = token_pages::PageRequest {
+            query: Some("bulk".into()),
+            sort: token_pages::TokenSort::Serial,
+            descending: true,
+            limit: 3,
+            ..Default::default()
+        };
+        let unseen = (
+            tokens::by_serial(store, "Bulk-00001")
+                .await
+                .unwrap()
+                .is_none(),
+            tokens::count_by_state(store).await.unwrap(),
+            tokens::existing_serials(store, &["Bulk-00001"])
+                .await
+                .unwrap(),
+            token_pages::page(store, &request).await.unwrap().rows.len(),
+        );
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(imports::mark_committed(&mut tx, import, 3).await.unwrap());
+        tx.commit().await.unwrap();
+        let broad = token_pages::page(store, &request).await.unwrap();
+        let seen = (
+            tokens::count_by_state(store).await.unwrap(),
+            tokens::existing_serials(store, &["Bulk-00001"])
+                .await
+                .unwrap(),
+            serials_of(&broad.rows),
+            broad.has_next,
+            serials_of(
+                &tokens::search(
+                    store,
+                    &tokens::TokenFilter {
+                        query: Some("OWNER".into()),
+                        limit: 2,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap(),
+            ),
+        );
+
+        // A duplicate serial (here in the chunk's last, partial insert on PostgreSQL) is a
+        // unique violation, reported by the sink or by insert_bulk, and nothing is kept.
+        let second = begin(store).await;
+        let mut tx = store.begin_write().await.unwrap();
+        let result = tokens::insert_bulk(&mut tx, second, |sink| {
+            sink.insert(&new_token("New-1", None, b"s"))?;
+            sink.insert(&new_token("Bulk-00007", None, b"s"))
+        })
+        .await;
+        let violated = match result {
+            Err(e) | Ok(Err(e)) => e.is_unique_violation(),
+            Ok(Ok(())) => false,
+        };
+        drop(tx);
+        let kept = tokens::existing_serials(store, &["New-1"]).await.unwrap();
+        assert!(violated && kept.is_empty());
+        assert_eq!(seen.2, ["Bulk-10049", "Bulk-10048", "Bulk-10047"]);
+        (inserted, unseen, seen, violated, kept)
+    }
+    let (_dir, sqlite, pg) = both().await;
+    let on_sqlite = scenario(&sqlite).await;
+    assert_eq!(on_sqlite, scenario(&pg).await);
+}
+
+/// On PostgreSQL an update writes a new row version: the purged seed's old versions stay as
+/// dead tuples until vacuumed, which the purge's commit does. `pageinspect` shows every
+/// tuple of the table, live or dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_postgres_leaves_no_row_version_holding_the_sealed_bytes() {
+    let store = postgres_store().await;
+    raw(&store, "CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .await
+        .unwrap();
+    const MARKER: &[u8] = b"SEALED-MARKER-0123456789abcdef";
+    let holding = |store: Store| async move {
+        let n: Result<i64, StoreError> = async {
+            Ok(on_either!(&store, |conn| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM generate_series(0, (pg_relation_size('tokens') / 8192)::int - 1) AS b, \
+             heap_page_items(get_raw_page('tokens', b)) WHERE position($1 in t_data) > 0",
+        )
+            .bind(MARKER)
+            .fetch_one(&mut *conn)
+            .await?))
+        }
+        .await;
+        n.unwrap()
+    };
+    tokens::insert(&store, &new_token("P-1", None, MARKER))
+        .await
+        .unwrap();
+    let id = tokens::by_serial(&store, "P-1").await.unwrap().unwrap().id;
+    assert_eq!(holding(store.clone()).await, 1);
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tokens::purge(
+        &mut tx,
+        &tokens::PurgeRow {
+            id,
+            reason: "cancelled",
+            at: 5,
+            delivered_by: None,
+            drift_steps: None,
+        },
+    )
+    .await
+    .unwrap());
+    // Before the commit the old version is still there (what the VACUUM is for).
+    assert_eq!(holding(store.clone()).await, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(holding(store.clone()).await, 0);
+    assert_eq!(tokens::sealed_seed(&store, id).await.unwrap(), None);
+}
+
+/// BENCHMARKS.md, "PostgreSQL": a 100,000-row bulk import in 1,000-row chunks (the domain's
+/// chunking), one transaction each, on the throwaway cluster. Run with
+/// `cargo test --release --lib both_engines::bulk_import_of_100000_rows -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn bulk_import_of_100000_rows_timed_on_both_engines() {
+    let (_dir, sqlite, pg) = both().await;
+    let serials: Vec<String> = (0..100_000).map(|i| format!("SN-{i:07}")).collect();
+    let seed = [7u8; 60];
+    for (name, store) in [("sqlite", &sqlite), ("postgres", &pg)] {
+        let mut tx = store.begin_write().await.unwrap();
+        let import = imports::begin(
+            &mut tx,
+            &imports::NewImport {
+                actor: "bench",
+                file: "f.csv",
+                started_at: 1,
+                pid: 1,
+                pid_start: 1,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let started = std::time::Instant::now();
+        for chunk in serials.chunks(1_000) {
+            let mut tx = store.begin_write().await.unwrap();
+            tokens::insert_bulk(&mut tx, import, |sink| {
+                for serial in chunk {
+                    sink.insert(&new_token(serial, Some("someone@example.org"), &seed))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        println!("{name}: 100,000 rows in {:?}", started.elapsed());
+    }
 }

@@ -65,6 +65,10 @@ pub struct WriteTx {
     tx: EngineTx,
     simulated_full_disk: Arc<AtomicBool>,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// PostgreSQL: the pool to run `VACUUM tokens` on after the commit, once a purge asked
+    /// for it ([`Self::vacuum_tokens_after_commit`]).
+    vacuum_tokens: Option<PgPool>,
+    vacuum_requested: bool,
 }
 
 /// The transaction of either engine.
@@ -87,7 +91,22 @@ impl WriteTx {
         }
         // Wakes the SIEM forwarders (`Store::commits`); never waits for them.
         self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        if let (true, Some(pool)) = (self.vacuum_requested, &self.vacuum_tokens) {
+            // A purge's old row versions (its sealed bytes) are dead tuples until vacuumed.
+            // VACUUM cannot run inside a transaction, so it runs here, on a pooled connection.
+            // The purge is committed whatever happens: a failure is logged, not returned, and
+            // autovacuum or the next purge's VACUUM reclaims the tuples.
+            if let Err(e) = sqlx::query("VACUUM tokens").execute(pool).await {
+                tracing::warn!(error = %e, "VACUUM tokens after a purge failed; autovacuum or the next purge will reclaim the purged row versions");
+            }
+        }
         Ok(())
+    }
+
+    /// Asks the commit to vacuum `tokens` afterwards (a purge on PostgreSQL, `tokens::purge`);
+    /// nothing on SQLite, where `secure_delete` zeroes freed space and the sweeper checkpoints.
+    pub(crate) fn vacuum_tokens_after_commit(&mut self) {
+        self.vacuum_requested = true;
     }
 
     /// Ends the transaction without keeping its writes (what dropping it does, awaited).
@@ -99,9 +118,9 @@ impl WriteTx {
         Ok(())
     }
 
-    /// The SQLite connection of this transaction, for the table modules not yet ported to
-    /// PostgreSQL (`tokens`, `token_pages`): on PostgreSQL they answer with
-    /// [`not_on_postgres`] instead of running SQLite's SQL.
+    /// The SQLite connection of this transaction, for what only SQLite does (group commit,
+    /// the full-disk hook): on PostgreSQL it answers [`not_on_postgres`] instead of running
+    /// SQLite's SQL.
     fn sqlite(&mut self) -> Result<&mut SqliteConnection, StoreError> {
         match &mut self.tx {
             EngineTx::Sqlite(tx) => Ok(tx),
@@ -177,8 +196,8 @@ pub struct Db<'c>(Source<'c>);
 enum Source<'c> {
     Pool(&'c SqlitePool),
     Tx(&'c mut SqliteConnection),
-    /// PostgreSQL: the table modules ported to [`Engine`] run on it (all but `tokens` and
-    /// `token_pages`, which answer [`not_on_postgres`]).
+    /// PostgreSQL: the table modules run on it through [`Engine`] (SQLite-only paths answer
+    /// [`not_on_postgres`]).
     PgPool(&'c PgPool),
     PgTx(&'c mut PgConnection),
 }
@@ -282,12 +301,11 @@ impl<'c> Db<'c> {
     }
 }
 
-/// What a table module not yet ported to PostgreSQL (`tokens`, `token_pages`) answers when
-/// handed a PostgreSQL source.
+/// What a SQLite-only path (group commit, the full-disk hook, the file snapshot) answers when
+/// handed a PostgreSQL source; the public entry points refuse earlier with
+/// [`sqlite_only`]'s advice, so reaching this is a bug, not a user's mistake.
 fn not_on_postgres() -> StoreError {
-    StoreError::Postgres(
-        "this query does not run on PostgreSQL yet (issue #20: tokens and token pages are still SQLite-only)".into(),
-    )
+    StoreError::Postgres("this query is SQLite's alone and does not run on PostgreSQL".into())
 }
 
 /// The connection a table module's function runs its sqlx query on.
@@ -364,8 +382,9 @@ impl<'c> Inline<'c> {
         }
     }
 
-    /// The SQLite connection, for the `_on` functions not yet ported (`tokens`,
-    /// `token_pages`); on PostgreSQL they answer [`not_on_postgres`].
+    /// The SQLite connection (tests of SQLite-only behaviour); on PostgreSQL
+    /// [`not_on_postgres`].
+    #[cfg(test)]
     fn sqlite(&self) -> Result<&'c rusqlite::Connection, StoreError> {
         match &self.0 {
             InlineConn::Sqlite(conn) => Ok(conn),
@@ -816,6 +835,11 @@ impl Store {
             tx,
             simulated_full_disk: self.simulated_full_disk.clone(),
             commits: self.commits.clone(),
+            vacuum_tokens: match &self.engine {
+                StoreEngine::Sqlite(_) => None,
+                StoreEngine::Postgres(pool) => Some(pool.clone()),
+            },
+            vacuum_requested: false,
         })
     }
 

@@ -14,7 +14,7 @@ use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
 
 use super::tokens::{select_rows, TokenRow, VISIBLE};
-use super::{inline, Db, StoreError};
+use super::{dollars, inline, Db, Inline, On, StoreError};
 
 /// The orders the token list offers; each is backed by an index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,16 +51,25 @@ impl TokenSort {
         TokenSort::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// The sort key exactly as its index is declared (migration 20261201002601), so the
-    /// planner walks the index instead of sorting.
-    fn key(self) -> &'static str {
+    /// The sort key exactly as its index is declared (SQLite: migration 20261201002601;
+    /// PostgreSQL: the `lower(…) COLLATE "C"` expression indexes), so the planner walks the
+    /// index instead of sorting. Text keys order bytewise on both engines.
+    fn key(self, c: &Inline<'_>) -> &'static str {
+        let postgres = matches!(c.on(), On::Postgres(_));
         match self {
             TokenSort::Captured => "captured_at",
+            TokenSort::Owner if postgres => "lower(coalesce(owner, '')) COLLATE \"C\"",
             TokenSort::Owner => "ifnull(owner, '') COLLATE NOCASE",
+            TokenSort::Serial if postgres => "serial COLLATE \"C\"",
             TokenSort::Serial => "serial",
             TokenSort::State => "state",
             TokenSort::Deadline => "retention_deadline",
         }
+    }
+
+    /// Whether the sort key is an integer column (else text).
+    fn integer(self) -> bool {
+        matches!(self, TokenSort::Captured | TokenSort::Deadline)
     }
 }
 
@@ -111,30 +120,73 @@ pub struct TokenPage {
 /// 32,766 parameters).
 const NARROW: i64 = 10_000;
 
-/// The `query` as SQL conditions (after `WHERE 1 = 1`) and parameters.
+/// The `query` as SQL conditions (after `WHERE 1 = 1`) and parameters (bare `?`).
+///
+/// A prefix range per column, ignoring ASCII case: SQLite compares under `COLLATE NOCASE`,
+/// PostgreSQL compares `lower(…) COLLATE "C"` (its expression indexes) with the bounds folded
+/// by the same `lower`.
 pub(super) fn search_condition(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     query: &str,
 ) -> Result<(String, Vec<Value>), StoreError> {
     // Every string that starts with `query` sorts between it and it + the last code point.
     let low = query.to_owned();
     let high = format!("{query}\u{10FFFF}");
-    let columns = ["serial", "ifnull(owner, '')", "ifnull(display_name, '')"];
+    let postgres = matches!(c.on(), On::Postgres(_));
+    let columns: [&str; 3] = if postgres {
+        [
+            "lower(serial) COLLATE \"C\"",
+            "lower(coalesce(owner, '')) COLLATE \"C\"",
+            "lower(coalesce(display_name, '')) COLLATE \"C\"",
+        ]
+    } else {
+        [
+            "serial COLLATE NOCASE",
+            "ifnull(owner, '') COLLATE NOCASE",
+            "ifnull(display_name, '') COLLATE NOCASE",
+        ]
+    };
+    let bound = if postgres {
+        "lower(CAST(? AS TEXT))"
+    } else {
+        "?"
+    };
     let mut candidates: Vec<i64> = Vec::new();
     for column in columns {
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT id FROM tokens WHERE {column} COLLATE NOCASE >= ?1 AND {column} COLLATE NOCASE < ?2 AND {VISIBLE} LIMIT {}",
+        let sql = format!(
+            "SELECT id FROM tokens WHERE {column} >= {bound} AND {column} < {bound} AND {VISIBLE} LIMIT {}",
             NARROW + 1
-        ))?;
-        let ids = statement
-            .query_map([&low, &high], |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+        );
+        let ids: Vec<i64> = match c.on() {
+            On::Sqlite(conn) => conn
+                .prepare_cached(&sql)?
+                .query_map([&low, &high], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?,
+            On::Postgres(pg) => pg
+                .all(
+                    sqlx::query_as::<_, (i64,)>(&dollars(&sql))
+                        .bind(&low)
+                        .bind(&high),
+                )?
+                .into_iter()
+                .map(|(id,)| id)
+                .collect(),
+        };
         if ids.len() as i64 > NARROW {
-            // Broad: test each row in the list's order (`+` keeps the planner off the prefix
-            // indexes, which would collect every match and sort them all).
+            // Broad: test each row in the list's order (on SQLite, `+` keeps the planner off
+            // the prefix indexes, which would collect every match and sort them all).
             let broad = columns
                 .iter()
-                .map(|c| format!("((+{c}) COLLATE NOCASE >= ? AND (+{c}) COLLATE NOCASE < ?)"))
+                .map(|c| {
+                    if postgres {
+                        format!("({c} >= {bound} AND {c} < {bound})")
+                    } else {
+                        let column = c.trim_end_matches(" COLLATE NOCASE");
+                        format!(
+                            "((+{column}) COLLATE NOCASE >= ? AND (+{column}) COLLATE NOCASE < ?)"
+                        )
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" OR ");
             let mut params = Vec::new();
@@ -149,7 +201,7 @@ pub(super) fn search_condition(
     candidates.sort_unstable();
     candidates.dedup();
     if candidates.is_empty() {
-        return Ok((" AND 0".into(), Vec::new()));
+        return Ok((" AND 1 = 0".into(), Vec::new()));
     }
     let list = vec!["?"; candidates.len()].join(", ");
     Ok((
@@ -160,16 +212,16 @@ pub(super) fn search_condition(
 
 /// One page of the token list.
 pub async fn page(db: impl Into<Db<'_>>, request: &PageRequest) -> Result<TokenPage, StoreError> {
-    inline(db, |c| page_on(c.sqlite()?, request)).await?
+    inline(db, |c| page_on(c, request)).await?
 }
 
-fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPage, StoreError> {
+fn page_on(c: &Inline<'_>, request: &PageRequest) -> Result<TokenPage, StoreError> {
     // Visibility inside the conditions too: the cursor's subqueries take their LIMIT before
     // `select_rows` filters.
     let mut conditions = String::from(VISIBLE);
     let mut params: Vec<Value> = Vec::new();
     if let Some(query) = request.query.as_deref().filter(|q| !q.is_empty()) {
-        let (sql, values) = search_condition(conn, query)?;
+        let (sql, values) = search_condition(c, query)?;
         conditions.push_str(&sql);
         params.extend(values);
     }
@@ -193,21 +245,30 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
             }
         }
     }
-    let key = request.sort.key();
+    let key = request.sort.key(c);
     // Rows are fetched in the direction of travel: backwards for the page before a cursor.
     let backwards = matches!(request.cursor, Some(Cursor::Before(_)));
     let ascending = request.descending == backwards;
     let (dir, cmp) = if ascending { ("", ">") } else { (" DESC", "<") };
     let take = request.limit + 1;
     let position = match &request.cursor {
-        Some(Cursor::After(serial) | Cursor::Before(serial)) => conn
-            .prepare_cached(&format!(
-                "SELECT id, {key} FROM tokens WHERE serial = ? AND {VISIBLE}"
-            ))?
-            .query_row([serial], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Value>(1)?))
-            })
-            .optional()?,
+        Some(Cursor::After(serial) | Cursor::Before(serial)) => {
+            let sql = format!("SELECT id, {key} FROM tokens WHERE serial = ? AND {VISIBLE}");
+            match c.on() {
+                On::Sqlite(conn) => conn
+                    .prepare_cached(&sql)?
+                    .query_row([serial], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Value>(1)?))
+                    })
+                    .optional()?,
+                On::Postgres(pg) if request.sort.integer() => pg
+                    .optional(sqlx::query_as::<_, (i64, i64)>(&dollars(&sql)).bind(serial))?
+                    .map(|(id, key)| (id, Value::from(key))),
+                On::Postgres(pg) => pg
+                    .optional(sqlx::query_as::<_, (i64, String)>(&dollars(&sql)).bind(serial))?
+                    .map(|(id, key)| (id, Value::from(key))),
+            }
+        }
         None => None,
     };
     let found = position.is_some();
@@ -215,7 +276,7 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
         None => {
             params.push(take.into());
             select_rows(
-                conn,
+                c,
                 &format!("{conditions} ORDER BY {key}{dir}, id{dir} LIMIT ?"),
                 &params,
             )?
@@ -229,11 +290,11 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
             all.extend(params);
             all.extend([position, take.into()]);
             select_rows(
-                conn,
+                c,
                 &format!(
                     "id IN (SELECT id FROM (SELECT id FROM tokens WHERE {conditions} AND {key} = ? AND id {cmp} ? \
-                     ORDER BY id{dir} LIMIT ?) UNION ALL SELECT id FROM (SELECT id FROM tokens WHERE {conditions} \
-                     AND {key} {cmp} ? ORDER BY {key}{dir}, id{dir} LIMIT ?)) ORDER BY {key}{dir}, id{dir} LIMIT {take}"
+                     ORDER BY id{dir} LIMIT ?) AS tied UNION ALL SELECT id FROM (SELECT id FROM tokens WHERE {conditions} \
+                     AND {key} {cmp} ? ORDER BY {key}{dir}, id{dir} LIMIT ?) AS past) ORDER BY {key}{dir}, id{dir} LIMIT {take}"
                 ),
                 &all,
             )?
@@ -258,14 +319,15 @@ fn page_on(conn: &rusqlite::Connection, request: &PageRequest) -> Result<TokenPa
 
 /// Tokens per state and policy: the figures above the list.
 pub async fn counts(db: impl Into<Db<'_>>) -> Result<Vec<(String, String, i64)>, StoreError> {
-    inline(db, |c| -> Result<_, StoreError> {
-        let mut statement = c.sqlite()?.prepare_cached(&format!(
-            "SELECT state, policy, COUNT(*) FROM tokens WHERE {VISIBLE} GROUP BY state, policy ORDER BY state, policy",
-        ))?;
-        let rows = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    const SQL: &str = "SELECT state, policy, COUNT(*) FROM tokens WHERE {VISIBLE} GROUP BY state, policy ORDER BY state, policy";
+    let sql = SQL.replace("{VISIBLE}", VISIBLE);
+    Ok(match super::engine(db).await? {
+        super::Engine::Sqlite(mut conn) => sqlx::query_as(&sql).fetch_all(&mut *conn).await?,
+        // Policy names order bytewise, as on SQLite.
+        super::Engine::Postgres(mut conn) => {
+            sqlx::query_as(&format!("{sql} COLLATE \"C\""))
+                .fetch_all(&mut *conn)
+                .await?
+        }
     })
-    .await?
 }

@@ -7,8 +7,9 @@
 
 use rusqlite::types::Value;
 use rusqlite::OptionalExtension;
+use sqlx::Row as _;
 
-use super::{conn, inline, Db, Inline, StoreError, WriteTx};
+use super::{dollars, inline, Db, Inline, On, StoreError, WriteTx};
 
 /// A token's stored metadata. Deliberately without the sealed seed: that is read only by
 /// [`sealed_seed`] and [`by_serial_with_seed_on`], on the reveal and delivery paths.
@@ -103,20 +104,84 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
-/// Visible tokens selected by `conditions` (SQL after `WHERE … AND`, with `?` parameters; no
-/// top-level `OR`), as [`TokenRow`]s.
+/// [`token_row`] for a PostgreSQL row.
+fn token_pg(r: &sqlx::postgres::PgRow) -> Result<TokenRow, sqlx::Error> {
+    Ok(TokenRow {
+        id: r.try_get(0)?,
+        token_id: r.try_get(1)?,
+        serial: r.try_get(2)?,
+        owner: r.try_get(3)?,
+        display_name: r.try_get(4)?,
+        manufacturer: r.try_get(5)?,
+        model: r.try_get(6)?,
+        algorithm: r.try_get(7)?,
+        digits: r.try_get(8)?,
+        period: r.try_get(9)?,
+        t0: r.try_get(10)?,
+        drift_steps: r.try_get(11)?,
+        policy: r.try_get(12)?,
+        state: r.try_get(13)?,
+        captured_by: r.try_get(14)?,
+        captured_at: r.try_get(15)?,
+        retention_deadline: r.try_get(16)?,
+        delivered_at: r.try_get(17)?,
+        delivered_by: r.try_get(18)?,
+        purged_at: r.try_get(19)?,
+        purge_reason: r.try_get(20)?,
+        shipping: ShippingRow {
+            verified_at: r.try_get(21)?,
+            verified_by: r.try_get(22)?,
+            shipped_at: r.try_get(23)?,
+            shipped_by: r.try_get(24)?,
+            carrier: r.try_get(25)?,
+            tracking: r.try_get(26)?,
+            expected: r.try_get(27)?,
+        },
+    })
+}
+
+/// `query` with `params` bound in order (values built once for both engines as rusqlite's).
+pub(super) fn bind_pg<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for value in params {
+        query = match value {
+            Value::Null => query.bind(None::<i64>),
+            Value::Integer(n) => query.bind(*n),
+            Value::Real(x) => query.bind(*x),
+            Value::Text(text) => query.bind(text.as_str()),
+            Value::Blob(bytes) => query.bind(bytes.as_slice()),
+        };
+    }
+    query
+}
+
+/// Visible tokens selected by `conditions` (SQL after `WHERE … AND`, with bare `?` parameters;
+/// no top-level `OR`), as [`TokenRow`]s, on either engine.
 pub(super) fn select_rows(
-    conn: &rusqlite::Connection,
+    c: &Inline<'_>,
     conditions: &str,
     params: &[Value],
 ) -> Result<Vec<TokenRow>, StoreError> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM tokens WHERE {VISIBLE} AND {conditions}"
-    ))?;
-    let rows = statement
-        .query_map(rusqlite::params_from_iter(params), token_row)?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    let sql = format!("SELECT {COLUMNS} FROM tokens WHERE {VISIBLE} AND {conditions}");
+    match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement
+                .query_map(rusqlite::params_from_iter(params), token_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        }
+        On::Postgres(pg) => {
+            let sql = dollars(&sql);
+            let rows = pg.rows(bind_pg(sqlx::query(&sql), params))?;
+            Ok(rows
+                .iter()
+                .map(token_pg)
+                .collect::<Result<_, sqlx::Error>>()?)
+        }
+    }
 }
 
 pub struct NewTokenRow<'a> {
@@ -136,11 +201,20 @@ pub struct NewTokenRow<'a> {
     pub retention_deadline: i64,
 }
 
+/// The columns an escrowed token's insert sets, in [`INSERT`]'s order.
+const INSERT_COLUMNS: &str = "token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy, \
+     state, sealed_seed, captured_by, captured_at, retention_deadline, import_id";
+
+/// One row's values for [`INSERT_COLUMNS`], with `?` placeholders (`state` is fixed).
+const INSERT_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?, ?)";
+
+/// How many parameters [`INSERT_VALUES`] binds.
+const INSERT_PARAMS: usize = 15;
+
 /// An escrowed token's insert; the last parameter is its chunked import (NULL: none).
-const INSERT: &str =
-    "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period, policy,
-                         state, sealed_seed, captured_by, captured_at, retention_deadline, import_id)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'escrowed', ?, ?, ?, ?, ?)";
+fn insert_sql() -> String {
+    format!("INSERT INTO tokens ({INSERT_COLUMNS}) VALUES {INSERT_VALUES}")
+}
 
 fn insert_with(
     statement: &mut rusqlite::Statement<'_>,
@@ -167,12 +241,42 @@ fn insert_with(
     Ok(())
 }
 
+/// Binds one row's [`INSERT_VALUES`] on PostgreSQL (digits and period as BIGINT).
+fn bind_new_pg<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    t: &'q NewTokenRow<'q>,
+    import_id: Option<i64>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(t.token_id)
+        .bind(t.serial)
+        .bind(t.owner)
+        .bind(t.display_name)
+        .bind(t.manufacturer)
+        .bind(t.model)
+        .bind(t.algorithm)
+        .bind(i64::from(t.digits))
+        .bind(i64::from(t.period))
+        .bind(t.policy)
+        .bind(t.sealed_seed)
+        .bind(t.captured_by)
+        .bind(t.captured_at)
+        .bind(t.retention_deadline)
+        .bind(import_id)
+}
+
 /// Inserts one escrowed token; a duplicate serial is a unique violation
 /// ([`StoreError::is_unique_violation`]).
 pub async fn insert(db: impl Into<Db<'_>>, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
-    inline(db, |c| {
-        let mut statement = c.sqlite()?.prepare_cached(INSERT)?;
-        insert_with(&mut statement, t, None)
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(&insert_sql())?;
+            insert_with(&mut statement, t, None)
+        }
+        On::Postgres(pg) => {
+            pg.execute(bind_new_pg(sqlx::query(&dollars(&insert_sql())), t, None))?;
+            Ok(())
+        }
     })
     .await?
 }
@@ -185,34 +289,63 @@ pub async fn insert_programming(
     t: &NewTokenRow<'_>,
     shown_at: Option<i64>,
 ) -> Result<i64, StoreError> {
-    inline(&mut *tx, |c| {
-        c.sqlite()?.execute(
-            "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period,
-                                 policy, state, sealed_seed, captured_by, captured_at, retention_deadline)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'programming', ?, ?, ?, ?)",
-            rusqlite::params![
-                t.token_id,
-                t.serial,
-                t.owner,
-                t.display_name,
-                t.manufacturer,
-                t.model,
-                t.algorithm,
-                t.digits,
-                t.period,
-                t.policy,
-                t.sealed_seed,
-                t.captured_by,
-                t.captured_at,
-                t.retention_deadline,
-            ],
-        )?;
-        let id = c.sqlite()?.last_insert_rowid();
-        c.sqlite()?.execute(
-            "INSERT INTO token_programming (token_id, generated_by, shown_at) VALUES (?, ?, ?)",
-            rusqlite::params![id, t.captured_by, shown_at],
-        )?;
-        Ok::<i64, StoreError>(id)
+    const TOKEN: &str =
+        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period,
+                             policy, state, sealed_seed, captured_by, captured_at, retention_deadline)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'programming', ?, ?, ?, ?)";
+    const PROGRAMMING: &str =
+        "INSERT INTO token_programming (token_id, generated_by, shown_at) VALUES (?, ?, ?)";
+    inline(&mut *tx, |c| match c.on() {
+        On::Sqlite(conn) => {
+            conn.execute(
+                TOKEN,
+                rusqlite::params![
+                    t.token_id,
+                    t.serial,
+                    t.owner,
+                    t.display_name,
+                    t.manufacturer,
+                    t.model,
+                    t.algorithm,
+                    t.digits,
+                    t.period,
+                    t.policy,
+                    t.sealed_seed,
+                    t.captured_by,
+                    t.captured_at,
+                    t.retention_deadline,
+                ],
+            )?;
+            let id = conn.last_insert_rowid();
+            conn.execute(PROGRAMMING, rusqlite::params![id, t.captured_by, shown_at])?;
+            Ok::<i64, StoreError>(id)
+        }
+        On::Postgres(pg) => {
+            let (id,): (i64,) = pg.one(
+                sqlx::query_as(&dollars(&format!("{TOKEN} RETURNING id")))
+                    .bind(t.token_id)
+                    .bind(t.serial)
+                    .bind(t.owner)
+                    .bind(t.display_name)
+                    .bind(t.manufacturer)
+                    .bind(t.model)
+                    .bind(t.algorithm)
+                    .bind(i64::from(t.digits))
+                    .bind(i64::from(t.period))
+                    .bind(t.policy)
+                    .bind(t.sealed_seed)
+                    .bind(t.captured_by)
+                    .bind(t.captured_at)
+                    .bind(t.retention_deadline),
+            )?;
+            pg.execute(
+                sqlx::query(&dollars(PROGRAMMING))
+                    .bind(id)
+                    .bind(t.captured_by)
+                    .bind(shown_at),
+            )?;
+            Ok(id)
+        }
     })
     .await?
 }
@@ -225,15 +358,18 @@ pub async fn mark_seed_shown(
     actor: &str,
     at: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE token_programming SET shown_at = ? WHERE token_id = ? AND generated_by = ? AND shown_at IS NULL",
+    let done = on_either!(&mut *tx, |conn| {
+        sqlx::query(
+        "UPDATE token_programming SET shown_at = $1 WHERE token_id = $2 AND generated_by = $3 AND shown_at IS NULL",
     )
     .bind(at)
     .bind(id)
     .bind(actor)
-    .execute(tx.sqlite()?)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+    });
+    Ok(done == 1)
 }
 
 /// A programming token's device answered with a valid code: it becomes escrowed, with the
@@ -243,14 +379,17 @@ pub async fn finish_programming(
     id: i64,
     drift_steps: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE tokens SET state = 'escrowed', drift_steps = ? WHERE id = ? AND state = 'programming'",
+    let done = on_either!(&mut *tx, |conn| {
+        sqlx::query(
+        "UPDATE tokens SET state = 'escrowed', drift_steps = $1 WHERE id = $2 AND state = 'programming'",
     )
     .bind(drift_steps)
     .bind(id)
-    .execute(tx.sqlite()?)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+    });
+    Ok(done == 1)
 }
 
 /// Records that an escrowed token's seed matched its device: the drift found, who and when.
@@ -262,16 +401,19 @@ pub async fn record_verified(
     at: i64,
     by: &str,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE tokens SET drift_steps = ?, verified_at = ?, verified_by = ? WHERE id = ? AND state = 'escrowed'",
+    let done = on_either!(&mut *tx, |conn| {
+        sqlx::query(
+        "UPDATE tokens SET drift_steps = $1, verified_at = $2, verified_by = $3 WHERE id = $4 AND state = 'escrowed'",
     )
     .bind(drift_steps)
     .bind(at)
     .bind(by)
     .bind(id)
-    .execute(tx.sqlite()?)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+    });
+    Ok(done == 1)
 }
 
 /// A shipment to record on an escrowed token.
@@ -286,9 +428,10 @@ pub struct ShipmentRow<'a> {
 
 /// Records a shipment (replacing an earlier one). False when the token is no longer escrowed.
 pub async fn record_shipment(tx: &mut WriteTx, s: &ShipmentRow<'_>) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE tokens SET shipped_at = ?, shipped_by = ?, carrier = ?, tracking = ?, expected = ?
-         WHERE id = ? AND state = 'escrowed'",
+    let done = on_either!(&mut *tx, |conn| {
+        sqlx::query(
+        "UPDATE tokens SET shipped_at = $1, shipped_by = $2, carrier = $3, tracking = $4, expected = $5
+         WHERE id = $6 AND state = 'escrowed'",
     )
     .bind(s.at)
     .bind(s.by)
@@ -296,9 +439,11 @@ pub async fn record_shipment(tx: &mut WriteTx, s: &ShipmentRow<'_>) -> Result<bo
     .bind(s.tracking)
     .bind(s.expected)
     .bind(s.id)
-    .execute(tx.sqlite()?)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+    });
+    Ok(done == 1)
 }
 
 /// Escrowed tokens in the post: how many, how many past their expected date (`today`,
@@ -315,23 +460,22 @@ pub async fn in_transit(
     today: &str,
     soon: i64,
 ) -> Result<InTransit, StoreError> {
-    let today = today.to_owned();
-    inline(db, move |c| {
-        Ok(c.sqlite()?
-            .prepare_cached(&format!(
-                "SELECT COUNT(*), COUNT(CASE WHEN expected < ?1 THEN 1 END),
-                        COUNT(CASE WHEN retention_deadline < ?2 THEN 1 END)
-                 FROM tokens WHERE shipped_at IS NOT NULL AND state = 'escrowed' AND {VISIBLE}"
-            ))?
-            .query_row(rusqlite::params![today, soon], |r| {
-                Ok(InTransit {
-                    in_transit: r.get(0)?,
-                    late: r.get(1)?,
-                    nearing_retention: r.get(2)?,
-                })
-            })?)
+    let (in_transit, late, nearing_retention): (i64, i64, i64) = on_either!(db, |conn| {
+        sqlx::query_as(&format!(
+            "SELECT COUNT(*), COUNT(CASE WHEN expected < $1 THEN 1 END),
+                    COUNT(CASE WHEN retention_deadline < $2 THEN 1 END)
+             FROM tokens WHERE shipped_at IS NOT NULL AND state = 'escrowed' AND {VISIBLE}"
+        ))
+        .bind(today)
+        .bind(soon)
+        .fetch_one(&mut *conn)
+        .await?
+    });
+    Ok(InTransit {
+        in_transit,
+        late,
+        nearing_retention,
     })
-    .await?
 }
 
 /// The token with `serial`, if any.
@@ -344,22 +488,19 @@ pub async fn by_serial(
 
 /// The token with row id `id`, if any.
 pub async fn by_id(db: impl Into<Db<'_>>, id: i64) -> Result<Option<TokenRow>, StoreError> {
-    inline(db, |c| {
-        Ok(select_rows(c.sqlite()?, "id = ?", &[id.into()])?.pop())
-    })
-    .await?
+    inline(db, |c| Ok(select_rows(c, "id = ?", &[id.into()])?.pop())).await?
 }
 
 /// [`by_serial`] on a held connection.
 pub fn by_serial_on(c: &Inline<'_>, serial: &str) -> Result<Option<TokenRow>, StoreError> {
-    Ok(select_rows(c.sqlite()?, "serial = ?", &[serial.to_owned().into()])?.pop())
+    Ok(select_rows(c, "serial = ?", &[serial.to_owned().into()])?.pop())
 }
 
 /// Which of `serials` already exist (for import's duplicate check), each with whether it is
 /// visible (false: it belongs to an import that has not committed, whose serials are taken
 /// all the same). One statement and one bound value however many serials: they travel as a
-/// JSON array that `json_each` unpacks inside SQLite, which then looks each one up in the
-/// `serial` index.
+/// JSON array that the engine unpacks (`json_each`, `jsonb_array_elements_text`), then looks
+/// each one up in the `serial` index.
 pub async fn existing_serials(
     db: impl Into<Db<'_>>,
     serials: &[&str],
@@ -368,23 +509,35 @@ pub async fn existing_serials(
         return Ok(Vec::new());
     }
     let list = serde_json::Value::from(serials).to_string();
-    Ok(sqlx::query_as(&format!(
-        "SELECT serial, {VISIBLE} FROM tokens WHERE serial IN (SELECT value FROM json_each(?))"
-    ))
-    .bind(list)
-    .fetch_all(&mut *conn(db).await?)
-    .await?)
+    Ok(match super::engine(db).await? {
+        super::Engine::Sqlite(mut conn) => {
+            sqlx::query_as(&format!(
+                "SELECT serial, {VISIBLE} FROM tokens WHERE serial IN (SELECT value FROM json_each($1))"
+            ))
+            .bind(list)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        super::Engine::Postgres(mut conn) => {
+            sqlx::query_as(&format!(
+                "SELECT serial, {VISIBLE} FROM tokens WHERE serial IN (SELECT jsonb_array_elements_text(CAST($1 AS jsonb)))"
+            ))
+            .bind(list)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    })
 }
 
 /// The sealed seed of an escrowed token (`None` once purged).
 pub async fn sealed_seed(db: impl Into<Db<'_>>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(sqlx::query_scalar(&format!(
-        "SELECT sealed_seed FROM tokens WHERE id = ? AND {VISIBLE}"
+    let seed: Option<Option<Vec<u8>>> = on_either!(db, |conn| sqlx::query_scalar(&format!(
+        "SELECT sealed_seed FROM tokens WHERE id = $1 AND {VISIBLE}"
     ))
     .bind(id)
-    .fetch_optional(&mut *conn(db).await?)
-    .await?
-    .flatten())
+    .fetch_optional(&mut *conn)
+    .await?);
+    Ok(seed.flatten())
 }
 
 /// A token's row and its sealed seed (`None` once purged).
@@ -398,17 +551,29 @@ pub fn by_serial_with_seed_on(
     c: &Inline<'_>,
     serial: &str,
 ) -> Result<Option<TokenWithSeed>, StoreError> {
-    let mut statement = c.sqlite()?.prepare_cached(&format!(
-        "SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1 AND {VISIBLE}"
-    ))?;
-    Ok(statement
-        .query_row([serial], |r| {
-            Ok(TokenWithSeed {
-                row: token_row(r)?,
-                sealed_seed: r.get(COLUMN_COUNT)?,
+    let sql = format!("SELECT {COLUMNS}, sealed_seed FROM tokens WHERE serial = ?1 AND {VISIBLE}");
+    match c.on() {
+        On::Sqlite(conn) => Ok(conn
+            .prepare_cached(&sql)?
+            .query_row([serial], |r| {
+                Ok(TokenWithSeed {
+                    row: token_row(r)?,
+                    sealed_seed: r.get(COLUMN_COUNT)?,
+                })
             })
-        })
-        .optional()?)
+            .optional()?),
+        On::Postgres(pg) => {
+            let sql = dollars(&sql);
+            let rows = pg.rows(sqlx::query(&sql).bind(serial))?;
+            Ok(match rows.first() {
+                Some(r) => Some(TokenWithSeed {
+                    row: token_pg(r)?,
+                    sealed_seed: r.try_get(COLUMN_COUNT)?,
+                }),
+                None => None,
+            })
+        }
+    }
 }
 
 /// A sealed seed to re-seal under a rotation's new key.
@@ -427,23 +592,40 @@ pub async fn sealed_not_under(
     after: i64,
     limit: i64,
 ) -> Result<Vec<SealedSeedRow>, StoreError> {
-    inline(db, |c| {
-        let mut statement = c.sqlite()?.prepare_cached(
-            "SELECT id, token_id, serial, sealed_seed FROM tokens
+    // `substr` and `length` count bytes of a blob/bytea on both engines.
+    const SQL: &str = "SELECT id, token_id, serial, sealed_seed FROM tokens
              WHERE id > ?2 AND sealed_seed IS NOT NULL AND substr(sealed_seed, 1, length(?1)) <> ?1
-             ORDER BY id LIMIT ?3",
-        )?;
-        let rows = statement
-            .query_map(rusqlite::params![header, after, limit], |r| {
-                Ok(SealedSeedRow {
-                    id: r.get(0)?,
-                    token_id: r.get(1)?,
-                    serial: r.get(2)?,
-                    sealed_seed: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+             ORDER BY id LIMIT ?3";
+    inline(db, |c| match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(SQL)?;
+            let rows = statement
+                .query_map(rusqlite::params![header, after, limit], |r| {
+                    Ok(SealedSeedRow {
+                        id: r.get(0)?,
+                        token_id: r.get(1)?,
+                        serial: r.get(2)?,
+                        sealed_seed: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }
+        On::Postgres(pg) => Ok(pg
+            .all(
+                sqlx::query_as::<_, (i64, String, String, Vec<u8>)>(&dollars(SQL))
+                    .bind(header)
+                    .bind(after)
+                    .bind(limit),
+            )?
+            .into_iter()
+            .map(|(id, token_id, serial, sealed_seed)| SealedSeedRow {
+                id,
+                token_id,
+                serial,
+                sealed_seed,
+            })
+            .collect()),
     })
     .await?
 }
@@ -451,13 +633,22 @@ pub async fn sealed_not_under(
 /// Replaces sealed seeds in place, each only if it still holds the blob it was read with (a
 /// delivery or purge meanwhile wins). Returns how many were replaced.
 pub async fn reseal(tx: &mut WriteTx, rows: &[(i64, &[u8], &[u8])]) -> Result<u64, StoreError> {
+    const SQL: &str = "UPDATE tokens SET sealed_seed = ?3 WHERE id = ?1 AND sealed_seed = ?2";
     tx.inline(|c| {
-        let mut statement = c.sqlite()?.prepare_cached(
-            "UPDATE tokens SET sealed_seed = ?3 WHERE id = ?1 AND sealed_seed = ?2",
-        )?;
         let mut done = 0u64;
-        for (id, old, new) in rows {
-            done += statement.execute(rusqlite::params![id, old, new])? as u64;
+        match c.on() {
+            On::Sqlite(conn) => {
+                let mut statement = conn.prepare_cached(SQL)?;
+                for (id, old, new) in rows {
+                    done += statement.execute(rusqlite::params![id, old, new])? as u64;
+                }
+            }
+            On::Postgres(pg) => {
+                let sql = dollars(SQL);
+                for (id, old, new) in rows {
+                    done += pg.execute(sqlx::query(&sql).bind(id).bind(old).bind(new))?;
+                }
+            }
         }
         Ok(done)
     })
@@ -473,10 +664,21 @@ pub fn reveal_windows_on(
     operator: i64,
     operator_since: i64,
 ) -> Result<(RevealWindow, RevealWindow), StoreError> {
-    let mut statement = c.sqlite()?.prepare_cached(REVEAL_WINDOWS)?;
-    let counted = statement.query_row([token, token_since, operator, operator_since], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
+    let counted = match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(REVEAL_WINDOWS)?;
+            statement.query_row([token, token_since, operator, operator_since], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+        }
+        On::Postgres(pg) => pg.one(
+            sqlx::query_as::<_, WindowCounts>(&dollars(REVEAL_WINDOWS))
+                .bind(token)
+                .bind(token_since)
+                .bind(operator)
+                .bind(operator_since),
+        )?,
+    };
     Ok(windows(counted))
 }
 
@@ -487,9 +689,20 @@ pub fn insert_reveal_on(
     operator: i64,
     at: i64,
 ) -> Result<(), StoreError> {
-    c.sqlite()?
-        .prepare_cached("INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)")?
-        .execute([token, operator, at])?;
+    const SQL: &str = "INSERT INTO reveals (token_id, operator_id, at) VALUES (?1, ?2, ?3)";
+    match c.on() {
+        On::Sqlite(conn) => {
+            conn.prepare_cached(SQL)?.execute([token, operator, at])?;
+        }
+        On::Postgres(pg) => {
+            pg.execute(
+                sqlx::query(&dollars(SQL))
+                    .bind(token)
+                    .bind(operator)
+                    .bind(at),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -513,7 +726,7 @@ pub async fn search(
         let mut conditions = String::from("1 = 1");
         let mut params: Vec<Value> = Vec::new();
         if let Some(q) = filter.query.as_deref().filter(|q| !q.is_empty()) {
-            let (sql, values) = super::token_pages::search_condition(c.sqlite()?, q)?;
+            let (sql, values) = super::token_pages::search_condition(c, q)?;
             conditions.push_str(&sql);
             params.extend(values);
         }
@@ -535,7 +748,7 @@ pub async fn search(
         }
         conditions.push_str(" LIMIT ?");
         params.push(filter.limit.into());
-        select_rows(c.sqlite()?, &conditions, &params)
+        select_rows(c, &conditions, &params)
     })
     .await?
 }
@@ -547,18 +760,20 @@ pub async fn update_fields(
     display_name: Option<&str>,
     policy: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE tokens SET owner = ?, display_name = ?, policy = ? WHERE id = ?")
-        .bind(owner)
-        .bind(display_name)
-        .bind(policy)
-        .bind(id)
-        .execute(&mut *conn(db).await?)
-        .await?;
+    on_either!(db, |conn| {
+        sqlx::query("UPDATE tokens SET owner = $1, display_name = $2, policy = $3 WHERE id = $4")
+            .bind(owner)
+            .bind(display_name)
+            .bind(policy)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
 /// How many reveals a limit window holds, and when the oldest of them happened.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RevealWindow {
     pub count: i64,
     pub oldest: Option<i64>,
@@ -588,11 +803,11 @@ fn windows(
 
 /// Number of tokens in each state, for `status` and the dashboard.
 pub async fn count_by_state(db: impl Into<Db<'_>>) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as(&format!(
+    Ok(on_either!(db, |conn| sqlx::query_as(&format!(
         "SELECT state, COUNT(*) FROM tokens WHERE {VISIBLE} GROUP BY state ORDER BY state"
     ))
-    .fetch_all(&mut *conn(db).await?)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?))
 }
 
 /// Escrowed tokens and, of those, how many are past their retention deadline at `now` (the
@@ -601,12 +816,14 @@ pub async fn escrowed_and_overdue(
     db: impl Into<Db<'_>>,
     now: i64,
 ) -> Result<(i64, i64), StoreError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT COUNT(*), COALESCE(SUM(retention_deadline <= ?), 0) FROM tokens WHERE state = 'escrowed' AND {VISIBLE}",
+    Ok(on_either!(db, |conn| {
+        sqlx::query_as(&format!(
+        "SELECT COUNT(*), COUNT(CASE WHEN retention_deadline <= $1 THEN 1 END) FROM tokens WHERE state = 'escrowed' AND {VISIBLE}",
     ))
     .bind(now)
-    .fetch_one(&mut *conn(db).await?)
-    .await?)
+    .fetch_one(&mut *conn)
+    .await?
+    }))
 }
 
 /// How a token's life ended; stored as `purge_reason`.
@@ -619,32 +836,59 @@ pub struct PurgeRow<'a> {
     pub drift_steps: Option<i64>,
 }
 
-/// Destroys a token's seed: the sealed bytes are first overwritten with zeros in place, then
-/// removed (with `secure_delete` on, SQLite zeroes the freed space). Only escrowed tokens are
-/// touched (and tokens being programmed, which hold a generated seed); returns false if the
-/// token held no seed any more.
+/// The second half of [`purge`]: the seed removed, the state and how the life ended recorded.
+const PURGE: &str =
+    "UPDATE tokens SET state = 'purged', sealed_seed = NULL, purged_at = $1, purge_reason = $2,
+        delivered_at = CASE WHEN $3 IS NOT NULL THEN $1 ELSE delivered_at END,
+        delivered_by = COALESCE($3, delivered_by),
+        drift_steps = COALESCE($4, drift_steps)
+ WHERE id = $5 AND (state = 'escrowed' OR state = 'programming')";
+
+/// Destroys a token's seed: the sealed bytes are first overwritten with zeros of the same
+/// length in place, then removed. On SQLite, with `secure_delete` on, SQLite zeroes the freed
+/// space. On PostgreSQL every update writes a new row version and leaves the old one as a dead
+/// tuple: the commit then runs `VACUUM tokens` (see [`WriteTx::vacuum_tokens_after_commit`]),
+/// and docs/ARCHITECTURE.md ("What purge guarantees") says what remains in the WAL and
+/// backups. Only escrowed tokens are touched (and tokens being programmed, which hold a
+/// generated seed); returns false if the token held no seed any more.
 pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreError> {
-    sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = ? AND (state = 'escrowed' OR state = 'programming')")
-        .bind(p.id)
-        .execute(tx.sqlite()?)
-        .await?;
-    let done = sqlx::query(
-        "UPDATE tokens SET state = 'purged', sealed_seed = NULL, purged_at = ?, purge_reason = ?,
-                delivered_at = CASE WHEN ? IS NOT NULL THEN ? ELSE delivered_at END,
-                delivered_by = COALESCE(?, delivered_by),
-                drift_steps = COALESCE(?, drift_steps)
-         WHERE id = ? AND (state = 'escrowed' OR state = 'programming')",
-    )
-    .bind(p.at)
-    .bind(p.reason)
-    .bind(p.delivered_by)
-    .bind(p.at)
-    .bind(p.delivered_by)
-    .bind(p.drift_steps)
-    .bind(p.id)
-    .execute(tx.sqlite()?)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let done = match super::engine(&mut *tx).await? {
+        super::Engine::Sqlite(mut conn) => {
+            sqlx::query("UPDATE tokens SET sealed_seed = zeroblob(length(sealed_seed)) WHERE id = $1 AND (state = 'escrowed' OR state = 'programming')")
+                .bind(p.id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(PURGE)
+                .bind(p.at)
+                .bind(p.reason)
+                .bind(p.delivered_by)
+                .bind(p.drift_steps)
+                .bind(p.id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }
+        super::Engine::Postgres(mut conn) => {
+            // `length` of a bytea counts bytes: zeros of exactly the sealed length.
+            sqlx::query("UPDATE tokens SET sealed_seed = decode(repeat('00', length(sealed_seed)), 'hex') WHERE id = $1 AND (state = 'escrowed' OR state = 'programming')")
+                .bind(p.id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(PURGE)
+                .bind(p.at)
+                .bind(p.reason)
+                .bind(p.delivered_by)
+                .bind(p.drift_steps)
+                .bind(p.id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }
+    } == 1;
+    if done {
+        tx.vacuum_tokens_after_commit();
+    }
+    Ok(done)
 }
 
 /// Escrowed (or still programming) tokens whose retention deadline has passed, oldest deadline
@@ -656,7 +900,7 @@ pub async fn overdue(
 ) -> Result<Vec<TokenRow>, StoreError> {
     inline(db, |c| {
         select_rows(
-            c.sqlite()?,
+            c,
             "(state = 'escrowed' OR state = 'programming') AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
             &[now.into(), limit.into()],
         )
@@ -670,13 +914,13 @@ pub async fn delivery_attempts_since(
     token: i64,
     since: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT at FROM delivery_attempts WHERE token_id = ? AND at > ? ORDER BY at",
+    Ok(on_either!(db, |conn| sqlx::query_scalar(
+        "SELECT at FROM delivery_attempts WHERE token_id = $1 AND at > $2 ORDER BY at",
     )
     .bind(token)
     .bind(since)
-    .fetch_all(&mut *conn(db).await?)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?))
 }
 
 pub async fn insert_delivery_attempt(
@@ -684,11 +928,13 @@ pub async fn insert_delivery_attempt(
     token: i64,
     at: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO delivery_attempts (token_id, at) VALUES (?, ?)")
-        .bind(token)
-        .bind(at)
-        .execute(&mut *conn(db).await?)
-        .await?;
+    on_either!(db, |conn| {
+        sqlx::query("INSERT INTO delivery_attempts (token_id, at) VALUES ($1, $2)")
+            .bind(token)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
@@ -697,13 +943,15 @@ pub async fn recent_reveals(
     db: impl Into<Db<'_>>,
     limit: i64,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
-    Ok(sqlx::query_as(&format!(
+    Ok(on_either!(db, |conn| {
+        sqlx::query_as(&format!(
         "SELECT t.serial, o.name, r.at FROM reveals r JOIN tokens t ON t.id = r.token_id JOIN operators o ON o.id = r.operator_id
-         WHERE {VISIBLE_T} ORDER BY r.at DESC, r.id DESC LIMIT ?",
+         WHERE {VISIBLE_T} ORDER BY r.at DESC, r.id DESC LIMIT $1",
     ))
     .bind(limit)
-    .fetch_all(&mut *conn(db).await?)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?
+    }))
 }
 
 /// Inserts one chunk of a bulk import's escrowed tokens inside `tx`, tagged with `import_id`
@@ -711,34 +959,153 @@ pub async fn recent_reveals(
 /// (see [`WriteTx::inline`]) and feeds rows to the [`TokenSink`] it is given; whatever `fill`
 /// returns comes back. The rows commit or roll back with `tx`.
 ///
-/// Why one prepared single-row statement rather than multi-row `INSERT … VALUES (…), (…)`:
-/// binding borrowed values into a reused statement costs no parsing and no copies, and a
-/// single-row insert needs no statement journal (a multi-row insert that may fail half-way on
-/// a `UNIQUE` constraint makes SQLite journal every page it touches).
+/// On SQLite, why one prepared single-row statement rather than multi-row `INSERT … VALUES
+/// (…), (…)`: binding borrowed values into a reused prepared statement costs no parsing and no
+/// copies, and a single-row insert needs no statement journal (a multi-row insert that may
+/// fail half-way on a `UNIQUE` constraint makes SQLite journal every page it touches).
+///
+/// On PostgreSQL every statement is a network round trip, so the sink collects rows and sends
+/// them as multi-row inserts of [`PG_ROWS_PER_INSERT`] rows (BENCHMARKS.md, "Bulk import on
+/// PostgreSQL"; chosen over `COPY … FROM STDIN`, which would need the values escaped as COPY
+/// text and reports a duplicate serial only at the end of its stream). A duplicate serial in
+/// the last, partial statement of a chunk is reported by `insert_bulk` itself rather than by
+/// [`TokenSink::insert`].
 pub async fn insert_bulk<R>(
     tx: &mut WriteTx,
     import_id: i64,
-    fill: impl FnOnce(&mut TokenSink<'_>) -> R,
+    fill: impl FnOnce(&mut TokenSink<'_, '_>) -> R,
 ) -> Result<R, StoreError> {
     tx.inline_long(|c| -> Result<R, StoreError> {
-        let mut sink = TokenSink {
-            insert: c.sqlite()?.prepare_cached(INSERT)?,
-            import_id,
-        };
-        Ok(fill(&mut sink))
+        match c.on() {
+            On::Sqlite(conn) => {
+                let mut sink = TokenSink {
+                    to: SinkTo::Sqlite(conn.prepare_cached(&insert_sql())?),
+                    import_id,
+                };
+                Ok(fill(&mut sink))
+            }
+            On::Postgres(_) => {
+                let mut sink = TokenSink {
+                    to: SinkTo::Postgres {
+                        c,
+                        rows: Vec::with_capacity(PG_ROWS_PER_INSERT),
+                    },
+                    import_id,
+                };
+                let out = fill(&mut sink);
+                sink.flush()?;
+                Ok(out)
+            }
+        }
     })
     .await?
 }
 
+/// Rows per multi-row insert on PostgreSQL: the import's whole chunk (1,000 rows) in one
+/// statement, 15 parameters a row, well under the protocol's 65,535. BENCHMARKS.md: 100,000
+/// rows in about 2 s this way, 25 s with a statement per row.
+pub const PG_ROWS_PER_INSERT: usize = 1_000;
+
 /// Where [`insert_bulk`]'s rows go.
-pub struct TokenSink<'c> {
-    insert: rusqlite::CachedStatement<'c>,
+pub struct TokenSink<'c, 'i> {
+    to: SinkTo<'c, 'i>,
     import_id: i64,
 }
 
-impl TokenSink<'_> {
+enum SinkTo<'c, 'i> {
+    Sqlite(rusqlite::CachedStatement<'c>),
+    /// Rows waiting for the next multi-row insert.
+    Postgres {
+        c: &'i Inline<'c>,
+        rows: Vec<OwnedTokenRow>,
+    },
+}
+
+/// A [`NewTokenRow`] kept until its multi-row insert is sent.
+struct OwnedTokenRow {
+    token_id: String,
+    serial: String,
+    owner: Option<String>,
+    display_name: Option<String>,
+    manufacturer: Option<String>,
+    model: Option<String>,
+    algorithm: String,
+    digits: i64,
+    period: i64,
+    policy: String,
+    sealed_seed: Vec<u8>,
+    captured_by: String,
+    captured_at: i64,
+    retention_deadline: i64,
+}
+
+impl TokenSink<'_, '_> {
     pub fn insert(&mut self, t: &NewTokenRow<'_>) -> Result<(), StoreError> {
-        insert_with(&mut self.insert, t, Some(self.import_id))
+        match &mut self.to {
+            SinkTo::Sqlite(statement) => insert_with(statement, t, Some(self.import_id)),
+            SinkTo::Postgres { rows, .. } => {
+                rows.push(OwnedTokenRow {
+                    token_id: t.token_id.to_owned(),
+                    serial: t.serial.to_owned(),
+                    owner: t.owner.map(str::to_owned),
+                    display_name: t.display_name.map(str::to_owned),
+                    manufacturer: t.manufacturer.map(str::to_owned),
+                    model: t.model.map(str::to_owned),
+                    algorithm: t.algorithm.to_owned(),
+                    digits: t.digits.into(),
+                    period: t.period.into(),
+                    policy: t.policy.to_owned(),
+                    sealed_seed: t.sealed_seed.to_vec(),
+                    captured_by: t.captured_by.to_owned(),
+                    captured_at: t.captured_at,
+                    retention_deadline: t.retention_deadline,
+                });
+                if rows.len() >= PG_ROWS_PER_INSERT {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the rows collected on PostgreSQL as one multi-row insert.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let SinkTo::Postgres { c, rows } = &mut self.to else {
+            return Ok(());
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let On::Postgres(pg) = c.on() else {
+            return Ok(());
+        };
+        let values = vec![INSERT_VALUES; rows.len()].join(", ");
+        let sql = dollars(&format!(
+            "INSERT INTO tokens ({INSERT_COLUMNS}) VALUES {values}"
+        ));
+        debug_assert_eq!(INSERT_VALUES.matches('?').count(), INSERT_PARAMS);
+        let mut query = sqlx::query(&sql);
+        for t in rows.iter() {
+            query = query
+                .bind(t.token_id.as_str())
+                .bind(t.serial.as_str())
+                .bind(t.owner.as_deref())
+                .bind(t.display_name.as_deref())
+                .bind(t.manufacturer.as_deref())
+                .bind(t.model.as_deref())
+                .bind(t.algorithm.as_str())
+                .bind(t.digits)
+                .bind(t.period)
+                .bind(t.policy.as_str())
+                .bind(t.sealed_seed.as_slice())
+                .bind(t.captured_by.as_str())
+                .bind(t.captured_at)
+                .bind(t.retention_deadline)
+                .bind(self.import_id);
+        }
+        let sent = pg.execute(query);
+        rows.clear();
+        sent.map(|_| ())
     }
 }
 
