@@ -231,10 +231,10 @@ async fn check_vault(
     }
 
     let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let vault_id = meta.vault_id.clone();
     let verification = tokio::task::spawn_blocking(move || {
-        verify::verify_live(&path, &vault_id, &key, &VerifyOptions::default())
+        verify::verify_live(&source, &vault_id, &key, &VerifyOptions::default())
     })
     .await??;
     if let Some(broken) = verification.broken {

@@ -14,7 +14,6 @@ use crate::audit::export::{self, ExportFilter, Format};
 use crate::audit::verify::{self, AnchoredHead, VerifyOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
-use crate::store::audit::AuditReader;
 use crate::store::{meta, Store, DATABASE_FILE};
 
 #[derive(Debug, Subcommand)]
@@ -97,9 +96,8 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify(args) => verify_live(&config.data_dir, args).await,
         AuditCommand::Head => {
             let store = open_existing(&config.data_dir).await?;
-            let path = store.path()?.to_path_buf();
-            let head =
-                tokio::task::spawn_blocking(move || AuditReader::open(&path)?.head()).await??;
+            let source = store.audit_source()?;
+            let head = tokio::task::spawn_blocking(move || source.reader()?.head()).await??;
             let Some((seq, hash)) = head else {
                 bail!("the audit trail is empty");
             };
@@ -168,9 +166,9 @@ async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
             .transpose()?,
         threads: 0,
     };
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let result = tokio::task::spawn_blocking(move || {
-        verify::verify_live(&path, &meta.vault_id, &key, &options)
+        verify::verify_live(&source, &meta.vault_id, &key, &options)
     })
     .await??;
     match (&result.broken, &result.head) {
@@ -332,7 +330,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     let bar = std::io::stderr()
         .is_terminal()
         .then(|| progress_bar(plan.count));
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let job_plan = plan.clone();
     let job_bar = bar.clone();
     // Reading and encoding on one thread, writing on another: the two halves of the work
@@ -347,7 +345,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     });
     let written = tokio::task::spawn_blocking(move || {
         export::write(
-            &path,
+            &source,
             &job_plan,
             &vault,
             |chunk| {

@@ -804,6 +804,16 @@ impl Store {
             .path)
     }
 
+    /// Where blocking walks over the whole audit trail read it ([`audit::AuditReader`]: verify,
+    /// export, the SIEM forwarder): the SQLite file, or this store's PostgreSQL pool. Call
+    /// inside the runtime (a PostgreSQL reader drives the pool's connections through it).
+    pub fn audit_source(&self) -> Result<audit::AuditSource, StoreError> {
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => Ok(audit::AuditSource::sqlite(&sqlite.path)),
+            StoreEngine::Postgres(pool) => audit::AuditSource::postgres(pool.clone()),
+        }
+    }
+
     /// Starts a write transaction: on SQLite one that holds the write lock.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let tx = match &self.engine {
