@@ -722,6 +722,15 @@ impl Store {
         matches!(self.engine, StoreEngine::Postgres(_))
     }
 
+    /// The PostgreSQL pool, when the store is on PostgreSQL: what the state instances share
+    /// is kept there too (`shared::Shared::for_store`).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.engine {
+            StoreEngine::Sqlite(_) => None,
+            StoreEngine::Postgres(pool) => Some(pool),
+        }
+    }
+
     /// The SQLite engine's parts, or the error naming what to do on PostgreSQL.
     fn sqlite(&self, what: &str, instead: &str) -> Result<&SqliteStore, StoreError> {
         match &self.engine {
