@@ -40,7 +40,7 @@
 //! - [`store`]   the engine (SQLite: pool, pragmas, one writer; PostgreSQL: a pool) behind one
 //!   `Store`/`WriteTx`/`Inline`, migrations and every SQL query, grouped by table, per dialect
 //!   only where they differ (`tokens`/`token_pages` still SQLite-only); `store::postgres`:
-//!   connection, its own migrations, the bulk copy from SQLite (not yet a serving engine);
+//!   connection, its own migrations, the bulk copy from SQLite;
 //!   `store::engine` parses `database_url`; `store::transient` (ceremonies in flight, rate
 //!   events) and `store::leader` (scheduled jobs' advisory locks) hold what several instances
 //!   share.

@@ -37,7 +37,12 @@ async fn seedvault(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// delivered and as cancelled), two operators with passkeys, a reveal, a data key rotation and
 /// an audit signing key hand-over. Returns the temporary directory and the data directory.
 async fn populated_vault() -> (tempfile::TempDir, PathBuf) {
-    let srv = TestServer::start().await;
+    // The source of a migration is a SQLite vault, whichever engine the suite runs on.
+    let srv = TestServer::start_with(seedvault::config::Overrides {
+        database_url: Some(String::new()),
+        ..Default::default()
+    })
+    .await;
     let provisioner = srv.operator("pat", "provisioner").await;
     let mut helpdesk = srv.operator("hal", "helpdesk").await;
     for serial in ["E-1", "E-2", "C-1", "D-1"] {
