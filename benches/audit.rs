@@ -168,7 +168,7 @@ fn main() {
         for (threads, into) in [(0, &mut library), (1, &mut single)] {
             let start = Instant::now();
             let result = verify::verify_live(
-                store.path().unwrap(),
+                &store.audit_source().unwrap(),
                 &vault_id,
                 &key,
                 &VerifyOptions {
@@ -272,7 +272,7 @@ fn main() {
     if args.all_signatures {
         let start = Instant::now();
         let result = verify::verify_live(
-            store.path().unwrap(),
+            &store.audit_source().unwrap(),
             &vault_id,
             &key,
             &VerifyOptions {

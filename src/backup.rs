@@ -605,13 +605,14 @@ async fn verify_restored(store: &Store, manifest: &Manifest) -> Result<u64, Back
         expect_head,
         threads: 0,
     };
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let vault_id = meta.vault_id.clone();
-    let result =
-        tokio::task::spawn_blocking(move || verify::verify_live(&path, &vault_id, &key, &options))
-            .await
-            .map_err(|e| BackupError::Chain(e.to_string()))?
-            .map_err(|e| BackupError::Chain(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || {
+        verify::verify_live(&source, &vault_id, &key, &options)
+    })
+    .await
+    .map_err(|e| BackupError::Chain(e.to_string()))?
+    .map_err(|e| BackupError::Chain(e.to_string()))?;
     match result.broken {
         Some(broken) => Err(BackupError::Chain(broken.to_string())),
         None => Ok(result.events),

@@ -174,9 +174,9 @@ settings! {
         check: not_empty("give a directory path"),
     }
     /// The database: empty or `sqlite:` for `seedvault.db` in `data_dir`, or
-    /// `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full]`. PostgreSQL is not yet a
-    /// serving engine: with a `postgres://` URL every command but `migrate-to-postgres` refuses
-    /// to start. The password never shows in logs or messages.
+    /// `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full]`. Commands that still need a
+    /// part not yet ported refuse a `postgres://` URL and say which (`seedvault --help`,
+    /// docs/ARCHITECTURE.md "PostgreSQL"). The password never shows in logs or messages.
     database_url: String => DatabaseUrl {
         env: "SEEDVAULT_DATABASE_URL",
         flag: Some("database-url"),
@@ -192,6 +192,16 @@ settings! {
         default(_): PathBuf::new(),
         shown: "none",
         check: |_, v: PathBuf| Ok(Some(v).filter(|p| !p.as_os_str().is_empty())),
+    }
+    /// Connections each process keeps to PostgreSQL (ignored on SQLite). Every instance has its
+    /// own pool: the server's `max_connections` must cover the instances' sum, the CLI and
+    /// each running scheduled job's lock connection.
+    database_pool_size: u32 => u32 {
+        env: "SEEDVAULT_DATABASE_POOL_SIZE",
+        flag: None,
+        default(_): 16,
+        shown: "`16`",
+        check: at_least_one("expected at least 1 connection"),
     }
     /// Address to listen on.
     bind: String => SocketAddr {

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::audit::verify::{self, VerifyOptions};
 use crate::config::Config;
+use crate::store::engine::DatabaseUrl;
 use crate::store::{self, Store};
 use crate::timesync::TimeSyncSource;
 use crate::vault::SlotKind;
@@ -49,10 +50,22 @@ pub async fn examine(config: &Config, time_sync: &dyn TimeSyncSource, now: i64) 
     check_clock(time_sync, &mut findings);
     check_origin(config, &mut findings);
     check_policies(config, &mut findings);
-    if !check_data_dir(&config.data_dir, &mut findings) {
-        return findings;
-    }
-    let store = match Store::open_read_only(&config.data_dir).await {
+    let opened = match &config.database_url {
+        // The data directory's file checks are SQLite's: a PostgreSQL vault's files are the
+        // database server's, and its permissions and backups are checked there.
+        DatabaseUrl::Postgres(url) => {
+            crate::store::postgres::connect_pool(url, config.database_password_file.as_deref(), 2)
+                .await
+                .map(Store::from_postgres_pool)
+        }
+        DatabaseUrl::Sqlite => {
+            if !check_data_dir(&config.data_dir, &mut findings) {
+                return findings;
+            }
+            Store::open_read_only(&config.data_dir).await
+        }
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(e) => {
             findings.push(finding(
@@ -231,10 +244,10 @@ async fn check_vault(
     }
 
     let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let vault_id = meta.vault_id.clone();
     let verification = tokio::task::spawn_blocking(move || {
-        verify::verify_live(&path, &vault_id, &key, &VerifyOptions::default())
+        verify::verify_live(&source, &vault_id, &key, &VerifyOptions::default())
     })
     .await??;
     if let Some(broken) = verification.broken {

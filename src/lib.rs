@@ -39,8 +39,8 @@
 //! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
 //! - [`store`]   the engine (SQLite: pool, pragmas, one writer; PostgreSQL: a pool) behind one
 //!   `Store`/`WriteTx`/`Inline`, migrations and every SQL query, grouped by table, per dialect
-//!   only where they differ; `store::postgres`:
-//!   connection, its own migrations, the bulk copy from SQLite (not yet a serving engine);
+//!   only where they differ; `store::postgres`: connection, its own migrations, the bulk copy
+//!   from SQLite;
 //!   `store::engine` parses `database_url`; `store::transient` (ceremonies in flight, rate
 //!   events) and `store::leader` (scheduled jobs' advisory locks) hold what several instances
 //!   share.

@@ -19,6 +19,15 @@ pub enum Shared {
 }
 
 impl Shared {
+    /// The backing that goes with `store`'s engine: memory for SQLite's one serving process,
+    /// the store's own pool on PostgreSQL.
+    pub fn for_store(store: &crate::store::Store) -> Self {
+        match store.postgres_pool() {
+            None => Self::Memory,
+            Some(pool) => Self::Postgres(pool.clone()),
+        }
+    }
+
     /// The gate of scheduled job `job` for this instance.
     pub fn job_lock(&self, job: &str) -> JobLock {
         match self {

@@ -47,7 +47,7 @@ fn export_peak(store: &Store, vault: &Vault, plan: &export::ExportPlan) -> (usiz
     PEAK.store(before, Ordering::Relaxed);
     let mut bytes = 0u64;
     let written = export::write(
-        store.path().unwrap(),
+        &store.audit_source().unwrap(),
         plan,
         vault,
         |chunk| {

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use super::chain::{genesis_hash, ChainHead};
 use super::trailer::{strict_hex, ExportDigest, Trailer, EVENT_TYPE, TRAILER_TYPE};
 use super::{canonical_json, format_time, AuditError, NewEvent};
-use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
+use crate::store::audit::{AuditFilter, AuditRowRef, AuditSource};
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
 
@@ -434,19 +434,19 @@ pub fn write_trailer(format: Format, trailer: &Trailer, sig: &[u8; 64], out: &mu
     }
 }
 
-/// Streams `plan`'s events from the database at `db_path` to `sink` in chunks of about
+/// Streams `plan`'s events from the trail `source` ([`crate::store::Store::audit_source`]) to `sink` in chunks of about
 /// 64 KiB (handed over, not copied), then the trailer signed with `vault`'s audit key, calling
 /// `progress` with the number of events written so far after each chunk. Blocking; memory
 /// stays constant whatever the size of the trail. A sink error (a closed pipe, a client gone)
 /// stops the export, and a stopped export has no trailer, so it fails verification.
 pub fn write(
-    db_path: &std::path::Path,
+    source: &AuditSource,
     plan: &ExportPlan,
     vault: &Vault,
     mut sink: impl FnMut(Vec<u8>) -> std::io::Result<()>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ExportError> {
-    let reader = AuditReader::open(db_path)?;
+    let reader = source.reader()?;
     let fresh = || Vec::with_capacity(CHUNK + 4096);
     let mut buffer = fresh();
     if plan.format == Format::Csv {

@@ -73,6 +73,42 @@ pub fn fill(
     Ok(seq)
 }
 
+/// [`fill`] on either engine: on PostgreSQL the rows go in through the store, one transaction
+/// per batch (the integration suite's PostgreSQL run).
+pub async fn fill_store(
+    store: &crate::store::Store,
+    vault: &Vault,
+    count: u64,
+    start: OffsetDateTime,
+) -> Result<i64, AuditError> {
+    if let Ok(path) = store.path() {
+        return fill(path, vault, count, start);
+    }
+    let (mut seq, mut prev) = match crate::store::audit::head(store).await? {
+        Some((seq, hash)) => (seq, hash),
+        None => (0, chain::genesis_hash(vault.id()).to_vec()),
+    };
+    let mut remaining = count;
+    while remaining > 0 {
+        let n = remaining.min(BATCH);
+        remaining -= n;
+        let mut rows = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            seq += 1;
+            let row = synthetic(seq, start, prev)?;
+            prev = row.hash.clone();
+            rows.push(row);
+        }
+        sign_all(vault, &mut rows);
+        let mut tx = store.begin_write().await?;
+        for row in &rows {
+            crate::store::audit::insert(&mut tx, row).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(seq)
+}
+
 fn synthetic(seq: i64, start: OffsetDateTime, prev_hash: Vec<u8>) -> Result<AuditRow, AuditError> {
     let time = format_time(start + time::Duration::seconds(seq))?;
     let outcome = if action_of(seq) == "reveal.denied" {

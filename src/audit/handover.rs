@@ -252,14 +252,14 @@ mod tests {
             all_signatures: false,
             ..Default::default()
         };
-        let quick = verify_live(store.path().unwrap(), vault_id, key, &options)
+        let quick = verify_live(&store.audit_source().unwrap(), vault_id, key, &options)
             .unwrap()
             .broken;
         let options = VerifyOptions {
             all_signatures: true,
             ..Default::default()
         };
-        let all = verify_live(store.path().unwrap(), vault_id, key, &options)
+        let all = verify_live(&store.audit_source().unwrap(), vault_id, key, &options)
             .unwrap()
             .broken;
         assert_eq!(quick.is_some(), all.is_some(), "{quick:?} / {all:?}");

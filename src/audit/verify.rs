@@ -19,7 +19,6 @@
 //! 3. **Truncation.** Deleting the newest events leaves a shorter, valid chain; only a head
 //!    anchored elsewhere ([`AnchoredHead`]) catches it.
 
-use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::VerifyingKey;
@@ -32,7 +31,7 @@ use super::handover::{HandOver, HANDOVER_ACTION};
 pub use super::verify_file::{
     export_schedule, verify_export, ExportBreak, ExportOptions, ExportVerification,
 };
-use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef};
+use crate::store::audit::{AuditFilter, AuditReader, AuditRowRef, AuditSource};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,14 +121,14 @@ struct Segment {
 }
 
 fn walk_segment(
-    db_path: &Path,
+    source: &AuditSource,
     keys: &KeySchedule,
     start: i64,
     end: i64,
     genesis: Option<[u8; 32]>,
     all_signatures: bool,
 ) -> Result<Segment, StoreError> {
-    let reader = AuditReader::open(db_path)?.mapped()?;
+    let reader = source.reader()?.mapped()?;
     let mut segment = Segment {
         start,
         end,
@@ -210,16 +209,16 @@ fn live_schedule(reader: &AuditReader, trusted: &VerifyingKey) -> Result<KeySche
     Ok(schedule)
 }
 
-/// Verifies the live trail in the database at `db_path` ([`crate::store::Store::path`]) against
-/// the vault's id and audit public key. Blocking and read-only; safe beside a running server
+/// Verifies the live trail `source` ([`crate::store::Store::audit_source`]: the SQLite file or
+/// the PostgreSQL pool) against the vault's id and audit public key. Blocking and read-only; safe beside a running server
 /// (it checks the chain up to the head it finds when it starts).
 pub fn verify_live(
-    db_path: &Path,
+    source: &AuditSource,
     vault_id: &str,
     key: &VerifyingKey,
     options: &VerifyOptions,
 ) -> Result<Verification, VerifyError> {
-    let reader = AuditReader::open(db_path)?;
+    let reader = source.reader()?;
     let Some((head_seq, head_hash)) = reader.head()? else {
         let broken = options.expect_head.map(|anchor| ChainBreak {
             seq: 1,
@@ -267,7 +266,7 @@ pub fn verify_live(
                 let end = ((i + 1) * per).min(head_seq);
                 let first = (i == 0).then_some(genesis);
                 scope.spawn(move || {
-                    walk_segment(db_path, keys, start, end, first, options.all_signatures)
+                    walk_segment(source, keys, start, end, first, options.all_signatures)
                 })
             })
             .collect();
@@ -509,7 +508,7 @@ mod tests {
 
     fn verify(store: &Store, vault: &Vault, options: &VerifyOptions) -> Verification {
         verify_live(
-            store.path().unwrap(),
+            &store.audit_source().unwrap(),
             vault.id(),
             &vault.audit_public_key(),
             options,

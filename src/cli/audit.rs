@@ -3,7 +3,7 @@
 //! vault because the export is itself recorded in the signed trail.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -13,8 +13,7 @@ use super::{cli_actor, Cli};
 use crate::audit::export::{self, ExportFilter, Format};
 use crate::audit::verify::{self, AnchoredHead, VerifyOptions};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Overrides;
-use crate::store::audit::AuditReader;
+use crate::config::{Config, Overrides};
 use crate::store::{meta, Store, DATABASE_FILE};
 
 #[derive(Debug, Subcommand)]
@@ -91,15 +90,12 @@ pub struct ExportArgs {
 pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
     match command {
-        AuditCommand::Verify(args) if args.file.is_some() => {
-            verify_file(&config.data_dir, args).await
-        }
-        AuditCommand::Verify(args) => verify_live(&config.data_dir, args).await,
+        AuditCommand::Verify(args) if args.file.is_some() => verify_file(&config, args).await,
+        AuditCommand::Verify(args) => verify_live(&config, args).await,
         AuditCommand::Head => {
-            let store = open_existing(&config.data_dir).await?;
-            let path = store.path()?.to_path_buf();
-            let head =
-                tokio::task::spawn_blocking(move || AuditReader::open(&path)?.head()).await??;
+            let store = open_existing(&config).await?;
+            let source = store.audit_source()?;
+            let head = tokio::task::spawn_blocking(move || source.reader()?.head()).await??;
             let Some((seq, hash)) = head else {
                 bail!("the audit trail is empty");
             };
@@ -107,14 +103,14 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::PublicKey => {
-            let store = open_existing(&config.data_dir).await?;
+            let store = open_existing(&config).await?;
             let meta = vault_meta(&store).await?;
             println!("{}", data_encoding::HEXLOWER.encode(&meta.audit_public_key));
             Ok(())
         }
-        AuditCommand::Export(args) => export(&config.data_dir, args).await,
+        AuditCommand::Export(args) => export(&config, args).await,
         AuditCommand::RotateSigningKey { unlock } => {
-            let store = open_existing(&config.data_dir).await?;
+            let store = open_existing(&config).await?;
             let vault = unlock_vault(&store, unlock).await?;
             let rotated = crate::audit::handover::rotate_signing_key(
                 &store,
@@ -139,14 +135,15 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
 
 /// Opens the store only when a database exists (so verifying an export elsewhere does not
 /// create an empty data directory).
-async fn open_existing(data_dir: &Path) -> anyhow::Result<Store> {
-    if !data_dir.join(DATABASE_FILE).exists() {
+async fn open_existing(config: &Config) -> anyhow::Result<Store> {
+    let data_dir = &config.data_dir;
+    if !config.database_url.is_postgres() && !data_dir.join(DATABASE_FILE).exists() {
         bail!(
             "no vault in {} — pass --data-dir (or SEEDVAULT_DATA_DIR) for the vault's data directory",
             data_dir.display()
         );
     }
-    Ok(Store::open(data_dir).await?)
+    super::open_store(config).await
 }
 
 async fn vault_meta(store: &Store) -> anyhow::Result<meta::VaultMetaRow> {
@@ -155,8 +152,8 @@ async fn vault_meta(store: &Store) -> anyhow::Result<meta::VaultMetaRow> {
     )
 }
 
-async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
-    let store = open_existing(data_dir).await?;
+async fn verify_live(config: &Config, args: &VerifyArgs) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
     let meta = vault_meta(&store).await?;
     let key = verify::parse_public_key(&data_encoding::HEXLOWER.encode(&meta.audit_public_key))?;
     let options = VerifyOptions {
@@ -168,9 +165,9 @@ async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
             .transpose()?,
         threads: 0,
     };
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let result = tokio::task::spawn_blocking(move || {
-        verify::verify_live(&path, &meta.vault_id, &key, &options)
+        verify::verify_live(&source, &meta.vault_id, &key, &options)
     })
     .await??;
     match (&result.broken, &result.head) {
@@ -192,12 +189,13 @@ async fn verify_live(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
+async fn verify_file(config: &Config, args: &VerifyArgs) -> anyhow::Result<()> {
+    let data_dir = &config.data_dir;
     let Some(file) = &args.file else {
         bail!("--file is missing");
     };
-    let local = if data_dir.join(DATABASE_FILE).exists() {
-        Some(vault_meta(&open_existing(data_dir).await?).await?)
+    let local = if config.database_url.is_postgres() || data_dir.join(DATABASE_FILE).exists() {
+        Some(vault_meta(&open_existing(config).await?).await?)
     } else {
         None
     };
@@ -286,7 +284,7 @@ async fn verify_file(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+async fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<()> {
     let format: Format = args.format.parse()?;
     let filter = ExportFilter {
         since: args
@@ -304,7 +302,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
         action: args.action.clone(),
         outcome: args.outcome.clone(),
     };
-    let store = open_existing(data_dir).await?;
+    let store = open_existing(config).await?;
     let vault = unlock_vault(&store, &args.unlock).await?;
     let mut out: Box<dyn Write + Send> = match &args.output {
         // 0600: an export names operators, owners and tickets; it is not for every local user.
@@ -332,7 +330,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     let bar = std::io::stderr()
         .is_terminal()
         .then(|| progress_bar(plan.count));
-    let path = store.path()?.to_path_buf();
+    let source = store.audit_source()?;
     let job_plan = plan.clone();
     let job_bar = bar.clone();
     // Reading and encoding on one thread, writing on another: the two halves of the work
@@ -347,7 +345,7 @@ async fn export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
     });
     let written = tokio::task::spawn_blocking(move || {
         export::write(
-            &path,
+            &source,
             &job_plan,
             &vault,
             |chunk| {

@@ -20,7 +20,7 @@ impl Unsealed {
     /// Loads config and policies, opens the store and unseals the vault.
     pub async fn open(cli: &Cli, unlock: &UnlockArgs) -> anyhow::Result<Self> {
         let config = cli.config(Overrides::default())?;
-        let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+        let store = super::open_store(&config).await?;
         let policies = crate::policy::load_configured(&config.policies_dir)?;
         let vault = unlock_vault(&store, unlock).await?;
         Ok(Self {

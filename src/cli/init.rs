@@ -8,7 +8,6 @@ use super::unlock::read_passphrase_file;
 use super::{cli_actor, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
-use crate::store::Store;
 use crate::vault::open::{self, SlotRequest};
 use crate::vault::{SlotKind, VaultError};
 
@@ -30,7 +29,7 @@ pub struct InitArgs {
 
 pub async fn run(cli: &Cli, args: &InitArgs) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
     if let Some(id) = open::existing_vault_id(&store).await? {
         return Err(VaultError::AlreadyInitialised(id).into());
     }

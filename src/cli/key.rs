@@ -80,7 +80,7 @@ enum AddKind {
 
 pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
     match command {
         KeyCommand::List => {
             let slots = open::list_slots(&store).await?;

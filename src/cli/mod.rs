@@ -110,7 +110,7 @@ pub enum Command {
     /// chain, clock synchronisation, directory syncs): one line per finding and its fix; exit status 1 if any.
     Doctor,
     /// Copy a SQLite vault into an empty PostgreSQL database and verify it there (row counts,
-    /// audit chain and head) before committing. PostgreSQL is not yet a serving engine.
+    /// audit chain and head) before committing.
     MigrateToPostgres(migrate::MigrateArgs),
 }
 
@@ -134,15 +134,58 @@ impl Cli {
             flags,
         )?;
         if let DatabaseUrl::Postgres(url) = &config.database_url {
-            if !matches!(self.command, Command::MigrateToPostgres(_)) {
-                anyhow::bail!(
-                    "database_url names PostgreSQL ({url}), but this version of seedvault serves and runs its commands only on SQLite: the token queries (tokens, token pages, bulk import), sessions, pending reveal ceremonies, rate limits, the SIEM forwarder, the audit trail's bulk readers (verify, export) and backups do not run on PostgreSQL yet. \
-                     Leave database_url empty (SQLite in data_dir); `seedvault migrate-to-postgres --from DATA_DIR --to URL` can already copy and verify a vault into PostgreSQL"
-                );
+            if let Some(why) = self.command.refusal_on_postgres() {
+                anyhow::bail!("database_url names PostgreSQL ({url}), but {why}");
             }
         }
         Ok(config)
     }
+}
+
+/// Whether the token queries (`store::tokens`, `store::token_pages`, bulk import, purge) run
+/// on PostgreSQL. The one switch between "these commands refuse a `postgres://` URL" and
+/// "they run on it": flip it when the port lands (docs/ARCHITECTURE.md, "PostgreSQL").
+pub const TOKENS_ON_POSTGRES: bool = false;
+
+impl Command {
+    /// Why this command cannot run on a PostgreSQL vault, or `None` when it can.
+    fn refusal_on_postgres(&self) -> Option<String> {
+        match self {
+            Self::Backup(_) | Self::Restore(_) => Some(
+                "seedvault's backups are of the SQLite file: back up a PostgreSQL vault with pg_dump -Fc (or pg_basebackup and WAL archiving) and restore it with pg_restore into an empty database; `seedvault key rotate` retires the data key that older dumps' seeds are sealed under".into(),
+            ),
+            Self::Serve(_)
+            | Self::Status
+            | Self::Token(_)
+            | Self::Purge(_)
+            | Self::Import(_)
+            | Self::Doctor
+            | Self::Key(key::KeyCommand::Rotate(_))
+                if !TOKENS_ON_POSTGRES =>
+            {
+                Some("this command reads or writes tokens, and the token queries (tokens, token pages, bulk import, purge) do not run on PostgreSQL yet. Leave database_url empty (SQLite in data_dir) for now; init, operator, key list/add/remove, directory, audit, siem, policy and migrate-to-postgres already run on PostgreSQL".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Opens the store `config.database_url` names: SQLite in the data directory, or the
+/// PostgreSQL database (migrated at open, as SQLite is).
+pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<crate::store::Store> {
+    Ok(match &config.database_url {
+        DatabaseUrl::Sqlite => {
+            crate::store::Store::open_with(&config.data_dir, config.busy_timeout()).await?
+        }
+        DatabaseUrl::Postgres(url) => {
+            crate::store::Store::open_postgres(
+                url,
+                config.database_password_file.as_deref(),
+                config.database_pool_size,
+            )
+            .await?
+        }
+    })
 }
 
 /// Runs the parsed command line.

@@ -8,7 +8,6 @@ use super::{cli_actor, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::operators::{self, NewInvite, OperatorChange, Roles};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
@@ -33,7 +32,7 @@ pub enum OperatorCommand {
 
 pub async fn run(cli: &Cli, command: &OperatorCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
     match command {
         OperatorCommand::Invite { name, role, unlock } => {
             let roles = Roles::parse_list(role)?;

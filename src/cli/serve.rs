@@ -10,7 +10,6 @@ use super::{development_warning, init_tracing, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
 use crate::operators::{self, NewInvite, Role, Roles};
-use crate::store::Store;
 use crate::vault::open::{self, SlotRequest};
 use crate::vault::VaultError;
 use crate::web::AppState;
@@ -36,7 +35,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     })?;
     init_tracing(&config.log, config.log_format);
     let clock = Arc::new(SystemClock);
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
 
     if open::existing_vault_id(&store).await?.is_none() {
         if args.production {
@@ -83,7 +82,11 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::server::bind(addr).await?),
         None => None,
     };
-    let mut state = AppState::new(store.clone(), vault, config.clone(), clock.clone()).await?;
+    // On PostgreSQL the state instances must agree on (sessions, ceremonies in flight, rate
+    // limits, which instance runs a scheduled job) lives in the same database.
+    let shared = crate::shared::Shared::for_store(&store);
+    let mut state =
+        AppState::with_shared(store.clone(), vault, config.clone(), clock.clone(), shared).await?;
     // Started before the first request: a restart resumes each sink at its cursor.
     let forwarding = crate::siem::forward::spawn_with(&store, &config.siem, &state.shared);
     state.siem = forwarding.health_table();

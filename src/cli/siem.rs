@@ -32,7 +32,7 @@ pub struct ResetArgs {
 
 pub async fn run(cli: &Cli, command: &SiemCommand) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
     match command {
         SiemCommand::Status => {
             for line in status_lines(&store, &config.siem).await? {

@@ -4,12 +4,11 @@
 use super::{development_warning, Cli};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Overrides;
-use crate::store::Store;
 use crate::timesync::{KernelTimeSync, TimeSyncSource};
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.config(Overrides::default())?;
-    let store = Store::open_with(&config.data_dir, config.busy_timeout()).await?;
+    let store = super::open_store(&config).await?;
     let report = crate::status::collect(&store, SystemClock.now().unix_timestamp()).await?;
     println!("data directory: {}", config.data_dir.display());
     println!("clock: {}", clock_line(&KernelTimeSync));

@@ -16,8 +16,11 @@ use crate::store::{self, Store, StoreError};
 pub const BACKOFF_START: Duration = Duration::from_millis(250);
 /// The longest wait between retries: a sink that comes back is used again within this.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// How often a caught-up forwarder looks for events written by another process (the CLI);
-/// this process's own commits wake it at once.
+/// How often a caught-up forwarder looks for events written by another process (the CLI, or
+/// on PostgreSQL the other instances); this process's own commits wake it at once. A poll
+/// rather than PostgreSQL's `LISTEN`: it costs one indexed head read per sink every two
+/// seconds, needs no dedicated connection to keep alive and re-listen after a cut, and is the
+/// same code on both engines; a SIEM two seconds behind another instance's commit is on time.
 const POLL: Duration = Duration::from_secs(2);
 
 /// What a forwarder last saw, for the dashboard and the log.
@@ -153,12 +156,11 @@ async fn run(
     let syslog = (sink.kind != Kind::Http).then(SyslogHeader::local);
     let mut backoff = BACKOFF_START;
     let mut reported_ahead = false;
-    // The batches are read from the database file (AuditReader); on PostgreSQL the forwarder
-    // does not run yet (issue #20, docs/ARCHITECTURE.md "PostgreSQL").
-    let path = match store.path() {
-        Ok(path) => path.to_owned(),
+    // The batches are read by an AuditReader: the SQLite file, or the PostgreSQL pool.
+    let source = match store.audit_source() {
+        Ok(source) => source,
         Err(e) => {
-            tracing::error!(sink = %sink.name, error = %e, "SIEM forwarding does not run on this engine yet");
+            tracing::error!(sink = %sink.name, error = %e, "SIEM forwarding cannot read the audit trail");
             return;
         }
     };
@@ -211,11 +213,11 @@ async fn run(
         let limit = sink.batch_events;
         let header = syslog.clone();
         let taken = reader.take();
-        let path = path.clone();
+        let source = source.clone();
         let read = tokio::task::spawn_blocking(move || {
             let reader = match taken {
                 Some(reader) => reader,
-                None => AuditReader::open(&path)?,
+                None => source.reader()?,
             };
             let batch = read_batch(&reader, acked, head, limit, header.as_ref())?;
             Ok::<_, StoreError>((reader, batch))

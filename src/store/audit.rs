@@ -336,14 +336,83 @@ impl AuditRow {
 /// Rows per keyset page of the bulk reader.
 const PAGE: i64 = 8_192;
 
-/// A blocking, query-only connection for walking the whole trail fast (verify, export).
+/// A blocking, query-only reader for walking the whole trail fast (verify, export, the SIEM
+/// forwarder), on either engine.
 ///
 /// Use it from a blocking thread (`std::thread`, `tokio::task::spawn_blocking`); the async
-/// functions above serve everything else. sqlx's SQLite driver moves every value through a
-/// worker thread (about 10 µs per event); this reads rows in place. One connection per
-/// thread: verify opens one per core and walks disjoint seq ranges.
+/// functions above serve everything else. On SQLite it is a connection of its own on the
+/// database file: sqlx's SQLite driver moves every value through a worker thread (about 10 µs
+/// per event), this reads rows in place. On PostgreSQL it runs its queries on the store's pool
+/// with `Handle::block_on`, a keyset page at a time. One reader per thread: verify opens one
+/// per core and walks disjoint seq ranges.
 pub struct AuditReader {
-    conn: rusqlite::Connection,
+    engine: ReaderEngine,
+}
+
+enum ReaderEngine {
+    Sqlite(rusqlite::Connection),
+    Postgres(PgReader),
+}
+
+/// Where [`AuditReader`]s come from: the SQLite file, or a PostgreSQL pool with the runtime
+/// its connections belong to. Cheap to clone, so each verify thread opens its own reader.
+#[derive(Clone)]
+pub enum AuditSource {
+    Sqlite(std::path::PathBuf),
+    Postgres(PgReader),
+}
+
+/// The PostgreSQL side of [`AuditReader`]: the pool and the runtime that drives it.
+#[derive(Clone)]
+pub struct PgReader {
+    pool: sqlx::PgPool,
+    handle: tokio::runtime::Handle,
+}
+
+impl AuditSource {
+    /// The trail of the SQLite database file at `path`.
+    pub fn sqlite(path: &std::path::Path) -> Self {
+        Self::Sqlite(path.to_path_buf())
+    }
+
+    /// The trail on a PostgreSQL pool; call inside the tokio runtime the pool belongs to.
+    pub fn postgres(pool: sqlx::PgPool) -> Result<Self, StoreError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Postgres(
+                "the audit trail on PostgreSQL is read through the tokio runtime, and none is running here".into(),
+            )
+        })?;
+        Ok(Self::Postgres(PgReader { pool, handle }))
+    }
+
+    /// A reader of this trail (blocking; see [`AuditReader`]).
+    pub fn reader(&self) -> Result<AuditReader, StoreError> {
+        match self {
+            Self::Sqlite(path) => AuditReader::open(path),
+            Self::Postgres(pg) => Ok(AuditReader {
+                engine: ReaderEngine::Postgres(pg.clone()),
+            }),
+        }
+    }
+}
+
+impl PgReader {
+    fn select(&self, conditions: &str, params: &[Value]) -> Result<Vec<AuditRow>, StoreError> {
+        let sql = dollars(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE {conditions}"
+        ));
+        let rows: Vec<PgAuditTuple> = self
+            .handle
+            .block_on(bind_values(sqlx::query_as(&sql), params).fetch_all(&self.pool))?;
+        Ok(rows.into_iter().map(from_tuple).collect())
+    }
+
+    fn head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self.handle.block_on(
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool),
+        )?)
+    }
 }
 
 fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> Result<&'a str, StoreError> {
@@ -406,47 +475,51 @@ impl AuditReader {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", "ON")?;
-        Ok(Self { conn })
+        Ok(Self {
+            engine: ReaderEngine::Sqlite(conn),
+        })
     }
 
     /// Reads the database through a memory map instead of copying every page from the OS
     /// cache into SQLite's own: faster for a walk over the whole trail (verify). Mapped pages
     /// count towards the process's RSS although they are the shared page cache, so the export,
-    /// which promises a small RSS, does not use it.
+    /// which promises a small RSS, does not use it. Nothing to do on PostgreSQL, whose pages
+    /// are the server's.
     pub fn mapped(self) -> Result<Self, StoreError> {
-        self.conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
+        if let ReaderEngine::Sqlite(conn) = &self.engine {
+            conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
+        }
         Ok(self)
     }
 
     /// The newest event's `seq` and `hash`, if any.
     pub fn head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        select_head(&self.conn)
+        match &self.engine {
+            ReaderEngine::Sqlite(conn) => select_head(conn),
+            ReaderEngine::Postgres(pg) => pg.head(),
+        }
     }
 
     /// Every event with `action`, oldest first (the signing key hand-overs: a handful in a
     /// trail's life, found with one scan).
     pub fn with_action(&self, action: &str) -> Result<Vec<AuditRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE action = ? ORDER BY seq"
-        ))?;
-        let mut rows = stmt.query([action])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(row_ref(row)?.to_row());
+        const CONDITIONS: &str = "action = ? ORDER BY seq";
+        match &self.engine {
+            ReaderEngine::Sqlite(conn) => {
+                select_sqlite(conn, CONDITIONS, &[action.to_owned().into()])
+            }
+            ReaderEngine::Postgres(pg) => pg.select(CONDITIONS, &[action.to_owned().into()]),
         }
-        Ok(out)
     }
 
     /// The event at `seq`, if stored.
     pub fn get(&self, seq: i64) -> Result<Option<AuditRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq = ?"))?;
-        let mut rows = stmt.query([seq])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(row_ref(row)?.to_row())),
-            None => Ok(None),
-        }
+        const CONDITIONS: &str = "seq = ?";
+        let rows = match &self.engine {
+            ReaderEngine::Sqlite(conn) => select_sqlite(conn, CONDITIONS, &[seq.into()])?,
+            ReaderEngine::Postgres(pg) => pg.select(CONDITIONS, &[seq.into()])?,
+        };
+        Ok(rows.into_iter().next())
     }
 
     /// Calls `each` for every event with `from <= seq <= through` that matches `filter`,
@@ -461,10 +534,16 @@ impl AuditReader {
         mut each: impl FnMut(&AuditRowRef<'_>) -> bool,
     ) -> Result<u64, StoreError> {
         let (conditions, params) = filter_sql(filter);
+        let conn = match &self.engine {
+            ReaderEngine::Sqlite(conn) => conn,
+            ReaderEngine::Postgres(pg) => {
+                return scan_pg(pg, &conditions, &params, from, through, each)
+            }
+        };
         let sql = format!(
             "SELECT {COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ?{conditions} ORDER BY seq LIMIT {PAGE}"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = conn.prepare(&sql)?;
         let mut after = from.saturating_sub(1);
         let mut visited = 0;
         loop {
@@ -484,6 +563,36 @@ impl AuditReader {
             if in_page < PAGE {
                 return Ok(visited);
             }
+        }
+    }
+}
+
+/// [`AuditReader::scan`] on PostgreSQL: the same keyset pages, each its own statement on a
+/// pooled connection (autocommit), so no snapshot or connection is held between pages.
+fn scan_pg(
+    pg: &PgReader,
+    conditions: &str,
+    params: &[Value],
+    from: i64,
+    through: i64,
+    mut each: impl FnMut(&AuditRowRef<'_>) -> bool,
+) -> Result<u64, StoreError> {
+    let page_conditions = format!("seq > ? AND seq <= ?{conditions} ORDER BY seq LIMIT {PAGE}");
+    let mut after = from.saturating_sub(1);
+    let mut visited = 0;
+    loop {
+        let mut values: Vec<Value> = vec![after.into(), through.into()];
+        values.extend(params.iter().cloned());
+        let rows = pg.select(&page_conditions, &values)?;
+        for event in &rows {
+            visited += 1;
+            after = event.seq;
+            if !each(&event.as_ref()) {
+                return Ok(visited);
+            }
+        }
+        if (rows.len() as i64) < PAGE {
+            return Ok(visited);
         }
     }
 }

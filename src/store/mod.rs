@@ -741,6 +741,15 @@ impl Store {
         matches!(self.engine, StoreEngine::Postgres(_))
     }
 
+    /// The PostgreSQL pool, when the store is on PostgreSQL: what the state instances share
+    /// is kept there too (`shared::Shared::for_store`).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.engine {
+            StoreEngine::Sqlite(_) => None,
+            StoreEngine::Postgres(pool) => Some(pool),
+        }
+    }
+
     /// The SQLite engine's parts, or the error naming what to do on PostgreSQL.
     fn sqlite(&self, what: &str, instead: &str) -> Result<&SqliteStore, StoreError> {
         match &self.engine {
@@ -821,6 +830,16 @@ impl Store {
                 "read the trail through the store's functions, and back up the database with pg_dump",
             )?
             .path)
+    }
+
+    /// Where blocking walks over the whole audit trail read it ([`audit::AuditReader`]: verify,
+    /// export, the SIEM forwarder): the SQLite file, or this store's PostgreSQL pool. Call
+    /// inside the runtime (a PostgreSQL reader drives the pool's connections through it).
+    pub fn audit_source(&self) -> Result<audit::AuditSource, StoreError> {
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => Ok(audit::AuditSource::sqlite(&sqlite.path)),
+            StoreEngine::Postgres(pool) => audit::AuditSource::postgres(pool.clone()),
+        }
     }
 
     /// Starts a write transaction: on SQLite one that holds the write lock.

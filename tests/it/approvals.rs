@@ -135,7 +135,7 @@ async fn status_of(op: &Operator, id: i64) -> String {
 
 /// The last audit event: (actor, action, outcome, details).
 async fn last_event(srv: &TestServer) -> (String, String, String, String) {
-    let rows = seedvault::store::audit::page_after(srv.state.store.pool().unwrap(), 0, 1_000_000)
+    let rows = seedvault::store::audit::page_after(&srv.state.store, 0, 1_000_000)
         .await
         .unwrap();
     let last = rows.last().unwrap();
@@ -284,7 +284,7 @@ async fn a_high_risk_code_needs_a_second_operators_approval_and_then_the_request
             "reveal.granted"
         ]
     );
-    let events = seedvault::store::audit::for_target(srv.state.store.pool().unwrap(), "token:HR-1")
+    let events = seedvault::store::audit::for_target(&srv.state.store, "token:HR-1")
         .await
         .unwrap();
     let approved = events

@@ -48,13 +48,9 @@ struct Walk {
 impl Walk {
     /// The actions appended since the last look.
     async fn new_actions(&mut self) -> Vec<String> {
-        let rows = seedvault::store::audit::page_after(
-            self.srv.state.store.pool().unwrap(),
-            self.seen,
-            1000,
-        )
-        .await
-        .unwrap();
+        let rows = seedvault::store::audit::page_after(&self.srv.state.store, self.seen, 1000)
+            .await
+            .unwrap();
         if let Some(last) = rows.last() {
             self.seen = last.seq;
         }
@@ -980,10 +976,9 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
     }
 
     // No event carries a seed, a code, an invite token or a challenge.
-    let rows =
-        seedvault::store::audit::page_after(walk.srv.state.store.pool().unwrap(), 0, 100_000)
-            .await
-            .unwrap();
+    let rows = seedvault::store::audit::page_after(&walk.srv.state.store, 0, 100_000)
+        .await
+        .unwrap();
     for row in &rows {
         let text = format!(
             "{} {} {} {}",

@@ -32,7 +32,7 @@ async fn granted(srv: &TestServer, serial: &str) -> usize {
 }
 
 async fn assert_chain_verifies(srv: &TestServer) {
-    let rows = seedvault::store::audit::page_after(srv.state.store.pool().unwrap(), 0, 1_000_000)
+    let rows = seedvault::store::audit::page_after(&srv.state.store, 0, 1_000_000)
         .await
         .unwrap();
     let mut verifier = ChainVerifier::new(srv.state.vault.id(), srv.state.vault.audit_public_key());
@@ -131,10 +131,7 @@ async fn concurrent_reveals_sharing_commits_are_each_recorded_with_a_verifying_a
         assert_eq!(granted(&srv, &format!("GC-{i}")).await, 3);
     }
     assert_eq!(granted(&srv, "GC-CANCELLED").await, 0);
-    let reveal_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reveals")
-        .fetch_one(srv.state.store.pool().unwrap())
-        .await
-        .unwrap();
+    let reveal_rows = srv.count("SELECT COUNT(*) FROM reveals").await;
     assert_eq!(reveal_rows, 12);
     assert_chain_verifies(&srv).await;
     srv.stop_and_check().await;

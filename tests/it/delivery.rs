@@ -306,21 +306,23 @@ async fn a_failing_audit_append_leaves_the_token_unchanged() {
     } = desk().await;
     capture(&provisioner, "D-6", json!({})).await;
     let sealed = srv.sealed_bytes("D-6").await.unwrap();
-    let pool = srv.state.store.pool().unwrap();
-    sqlx::query("CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END")
-        .execute(pool)
-        .await
-        .unwrap();
+    srv.execute(
+        "CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END",
+        "CREATE FUNCTION inject_failure() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$; \
+         CREATE TRIGGER inject_failure BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION inject_failure()",
+    )
+    .await;
     let (status, _) = deliver(&helpdesk, "D-6", &code_at(T0)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let (status, _) = provisioner
         .post("/api/v1/tokens/D-6/cancel", json!({ "reason": "test" }))
         .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    sqlx::query("DROP TRIGGER inject_failure")
-        .execute(pool)
-        .await
-        .unwrap();
+    srv.execute(
+        "DROP TRIGGER inject_failure",
+        "DROP TRIGGER inject_failure ON audit_events",
+    )
+    .await;
     assert_eq!(
         srv.sealed_bytes("D-6").await.unwrap(),
         sealed,

@@ -68,6 +68,11 @@ fn assert_disk_full(what: &str, status: StatusCode, body: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_507_naming_it_and_every_write_works_again_once_space_is_freed() {
+    if crate::common::sqlite_only(
+        "a full disk is simulated at SQLite's commit (PostgreSQL's disk is the server's)",
+    ) {
+        return;
+    }
     let srv = TestServer::start().await;
     srv.canary.watch_seed("full disk seed", &seed());
     let provisioner = srv.operator("pat", "provisioner").await;
@@ -126,6 +131,9 @@ async fn a_full_disk_answers_507_naming_it_and_every_write_works_again_once_spac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_past_the_busy_timeout_answers_503_with_retry_after_and_then_clears() {
+    if crate::common::sqlite_only("SQLite's write lock and busy timeout") {
+        return;
+    }
     let srv = TestServer::start_with(Overrides {
         busy_timeout_seconds: Some(1),
         ..Default::default()
@@ -170,6 +178,11 @@ async fn a_lock_held_past_the_busy_timeout_answers_503_with_retry_after_and_then
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_capture_page_on_a_full_disk_says_so_and_works_once_space_is_freed() {
+    if crate::common::sqlite_only(
+        "a full disk is simulated at SQLite's commit (PostgreSQL's disk is the server's)",
+    ) {
+        return;
+    }
     let srv = TestServer::start().await;
     let provisioner = srv.operator("pat", "provisioner").await;
     let post = || {

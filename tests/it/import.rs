@@ -57,12 +57,9 @@ fn multipart(file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> (String, 
 
 /// The code each stored token produces at T0, computed from its sealed seed.
 async fn stored_codes(srv: &TestServer) -> Vec<(String, Option<String>, String)> {
-    let rows: Vec<(String, String, Option<String>, Vec<u8>, String, i64, i64)> = sqlx::query_as(
-        "SELECT token_id, serial, owner, sealed_seed, algorithm, digits, period FROM tokens WHERE state = 'escrowed'",
-    )
-    .fetch_all(srv.state.store.pool().unwrap())
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, Option<String>, Vec<u8>, String, i64, i64)> = srv
+        .rows("SELECT token_id, serial, owner, sealed_seed, algorithm, digits, period FROM tokens WHERE state = 'escrowed'")
+        .await;
     rows.into_iter()
         .map(|(id, serial, owner, sealed, algorithm, digits, period)| {
             let seed = srv

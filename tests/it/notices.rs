@@ -51,9 +51,7 @@ async fn capture(op: &Operator, serial: &str) {
 }
 
 async fn notices(srv: &TestServer, serial: &str) -> Vec<NoticeRow> {
-    outbox::for_serial(srv.state.store.pool().unwrap(), serial)
-        .await
-        .unwrap()
+    outbox::for_serial(&srv.state.store, serial).await.unwrap()
 }
 
 /// Waits (up to 20 s) until every notice about `serial` has left `pending`, or has been tried.
@@ -365,7 +363,7 @@ async fn an_owner_confirms_delivery_through_the_link_and_the_seed_is_purged_with
     assert!(page.contains("delivery confirmed"), "{page}");
     assert_eq!(srv.sealed_bytes("LINK-0001").await, None);
     srv.assert_no_trace("delivered by the owner", &sealed);
-    let events = seedvault::store::audit::page_after(srv.state.store.pool().unwrap(), 0, 1_000)
+    let events = seedvault::store::audit::page_after(&srv.state.store, 0, 1_000)
         .await
         .unwrap();
     let delivered = events
@@ -491,10 +489,12 @@ async fn a_delivery_link_is_emailed_to_the_owner_when_smtp_is_configured_and_the
         rows.iter().all(|r| r.state == "sent")
     })
     .await;
-    let kept: Vec<String> = sqlx::query_scalar("SELECT facts FROM outbox WHERE serial = 'LINK-4'")
-        .fetch_all(srv.state.store.pool().unwrap())
+    let kept: Vec<String> = srv
+        .rows::<(String,)>("SELECT facts FROM outbox WHERE serial = 'LINK-4'")
         .await
-        .unwrap();
+        .into_iter()
+        .map(|(facts,)| facts)
+        .collect();
     let token = url.rsplit('/').next().unwrap();
     assert!(kept.iter().all(|facts| !facts.contains(token)), "{kept:?}");
 

@@ -37,7 +37,12 @@ async fn seedvault(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// delivered and as cancelled), two operators with passkeys, a reveal, a data key rotation and
 /// an audit signing key hand-over. Returns the temporary directory and the data directory.
 async fn populated_vault() -> (tempfile::TempDir, PathBuf) {
-    let srv = TestServer::start().await;
+    // The source of a migration is a SQLite vault, whichever engine the suite runs on.
+    let srv = TestServer::start_with(seedvault::config::Overrides {
+        database_url: Some(String::new()),
+        ..Default::default()
+    })
+    .await;
     let provisioner = srv.operator("pat", "provisioner").await;
     let mut helpdesk = srv.operator("hal", "helpdesk").await;
     for serial in ["E-1", "E-2", "C-1", "D-1"] {
@@ -393,6 +398,104 @@ async fn bad_targets_and_a_postgres_database_url_fail_with_the_fix_and_never_sho
     assert!(!output.status.success());
     assert!(stderr.contains("seedvault:***@127.0.0.1:1/db"), "{stderr}");
     assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+}
+
+/// With a `postgres://` database_url the commands that run on PostgreSQL work on that
+/// database (nothing appears in the data directory), the audit trail verifies and exports from
+/// it, and backups are refused naming pg_dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_on_a_postgres_database_url_and_refuses_backups_naming_pg_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::fresh().await;
+    let password_file = Database::password_file(dir.path());
+    let url = db.url_without_password();
+    let env = [
+        ("SEEDVAULT_DATABASE_URL", url.as_str()),
+        (
+            "SEEDVAULT_DATABASE_PASSWORD_FILE",
+            password_file.to_str().unwrap(),
+        ),
+        ("SEEDVAULT_DATA_DIR", "data"),
+    ];
+    let ok = |output: &Output, what: &str| {
+        assert!(
+            output.status.success(),
+            "{what}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    };
+    ok(&seedvault(dir.path(), &["init"], &env).await, "init");
+    ok(
+        &seedvault(
+            dir.path(),
+            &["operator", "invite", "bob", "--role", "helpdesk"],
+            &env,
+        )
+        .await,
+        "operator invite",
+    );
+    let verified = ok(
+        &seedvault(dir.path(), &["audit", "verify", "--all-signatures"], &env).await,
+        "audit verify",
+    );
+    assert!(verified.starts_with("ok: 2 events verified"), "{verified}");
+    let head = ok(
+        &seedvault(dir.path(), &["audit", "head"], &env).await,
+        "head",
+    );
+    assert!(head.starts_with("2:"), "{head}");
+    ok(
+        &seedvault(
+            dir.path(),
+            &["audit", "export", "--output", "trail.jsonl"],
+            &env,
+        )
+        .await,
+        "audit export",
+    );
+    let exported = std::fs::read_to_string(dir.path().join("trail.jsonl")).unwrap();
+    assert!(exported.contains("\"invite.created\""), "{exported}");
+    let checked = ok(
+        &seedvault(
+            dir.path(),
+            &["audit", "verify", "--file", "trail.jsonl"],
+            &env,
+        )
+        .await,
+        "audit verify --file",
+    );
+    assert!(checked.contains("ok"), "{checked}");
+
+    let pool = db.pool().await;
+    let invites: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invites")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(invites, 1);
+    assert!(
+        !dir.path().join("data").join("seedvault.db").exists(),
+        "a SQLite database appeared beside a PostgreSQL vault"
+    );
+
+    let backup = seedvault(dir.path(), &["backup", "--out", "b.age"], &env).await;
+    assert!(!backup.status.success());
+    assert!(
+        text(&backup.stderr).contains("pg_dump"),
+        "{}",
+        text(&backup.stderr)
+    );
+    if !seedvault::cli::TOKENS_ON_POSTGRES {
+        let status = seedvault(dir.path(), &["status"], &env).await;
+        assert!(!status.status.success());
+        assert!(
+            text(&status.stderr).contains("do not run on PostgreSQL yet"),
+            "{}",
+            text(&status.stderr)
+        );
+    }
+    pool.close().await;
 }
 
 /// Run only by the test below, in a process of its own: starts the cluster, says where, fails.

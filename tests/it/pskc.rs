@@ -185,10 +185,7 @@ async fn upload(
 }
 
 async fn stored(srv: &TestServer) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-        .fetch_one(srv.state.store.pool().unwrap())
-        .await
-        .unwrap()
+    srv.count("SELECT COUNT(*) FROM tokens").await
 }
 
 fn reasons(report: &Value) -> String {

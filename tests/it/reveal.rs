@@ -281,12 +281,9 @@ async fn a_reveal_signed_with_another_operators_passkey_is_refused_audited_and_c
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.get("code").is_none(), "{body}");
 
-    let events = seedvault::store::audit::for_target(
-        srv.state.store.pool().unwrap(),
-        &format!("token:{SERIAL}"),
-    )
-    .await
-    .unwrap();
+    let events = seedvault::store::audit::for_target(&srv.state.store, &format!("token:{SERIAL}"))
+        .await
+        .unwrap();
     let denied = events
         .iter()
         .find(|e| e.action == "reveal.denied")

@@ -86,13 +86,13 @@ pub async fn export(
     )
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(IN_FLIGHT);
-    let path = state.store.path()?.to_path_buf();
+    let source = state.store.audit_source()?;
     let job = plan.clone();
     let vault = state.vault.clone();
     tokio::task::spawn_blocking(move || {
         let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away");
         let result = export::write(
-            &path,
+            &source,
             &job,
             &vault,
             |chunk| tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| gone()),
@@ -197,14 +197,15 @@ pub async fn verify(
             .map_err(|e| AppError::Unprocessable(format!("expect_head: {e}")))?,
         threads: 0,
     };
-    let path = state.store.path()?.to_path_buf();
+    let source = state.store.audit_source()?;
     let vault_id = state.vault.id().to_owned();
     let key = state.vault.audit_public_key();
-    let result =
-        tokio::task::spawn_blocking(move || verify::verify_live(&path, &vault_id, &key, &options))
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || {
+        verify::verify_live(&source, &vault_id, &key, &options)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+    .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(Json(VerifyReport {
         ok: result.ok(),
         events: result.events,

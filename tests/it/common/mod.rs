@@ -1,5 +1,7 @@
-//! Shared helpers for integration tests: an in-process server on a temporary SQLite file,
-//! an HTTP client that feeds every response into the secret-leak canary, and the canary.
+//! Shared helpers for integration tests: an in-process server on a temporary SQLite file (or,
+//! with `SEEDVAULT_TEST_ENGINE=postgres`, a fresh database on the throwaway PostgreSQL
+//! cluster), an HTTP client that feeds every response into the secret-leak canary, and the
+//! canary.
 
 pub mod canary;
 
@@ -25,6 +27,70 @@ pub mod totp;
 
 /// A unix time inside the shared test data's reference step.
 pub const T0: i64 = 1_764_000_000;
+
+/// Whether this run puts each [`TestServer`]'s vault on PostgreSQL: `SEEDVAULT_TEST_ENGINE=postgres
+/// cargo test --test it` runs the whole suite there (a fresh database on the test cluster per
+/// server); unset or `sqlite` is SQLite in a temporary data directory.
+pub fn on_postgres() -> bool {
+    match std::env::var("SEEDVAULT_TEST_ENGINE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("SEEDVAULT_TEST_ENGINE={other}: expected sqlite or postgres"),
+    }
+}
+
+/// For tests that are SQLite's by nature (database files, full disk, backups of the file, WAL):
+/// true, with the reason printed, when the suite runs on PostgreSQL and the test should return.
+pub fn sqlite_only(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    skip
+}
+
+/// Where a test server's database URL is kept in its temporary directory, so that a restart on
+/// the same directory ([`TestServer::restart_in`]) finds the same PostgreSQL database.
+const DATABASE_URL_FILE: &str = "test-database-url";
+
+/// The PostgreSQL database of the (stopped) test server whose temporary directory is `dir`,
+/// for running the binary on its vault; `None` on SQLite.
+pub fn database_url_of(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).ok()
+}
+
+/// On PostgreSQL, the database of the test server in `dir`: the one recorded there, or a
+/// fresh one the first time. `None` on SQLite.
+async fn test_database_url(dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let recorded = dir.join(DATABASE_URL_FILE);
+    Some(match std::fs::read_to_string(&recorded) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = postgres::Database::fresh().await.url();
+            std::fs::write(&recorded, &url).unwrap();
+            url
+        }
+    })
+}
+
+/// The store `config` names, opened as `serve` opens it.
+async fn open_test_store(config: &Config) -> Store {
+    match &config.database_url {
+        seedvault::store::engine::DatabaseUrl::Sqlite => {
+            Store::open_with(&config.data_dir, config.busy_timeout())
+                .await
+                .unwrap()
+        }
+        seedvault::store::engine::DatabaseUrl::Postgres(url) => {
+            Store::open_postgres(url, None, config.database_pool_size)
+                .await
+                .unwrap()
+        }
+    }
+}
 
 /// The real server, in-process, on a port of its own and a fresh data directory.
 pub struct TestServer {
@@ -105,8 +171,13 @@ impl TestServer {
         let canary = Arc::new(Canary::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let database_url = match settings.database_url.clone() {
+            Some(url) => Some(url),
+            None => test_database_url(dir.path()).await,
+        };
         let config = Config::validate(Overrides {
             data_dir: Some(dir.path().join("data")),
+            database_url,
             origin: Some(format!("http://localhost:{port}")),
             // The shipped policies unless the test brings its own (from tests/data/).
             policies_dir: Some(
@@ -119,9 +190,13 @@ impl TestServer {
         })
         .unwrap();
         let clock = ManualClock::at_unix(restart_at.unwrap_or(T0));
-        let store = Store::open_with(&config.data_dir, config.busy_timeout())
-            .await
-            .unwrap();
+        let store = open_test_store(&config).await;
+        // On PostgreSQL the state instances share goes where `serve` puts it: the store's
+        // database (a test of several instances brings its own pool).
+        let shared = match (&shared, store.postgres_pool()) {
+            (Shared::Memory, Some(pool)) => Shared::Postgres(pool.clone()),
+            _ => shared,
+        };
         let vault = match restart_at {
             Some(_) => open::unlock(&store, &seedvault::vault::Unlocker::Development)
                 .await
@@ -207,16 +282,65 @@ impl TestServer {
 
     /// The sealed seed of a token, straight from the database (for byte-scan tests).
     pub async fn sealed_bytes(&self, serial: &str) -> Option<Vec<u8>> {
-        sqlx::query_scalar("SELECT sealed_seed FROM tokens WHERE serial = ?")
-            .bind(serial)
-            .fetch_one(self.state.store.pool().unwrap())
-            .await
-            .unwrap()
+        const SQL: &str = "SELECT sealed_seed FROM tokens WHERE serial = $1";
+        match self.state.store.postgres_pool() {
+            Some(pool) => sqlx::query_scalar(SQL).bind(serial).fetch_one(pool).await,
+            None => {
+                sqlx::query_scalar(SQL)
+                    .bind(serial)
+                    .fetch_one(self.state.store.pool().unwrap())
+                    .await
+            }
+        }
+        .unwrap()
+    }
+
+    /// Every row `sql` returns, on whichever engine the server runs (write `$N` placeholders,
+    /// which both take).
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        match self.state.store.postgres_pool() {
+            Some(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+            None => sqlx::query_as(sql)
+                .fetch_all(self.state.store.pool().unwrap())
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// The one integer `sql` returns (a count), on either engine.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let rows: Vec<(i64,)> = self.rows(sql).await;
+        rows[0].0
+    }
+
+    /// Runs a statement the product never runs (fixtures, injected failures), on either
+    /// engine: `sqlite` on SQLite, `postgres` on PostgreSQL.
+    pub async fn execute(&self, sqlite: &str, postgres: &str) {
+        match self.state.store.postgres_pool() {
+            Some(pool) => {
+                sqlx::raw_sql(postgres).execute(pool).await.unwrap();
+            }
+            None => {
+                sqlx::raw_sql(sqlite)
+                    .execute(self.state.store.writer().unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     /// Fails if any 12-byte window of `sealed` appears in the database, its WAL or its
     /// shared-memory file.
     pub fn assert_no_trace(&self, what: &str, sealed: &[u8]) {
+        if sqlite_only("the byte scan reads SQLite's database, WAL and shm files") {
+            return;
+        }
         let db = self.state.store.path().unwrap().to_path_buf();
         for suffix in ["", "-wal", "-shm"] {
             let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
@@ -234,7 +358,7 @@ impl TestServer {
 
     /// The audit actions recorded so far, oldest first.
     pub async fn audit_actions(&self) -> Vec<(String, String, String)> {
-        seedvault::store::audit::page_after(self.state.store.pool().unwrap(), 0, 1_000_000)
+        seedvault::store::audit::page_after(&self.state.store, 0, 1_000_000)
             .await
             .unwrap()
             .into_iter()
