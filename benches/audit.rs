@@ -144,7 +144,7 @@ fn main() {
                 start.elapsed().as_secs_f64()
             );
         }
-        store.checkpoint_truncate().await.unwrap();
+        store.scrub_freed_space().await.unwrap();
         (
             store.clone(),
             vault.id().to_owned(),

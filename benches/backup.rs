@@ -102,7 +102,7 @@ async fn seed(dir: &Path, tokens: u64, events: u64) {
         OffsetDateTime::now_utc(),
     )
     .unwrap();
-    store.checkpoint_truncate().await.unwrap();
+    store.scrub_freed_space().await.unwrap();
     println!(
         "fixture: {events} events in {:.1} s",
         start.elapsed().as_secs_f64()

@@ -96,7 +96,7 @@ fn main() {
             OffsetDateTime::now_utc(),
         )
         .unwrap();
-        store.checkpoint_truncate().await.unwrap();
+        store.scrub_freed_space().await.unwrap();
         store.close().await;
         let size = std::fs::metadata(data.join("seedvault.db")).map_or(0, |m| m.len());
         println!(

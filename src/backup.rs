@@ -538,7 +538,7 @@ pub async fn restore(request: RestoreRequest<'_>) -> Result<Restored, BackupErro
         .await?;
     }
     store.record_vault_id(&manifest.vault_id)?;
-    store.checkpoint_truncate().await?;
+    store.scrub_freed_space().await?;
     store.close().await;
 
     if target.exists() {

@@ -160,7 +160,7 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> anyhow::Result<()> {
             let vault = unlock_vault(&store, unlock).await?;
             open::remove_slot(&store, &vault, SystemClock.now(), &cli_actor(), label).await?;
             // Push the freed pages out of the WAL so the removed slot's bytes do not linger.
-            store.checkpoint_truncate().await?;
+            store.scrub_freed_space().await?;
             println!("removed slot '{label}'");
         }
     }

@@ -62,6 +62,9 @@ pub async fn run(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<()> {
             .as_ref()
             .map_or("empty".to_owned(), ToString::to_string)
     );
-    println!("PostgreSQL is not yet a serving engine: keep serving from {} until a seedvault version that serves from PostgreSQL", args.from.display());
+    println!(
+        "To serve from it, set database_url to this URL (password in database_password_file) on every instance; {} is no longer read",
+        args.from.display()
+    );
     Ok(())
 }

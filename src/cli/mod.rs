@@ -142,11 +142,6 @@ impl Cli {
     }
 }
 
-/// Whether the token queries (`store::tokens`, `store::token_pages`, bulk import, purge) run
-/// on PostgreSQL. The one switch between "these commands refuse a `postgres://` URL" and
-/// "they run on it": flip it when the port lands (docs/ARCHITECTURE.md, "PostgreSQL").
-pub const TOKENS_ON_POSTGRES: bool = false;
-
 impl Command {
     /// Why this command cannot run on a PostgreSQL vault, or `None` when it can.
     fn refusal_on_postgres(&self) -> Option<String> {
@@ -154,17 +149,6 @@ impl Command {
             Self::Backup(_) | Self::Restore(_) => Some(
                 "seedvault's backups are of the SQLite file: back up a PostgreSQL vault with pg_dump -Fc (or pg_basebackup and WAL archiving) and restore it with pg_restore into an empty database; `seedvault key rotate` retires the data key that older dumps' seeds are sealed under".into(),
             ),
-            Self::Serve(_)
-            | Self::Status
-            | Self::Token(_)
-            | Self::Purge(_)
-            | Self::Import(_)
-            | Self::Doctor
-            | Self::Key(key::KeyCommand::Rotate(_))
-                if !TOKENS_ON_POSTGRES =>
-            {
-                Some("this command reads or writes tokens, and the token queries (tokens, token pages, bulk import, purge) do not run on PostgreSQL yet. Leave database_url empty (SQLite in data_dir) for now; init, operator, key list/add/remove, directory, audit, siem, policy and migrate-to-postgres already run on PostgreSQL".into())
-            }
             _ => None,
         }
     }

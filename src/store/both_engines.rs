@@ -770,7 +770,6 @@ async fn sqlite_only_operations_on_postgres_name_the_alternative_instead_of_pani
         (store.pool().err(), "pass the store itself"),
         (store.writer().err(), "Store::begin_write"),
         (store.path().err(), "pg_dump"),
-        (store.checkpoint_truncate().await.err(), "key rotate"),
         (
             super::snapshot::vacuum_into(&store, std::path::Path::new("x"))
                 .await

@@ -938,17 +938,26 @@ impl Store {
         }
     }
 
-    /// Moves the WAL's content into the database file and truncates the WAL to zero bytes,
-    /// so that overwritten pages do not survive in the log. SQLite only: PostgreSQL's WAL is
-    /// the server's (what purge guarantees there: docs/ARCHITECTURE.md, "PostgreSQL").
-    pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
-        let sqlite = self.sqlite(
-            "truncating the write-ahead log",
-            "PostgreSQL's WAL, replicas and base backups are the server's; retire old page images with key rotate",
-        )?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&sqlite.writer)
-            .await?;
+    /// Removes what overwritten or deleted rows leave in the database's own files: on SQLite
+    /// the WAL's copies of old pages (checkpoint, then truncate the WAL to zero bytes; freed
+    /// pages are already zeroed by `secure_delete`); on PostgreSQL the dead row versions of
+    /// the tables holding sealed or wrapped bytes (`VACUUM tokens, key_slots, vault_meta`;
+    /// right after a purge's own `VACUUM tokens` the second pass skips the pages it marked
+    /// all-visible). What PostgreSQL's WAL, replicas and backups hold is beyond reach here:
+    /// docs/ARCHITECTURE.md, "Purge".
+    pub async fn scrub_freed_space(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            StoreEngine::Sqlite(sqlite) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&sqlite.writer)
+                    .await?;
+            }
+            StoreEngine::Postgres(pool) => {
+                sqlx::query("VACUUM tokens, key_slots, vault_meta")
+                    .execute(pool)
+                    .await?;
+            }
+        }
         Ok(())
     }
 

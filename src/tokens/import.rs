@@ -273,19 +273,14 @@ async fn store_chunks(
                         captured_at: now,
                         retention_deadline: deadline,
                     })
-                    .map_err(|e| {
-                        if e.is_unique_violation() {
-                            TokenError::Duplicate(
-                                "(a serial in this file was added meanwhile)".into(),
-                            )
-                        } else {
-                            TokenError::Store(e)
-                        }
-                    })?;
+                    .map_err(added_meanwhile)?;
                 }
                 Ok::<(), TokenError>(())
             })
-            .await??;
+            .await
+            // PostgreSQL inserts a chunk's last rows when the sink closes: its duplicate
+            // surfaces here rather than from `sink.insert`.
+            .map_err(added_meanwhile)??;
             tx.commit().await?;
             done += chunk.len();
             progress(done, parsed_rows.len());
@@ -296,6 +291,16 @@ async fn store_chunks(
     }
     Ok(())
 }
+/// A unique violation while inserting an import's rows: a serial of the file was captured or
+/// imported after the duplicate check (the same clear duplicate error); anything else as is.
+fn added_meanwhile(e: crate::store::StoreError) -> TokenError {
+    if e.is_unique_violation() {
+        TokenError::Duplicate("(a serial in this file was added meanwhile)".into())
+    } else {
+        TokenError::Store(e)
+    }
+}
+
 /// Seals `rows` on worker threads, chunk by chunk, and hands each sealed chunk with its rows to
 /// `consume` on the calling thread, in file order: storing one chunk overlaps sealing the next
 /// ones. Each row gets a fresh random token id, which its sealed seed is bound to. Stops at the

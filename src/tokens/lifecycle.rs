@@ -177,7 +177,7 @@ async fn purge_in(
 
 /// Rewrites the database so the purged bytes leave the WAL too.
 pub(crate) async fn scrub(env: &Env<'_>) {
-    if let Err(e) = env.store.checkpoint_truncate().await {
+    if let Err(e) = env.store.scrub_freed_space().await {
         // The purge itself committed; the next checkpoint will finish the job.
         tracing::warn!(error = %e, "WAL checkpoint after purge did not complete");
     }
@@ -524,7 +524,7 @@ pub async fn purge_replayed(
         tx.commit().await?;
     }
     if !purged.is_empty() {
-        if let Err(e) = store.checkpoint_truncate().await {
+        if let Err(e) = store.scrub_freed_space().await {
             tracing::warn!(error = %e, "WAL checkpoint after purge did not complete");
         }
     }

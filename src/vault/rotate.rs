@@ -291,7 +291,7 @@ pub async fn rotate(
     tx.commit().await?;
     vault.forget_before(new_key.generation());
     // The old slots and the rotation record were overwritten in pages the WAL still holds.
-    store.checkpoint_truncate().await?;
+    store.scrub_freed_space().await?;
     Ok(Rotated {
         generation: new_key.generation(),
         resumed,

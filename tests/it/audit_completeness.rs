@@ -683,9 +683,15 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
         .await
         .unwrap();
     let (status, _) = walk.srv.finish("backup", response).await;
-    assert_eq!(status, StatusCode::OK);
-    walk.settle("post", "/api/v1/backups", &["backup.created"])
-        .await;
+    if crate::common::on_postgres() {
+        // pg_dump's job there: refused, and nothing to record.
+        assert_eq!(status, StatusCode::CONFLICT);
+        walk.settle("post", "/api/v1/backups", &[]).await;
+    } else {
+        assert_eq!(status, StatusCode::OK);
+        walk.settle("post", "/api/v1/backups", &["backup.created"])
+            .await;
+    }
 
     // The pages: crawl every page the all-role operator reaches while a token is escrowed and
     // two passkeys exist, so that every kind of form is on show.
@@ -958,6 +964,10 @@ async fn every_state_changing_route_and_page_form_appends_an_event_without_secre
                 walk.appended.get(&finish).is_some_and(|a| !a.is_empty()),
                 "{method} {path}: its finish appends nothing"
             );
+        } else if crate::common::on_postgres()
+            && (method.as_str(), path.as_str()) == ("post", "/api/v1/backups")
+        {
+            // Refused on PostgreSQL (pg_dump's job): it changes nothing there.
         } else {
             assert!(
                 !appended.unwrap().is_empty(),

@@ -244,6 +244,15 @@ async fn an_import_that_fails_half_way_leaves_none_of_its_rows_behind() {
     srv.stop_and_check().await;
 }
 
+/// The test server's database for a CLI run beside it: its PostgreSQL URL when the suite runs
+/// there (on SQLite the data directory says it all).
+fn database_env(srv: &TestServer) -> Vec<(&'static str, String)> {
+    crate::common::database_url_of(srv.dir.path())
+        .map(|url| ("SEEDVAULT_DATABASE_URL", url))
+        .into_iter()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_whose_process_was_killed_is_deleted_at_start_and_its_serials_are_free() {
     let srv = TestServer::start().await;
@@ -251,6 +260,7 @@ async fn an_import_whose_process_was_killed_is_deleted_at_start_and_its_serials_
     let file = srv.dir.path().join("killed.csv");
     std::fs::write(&file, entra_csv("KILL", 30_000)).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seedvault"))
+        .envs(database_env(&srv))
         .arg("--data-dir")
         .arg(&data)
         .arg("import")
@@ -312,8 +322,10 @@ async fn the_cli_imports_beside_a_running_server_which_keeps_writing_meanwhile()
     let data = srv.dir.path().join("data");
     let file = srv.dir.path().join("beside.csv");
     std::fs::write(&file, entra_csv("CLI", 20_000)).unwrap();
+    let database = database_env(&srv);
     let cli = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_seedvault"))
+            .envs(database)
             .arg("--data-dir")
             .arg(&data)
             .arg("import")

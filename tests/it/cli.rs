@@ -14,6 +14,10 @@ pub(crate) fn seedvault(dir: &Path) -> Command {
             command.env_remove(name);
         }
     }
+    // A test server's directory on PostgreSQL: its database goes with it.
+    if let Some(url) = crate::common::database_url_of(dir) {
+        command.env("SEEDVAULT_DATABASE_URL", url);
+    }
     command
 }
 

@@ -48,7 +48,7 @@ async fn rotate(data: &Path, extra_env: &[(&str, &str)]) -> std::process::Output
 
 /// Every escrowed token's serial, token id and sealed blob, read from the file.
 async fn blobs(data: &Path) -> Vec<(String, String, SealedBlob)> {
-    let store = Store::open(data).await.unwrap();
+    let store = common::store_of(data).await;
     let mut out = Vec::new();
     for i in 0..6 {
         let serial = format!("ROT-{i}");
@@ -68,7 +68,7 @@ async fn blobs(data: &Path) -> Vec<(String, String, SealedBlob)> {
 
 /// A separate process's view: the vault unlocked afresh from its slots.
 async fn unlocked(data: &Path) -> (Store, Vault) {
-    let store = Store::open(data).await.unwrap();
+    let store = common::store_of(data).await;
     let vault = open::unlock(&store, &Unlocker::Development).await.unwrap();
     (store, vault)
 }

@@ -24,6 +24,9 @@ pub struct BackupRequest {
     recipients: Vec<String>,
 }
 
+/// Why a vault on PostgreSQL gets no backup file here, and what to do instead.
+pub const POSTGRES_BACKUPS: &str = "this vault is on PostgreSQL, and seedvault's backups are of the SQLite file: back it up with pg_dump -Fc (or pg_basebackup with WAL archiving) and restore with pg_restore; `seedvault key rotate` retires the data key that older dumps' seeds are sealed under";
+
 /// Download an age-encrypted backup of the whole vault (admin). The seeds inside stay sealed
 /// under the data key; the file opens only with an identity of one of its recipients. The
 /// backup is recorded in the trail (`backup.created`) before the first byte is sent; the
@@ -32,6 +35,7 @@ pub struct BackupRequest {
     request_body(content = Option<BackupRequest>, description = "optional; an empty body uses the vault's recipient and identity slots"),
     responses((status = 200, description = "the age-encrypted backup", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 401), (status = 403),
+              (status = 409, description = "the vault is on PostgreSQL: back it up with pg_dump"),
               (status = 422, description = "a recipient is not an age recipient, or the vault has no recipient slot and none was given"),
               (status = 507, description = "the disk holding the data directory is full")))]
 pub async fn create(
@@ -39,6 +43,9 @@ pub async fn create(
     auth: Authorized<AdminOnly>,
     OptionalJson(body): OptionalJson<BackupRequest>,
 ) -> Result<Response, AppError> {
+    if state.store.is_postgres() {
+        return Err(AppError::Conflict(POSTGRES_BACKUPS.into()));
+    }
     let given = body.map(|b| b.recipients).unwrap_or_default();
     let recipients = backup::recipients(&state.store, &given).await?;
     let dir = state

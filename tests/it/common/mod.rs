@@ -59,6 +59,18 @@ pub fn database_url_of(dir: &Path) -> Option<String> {
     std::fs::read_to_string(dir.join(DATABASE_URL_FILE)).ok()
 }
 
+/// The store of the test server whose data directory is `data`, on its engine (for a look from
+/// outside the server, as another process would).
+pub async fn store_of(data: &Path) -> Store {
+    match data.parent().and_then(database_url_of) {
+        Some(url) => {
+            let url = seedvault::store::engine::PostgresUrl::parse(&url).unwrap();
+            Store::open_postgres(&url, None, 4).await.unwrap()
+        }
+        None => Store::open(data).await.unwrap(),
+    }
+}
+
 /// On PostgreSQL, the database of the test server in `dir`: the one recorded there, or a
 /// fresh one the first time. `None` on SQLite.
 async fn test_database_url(dir: &Path) -> Option<String> {
