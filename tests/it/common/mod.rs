@@ -51,7 +51,7 @@ pub fn sqlite_only(why: &str) -> bool {
 
 /// Where a test server's database URL is kept in its temporary directory, so that a restart on
 /// the same directory ([`TestServer::restart_in`]) finds the same PostgreSQL database.
-const DATABASE_URL_FILE: &str = "test-database-url";
+pub const DATABASE_URL_FILE: &str = "test-database-url";
 
 /// The PostgreSQL database of the (stopped) test server whose temporary directory is `dir`,
 /// for running the binary on its vault; `None` on SQLite.
