@@ -893,17 +893,27 @@ pub async fn purge(tx: &mut WriteTx, p: &PurgeRow<'_>) -> Result<bool, StoreErro
 
 /// Escrowed (or still programming) tokens whose retention deadline has passed, oldest deadline
 /// first.
+///
+/// One query per state, each walking `tokens_state_deadline` in order and stopping at `limit`
+/// rows, then merged: `state = 'escrowed' OR state = 'programming'` in one query made SQLite
+/// read and sort every overdue row for every batch of the sweep, O(n²) over a sweep of n.
 pub async fn overdue(
     db: impl Into<Db<'_>>,
     now: i64,
     limit: i64,
 ) -> Result<Vec<TokenRow>, StoreError> {
     inline(db, |c| {
-        select_rows(
-            c,
-            "(state = 'escrowed' OR state = 'programming') AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
-            &[now.into(), limit.into()],
-        )
+        let mut rows = Vec::new();
+        for state in ["escrowed", "programming"] {
+            rows.extend(select_rows(
+                c,
+                "state = ? AND retention_deadline <= ? ORDER BY retention_deadline, id LIMIT ?",
+                &[Value::Text(state.to_owned()), now.into(), limit.into()],
+            )?);
+        }
+        rows.sort_by_key(|r| (r.retention_deadline, r.id));
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(rows)
     })
     .await?
 }
@@ -1221,6 +1231,60 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(serials(&store).await, ["S3"]);
+    }
+
+    #[tokio::test]
+    async fn overdue_takes_both_states_oldest_deadline_first_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let import = new_import(&store).await;
+        let tokens = [
+            ("E5", "escrowed", 5),
+            ("P3", "programming", 3),
+            ("E4", "escrowed", 4),
+            ("P9", "programming", 9),
+            ("E20", "escrowed", 20),
+            ("C1", "cancelled", 1),
+        ];
+        let mut tx = store.begin_write().await.unwrap();
+        insert_bulk(&mut tx, import, |sink| {
+            for (serial, _, deadline) in tokens {
+                sink.insert(&NewTokenRow {
+                    retention_deadline: deadline,
+                    ..row(serial, serial)
+                })?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        crate::store::imports::mark_committed(&mut tx, import, 3)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for (serial, state, _) in tokens {
+            // A token no longer escrowed has no seed (a CHECK holds the two together).
+            sqlx::query(
+                "UPDATE tokens SET state = ?1, sealed_seed = CASE WHEN ?1 = 'cancelled' THEN NULL ELSE sealed_seed END WHERE serial = ?2",
+            )
+                .bind(state)
+                .bind(serial)
+                .execute(store.pool().unwrap())
+                .await
+                .unwrap();
+        }
+        let serials_due =
+            |rows: Vec<TokenRow>| rows.into_iter().map(|r| r.serial).collect::<Vec<_>>();
+        assert_eq!(
+            serials_due(overdue(&store, 10, 3).await.unwrap()),
+            ["P3", "E4", "E5"]
+        );
+        assert_eq!(
+            serials_due(overdue(&store, 10, 25).await.unwrap()),
+            ["P3", "E4", "E5", "P9"]
+        );
+        assert!(overdue(&store, 2, 25).await.unwrap().is_empty());
     }
 
     // `insert_bulk` runs its work inline on a current-thread runtime and inside
