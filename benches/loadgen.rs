@@ -13,9 +13,18 @@
 //! cargo bench --bench loadgen                                   # reveal at c=1,4,16,64 + signin
 //! cargo bench --bench loadgen -- reveal --seconds 10 --levels 1,4,16,64
 //! cargo bench --bench loadgen -- signin busy                    # busy: API import, CLI import, sweep
+//! cargo bench --bench loadgen -- busy-sweep                     # the sweep alone
 //! cargo bench --bench loadgen -- soak --minutes 10              # #21's soak
 //! SEEDVAULT_BIN=/tmp/seedvault-before cargo bench --bench loadgen -- --label before reveal
+//! cargo bench --bench loadgen -- --engine postgres reveal import --levels 16    # on PostgreSQL
+//! cargo bench --bench loadgen -- --engine postgres --instances 2 reveal --levels 16
 //! ```
+//!
+//! With `--engine postgres` the servers share a fresh database on a throwaway cluster started
+//! from the machine's binaries (`store::pg_cluster`, made durable for the comparison), each
+//! instance answering for the first one's origin as behind one reverse proxy, helpdesk user
+//! `i` on instance `i mod n`; the cluster's own CPU is reported beside the servers'. `import`
+//! times a 100,000-row API import with nothing else running.
 //!
 //! Method and figures: BENCHMARKS.md ("Reveal speed from outside the process", "Soak"). No
 //! timing is asserted anywhere; this only prints.
@@ -51,6 +60,10 @@ struct Options {
     seconds: u64,
     levels: Vec<usize>,
     minutes: u64,
+    /// `sqlite` (the embedded default) or `postgres` (a durable throwaway cluster).
+    engine: String,
+    /// Instances of `seedvault serve` on the one PostgreSQL database (reveal, signin).
+    instances: usize,
 }
 
 impl Options {
@@ -67,6 +80,8 @@ impl Options {
             seconds: 10,
             levels: vec![1, 4, 16, 64],
             minutes: 10,
+            engine: "sqlite".into(),
+            instances: 1,
         };
         let mut benching = false;
         while let Some(arg) = args.next() {
@@ -81,6 +96,10 @@ impl Options {
                 "--label" => options.label = value("--label"),
                 "--seconds" => options.seconds = value("--seconds").parse().expect("--seconds"),
                 "--minutes" => options.minutes = value("--minutes").parse().expect("--minutes"),
+                "--engine" => options.engine = value("--engine"),
+                "--instances" => {
+                    options.instances = value("--instances").parse().expect("--instances")
+                }
                 "--levels" => {
                     options.levels = value("--levels")
                         .split(',')
@@ -108,6 +127,24 @@ fn main() {
         return;
     };
     assert!(
+        options.engine == "sqlite" || options.engine == "postgres",
+        "--engine sqlite or --engine postgres"
+    );
+    assert!(
+        options.instances == 1 || options.engine == "postgres",
+        "several instances need --engine postgres"
+    );
+    assert!(
+        options.engine == "sqlite"
+            || !(options.wants("busy") || options.wants("busy-sweep") || options.wants("soak")),
+        "busy and soak read the SQLite file directly: --engine sqlite"
+    );
+    if options.engine == "postgres" {
+        // Durable like the SQLite side (fsync, synchronous_commit, full_page_writes on): a
+        // code leaves only after its audit event is on disk on both engines.
+        std::env::set_var("SEEDVAULT_PG_DURABLE", "1");
+    }
+    assert!(
         options.bin.is_file(),
         "no server binary at {} (cargo build --release --bin seedvault, or --bin / SEEDVAULT_BIN)",
         options.bin.display()
@@ -118,34 +155,55 @@ fn main() {
         .unwrap();
     println!("# seedvault loadgen {}", options.label);
     println!(
-        "machine: {} × {} cores; load average {}; commit {}; server {}",
+        "machine: {} × {} cores; load average {}; commit {}; server {}; engine {}{}",
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average(),
         git_commit(),
-        options.bin.display()
+        options.bin.display(),
+        options.engine,
+        if options.engine == "postgres" {
+            format!(
+                " (throwaway cluster, fsync on), {} instance(s)",
+                options.instances
+            )
+        } else {
+            String::new()
+        }
     );
     runtime.block_on(async {
-        if options.wants("reveal") || options.wants("signin") {
+        if options.wants("reveal") || options.wants("signin") || options.wants("import") {
             let levels = if options.wants("reveal") {
                 options.levels.clone()
             } else {
                 Vec::new()
             };
             let max = levels.iter().copied().max().unwrap_or(0).max(16);
-            let server = Server::start(&options.bin).await;
-            let vault = Vault::set_up(&server, max, 0).await;
+            let mut deployment = Deployment::start(&options).await;
+            let vault = Vault::set_up(&deployment.servers[0], max, 0).await;
+            // The others once the admin exists: an instance starting on a vault without
+            // operators replaces the pending admin invite with its own.
+            deployment.grow(options.instances).await;
+            let vault = vault.spread_over(&deployment);
             for c in levels {
-                vault.reveal_level(&server, c, options.seconds).await;
+                vault.reveal_level(&deployment, c, options.seconds).await;
             }
             if options.wants("signin") {
-                vault.sign_ins(&server, 1, options.seconds).await;
-                vault.sign_ins(&server, 16, options.seconds).await;
+                vault.sign_ins(&deployment, 1, options.seconds).await;
+                vault.sign_ins(&deployment, 16, options.seconds).await;
             }
-            server.stop().await;
+            if options.wants("import") {
+                vault.import_alone(&deployment).await;
+            }
+            deployment.stop().await;
         }
-        if options.wants("busy") {
-            for work in [Work::ApiImport, Work::CliImport, Work::Sweep] {
+        if options.wants("busy") || options.wants("busy-sweep") {
+            let works: &[Work] = if options.wants("busy") {
+                &[Work::ApiImport, Work::CliImport, Work::Sweep]
+            } else {
+                &[Work::Sweep]
+            };
+            for &work in works {
                 let server = Server::start(&options.bin).await;
                 let sweep = if work == Work::Sweep { SWEEP_TOKENS } else { 0 };
                 let vault = Vault::set_up(&server, BUSY_CONCURRENCY, sweep).await;
@@ -232,7 +290,8 @@ struct Server {
     bin: PathBuf,
     base: String,
     data: PathBuf,
-    admin_invite: String,
+    /// The one-time admin invite the server printed (only the first on an empty vault does).
+    admin_invite: Option<String>,
     /// When the server said it was listening; its sweeper ticks then and every minute after.
     listening: Instant,
     dir: tempfile::TempDir,
@@ -262,7 +321,14 @@ fn raised_policies(dir: &Path) -> PathBuf {
 }
 
 impl Server {
+    /// A server on its own SQLite vault in a temporary directory.
     async fn start(bin: &Path) -> Self {
+        Self::launch(bin, None, None).await
+    }
+
+    /// A server on `database_url` (none: SQLite in its data directory), answering for
+    /// `origin` (none: its own address; another instance's, as behind one reverse proxy).
+    async fn launch(bin: &Path, database_url: Option<&str>, origin: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -271,7 +337,8 @@ impl Server {
             .port();
         let data = dir.path().join("data");
         let base = format!("http://localhost:{port}");
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--data-dir")
             .arg(&data)
             .args([
@@ -279,15 +346,17 @@ impl Server {
                 "--bind",
                 &format!("127.0.0.1:{port}"),
                 "--origin",
-                &base,
+                origin.unwrap_or(&base),
             ])
             .env("SEEDVAULT_POLICIES_DIR", raised_policies(dir.path()))
             .env("SEEDVAULT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if let Some(url) = database_url {
+            command.env("SEEDVAULT_DATABASE_URL", url);
+        }
+        let mut child = command.spawn().unwrap();
         let pid = child.id();
         let stdout = child.stdout.take().unwrap();
         let (invite, listening) = tokio::task::spawn_blocking(move || {
@@ -301,7 +370,7 @@ impl Server {
                     let at = Instant::now();
                     // Keep reading so the child never blocks on a full pipe.
                     std::thread::spawn(move || for _ in lines {});
-                    return (invite.expect("no admin invite in the server's output"), at);
+                    return (invite, at);
                 }
             }
             panic!("the server exited before listening");
@@ -341,6 +410,107 @@ impl Server {
     async fn stop(mut self) {
         self.terminate().await;
     }
+}
+
+/// The servers under load: one on SQLite, or one or more instances on one PostgreSQL
+/// database (a fresh one on a durable throwaway cluster), all answering for the first one's
+/// origin as behind one reverse proxy.
+struct Deployment {
+    servers: Vec<Server>,
+    database_url: Option<String>,
+    /// The cluster's postmaster: its backends' CPU is the database's share of the work.
+    postmaster: Option<u32>,
+}
+
+impl Deployment {
+    async fn start(options: &Options) -> Self {
+        if options.engine == "sqlite" {
+            return Self {
+                servers: vec![Server::start(&options.bin).await],
+                database_url: None,
+                postmaster: None,
+            };
+        }
+        let url = seedvault::store::pg_cluster::fresh_database()
+            .await
+            .unwrap();
+        let first = Server::launch(&options.bin, Some(&url), None).await;
+        let cluster = seedvault::store::pg_cluster::cluster().unwrap();
+        let postmaster = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok());
+        Self {
+            servers: vec![first],
+            database_url: Some(url),
+            postmaster,
+        }
+    }
+
+    /// More instances on the first one's database, answering for its origin, up to `n`.
+    async fn grow(&mut self, n: usize) {
+        let Some(url) = self.database_url.clone() else {
+            return;
+        };
+        let origin = self.servers[0].base.clone();
+        let bin = self.servers[0].bin.clone();
+        while self.servers.len() < n {
+            let server = Server::launch(&bin, Some(&url), Some(&origin)).await;
+            self.servers.push(server);
+        }
+    }
+
+    /// CPU time of every seedvault instance.
+    fn cpu(&self) -> Duration {
+        self.servers.iter().map(Server::cpu).sum()
+    }
+
+    /// CPU time of the PostgreSQL cluster (postmaster and its children); zero on SQLite,
+    /// whose work is inside the server's process.
+    fn database_cpu(&self) -> Duration {
+        let Some(postmaster) = self.postmaster else {
+            return Duration::ZERO;
+        };
+        let children: Duration = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| parent_of(*pid) == Some(postmaster))
+            .map(cpu_time)
+            .sum();
+        cpu_time(postmaster) + children
+    }
+
+    /// Both CPU figures per unit of work, for the report.
+    fn cpu_per(&self, units: usize, server: Duration, database: Duration) -> String {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / units.max(1) as f64;
+        if self.postmaster.is_some() {
+            format!(
+                "{:>6.0} µs + PostgreSQL {:>5.0} µs",
+                per(server),
+                per(database)
+            )
+        } else {
+            format!("{:>6.0} µs", per(server))
+        }
+    }
+
+    async fn stop(self) {
+        for server in self.servers {
+            server.stop().await;
+        }
+    }
+}
+
+/// The parent of process `pid` (field 4 of `/proc/<pid>/stat`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// How long until the server's sweeper ticks next (at start and every minute after).
@@ -616,7 +786,11 @@ impl Vault {
     /// tokens (and `sweep` tokens to expire later) imported through the API.
     async fn set_up(server: &Server, helpdesk: usize, sweep: usize) -> Self {
         let started = Instant::now();
-        let admin = User::register(&server.base, "admin", &server.admin_invite).await;
+        let invite = server
+            .admin_invite
+            .as_deref()
+            .expect("no admin invite in the server's output");
+        let admin = User::register(&server.base, "admin", invite).await;
         let invite = |name: String, role: &'static str| {
             let admin = &admin;
             async move {
@@ -661,6 +835,38 @@ impl Vault {
             codes: Arc::new(AtomicUsize::new(0)),
             files,
         }
+    }
+
+    /// Sends helpdesk user `i` to instance `i mod n` (their sessions live in the shared
+    /// database, their cookies are for the one host name).
+    fn spread_over(self, deployment: &Deployment) -> Self {
+        {
+            let mut users = self.helpdesk.lock().unwrap();
+            for (i, user) in users.iter_mut().enumerate() {
+                user.base = deployment.servers[i % deployment.servers.len()]
+                    .base
+                    .clone();
+            }
+        }
+        self
+    }
+
+    /// A 100,000-row API import with nothing else running: its duration and CPU.
+    async fn import_alone(&self, deployment: &Deployment) {
+        let file = seed_file(self.files.path(), "IMP", IMPORT_ROWS);
+        let (cpu0, db0) = (deployment.cpu(), deployment.database_cpu());
+        let t = Instant::now();
+        let (status, body) = self.provisioner.import(&file, "alone.csv").await;
+        let took = t.elapsed();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (cpu1, db1) = (deployment.cpu(), deployment.database_cpu());
+        println!(
+            "import: API import of {IMPORT_ROWS} rows alone: {:.2} s ({:.0} rows/s); CPU per 1,000 rows {} (load {})",
+            took.as_secs_f64(),
+            IMPORT_ROWS as f64 / took.as_secs_f64(),
+            deployment.cpu_per(IMPORT_ROWS / 1000, cpu1 - cpu0, db1 - db0),
+            load_average()
+        );
     }
 
     /// Closed-loop reveal pairs on `c` users until `stop`; each user's samples.
@@ -725,33 +931,33 @@ impl Vault {
     }
 
     /// Reveal pairs at concurrency `c`: one second of warm-up, then `seconds` measured.
-    async fn reveal_level(&self, server: &Server, c: usize, seconds: u64) {
+    async fn reveal_level(&self, deployment: &Deployment, c: usize, seconds: u64) {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let workers = self.spawn_reveals(c, started, stop.clone());
         let warm = Duration::from_secs(1);
         tokio::time::sleep(warm).await;
-        let cpu0 = server.cpu();
+        let (cpu0, db0) = (deployment.cpu(), deployment.database_cpu());
         let t0 = started.elapsed();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let cpu1 = server.cpu();
+        let (cpu1, db1) = (deployment.cpu(), deployment.database_cpu());
         let t1 = started.elapsed();
         stop.store(true, Ordering::Relaxed);
         let samples = self.collect(workers).await;
         let (pairs, errors, p50, p99) = window(&samples, t0, t1);
         let rate = pairs as f64 / (t1 - t0).as_secs_f64();
-        let cpu_per_pair = (cpu1 - cpu0).as_secs_f64() * 1e6 / pairs.max(1) as f64;
         println!(
-            "reveal c={c:<3} {rate:>7.0} pairs/s  p50 {:>9}  p99 {:>9}  server CPU {cpu_per_pair:>6.0} µs/pair  ({pairs} pairs, {errors} errors, {:.1} s, load {})",
+            "reveal c={c:<3} {rate:>7.0} pairs/s  p50 {:>9}  p99 {:>9}  server CPU {}/pair  ({pairs} pairs, {errors} errors, {:.1} s, load {})",
             ms(p50),
             ms(p99),
+            deployment.cpu_per(pairs, cpu1 - cpu0, db1 - db0),
             (t1 - t0).as_secs_f64(),
             load_average()
         );
     }
 
     /// Sign-in ceremonies (login start + assertion + finish) at concurrency `c`.
-    async fn sign_ins(&self, server: &Server, c: usize, seconds: u64) {
+    async fn sign_ins(&self, deployment: &Deployment, c: usize, seconds: u64) {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let users: Vec<User> = self.helpdesk.lock().unwrap().drain(..c).collect();
@@ -779,20 +985,20 @@ impl Vault {
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let cpu0 = server.cpu();
+        let (cpu0, db0) = (deployment.cpu(), deployment.database_cpu());
         let t0 = started.elapsed();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let cpu1 = server.cpu();
+        let (cpu1, db1) = (deployment.cpu(), deployment.database_cpu());
         let t1 = started.elapsed();
         stop.store(true, Ordering::Relaxed);
         let samples = self.collect(workers).await;
         let (n, errors, p50, p99) = window(&samples, t0, t1);
         println!(
-            "sign-in c={c:<3} {:>7.0} ceremonies/s  p50 {:>9}  p99 {:>9}  server CPU {:>6.0} µs/ceremony  ({n}, {errors} errors, load {})",
+            "sign-in c={c:<3} {:>7.0} ceremonies/s  p50 {:>9}  p99 {:>9}  server CPU {}/ceremony  ({n}, {errors} errors, load {})",
             n as f64 / (t1 - t0).as_secs_f64(),
             ms(p50),
             ms(p99),
-            (cpu1 - cpu0).as_secs_f64() * 1e6 / n.max(1) as f64,
+            deployment.cpu_per(n, cpu1 - cpu0, db1 - db0),
             load_average()
         );
     }

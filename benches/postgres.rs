@@ -12,7 +12,8 @@
 //! copy never opens them). Each run copies into a fresh database through the library call the
 //! command makes (`transfer::copy`, `verify`, `commit`), timing the copy (COPY of every table
 //! in one transaction) and the verification (row counts, audit chain and head) apart. The
-//! cluster runs with `fsync=off` (see `store::pg_cluster`). Figures: BENCHMARKS.md.
+//! cluster is durable (`SEEDVAULT_PG_DURABLE`: fsync on, as a real server; see
+//! `store::pg_cluster`). Figures: BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -71,6 +72,7 @@ fn main() {
     let tokens = arg("--tokens", 100_000);
     let events = arg("--events", 1_000_000);
     let runs = arg("--runs", 3);
+    std::env::set_var("SEEDVAULT_PG_DURABLE", "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

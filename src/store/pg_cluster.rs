@@ -11,6 +11,11 @@
 //!   guard process in its own session waits for EOF on a pipe only this process holds, then
 //!   stops the cluster and removes the directory.
 //!
+//! Tests run the cluster with `fsync` and synchronous commits off (nothing in it outlives the
+//! process). Benches that compare durable commits set `SEEDVAULT_PG_DURABLE=1` before the
+//! cluster starts, for PostgreSQL's defaults (`fsync`, `synchronous_commit`,
+//! `full_page_writes` on), as a real server runs.
+//!
 //! The binaries are found in `SEEDVAULT_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`,
 //! else `PATH`.
 
@@ -156,8 +161,13 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port()?;
+            let durability = if std::env::var_os("SEEDVAULT_PG_DURABLE").is_some() {
+                ""
+            } else {
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            };
             let options = format!(
-                "-k {} -p {port} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+                "-k {} -p {port} -h 127.0.0.1{durability} -c max_connections=300",
                 dir.display()
             );
             let started = run(
