@@ -355,6 +355,20 @@ pub async fn approved_by_since(
     inline(db, |c| approved_by_since_on(c, operator, since)).await?
 }
 
+/// Serialises an approval's limit check (`reveals_per_operator_per_hour` of approvals) and its
+/// decision with the approver's other approvals across connections and instances, as
+/// [`super::tokens::lock_reveal_limits_on`] does for reveals. Take it before any other lock.
+pub fn lock_approvals_by_on(c: &Inline<'_>, approver: i64) -> Result<(), StoreError> {
+    if let On::Postgres(pg) = c.on() {
+        pg.execute(
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(super::tokens::REVEAL_LIMIT_LOCK)
+                .bind(format!("approver:{approver}")),
+        )?;
+    }
+    Ok(())
+}
+
 /// [`approved_by_since`] on a held connection.
 pub fn approved_by_since_on(
     c: &Inline<'_>,

@@ -1640,3 +1640,122 @@ async fn the_trail_verifies_and_exports_alike_on_both_engines() {
     assert_eq!(broken, verdicts(&postgres, &vault).await);
     postgres.close().await;
 }
+
+/// Serials whose order under a locale differs from their byte order.
+const LOCALE_SENSITIVE: [&str; 10] = ["a-1", "A0", "a_2", "B", "b", "a", "A-0", "a.1", "Z", "_x"];
+
+/// Text keys the lists order and page by compare bytewise on a PostgreSQL database whose
+/// collation is not "C" (as on a Debian cluster initialised under `en_US.UTF-8`), as on SQLite:
+/// the token list in every direction with no row skipped or repeated across pages, operators
+/// and SIEM sinks; and the serial keyset walks the serial index instead of sorting the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_keys_order_and_page_bytewise_on_a_database_whose_collation_is_not_c() {
+    async fn scenario(store: &Store) -> Vec<Vec<String>> {
+        let mut tx = store.begin_write().await.unwrap();
+        for serial in LOCALE_SENSITIVE {
+            tokens::insert(&mut tx, &new_token(serial, None, b"seed"))
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut walks = Vec::new();
+        for descending in [false, true] {
+            let request = |cursor| token_pages::PageRequest {
+                sort: token_pages::TokenSort::Serial,
+                descending,
+                cursor,
+                limit: 3,
+                ..Default::default()
+            };
+            // Forwards to the end, then backwards to the start.
+            let (mut forwards, mut cursor) = (Vec::new(), None);
+            loop {
+                let page = token_pages::page(store, &request(cursor)).await.unwrap();
+                forwards.extend(serials_of(&page.rows));
+                match page.rows.last() {
+                    Some(last) if page.has_next => {
+                        cursor = Some(token_pages::Cursor::After(last.serial.clone()))
+                    }
+                    _ => break,
+                }
+            }
+            let mut backwards = Vec::new();
+            let mut cursor = forwards.last().cloned().map(token_pages::Cursor::Before);
+            loop {
+                let page = token_pages::page(store, &request(cursor)).await.unwrap();
+                backwards.splice(0..0, serials_of(&page.rows));
+                match page.rows.first() {
+                    Some(first) if page.has_previous => {
+                        cursor = Some(token_pages::Cursor::Before(first.serial.clone()))
+                    }
+                    _ => break,
+                }
+            }
+            backwards.extend(forwards.last().cloned());
+            walks.push(forwards);
+            walks.push(backwards);
+        }
+        for (i, name) in LOCALE_SENSITIVE.iter().enumerate() {
+            operators::insert_operator(store, name, &format!("h{i}"), "helpdesk", 1)
+                .await
+                .unwrap();
+            siem::set(store, name, 1, 1).await.unwrap();
+        }
+        let names = operators::list_operators(store).await.unwrap();
+        walks.push(names.into_iter().map(|o| o.name).collect());
+        let sinks = siem::list(store).await.unwrap();
+        walks.push(sinks.into_iter().map(|c| c.sink).collect());
+        walks
+    }
+
+    let url =
+        PostgresUrl::parse(&pg_cluster::fresh_database_in_locale_order().await.unwrap()).unwrap();
+    let pg = Store::open_postgres(&url, None, 4).await.unwrap();
+    let mut bytewise: Vec<String> = LOCALE_SENSITIVE.map(str::to_owned).to_vec();
+    bytewise.sort();
+    // The premise: this database's own order is not the byte order.
+    let values = LOCALE_SENSITIVE.map(|s| format!("('{s}')")).join(", ");
+    let own = texts(
+        &pg,
+        &format!("SELECT x FROM (VALUES {values}) AS v(x) ORDER BY x"),
+    )
+    .await
+    .unwrap();
+    assert_ne!(own, bytewise, "the test database orders text bytewise");
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(dir.path()).await.unwrap();
+    let on_sqlite = scenario(&sqlite).await;
+    let mut descending = bytewise.clone();
+    descending.reverse();
+    assert_eq!(
+        on_sqlite,
+        [
+            vec![bytewise.clone(); 2],
+            vec![descending; 2],
+            vec![bytewise; 2]
+        ]
+        .concat()
+    );
+    assert_eq!(scenario(&pg).await, on_sqlite);
+
+    // A page after a cursor is a range of the serial index, not a sort of every row.
+    let pool = pg.postgres_pool().unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM tokens WHERE serial COLLATE \"C\" > 'a' \
+         ORDER BY serial COLLATE \"C\" LIMIT 3",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("tokens_serial_key") && !plan.contains("Sort"),
+        "{plan}"
+    );
+}

@@ -52,13 +52,28 @@ pub async fn fresh_database() -> Result<String, String> {
 
 /// A fresh, empty database on the process's cluster: its name (see [`Cluster::url`]).
 pub async fn fresh_database_name() -> Result<String, String> {
+    fresh_database_name_with("").await
+}
+
+/// A fresh, empty database whose default collation is ICU's `en-US` (the order a Debian
+/// cluster initialised under `en_US.UTF-8` gives text, which this machine may lack as a libc
+/// locale), where `a_2 < a-1 < A0 < B` rather than bytewise `A0 < B < a-1 < a_2`: for proving
+/// that text keys order and page bytewise whatever the database's locale. Its URL.
+pub async fn fresh_database_in_locale_order() -> Result<String, String> {
+    let name =
+        fresh_database_name_with(" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+            .await?;
+    Ok(cluster()?.url(&name))
+}
+
+async fn fresh_database_name_with(options: &str) -> Result<String, String> {
     let cluster = cluster()?;
     let name = format!(
         "t{}_{}",
         std::process::id(),
         DATABASES.fetch_add(1, Ordering::Relaxed)
     );
-    cluster.create_database(&name).await?;
+    cluster.create_database(&name, options).await?;
     Ok(name)
 }
 
@@ -106,12 +121,12 @@ impl Cluster {
             .database(database)
     }
 
-    async fn create_database(&self, name: &str) -> Result<(), String> {
+    async fn create_database(&self, name: &str, options: &str) -> Result<(), String> {
         use sqlx::Connection as _;
         let mut admin = sqlx::PgConnection::connect_with(&self.socket_options("postgres"))
             .await
             .map_err(|e| format!("cannot connect to the test cluster: {e}"))?;
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"{options}"))
             .execute(&mut admin)
             .await
             .map_err(|e| format!("cannot create test database {name}: {e}"))?;

@@ -682,6 +682,30 @@ pub fn reveal_windows_on(
     Ok(windows(counted))
 }
 
+/// The advisory-lock class of the reveal limits on PostgreSQL (beside `transient`'s and the
+/// scheduled jobs' classes).
+pub(super) const REVEAL_LIMIT_LOCK: i32 = 0x5356_0004;
+
+/// Serialises a grant's limit check and its reveal row with every other grant of the same
+/// token or by the same operator, across connections and instances (PostgreSQL: a
+/// transaction-scoped advisory lock on each, token first). Under `READ COMMITTED` two grants
+/// would otherwise both count the window before either inserts, and both pass its last slot.
+/// Take it before any other lock in the transaction: waiting for it then closes no deadlock
+/// cycle. On SQLite the one writer already runs grants one after another.
+pub fn lock_reveal_limits_on(c: &Inline<'_>, token: i64, operator: i64) -> Result<(), StoreError> {
+    if let On::Postgres(pg) = c.on() {
+        // Two statements: the order of two calls in one select list is not specified.
+        for key in [format!("token:{token}"), format!("operator:{operator}")] {
+            pg.execute(
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(REVEAL_LIMIT_LOCK)
+                    .bind(key),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Records a granted reveal (the limit windows count these).
 pub fn insert_reveal_on(
     c: &Inline<'_>,

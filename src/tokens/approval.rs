@@ -728,6 +728,10 @@ async fn decide(
     let mut tx = env.store.begin_write().await?;
     let outcome = tx
         .inline(|c| -> Result<(), ApprovalError> {
+            if approve.is_some() {
+                // First of this transaction's locks: the approver's window below counts it.
+                rows::lock_approvals_by_on(c, approver.id)?;
+            }
             let row = rows::by_id_on(c, id)?.ok_or(ApprovalError::NotFound(id))?;
             check_decidable(env, c, approver, &row, approve.is_some())?;
             let policy = env

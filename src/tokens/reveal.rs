@@ -602,6 +602,8 @@ fn grant_on(
         rows::by_serial_with_seed_on(c, &pending.serial)?
             .ok_or_else(|| TokenError::NotFound(pending.serial.clone()))?;
     let token = Token::from_row(row)?;
+    // First of this transaction's locks: the limit windows below count what it then inserts.
+    rows::lock_reveal_limits_on(c, token.row_id, operator.id)?;
     check_revealable(&token)?;
     let policy = env
         .policies

@@ -24,6 +24,7 @@ mod deploy;
 mod directory;
 mod full_disk;
 mod fuzz_regressions;
+mod ha;
 mod hardening;
 mod import;
 mod instances;
