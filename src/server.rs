@@ -352,7 +352,13 @@ pub fn spawn_sweeper(state: AppState) {
             if !lock.may_run().await {
                 continue;
             }
-            match crate::tokens::lifecycle::purge_expired(&state.env(), "system").await {
+            let env = state.env();
+            let swept = crate::tokens::lifecycle::purge_expired_paced(
+                &env,
+                "system",
+                crate::tokens::lifecycle::SweepPace::Yielding,
+            );
+            match swept.await {
                 Ok(purged) if !purged.is_empty() => {
                     tracing::info!(count = purged.len(), "purged expired seeds")
                 }

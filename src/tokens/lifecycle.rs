@@ -452,13 +452,41 @@ pub async fn cancel(
 /// Expires and purges every escrowed token past its retention deadline, in batches so other
 /// requests interleave. Returns the serials purged.
 pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, LifecycleError> {
+    purge_expired_paced(env, actor, SweepPace::Full).await
+}
+
+/// How the retention sweep shares the vault with reveals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepPace {
+    /// Batch after batch (`seedvault purge --expired`, tests).
+    Full,
+    /// The server's background sweeper: after each full batch it pauses
+    /// [`SWEEP_YIELD`] times as long as the batch took (at most [`SWEEP_MAX_PAUSE`]), so the
+    /// writer and the cores are free for reveals most of the time. The sweep takes longer;
+    /// nobody waits for it.
+    Yielding,
+}
+
+/// The server's sweeper pauses this many times a batch's own duration after it.
+pub const SWEEP_YIELD: u32 = 2;
+/// The longest pause between two batches of the server's sweeper.
+pub const SWEEP_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// [`purge_expired`] at the given pace.
+pub async fn purge_expired_paced(
+    env: &Env<'_>,
+    actor: &str,
+    pace: SweepPace,
+) -> Result<Vec<String>, LifecycleError> {
     let now = env.unix();
     let mut purged = Vec::new();
     loop {
+        let batch_started = std::time::Instant::now();
         let overdue = rows::overdue(env.store, now, SWEEP_BATCH).await?;
         if overdue.is_empty() {
             break;
         }
+        let full_batch = overdue.len() as i64 == SWEEP_BATCH;
         let mut tx = env.store.begin_write().await?;
         let before = purged.len();
         for row in overdue {
@@ -481,6 +509,10 @@ pub async fn purge_expired(env: &Env<'_>, actor: &str) -> Result<Vec<String>, Li
         }
         tx.commit().await?;
         crate::telemetry::purged("expired", purged.len() - before);
+        if pace == SweepPace::Yielding && full_batch {
+            let pause = (batch_started.elapsed() * SWEEP_YIELD).min(SWEEP_MAX_PAUSE);
+            tokio::time::sleep(pause).await;
+        }
     }
     if !purged.is_empty() {
         scrub(env).await;

@@ -257,6 +257,32 @@ async fn a_cancelled_token_leaves_no_trace_and_only_provisioners_cancel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_paced_sweep_still_purges_every_overdue_token_batch_after_batch() {
+    use seedvault::tokens::lifecycle::{purge_expired_paced, SweepPace, SWEEP_BATCH};
+    let Desk {
+        srv, provisioner, ..
+    } = desk().await;
+    // Two full batches and one token more: the pauses come between batches, none is skipped.
+    let count = 2 * SWEEP_BATCH as usize + 1;
+    for i in 0..count {
+        capture(&provisioner, &format!("P-{i:03}"), json!({})).await;
+    }
+    srv.clock.advance(time::Duration::days(31));
+    let purged = purge_expired_paced(&srv.state.env(), "system", SweepPace::Yielding)
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), count);
+    let expired = srv
+        .audit_actions()
+        .await
+        .into_iter()
+        .filter(|(a, _, _)| a == "token.expired")
+        .count();
+    assert_eq!(expired, count);
+    srv.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_purges_exactly_the_overdue_tokens_without_a_trace() {
     let Desk {
         srv,
