@@ -272,12 +272,7 @@ async fn the_servers_paced_sweep_still_purges_every_overdue_token_batch_after_ba
         .await
         .unwrap();
     assert_eq!(purged.len(), count);
-    let expired = srv
-        .audit_actions()
-        .await
-        .into_iter()
-        .filter(|(a, _, _)| a == "token.expired")
-        .count();
+    let expired = srv.count_action("token.expired").await;
     assert_eq!(expired, count);
     srv.stop_and_check().await;
 }
@@ -313,12 +308,7 @@ async fn the_sweeper_purges_exactly_the_overdue_tokens_without_a_trace() {
     assert_eq!(sweep().await, ["R-30"]);
     srv.clock.advance(time::Duration::days(10));
     assert_eq!(sweep().await, ["R-LATE"]);
-    let expired = srv
-        .audit_actions()
-        .await
-        .into_iter()
-        .filter(|(a, _, _)| a == "token.expired")
-        .count();
+    let expired = srv.count_action("token.expired").await;
     assert_eq!(expired, 3);
     srv.stop_and_check().await;
 }

@@ -163,12 +163,7 @@ async fn every_sample_file_imports_and_each_token_produces_its_expected_code() {
         let (_, _, got) = found.unwrap_or_else(|| panic!("{key} was not imported"));
         assert_eq!(*got, code, "{key}");
     }
-    let imports = srv
-        .audit_actions()
-        .await
-        .into_iter()
-        .filter(|(a, _, _)| a == "token.imported")
-        .count();
+    let imports = srv.count_action("token.imported").await;
     assert_eq!(imports, 5, "one audit event per import");
     srv.stop_and_check().await;
 }

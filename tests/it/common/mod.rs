@@ -378,6 +378,15 @@ impl TestServer {
             .collect()
     }
 
+    /// How many audit events of `action` were recorded so far.
+    pub async fn count_action(&self, action: &str) -> usize {
+        self.audit_actions()
+            .await
+            .iter()
+            .filter(|(a, _, _)| a == action)
+            .count()
+    }
+
     pub fn clock_unix(&self) -> i64 {
         use seedvault::clock::Clock;
         self.clock.unix()
