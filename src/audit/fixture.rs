@@ -60,14 +60,7 @@ pub fn fill(
     while remaining > 0 {
         let n = remaining.min(BATCH);
         remaining -= n;
-        let mut rows = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            seq += 1;
-            let row = synthetic(seq, start, prev)?;
-            prev = row.hash.clone();
-            rows.push(row);
-        }
-        sign_all(vault, &mut rows);
+        let rows = next_batch(vault, n, start, &mut seq, &mut prev)?;
         crate::store::audit::insert_many(db_path, &rows)?;
     }
     Ok(seq)
@@ -92,14 +85,7 @@ pub async fn fill_store(
     while remaining > 0 {
         let n = remaining.min(BATCH);
         remaining -= n;
-        let mut rows = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            seq += 1;
-            let row = synthetic(seq, start, prev)?;
-            prev = row.hash.clone();
-            rows.push(row);
-        }
-        sign_all(vault, &mut rows);
+        let rows = next_batch(vault, n, start, &mut seq, &mut prev)?;
         let mut tx = store.begin_write().await?;
         for row in &rows {
             crate::store::audit::insert(&mut tx, row).await?;
@@ -107,6 +93,25 @@ pub async fn fill_store(
         tx.commit().await?;
     }
     Ok(seq)
+}
+
+/// The `n` signed events after `seq` and `prev` (the chain's head so far), which it advances.
+fn next_batch(
+    vault: &Vault,
+    n: u64,
+    start: OffsetDateTime,
+    seq: &mut i64,
+    prev: &mut Vec<u8>,
+) -> Result<Vec<AuditRow>, AuditError> {
+    let mut rows = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        *seq += 1;
+        let row = synthetic(*seq, start, std::mem::take(prev))?;
+        prev.clone_from(&row.hash);
+        rows.push(row);
+    }
+    sign_all(vault, &mut rows);
+    Ok(rows)
 }
 
 fn synthetic(seq: i64, start: OffsetDateTime, prev_hash: Vec<u8>) -> Result<AuditRow, AuditError> {

@@ -289,55 +289,22 @@ pub async fn insert_programming(
     t: &NewTokenRow<'_>,
     shown_at: Option<i64>,
 ) -> Result<i64, StoreError> {
-    const TOKEN: &str =
-        "INSERT INTO tokens (token_id, serial, owner, display_name, manufacturer, model, algorithm, digits, period,
-                             policy, state, sealed_seed, captured_by, captured_at, retention_deadline)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'programming', ?, ?, ?, ?)";
+    // The escrowed insert's columns and bindings, in the `programming` state, never imported.
+    let token = insert_sql().replace("'escrowed'", "'programming'");
     const PROGRAMMING: &str =
         "INSERT INTO token_programming (token_id, generated_by, shown_at) VALUES (?, ?, ?)";
     inline(&mut *tx, |c| match c.on() {
         On::Sqlite(conn) => {
-            conn.execute(
-                TOKEN,
-                rusqlite::params![
-                    t.token_id,
-                    t.serial,
-                    t.owner,
-                    t.display_name,
-                    t.manufacturer,
-                    t.model,
-                    t.algorithm,
-                    t.digits,
-                    t.period,
-                    t.policy,
-                    t.sealed_seed,
-                    t.captured_by,
-                    t.captured_at,
-                    t.retention_deadline,
-                ],
-            )?;
+            let mut statement = conn.prepare_cached(&token)?;
+            insert_with(&mut statement, t, None)?;
             let id = conn.last_insert_rowid();
             conn.execute(PROGRAMMING, rusqlite::params![id, t.captured_by, shown_at])?;
             Ok::<i64, StoreError>(id)
         }
         On::Postgres(pg) => {
-            let (id,): (i64,) = pg.one(
-                sqlx::query_as(&dollars(&format!("{TOKEN} RETURNING id")))
-                    .bind(t.token_id)
-                    .bind(t.serial)
-                    .bind(t.owner)
-                    .bind(t.display_name)
-                    .bind(t.manufacturer)
-                    .bind(t.model)
-                    .bind(t.algorithm)
-                    .bind(i64::from(t.digits))
-                    .bind(i64::from(t.period))
-                    .bind(t.policy)
-                    .bind(t.sealed_seed)
-                    .bind(t.captured_by)
-                    .bind(t.captured_at)
-                    .bind(t.retention_deadline),
-            )?;
+            let returning = dollars(&format!("{token} RETURNING id"));
+            let rows = pg.rows(bind_new_pg(sqlx::query(&returning), t, None))?;
+            let id: i64 = rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get(0)?;
             pg.execute(
                 sqlx::query(&dollars(PROGRAMMING))
                     .bind(id)
