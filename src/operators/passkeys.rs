@@ -37,16 +37,19 @@ pub struct UsedPasskey {
 
 /// The operator's passkeys, oldest first.
 pub async fn of(store: &Store, operator_id: i64) -> Result<Vec<StoredPasskey>, OperatorError> {
-    rows::credentials_of(store, operator_id)
-        .await?
+    store
+        .inline(|c| rows::credentials_of_on(c, operator_id))
+        .await??
         .into_iter()
-        .map(|row| {
-            Ok(StoredPasskey {
-                passkey: from_stored(row.id, &row.passkey)?,
-                row: row.id,
-            })
-        })
+        .map(stored)
         .collect()
+}
+
+fn stored(row: rows::CredentialRow) -> Result<StoredPasskey, OperatorError> {
+    Ok(StoredPasskey {
+        passkey: from_stored(row.id, &row.passkey)?,
+        row: row.id,
+    })
 }
 
 /// Why an assertion signed for an action (a reveal, an approval) was not accepted.
@@ -67,11 +70,14 @@ pub async fn verify_own(
     challenge: &PasskeyAuthentication,
     assertion: &PublicKeyCredential,
 ) -> Result<Result<UsedPasskey, SignRefusal>, OperatorError> {
-    let Some(signer) = of(store, operator_id)
-        .await?
-        .into_iter()
-        .find(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice())
-    else {
+    // Only the signer's row is read and parsed, by the unique index on the credential id.
+    let signer = store
+        .inline(|c| rows::credential_of_on(c, operator_id, assertion.raw_id.as_slice()))
+        .await??
+        .map(stored)
+        .transpose()?
+        .filter(|stored| stored.passkey.cred_id().as_slice() == assertion.raw_id.as_slice());
+    let Some(signer) = signer else {
         return Ok(Err(SignRefusal::Foreign));
     };
     match webauthn.finish_passkey_authentication(assertion, challenge) {

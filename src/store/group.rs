@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
-use super::{Store, StoreError, WriteTx};
+use super::{Inline, Store, StoreError, WriteTx};
 
 /// The result a committed batch reports to each of its jobs.
 type Verdict = Result<(), StoreError>;
@@ -61,6 +61,8 @@ pub struct GroupTx {
 const SAVEPOINT: &str = "SAVEPOINT grouped_job";
 const RELEASE: &str = "RELEASE grouped_job";
 const ROLLBACK_TO: &str = "ROLLBACK TO grouped_job";
+/// [`ROLLBACK_TO`] then [`RELEASE`], in one call.
+const UNDO: &str = "ROLLBACK TO grouped_job; RELEASE grouped_job";
 
 async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(tx.sqlite()?).await?;
@@ -70,20 +72,87 @@ async fn exec(tx: &mut WriteTx, sql: &'static str) -> Result<(), StoreError> {
 impl GroupTx {
     /// Waits for the batch, joins (or opens) its transaction and starts this job's savepoint.
     pub(super) async fn begin(group: &Group, store: &Store) -> Result<Self, StoreError> {
+        let mut job = Self::join(group, store).await?;
+        if let Err(e) = exec(job.tx_mut()?, SAVEPOINT).await {
+            job.abort(&e);
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    /// Waits for the batch and joins (or opens) its transaction, with no savepoint yet: for
+    /// [`Self::run`], which opens it in the same call as the job's statements.
+    pub(super) async fn join(group: &Group, store: &Store) -> Result<Self, StoreError> {
         let mut batch = group.clone().lock_owned().await;
-        let mut tx = match batch.tx.take() {
+        let tx = match batch.tx.take() {
             Some(tx) => tx,
             None => store.begin_write().await?,
         };
-        if let Err(e) = exec(&mut tx, SAVEPOINT).await {
-            batch.abort(&e);
-            return Err(e);
-        }
         Ok(Self {
             group: Some(group.clone()),
             batch: Some(batch),
             tx: Some(tx),
         })
+    }
+
+    /// Runs a whole job in one call on the calling thread — its savepoint, `work`'s statements
+    /// and the savepoint's release (or, when `work` fails, its rollback) — then waits for the
+    /// durable commit as [`Self::commit`] does, or leaves the batch as [`Self::rollback`]
+    /// does. One hand-off to the write connection's thread per job instead of one per
+    /// statement. The outer error is the store's (the job's writes are then not kept, and the
+    /// batch's other jobs fail with it); the inner one is `work`'s own refusal.
+    pub async fn run<T, E>(
+        mut self,
+        work: impl FnOnce(&Inline<'_>) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        if self.group.is_none() {
+            let outcome = self.tx_mut()?.inline(work).await?;
+            return match outcome {
+                Ok(value) => self.commit().await.map(|()| Ok(value)),
+                Err(refusal) => {
+                    self.rollback().await;
+                    Ok(Err(refusal))
+                }
+            };
+        }
+        let ran = self
+            .tx_mut()?
+            .inline(|c| -> Result<Result<T, E>, StoreError> {
+                c.execute_sqlite(SAVEPOINT)?;
+                let outcome = work(c);
+                c.execute_sqlite(match outcome {
+                    Ok(_) => RELEASE,
+                    Err(_) => UNDO,
+                })?;
+                Ok(outcome)
+            })
+            .await
+            .and_then(|ran| ran);
+        match ran {
+            Ok(Ok(value)) => self.queue_commit().await.map(|()| Ok(value)),
+            Ok(Err(refusal)) => {
+                self.leave_undone().await;
+                Ok(Err(refusal))
+            }
+            Err(e) => {
+                self.abort(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn tx_mut(&mut self) -> Result<&mut WriteTx, StoreError> {
+        self.tx
+            .as_mut()
+            .ok_or_else(|| StoreError::Batch("the job was already ended".into()))
+    }
+
+    /// Abandons the whole batch (see [`Batch::abort`]).
+    fn abort(&mut self, cause: &StoreError) {
+        self.tx = None;
+        if let Some(mut batch) = self.batch.take() {
+            batch.abort(cause);
+        }
     }
 
     /// A job in a transaction of its own (PostgreSQL).
@@ -98,19 +167,27 @@ impl GroupTx {
     /// Keeps this job's writes and waits until the shared transaction holding them is
     /// durably committed.
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.group.is_some() {
+            if let Err(e) = exec(self.tx_mut()?, RELEASE).await {
+                self.abort(&e);
+                return Err(e);
+            }
+        }
+        self.queue_commit().await
+    }
+
+    /// Hands the released job's transaction back to the batch and waits for the batch's
+    /// durable commit (on PostgreSQL: commits its own transaction).
+    async fn queue_commit(mut self) -> Result<(), StoreError> {
         let Some(group) = self.group.clone() else {
             return match self.tx.take() {
                 Some(tx) => tx.commit().await,
                 None => Err(StoreError::Batch("the job was already ended".into())),
             };
         };
-        let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
+        let (Some(mut batch), Some(tx)) = (self.batch.take(), self.tx.take()) else {
             return Err(StoreError::Batch("the job was already ended".into()));
         };
-        if let Err(e) = exec(&mut tx, RELEASE).await {
-            batch.abort(&e);
-            return Err(e);
-        }
         let (done, verdict) = oneshot::channel();
         batch.tx = Some(tx);
         batch.waiting.push(done);
@@ -132,16 +209,26 @@ impl GroupTx {
             }
             return;
         }
-        let (Some(mut batch), Some(mut tx)) = (self.batch.take(), self.tx.take()) else {
+        let Some(tx) = self.tx.as_mut() else {
             return;
         };
-        let undone = match exec(&mut tx, ROLLBACK_TO).await {
-            Ok(()) => exec(&mut tx, RELEASE).await,
+        let undone = match exec(tx, ROLLBACK_TO).await {
+            Ok(()) => exec(tx, RELEASE).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = undone {
-            batch.abort(&e);
-        } else if batch.waiting.is_empty() {
+        match undone {
+            Ok(()) => self.leave_undone().await,
+            Err(e) => self.abort(&e),
+        }
+    }
+
+    /// Leaves the batch once this job's savepoint is rolled back and released: its
+    /// transaction goes back to the batch, or ends now if no other job is in it.
+    async fn leave_undone(mut self) {
+        let (Some(mut batch), Some(tx)) = (self.batch.take(), self.tx.take()) else {
+            return;
+        };
+        if batch.waiting.is_empty() {
             // Nothing of anyone else's is in it: end it now and free the write connection.
             let _ = tx.rollback().await;
         } else {

@@ -30,6 +30,7 @@ pub mod outbox;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod pg_cluster;
 pub mod postgres;
+mod readers;
 pub mod sessions;
 pub mod siem;
 pub mod snapshot;
@@ -194,6 +195,9 @@ impl WriteTx {
 pub struct Db<'c>(Source<'c>);
 
 enum Source<'c> {
+    /// The store's read side: sqlx's read pool for sqlx queries, rusqlite's own connections
+    /// for [`Db::inline`].
+    Reads(&'c SqlitePool, &'c readers::Readers),
     Pool(&'c SqlitePool),
     Tx(&'c mut SqliteConnection),
     /// PostgreSQL: the table modules run on it through [`Engine`] (SQLite-only paths answer
@@ -251,7 +255,9 @@ impl std::ops::DerefMut for PgConn<'_> {
 /// The connection `db` names, of whichever engine.
 async fn engine<'c>(db: impl Into<Db<'c>>) -> Result<Engine<'c>, StoreError> {
     Ok(match db.into().0 {
-        Source::Pool(pool) => Engine::Sqlite(Conn::Pooled(pool.acquire().await?)),
+        Source::Reads(pool, _) | Source::Pool(pool) => {
+            Engine::Sqlite(Conn::Pooled(pool.acquire().await?))
+        }
         Source::Tx(conn) => Engine::Sqlite(Conn::Borrowed(conn)),
         Source::PgPool(pool) => Engine::Postgres(PgConn::Pooled(pool.acquire().await?)),
         Source::PgTx(conn) => Engine::Postgres(PgConn::Borrowed(conn)),
@@ -261,7 +267,7 @@ async fn engine<'c>(db: impl Into<Db<'c>>) -> Result<Engine<'c>, StoreError> {
 impl<'c> From<&'c Store> for Db<'c> {
     fn from(store: &'c Store) -> Self {
         Self(match &store.engine {
-            StoreEngine::Sqlite(sqlite) => Source::Pool(&sqlite.pool),
+            StoreEngine::Sqlite(sqlite) => Source::Reads(&sqlite.pool, &sqlite.readers),
             StoreEngine::Postgres(pool) => Source::PgPool(pool),
         })
     }
@@ -286,7 +292,7 @@ impl<'c> Db<'c> {
     /// The connection to run on: one checked out of the pool, or the transaction's.
     async fn conn(self) -> Result<Conn<'c>, StoreError> {
         Ok(match self.0 {
-            Source::Pool(pool) => Conn::Pooled(pool.acquire().await?),
+            Source::Reads(pool, _) | Source::Pool(pool) => Conn::Pooled(pool.acquire().await?),
             Source::Tx(conn) => Conn::Borrowed(conn),
             Source::PgPool(_) | Source::PgTx(_) => return Err(not_on_postgres()),
         })
@@ -294,6 +300,10 @@ impl<'c> Db<'c> {
 
     /// Runs `work` on that connection, on the calling thread (see [`WriteTx::inline`]).
     async fn inline<R>(self, work: impl FnOnce(&Inline<'_>) -> R) -> Result<R, StoreError> {
+        if let Source::Reads(_, readers) = self.0 {
+            // No await and no hand-off: rusqlite's own connection, on this thread.
+            return readers.run(|conn| work(&Inline(InlineConn::Sqlite(conn))));
+        }
         match engine(self).await? {
             Engine::Sqlite(mut conn) => on_rusqlite(&mut conn, work, false).await,
             Engine::Postgres(mut conn) => on_postgres(&mut conn, work),
@@ -379,6 +389,15 @@ impl<'c> Inline<'c> {
         match &self.0 {
             InlineConn::Sqlite(conn) => On::Sqlite(conn),
             InlineConn::Postgres(pg) => On::Postgres(pg),
+        }
+    }
+
+    /// Runs SQL without parameters on SQLite (a group-commit job's savepoint); on PostgreSQL
+    /// [`not_on_postgres`].
+    fn execute_sqlite(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            InlineConn::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            InlineConn::Postgres(_) => Err(not_on_postgres()),
         }
     }
 
@@ -618,6 +637,8 @@ enum StoreEngine {
 struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
+    /// The read side of [`Store::inline`] (`readers`).
+    readers: Arc<readers::Readers>,
     group: group::Group,
     path: PathBuf,
 }
@@ -700,6 +721,7 @@ impl Store {
         Ok(Self::with_engine(StoreEngine::Sqlite(SqliteStore {
             pool,
             writer,
+            readers: Arc::new(readers::Readers::new(path.clone(), busy_timeout, false)),
             group: Default::default(),
             path,
         })))
@@ -784,10 +806,11 @@ impl Store {
                 reason: format!("there is no {DATABASE_FILE} in it"),
             });
         }
+        let busy_timeout = Duration::from_secs(10);
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
             .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy_timeout)
             .pragma("query_only", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
@@ -796,6 +819,7 @@ impl Store {
         Ok(Self::with_engine(StoreEngine::Sqlite(SqliteStore {
             writer: pool.clone(),
             pool,
+            readers: Arc::new(readers::Readers::new(path.clone(), busy_timeout, true)),
             group: Default::default(),
             path,
         })))
@@ -938,6 +962,21 @@ impl Store {
         }
     }
 
+    /// A whole grouped write in one call ([`GroupTx::run`]): `work`'s statements run on the
+    /// calling thread inside the job's savepoint, and the answer comes back once the shared
+    /// transaction holding them is durable (`Ok(Ok)`), or once they are undone (`Ok(Err)`,
+    /// `work`'s refusal). The reveal's grant.
+    pub async fn write_grouped<T, E>(
+        &self,
+        work: impl FnOnce(&Inline<'_>) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        let job = match &self.engine {
+            StoreEngine::Sqlite(sqlite) => GroupTx::join(&sqlite.group, self).await?,
+            StoreEngine::Postgres(_) => GroupTx::solo(self.begin_write().await?),
+        };
+        job.run(work).await
+    }
+
     /// Removes what overwritten or deleted rows leave in the database's own files: on SQLite
     /// the WAL's copies of old pages (checkpoint, then truncate the WAL to zero bytes; freed
     /// pages are already zeroed by `secure_delete`); on PostgreSQL the dead row versions of
@@ -964,6 +1003,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.engine {
             StoreEngine::Sqlite(sqlite) => {
+                sqlite.readers.close();
                 sqlite.pool.close().await;
                 sqlite.writer.close().await;
             }

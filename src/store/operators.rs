@@ -198,12 +198,69 @@ pub async fn credentials_of(
     db: impl Into<Db<'_>>,
     operator_id: i64,
 ) -> Result<Vec<CredentialRow>, StoreError> {
-    let rows: Vec<CredentialTuple> = on_either!(db, |conn| sqlx::query_as(&format!(
-        "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE operator_id = $1 ORDER BY id"
-    ))
-    .bind(operator_id)
-    .fetch_all(&mut *conn)
-    .await?);
+    inline(db, |c| credentials_of_on(c, operator_id)).await?
+}
+
+/// [`credentials_of`] on a connection held for a run of statements (the reveal path: no
+/// hand-off per statement).
+pub fn credentials_of_on(
+    c: &Inline<'_>,
+    operator_id: i64,
+) -> Result<Vec<CredentialRow>, StoreError> {
+    credentials_where_on(c, "operator_id = $1 ORDER BY id", operator_id, None)
+}
+
+/// The operator's credential whose WebAuthn id is `credential_id`, if it is theirs (an
+/// assertion's signer: one row, read by the unique index).
+pub fn credential_of_on(
+    c: &Inline<'_>,
+    operator_id: i64,
+    credential_id: &[u8],
+) -> Result<Option<CredentialRow>, StoreError> {
+    Ok(credentials_where_on(
+        c,
+        "operator_id = $1 AND credential_id = $2",
+        operator_id,
+        Some(credential_id),
+    )?
+    .pop())
+}
+
+fn credentials_where_on(
+    c: &Inline<'_>,
+    filter: &str,
+    operator_id: i64,
+    credential_id: Option<&[u8]>,
+) -> Result<Vec<CredentialRow>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE {filter}");
+    let rows: Vec<CredentialTuple> = match c.on() {
+        On::Sqlite(conn) => {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let read = |r: &rusqlite::Row<'_>| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            };
+            let rows = match credential_id {
+                Some(id) => statement.query_map(rusqlite::params![operator_id, id], read)?,
+                None => statement.query_map([operator_id], read)?,
+            };
+            rows.collect::<Result<_, _>>()?
+        }
+        On::Postgres(pg) => {
+            let query = sqlx::query_as(&sql).bind(operator_id);
+            pg.all(match credential_id {
+                Some(id) => query.bind(id),
+                None => query,
+            })?
+        }
+    };
     Ok(rows.into_iter().map(credential).collect())
 }
 

@@ -567,28 +567,15 @@ async fn grant(
     pending: &PendingReveal,
     credential: &UsedPasskey,
 ) -> Result<RevealedCode, RevealError> {
-    let mut tx = env.store.begin_grouped().await?;
-    // The job holds the group-commit lock until it commits or rolls back, so its statements
-    // run on the transaction's own connection, without a hand-off to sqlx's worker thread
-    // each.
-    let outcome = match tx
-        .inline(|c| grant_on(env, operator, pending, c, credential))
-        .await
-    {
-        Ok(outcome) => outcome,
-        Err(error) => Err(error.into()),
-    };
-    match outcome {
-        Ok(revealed) => {
-            tx.commit().await?;
-            crate::telemetry::reveal_granted();
-            Ok(revealed)
-        }
-        Err(error) => {
-            tx.rollback().await;
-            Err(error)
-        }
-    }
+    // The savepoint, the grant's statements and the release in one call on the write
+    // connection, without a hand-off to sqlx's worker thread for each; the code comes back
+    // only once the shared transaction holding them is durably committed.
+    let revealed = env
+        .store
+        .write_grouped(|c| grant_on(env, operator, pending, c, credential))
+        .await??;
+    crate::telemetry::reveal_granted();
+    Ok(revealed)
 }
 
 fn grant_on(
