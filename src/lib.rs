@@ -37,7 +37,8 @@
 //!   pixels and time, zeroized) and a generated seed's QR as SVG or terminal blocks.
 //! - [`import`]  seed files (Entra/vendor/privacyIDEA CSV, PSKC, otpauth lists) → validated rows and a per-row error report.
 //! - [`vault`]   keys: the data key, age key slots, sealing seeds (XChaCha20-Poly1305 + row binding).
-//! - [`store`]   the engine (SQLite: pool, pragmas, one writer; PostgreSQL: a pool) behind one
+//! - [`store`]   the engine (SQLite: sqlx's read pool and rusqlite's own read connections,
+//!   pragmas, one writer; PostgreSQL: a pool) behind one
 //!   `Store`/`WriteTx`/`Inline`, migrations and every SQL query, grouped by table, per dialect
 //!   only where they differ; `store::postgres`: connection, its own migrations, the bulk copy
 //!   from SQLite;

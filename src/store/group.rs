@@ -398,4 +398,61 @@ mod tests {
         assert!(insert(&store, 9, true).await);
         assert_eq!(rows(&store).await, vec![9]);
     }
+
+    /// `write_grouped` (the reveal's grant): one call per job. A refusing job leaves nothing,
+    /// even when it wrote before refusing, and its batch's other jobs commit; every kept job
+    /// is committed when its call returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_jobs_in_one_call_keep_or_undo_each_job_alone() {
+        let (_dir, store) = store().await;
+        let jobs = (1..=40).map(|n| {
+            let store = store.clone();
+            async move {
+                let outcome = store
+                    .write_grouped(|c| -> Result<i64, String> {
+                        c.execute_sqlite(&format!("INSERT INTO scratch (n) VALUES ({n})"))
+                            .unwrap();
+                        if n % 4 == 0 {
+                            Err(format!("job {n} refuses after writing"))
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                    .await
+                    .unwrap();
+                if let Ok(n) = outcome {
+                    assert!(
+                        rows(&store).await.contains(&n),
+                        "job {n} answered before its commit"
+                    );
+                }
+                outcome
+            }
+        });
+        let outcomes = futures::future::join_all(jobs).await;
+        assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 10);
+        let expected: Vec<i64> = (1..=40).filter(|n| n % 4 != 0).collect();
+        assert_eq!(rows(&store).await, expected);
+        assert!(
+            insert(&store, 41, true).await,
+            "the write connection was left in a transaction"
+        );
+    }
+
+    /// A job whose statement fails at the store (not a refusal of its own) fails, and so does
+    /// nothing else afterwards: the next job commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_whole_job_failing_in_the_store_keeps_nothing_and_the_next_commits() {
+        let (_dir, store) = store().await;
+        let failed = store
+            .write_grouped(|c| -> Result<(), StoreError> {
+                c.execute_sqlite("INSERT INTO scratch (n) VALUES (1)")?;
+                c.execute_sqlite("INSERT INTO no_such_table (n) VALUES (2)")
+            })
+            .await
+            .unwrap();
+        assert!(failed.is_err());
+        assert!(insert(&store, 3, true).await);
+        assert_eq!(rows(&store).await, vec![3]);
+    }
 }

@@ -1,4 +1,5 @@
-//! Storage: the engine (SQLite: a read pool, one write connection, pragmas; PostgreSQL: a pool),
+//! Storage: the engine (SQLite: a read pool, rusqlite's own read connections ([`readers`]), one
+//! write connection, pragmas; PostgreSQL: a pool),
 //! migrations, and every query (grouped by table, choosing SQL per engine only where the
 //! dialects differ); PostgreSQL's connection, migrations and the bulk copy from SQLite
 //! ([`postgres`]). No SQL lives outside this module.
