@@ -132,9 +132,17 @@ impl Sender {
         Ok(taken)
     }
 
+    /// Records an attempt's outcome through the one write connection, where it queues behind
+    /// the grants instead of racing them for SQLite's lock (`store::readers`).
+    async fn record(&self, id: i64, at: i64, attempt: Attempt<'_>) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        outbox::record_attempt(&mut tx, id, at, attempt).await?;
+        tx.commit().await
+    }
+
     async fn send(&self, notice: PendingNotice) -> Result<(), StoreError> {
         let now = self.clock.unix();
-        let record = |attempt| outbox::record_attempt(&self.store, notice.id, now, attempt);
+        let record = |attempt| self.record(notice.id, now, attempt);
         let Some(mailer) = &self.mailer else {
             return record(Attempt::Unsent {
                 reason: "smtp not configured",
@@ -304,6 +312,44 @@ fn when(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// The outcome of an attempt is written through the one write connection: while another
+    /// write holds SQLite's lock, it waits its turn. Written beside the writer (as it once
+    /// was, on the read side) it slept in SQLite's busy handler on a runtime thread, stalling
+    /// the reveals scheduled there, and failed as "database is locked" after the timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_waits_for_a_held_write_instead_of_failing_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), Duration::from_millis(20))
+            .await
+            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let notice = outbox::NewNotice {
+            kind: "reveal",
+            serial: "S1",
+            owner: "amy",
+            notify_manager: false,
+            facts: "{}",
+            created_at: 10,
+        };
+        outbox::insert(&mut tx, &notice).await.unwrap();
+        tx.commit().await.unwrap();
+        let config = crate::config::Config::validate(Default::default()).unwrap();
+        let clock: SharedClock = Arc::new(crate::clock::ManualClock::at_unix(100));
+        let sender = Sender::from_config(store.clone(), clock, &config).unwrap();
+
+        let held = store.begin_write().await.unwrap();
+        let pass = tokio::spawn(async move { sender.pass(true).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !pass.is_finished(),
+            "the attempt did not wait for the held write"
+        );
+        held.commit().await.unwrap();
+        assert_eq!(pass.await.unwrap().unwrap(), 1);
+        assert_eq!(outbox::counts(&store).await.unwrap().unsent, 1);
+    }
 
     #[test]
     fn retries_back_off_from_half_a_minute_doubling_up_to_an_hour() {

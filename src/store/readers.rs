@@ -11,6 +11,11 @@
 //! They see exactly what sqlx's read pool sees: same file, same pragmas, and in WAL mode each
 //! statement (or explicit transaction) reads the newest commit. A connection comes back to the
 //! idle list only with no transaction open, so nothing stale or lock-holding is reused.
+//!
+//! Like the read pool they can write (tests and a few maintenance paths write through
+//! `&Store`), but the server's writes belong on the one write connection: a write here races
+//! it for SQLite's lock and sleeps in SQLite's busy handler on a runtime thread meanwhile
+//! (the notices sender did, and stalled reveals for up to a few hundred milliseconds).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
