@@ -126,29 +126,38 @@ impl Sender {
         let now = self.clock.unix();
         let due = outbox::due(&self.store, if all { i64::MAX } else { now }, BATCH).await?;
         let taken = due.len();
+        let Some(mailer) = &self.mailer else {
+            // Nothing to send: the whole batch becomes `unsent` in one transaction (one
+            // commit, not one per notice, on the write connection the grants use).
+            let mut tx = self.store.begin_write().await?;
+            for notice in &due {
+                let unsent = Attempt::Unsent {
+                    reason: "smtp not configured",
+                };
+                outbox::record_attempt(&mut tx, notice.id, now, unsent).await?;
+            }
+            tx.commit().await?;
+            return Ok(taken);
+        };
         for notice in due {
-            self.send(notice).await?;
+            self.send(mailer, notice).await?;
         }
         Ok(taken)
     }
 
     /// Records an attempt's outcome through the one write connection, where it queues behind
-    /// the grants instead of racing them for SQLite's lock (`store::readers`).
+    /// the grants instead of racing them for SQLite's lock (`store::readers`). One commit per
+    /// notice: a mail that left is recorded before the next one is tried, so a crash resends
+    /// at most one.
     async fn record(&self, id: i64, at: i64, attempt: Attempt<'_>) -> Result<(), StoreError> {
         let mut tx = self.store.begin_write().await?;
         outbox::record_attempt(&mut tx, id, at, attempt).await?;
         tx.commit().await
     }
 
-    async fn send(&self, notice: PendingNotice) -> Result<(), StoreError> {
+    async fn send(&self, mailer: &Mailer, notice: PendingNotice) -> Result<(), StoreError> {
         let now = self.clock.unix();
         let record = |attempt| self.record(notice.id, now, attempt);
-        let Some(mailer) = &self.mailer else {
-            return record(Attempt::Unsent {
-                reason: "smtp not configured",
-            })
-            .await;
-        };
         let Some(kind) = Kind::parse(&notice.kind) else {
             return record(Attempt::Failed {
                 error: "unknown kind of notice",
