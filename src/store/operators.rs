@@ -56,16 +56,7 @@ pub fn operator_by_id_on(c: &Inline<'_>, id: i64) -> Result<Option<OperatorRow>,
             .prepare_cached(&format!(
                 "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = ?1"
             ))?
-            .query_row([id], |r| {
-                Ok(operator((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                )))
-            })
+            .query_row([id], |r| r.try_into().map(operator))
             .optional()?),
         On::Postgres(pg) => Ok(pg
             .optional(
@@ -236,17 +227,7 @@ fn credentials_where_on(
     let rows: Vec<CredentialTuple> = match c.on() {
         On::Sqlite(conn) => {
             let mut statement = conn.prepare_cached(&sql)?;
-            let read = |r: &rusqlite::Row<'_>| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            };
+            let read = |r: &rusqlite::Row<'_>| CredentialTuple::try_from(r);
             let rows = match credential_id {
                 Some(id) => statement.query_map(rusqlite::params![operator_id, id], read)?,
                 None => statement.query_map([operator_id], read)?,
