@@ -126,6 +126,9 @@ impl Sender {
         let now = self.clock.unix();
         let due = outbox::due(&self.store, if all { i64::MAX } else { now }, BATCH).await?;
         let taken = due.len();
+        if taken == 0 {
+            return Ok(0);
+        }
         let Some(mailer) = &self.mailer else {
             // Nothing to send: the whole batch becomes `unsent` in one transaction (one
             // commit, not one per notice, on the write connection the grants use).
